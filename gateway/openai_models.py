@@ -1,0 +1,147 @@
+"""Pydantic models of the OpenAI chat completion request, as the official SDK sends it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(BaseModel):
+    # The SDK echoes its own message objects back, with fields such as annotations, audio and
+    # function_call set to null: accept and ignore what does not change the prompt.
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[ContentPart], None] = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+
+
+class FunctionDefinition(_Model):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class FunctionTool(_Model):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Model):
+    name: str
+
+
+class NamedToolChoice(_Model):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JSONSchemaSpec(_Model):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaSpec | None = None
+
+
+class StreamOptions(_Model):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    tools: list[FunctionTool] | None = None
+    tool_choice: Union[Literal["auto", "none", "required"], NamedToolChoice, None] = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: Union[str, list[str], None] = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    # Accepted so that SDK requests pass; each is checked by `unsupported_parameters`.
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+
+
+def unsupported_parameters(req: ChatCompletionRequest) -> tuple[str, str] | None:
+    """(param, message) for the first parameter toolwire would otherwise silently ignore."""
+    if req.model_extra:
+        name = next(iter(req.model_extra))
+        if name in ("functions", "function_call"):
+            return name, f"'{name}' is deprecated and not supported; use 'tools' and 'tool_choice'"
+        return name, f"Unrecognized request argument supplied: {name}"
+    checks = [
+        ("n", req.n not in (None, 1), "n > 1 is not supported"),
+        ("logprobs", bool(req.logprobs), "logprobs is not supported"),
+        ("top_logprobs", req.top_logprobs is not None, "top_logprobs is not supported"),
+        ("presence_penalty", req.presence_penalty not in (None, 0),
+         "presence_penalty is not supported"),
+        ("frequency_penalty", req.frequency_penalty not in (None, 0),
+         "frequency_penalty is not supported"),
+        ("logit_bias", bool(req.logit_bias), "logit_bias is not supported"),
+        ("store", bool(req.store), "store is not supported"),
+    ]
+    for param, bad, message in checks:
+        if bad:
+            return param, message
+    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if len(stops) > 4:
+        return "stop", "at most 4 stop sequences are allowed"
+    for i, m in enumerate(req.messages):
+        if isinstance(m.content, list):
+            for j, part in enumerate(m.content):
+                if part.type not in ("text", "refusal") or part.text is None:
+                    return (f"messages[{i}].content[{j}].type",
+                            f"content parts of type {part.type!r} are not supported; "
+                            "only text")
+    return None

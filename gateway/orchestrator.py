@@ -1,0 +1,243 @@
+"""The one orchestration path: template -> decode -> extractor, for REST and gRPC alike.
+
+`open` renders the prompt and waits for the first generated token (or the first error), so a bad
+request fails as a plain error before any stream starts; `Run.chunks` then yields
+ChatCompletionChunk protos in OpenAI's stream order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import AsyncIterator
+
+import grpc
+
+from toolwire.chat.v1 import chat_pb2
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.decode.v1 import decode_pb2, decode_pb2_grpc
+from toolwire.errors import RequestError, from_rpc_error
+from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
+from toolwire.grpc_server import channel, check_serving
+from toolwire.template.v1 import template_pb2, template_pb2_grpc
+
+from .metrics import Metrics
+
+
+class Orchestrator:
+    def __init__(self, template: str, decode: str, extractor: str, served_names: list[str],
+                 metrics: Metrics):
+        self.addresses = {"template": template, "decode": decode, "extractor": extractor}
+        self.extra_names = served_names
+        self.metrics = metrics
+        self.model_id = ""
+        self.names: list[str] = []
+
+    async def connect(self) -> None:
+        self.channels = {k: channel(a) for k, a in self.addresses.items()}
+        self.template = template_pb2_grpc.TemplateServiceStub(self.channels["template"])
+        self.decode = decode_pb2_grpc.DecodeServiceStub(self.channels["decode"])
+        self.extractor = extractor_pb2_grpc.ExtractorServiceStub(self.channels["extractor"])
+        info = await self.template.GetModelInfo(common.GetModelInfoRequest(),
+                                                wait_for_ready=True, timeout=600)
+        self.model_id = info.model_id
+        self.tool_format = info.tool_format
+        self.names = [self.model_id] + [n for n in self.extra_names if n != self.model_id]
+
+    async def close(self) -> None:
+        for ch in self.channels.values():
+            await ch.close()
+
+    async def healthy(self) -> dict[str, bool]:
+        names = list(self.addresses)
+        results = await asyncio.gather(*(check_serving(self.addresses[n]) for n in names))
+        return dict(zip(names, results))
+
+    async def open(self, req: chat_pb2.ChatCompletionRequest) -> "Run":
+        if req.model not in self.names:
+            raise RequestError(f"The model `{req.model}` does not exist. Served: "
+                               f"{', '.join(self.names)}", param="model",
+                               code="model_not_found", status=404)
+        started = time.perf_counter()
+        try:
+            rendered = await self.template.RenderChat(template_pb2.RenderChatRequest(
+                model=self.model_id, messages=req.messages, tools=req.tools,
+                tool_choice=req.tool_choice,
+                parallel_tool_calls=req.parallel_tool_calls if req.HasField(
+                    "parallel_tool_calls") else None,
+                response_format=req.response_format))
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, "template") from None
+        run = Run(self, req, rendered, started)
+        await run.start()
+        return run
+
+
+class Run:
+    """One request in flight."""
+
+    def __init__(self, orch: Orchestrator, req: chat_pb2.ChatCompletionRequest,
+                 rendered: template_pb2.RenderChatResponse, started: float):
+        self.orch = orch
+        self.req = req
+        self.rendered = rendered
+        self.started = started
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.prompt_tokens = len(rendered.prompt_token_ids)
+        self.completion_tokens = 0
+        self.decode_done: decode_pb2.GenerateComplete | None = None
+        self.tool_calls = 0
+
+    async def start(self) -> None:
+        req = self.req
+        sampling = decode_pb2.SamplingParams(
+            temperature=req.temperature if req.HasField("temperature") else 1.0,
+            top_p=req.top_p if req.HasField("top_p") else 1.0)
+        if req.HasField("seed"):
+            sampling.seed = req.seed
+        self.generate = self.orch.decode.Generate(decode_pb2.GenerateRequest(
+            request_id=self.id, prompt_token_ids=self.rendered.prompt_token_ids,
+            sampling=sampling, max_tokens=req.max_completion_tokens,
+            stop_token_ids=self.rendered.stop_token_ids, constraint=self.rendered.constraint
+            if self.rendered.HasField("constraint") else None))
+        try:
+            self.first = await self.generate.read()
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, "decode") from None
+        self.orch.metrics.time_to_first_token.observe(time.perf_counter() - self.started)
+
+    async def _pump(self, extract) -> None:
+        """decode -> extractor: token chunks, then the end with decode's finish reason."""
+        msg = self.first
+        while msg is not grpc.aio.EOF:
+            if msg.WhichOneof("response") == "chunk":
+                self.completion_tokens += len(msg.chunk.token_ids)
+                await extract.write(extractor_pb2.ExtractRequest(
+                    tokens=extractor_pb2.TokenChunk(token_ids=msg.chunk.token_ids)))
+            else:
+                self.decode_done = msg.complete
+                await extract.write(extractor_pb2.ExtractRequest(
+                    end=extractor_pb2.ExtractEnd(finish_reason=msg.complete.finish_reason)))
+                await extract.done_writing()
+                return
+            msg = await self.generate.read()
+        raise RequestError("the decode service ended the stream without finishing", status=500,
+                           type="server_error")
+
+    def _chunk(self, delta: chat_pb2.Delta | None = None,
+               finish: str | None = None) -> chat_pb2.ChatCompletionChunk:
+        choice = chat_pb2.ChunkChoice(index=0, delta=delta or chat_pb2.Delta())
+        if finish:
+            choice.finish_reason = finish
+        return chat_pb2.ChatCompletionChunk(id=self.id, object="chat.completion.chunk",
+                                            created=self.created, model=self.req.model,
+                                            choices=[choice])
+
+    def _deltas(self, resp: extractor_pb2.ExtractResponse):
+        """One extractor response as chunks. A call's first chunk carries its id, type, name and
+        empty arguments; its argument text follows in later chunks, as OpenAI streams it."""
+        if resp.content or resp.reasoning_content:
+            d = chat_pb2.Delta()
+            if resp.content:
+                d.content = resp.content
+            if resp.reasoning_content:
+                d.reasoning_content = resp.reasoning_content
+            yield self._chunk(d)
+        for c in resp.tool_calls:
+            if c.id:
+                self.tool_calls += 1
+                yield self._chunk(chat_pb2.Delta(tool_calls=[chat_pb2.ToolCallChunk(
+                    index=c.index, id=c.id, type="function", name=c.name, arguments="")]))
+            if c.arguments:
+                yield self._chunk(chat_pb2.Delta(tool_calls=[chat_pb2.ToolCallChunk(
+                    index=c.index, arguments=c.arguments)]))
+
+    async def chunks(self) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
+        orch = self.orch
+        extract = orch.extractor.Extract()
+        setup = extractor_pb2.ExtractSetup(model=self.req.model, tool_format=self.rendered.tool_format,
+                                           tools=self.req.tools, tool_choice=self.req.tool_choice,
+                                           stop=self.req.stop)
+        pump: asyncio.Task | None = None
+        try:
+            await extract.write(extractor_pb2.ExtractRequest(setup=setup))
+            pump = asyncio.create_task(self._pump(extract))
+            yield self._chunk(chat_pb2.Delta(role="assistant"))
+            finish = None
+            while finish is None:
+                resp = await _read_or_fail(extract, pump)
+                for chunk in self._deltas(resp):
+                    yield chunk
+                finish = resp.finish_reason or None
+            if finish == "abort":
+                raise RequestError("generation was aborted by the decode service", status=500,
+                                   type="server_error")
+            if pump.done() and pump.exception():
+                raise pump.exception()
+            yield self._chunk(finish=finish)
+            if self.decode_done is not None:
+                self.completion_tokens = self.decode_done.completion_tokens
+            orch.metrics.tokens_generated.inc(self.completion_tokens)
+            orch.metrics.tool_calls.inc(self.tool_calls)
+            if self.req.include_usage:
+                yield chat_pb2.ChatCompletionChunk(
+                    id=self.id, object="chat.completion.chunk", created=self.created,
+                    model=self.req.model, usage=self.usage())
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, "extractor") from None
+        finally:
+            # Whatever ended the stream (done, a stop string, the client leaving), stop decoding.
+            self.generate.cancel()
+            extract.cancel()
+            if pump is not None and not pump.done():
+                pump.cancel()
+
+    def usage(self) -> common.Usage:
+        return common.Usage(prompt_tokens=self.prompt_tokens,
+                            completion_tokens=self.completion_tokens,
+                            total_tokens=self.prompt_tokens + self.completion_tokens)
+
+    async def completion(self) -> chat_pb2.ChatCompletion:
+        """The non-streamed response: the same chunks, accumulated."""
+        content, calls, finish = [], {}, "stop"
+        async for chunk in self.chunks():
+            for ch in chunk.choices:
+                if ch.delta.HasField("content"):
+                    content.append(ch.delta.content)
+                for c in ch.delta.tool_calls:
+                    call = calls.setdefault(c.index, common.ToolCall(type="function"))
+                    if c.HasField("id"):
+                        call.id = c.id
+                        call.function.name = c.name
+                    call.function.arguments += c.arguments
+                if ch.HasField("finish_reason"):
+                    finish = ch.finish_reason
+        message = chat_pb2.ChoiceMessage(role="assistant",
+                                         tool_calls=[calls[i] for i in sorted(calls)])
+        if content or not calls:
+            message.content = "".join(content)
+        return chat_pb2.ChatCompletion(
+            id=self.id, object="chat.completion", created=self.created, model=self.req.model,
+            choices=[chat_pb2.Choice(index=0, message=message, finish_reason=finish)],
+            usage=self.usage())
+
+
+async def _read_or_fail(extract, pump: asyncio.Task):
+    """The extractor's next response; if the pump fails first (decode died), raise that."""
+    read = asyncio.ensure_future(extract.read())
+    done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
+    if read not in done:
+        exc = pump.exception()
+        if exc is not None:
+            read.cancel()
+            if isinstance(exc, grpc.aio.AioRpcError):
+                raise from_rpc_error(exc, "decode")
+            raise exc
+        # The pump finished cleanly: the extractor's answer is on its way.
+    resp = await read
+    if resp is grpc.aio.EOF:
+        raise RequestError("the extractor service ended the stream early", status=500,
+                           type="server_error")
+    return resp

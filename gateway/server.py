@@ -1,0 +1,60 @@
+"""The gateway process: REST (uvicorn) and the gRPC ChatService on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import uvicorn
+
+from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
+from toolwire.grpc_server import GrpcServer, wait_for_signal
+
+from .app import build_app
+from .auth import Auth
+from .chat_service import ChatServicer
+from .metrics import Metrics
+from .orchestrator import Orchestrator
+
+log = logging.getLogger("toolwire.gateway")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def api_keys(args) -> list[str]:
+    keys = [k.strip() for k in os.environ.get("TOOLWIRE_API_KEYS", "").split(",")]
+    return [k for k in keys + list(args.api_key or []) if k]
+
+
+async def serve(args) -> None:
+    auth = Auth(api_keys(args))
+    host = args.host
+    if not auth.enabled and host not in LOOPBACK:
+        log.warning("no API key configured (TOOLWIRE_API_KEYS or --api-key): binding to "
+                    "127.0.0.1 only, not %s", host)
+        host = "127.0.0.1"
+    elif not auth.enabled:
+        log.warning("no API key configured: serving without authentication on loopback only")
+    orch = Orchestrator(args.template_addr, args.decode_addr, args.extractor_addr,
+                        list(args.served_model_name or []), Metrics())
+    await orch.connect()
+    grpc_server = GrpcServer(f"{host}:{args.grpc_port}")
+    grpc_server.add(chat_pb2_grpc.add_ChatServiceServicer_to_server, ChatServicer(orch, auth),
+                    chat_pb2.DESCRIPTOR)
+    await grpc_server.start()
+    config = uvicorn.Config(build_app(orch, auth), host=host, port=args.port,
+                            log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # our own handler stops both servers
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if task.done():
+        raise SystemExit(f"gateway could not listen on {host}:{args.port}")
+    log.info("gateway on http://%s:%s/v1 (gRPC ChatService on %s:%s), model %s", host,
+             args.port, host, args.grpc_port, ", ".join(orch.names))
+    await wait_for_signal()
+    server.should_exit = True
+    await task
+    await grpc_server.stop()
+    await orch.close()

@@ -1,0 +1,68 @@
+"""The engine contract of the decode service.
+
+Shaped after TensorRT-LLM's LLM API (generate_async with streaming, abort by request): token ids
+in, new token ids out, a decoding constraint passed as text so each engine compiles it its own
+way (xgrammar bitmasks in torch; GuidedDecodingParams in TensorRT-LLM).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+
+@dataclass
+class EngineRequest:
+    request_id: str
+    prompt_ids: list[int]
+    max_tokens: int  # 0: up to the context
+    stop_ids: list[int] = field(default_factory=list)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    constraint: tuple[str, str] | None = None  # (kind, text): json_schema | structural_tag | ebnf | regex
+
+
+@dataclass
+class EngineOutput:
+    token_ids: list[int]  # new ids since the last output
+    finish_reason: str | None = None  # stop | length | abort, on the last output only
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class EngineInfo:
+    name: str
+    max_model_len: int
+    vocab_size: int
+    max_batch: int
+
+
+class Engine(ABC):
+    info: EngineInfo
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        """Stream outputs; the last has finish_reason. Closing the iterator early aborts."""
+
+    @abstractmethod
+    async def abort(self, request_id: str) -> bool: ...
+
+    def active_requests(self) -> int:
+        return 0
+
+
+class EngineRequestError(ValueError):
+    """A request the engine cannot run (too long, bad constraint): the caller's fault."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param

@@ -1,0 +1,98 @@
+"""ExtractorService: token ids in, OpenAI-shaped content and tool-call deltas out."""
+
+from __future__ import annotations
+
+import logging
+
+from toolwire import model_source
+from toolwire.convert import choice_from_proto, tool_from_proto
+from toolwire.errors import RequestError, abort_with
+from toolwire.extractor.v1 import extractor_pb2 as pb
+from toolwire.extractor.v1 import extractor_pb2_grpc as pb_grpc
+from toolwire.formats import Delta, get_format
+from toolwire.grpc_server import GrpcServer, wait_for_signal
+
+from .detokenizer import IncrementalDetokenizer
+from .stop_strings import StopStrings
+
+log = logging.getLogger("toolwire.extractor")
+
+
+def finish_reason(decode_reason: str, calls: int) -> str:
+    if decode_reason == "stop" and calls:
+        return "tool_calls"
+    return decode_reason
+
+
+class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
+    def __init__(self, tokenizer, default_format: str):
+        self.tokenizer = tokenizer
+        self.default_format = default_format
+
+    async def Extract(self, request_iterator, context):
+        first = await anext(request_iterator, None)
+        if first is None or first.WhichOneof("message") != "setup":
+            await abort_with(context, RequestError("the first message must be setup", "setup"))
+        setup = first.setup
+        try:
+            fmt = get_format(setup.tool_format or self.default_format)
+        except ValueError as e:
+            await abort_with(context, RequestError(str(e), "tool_format"))
+        tools = [tool_from_proto(t) for t in setup.tools]
+        choice = choice_from_proto(setup.tool_choice, bool(tools))
+        # With tool_choice none (or no tools) the call marker is banned: all text is content.
+        extractor = fmt.extractor(tools) if tools and choice.mode != "none" else None
+        detok = IncrementalDetokenizer(self.tokenizer)
+        stops = StopStrings(list(setup.stop))
+
+        def respond(delta: Delta, final: bool) -> pb.ExtractResponse:
+            content = stops.feed(delta.content) + (stops.flush() if final and not stops.hit else "")
+            return pb.ExtractResponse(
+                content=content, reasoning_content=delta.reasoning,
+                tool_calls=[pb.ToolCallDelta(index=c.index, id=c.id or "", name=c.name or "",
+                                             arguments=c.arguments) for c in delta.calls])
+
+        def parse(text: str, final: bool) -> Delta:
+            if extractor is None:
+                return Delta(content=text)
+            out = extractor.feed(text)
+            if final:
+                out.extend(extractor.finish())
+            return out
+
+        async for message in request_iterator:
+            kind = message.WhichOneof("message")
+            if kind == "tokens":
+                resp = respond(parse(detok.add(list(message.tokens.token_ids)), False), False)
+                if stops.hit:
+                    resp.finish_reason = "stop"
+                    yield resp
+                    return
+                if resp.content or resp.tool_calls or resp.reasoning_content:
+                    yield resp
+            elif kind == "end":
+                resp = respond(parse(detok.flush(), True), True)
+                calls = extractor.call_count if extractor else 0
+                resp.finish_reason = "stop" if stops.hit else finish_reason(
+                    message.end.finish_reason, calls)
+                yield resp
+                return
+
+
+async def serve(args) -> None:
+    source = model_source.resolve(args.model)
+    tokenizer = model_source.load_tokenizer(source)
+    fmt = args.tool_format
+    if not fmt:
+        from toolwire.formats import detect_format
+
+        fmt = detect_format(tokenizer)
+        if fmt is None:
+            raise SystemExit("cannot tell this model's tool format; name it with --tool-format")
+    server = GrpcServer(f"{args.host}:{args.port}")
+    server.add(pb_grpc.add_ExtractorServiceServicer_to_server,
+               ExtractorServicer(tokenizer, fmt), pb.DESCRIPTOR)
+    await server.start()
+    log.info("extractor service on %s:%s", args.host, args.port)
+    await wait_for_signal()
+    await server.stop()

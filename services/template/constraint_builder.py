@@ -1,0 +1,78 @@
+"""The decoding constraint of a request: tool_choice and response_format into an xgrammar
+structural tag or JSON schema, checked by compiling it before any token is generated."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.errors import RequestError
+from toolwire.formats import Tool, ToolChoice, ToolFormat
+from toolwire.schema_support import first_unsupported
+
+NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
+ANY_OBJECT = {"type": "object"}
+
+
+def enforceable_schema(schema: Any, strict: bool, param: str) -> Any:
+    """The schema the grammar will enforce. Strict schemas must be enforceable exactly; a
+    non-strict schema with keywords the compiler ignores falls back to any JSON object."""
+    bad = first_unsupported(schema)
+    if bad is None:
+        return schema
+    if strict:
+        path, keyword = bad
+        raise RequestError(
+            f"Invalid schema for {param}: '{keyword}' (at {path}) cannot be enforced by "
+            "toolwire's constrained decoding, so strict mode cannot guarantee it. Remove it "
+            "or set strict to false.", param=param, code="unsupported_schema_keyword")
+    return ANY_OBJECT
+
+
+def tool_schemas(tools: list[Tool]) -> dict[str, Any]:
+    return {
+        t.name: enforceable_schema(t.parameters if t.parameters is not None else NO_PARAMETERS,
+                                   t.strict, f"tools[{i}].function.parameters")
+        for i, t in enumerate(tools)
+    }
+
+
+def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, parallel: bool,
+                     response_format: common.ResponseFormat) -> common.Constraint | None:
+    text_schema = response_schema(response_format)
+    if tools and choice.mode != "none":
+        calls = fmt.constraint(tools, tool_schemas(tools), choice, parallel)
+        if text_schema is not None:
+            if choice.mode != "auto":
+                return _tag(calls)
+            # A text answer must follow response_format; or the model calls tools.
+            forced = fmt.constraint(tools, tool_schemas(tools), ToolChoice("required"), parallel)
+            return _tag({"type": "or", "elements": [
+                forced, {"type": "json_schema", "json_schema": text_schema,
+                         "max_whitespace_cnt": 1}]})
+        return _tag(calls)
+    if text_schema is not None:
+        return common.Constraint(json_schema=json.dumps(text_schema))
+    if tools:  # tool_choice none: the call marker is banned
+        return _tag(fmt.constraint(tools, {}, choice, parallel))
+    return None
+
+
+def response_schema(rf: common.ResponseFormat) -> Any | None:
+    if rf.type in ("", "text"):
+        return None
+    if rf.type == "json_object":
+        return ANY_OBJECT
+    if rf.type == "json_schema":
+        if not rf.schema_json:
+            raise RequestError("response_format.json_schema.schema is required",
+                               param="response_format.json_schema.schema")
+        return enforceable_schema(json.loads(rf.schema_json), rf.strict,
+                                  "response_format.json_schema.schema")
+    raise RequestError(f"Invalid response_format type {rf.type!r}: expected text, json_object "
+                       "or json_schema", param="response_format.type")
+
+
+def _tag(fmt: dict) -> common.Constraint:
+    return common.Constraint(structural_tag=json.dumps({"type": "structural_tag", "format": fmt}))

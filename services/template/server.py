@@ -1,0 +1,133 @@
+"""TemplateService: chat template, tool rendering, tokenization and the request's constraint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import grpc
+
+from toolwire import model_source
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
+from toolwire.errors import RequestError, abort_with
+from toolwire.formats import ToolFormat, detect_format, get_format
+from toolwire.grammar import ConstraintCompiler
+from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.template.v1 import template_pb2 as pb
+from toolwire.template.v1 import template_pb2_grpc as pb_grpc
+
+from .constraint_builder import build_constraint
+
+log = logging.getLogger("toolwire.template")
+
+ROLES = {"system", "developer", "user", "assistant", "tool"}
+
+
+class TemplateServicer(pb_grpc.TemplateServiceServicer):
+    def __init__(self, tokenizer, fmt: ToolFormat, model_id: str, max_model_len: int,
+                 vocab_size: int):
+        self.tokenizer = tokenizer
+        self.format = fmt
+        self.model_id = model_id
+        self.max_model_len = max_model_len
+        self.stop_ids = sorted({tokenizer.eos_token_id} - {None})
+        self.compiler = ConstraintCompiler(tokenizer, vocab_size, self.stop_ids)
+
+    def render(self, request: pb.RenderChatRequest) -> pb.RenderChatResponse:
+        if not request.messages:
+            raise RequestError("messages must not be empty", param="messages")
+        messages = []
+        for i, m in enumerate(request.messages):
+            if m.role not in ROLES:
+                raise RequestError(f"Invalid role {m.role!r} in messages[{i}]",
+                                   param=f"messages[{i}].role")
+            messages.append(message_to_dict(m))
+        tools = []
+        for i, t in enumerate(request.tools):
+            try:
+                tools.append(tool_from_proto(t))
+            except json.JSONDecodeError as e:
+                raise RequestError(f"tools[{i}].function.parameters is not valid JSON: {e}",
+                                   param=f"tools[{i}].function.parameters")
+        choice = choice_from_proto(request.tool_choice, bool(tools))
+        if request.tool_choice.WhichOneof("choice") and not tools and choice.mode != "none":
+            raise RequestError("tool_choice is only allowed when tools are specified",
+                               param="tool_choice")
+        if choice.mode == "named" and choice.name not in {t.name for t in tools}:
+            raise RequestError(f"tool_choice names function {choice.name!r}, which is not in "
+                               "tools", param="tool_choice")
+        parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
+        constraint = build_constraint(self.format, tools, choice, parallel,
+                                      request.response_format)
+        if constraint is not None:
+            try:
+                self.compiler.compile_constraint(constraint)
+            except Exception as e:  # xgrammar rejects schemas it cannot compile
+                param = "response_format" if not tools else "tools"
+                raise RequestError(f"Invalid schema: {e}", param=param, code="invalid_schema")
+        prompt = self.format.render(self.tokenizer, messages, tools)
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        if len(ids) >= self.max_model_len:
+            raise RequestError(
+                f"This model's maximum context length is {self.max_model_len} tokens; the "
+                f"messages take {len(ids)}.", param="messages", code="context_length_exceeded")
+        return pb.RenderChatResponse(prompt_token_ids=ids, stop_token_ids=self.stop_ids,
+                                     tool_format=self.format.name, constraint=constraint,
+                                     prompt_text=prompt)
+
+    async def RenderChat(self, request, context):
+        try:
+            # Rendering and compiling take milliseconds of CPU: keep them off the event loop.
+            return await asyncio.to_thread(self.render, request)
+        except RequestError as e:
+            await abort_with(context, e)
+
+    async def Tokenize(self, request, context):
+        ids = self.tokenizer.encode(request.text, add_special_tokens=request.add_special_tokens)
+        return pb.TokenizeResponse(token_ids=ids)
+
+    async def Detokenize(self, request, context):
+        text = self.tokenizer.decode(list(request.token_ids),
+                                     skip_special_tokens=request.skip_special_tokens)
+        return pb.DetokenizeResponse(text=text)
+
+    async def GetModelInfo(self, request, context):
+        return common.ModelInfo(model_id=self.model_id, tool_format=self.format.name,
+                                max_model_len=self.max_model_len,
+                                vocab_size=self.compiler.info.vocab_size,
+                                stop_token_ids=self.stop_ids)
+
+
+def model_config(source: model_source.ModelSource, tokenizer) -> tuple[int, int]:
+    """(max_model_len, vocab_size) from the model's config, without loading weights."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(source.folder, **source.from_pretrained_kwargs())
+    return int(getattr(cfg, "max_position_embeddings", 4096)), int(cfg.vocab_size)
+
+
+def resolve_format(name: str | None, tokenizer) -> ToolFormat:
+    if name:
+        return get_format(name)
+    detected = detect_format(tokenizer)
+    if detected is None:
+        raise SystemExit("cannot tell this model's tool format from its chat template; name "
+                         "it with --tool-format")
+    return get_format(detected)
+
+
+async def serve(args) -> None:
+    source = model_source.resolve(args.model)
+    tokenizer = model_source.load_tokenizer(source)
+    max_len, vocab = model_config(source, tokenizer)
+    servicer = TemplateServicer(tokenizer, resolve_format(args.tool_format, tokenizer),
+                                args.served_model_name[0] if args.served_model_name
+                                else source.default_id, args.max_model_len or max_len, vocab)
+    server = GrpcServer(f"{args.host}:{args.port}")
+    server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
+    await server.start()
+    log.info("template service on %s:%s (format %s)", args.host, args.port, servicer.format.name)
+    await wait_for_signal()
+    await server.stop()

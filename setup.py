@@ -1,0 +1,34 @@
+"""Package layout: toolwire (core library and generated stubs), services/ and gateway/
+installed as toolwire.services and toolwire.gateway. Stubs are generated at build time."""
+
+import pathlib
+import runpy
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = pathlib.Path(__file__).resolve().parent
+
+
+class BuildWithStubs(build_py):
+    def run(self):
+        runpy.run_path(str(ROOT / "protos" / "generate.py"))["generate"]()
+        super().run()
+
+
+def packages(folder: str, prefix: str) -> list[str]:
+    found = find_packages(where=folder)
+    return [prefix] + [f"{prefix}.{p}" for p in found]
+
+
+setup(
+    packages=find_packages(include=["toolwire", "toolwire.*"])
+    + packages("services", "toolwire.services")
+    + packages("gateway", "toolwire.gateway"),
+    package_dir={
+        "toolwire": "toolwire",
+        "toolwire.services": "services",
+        "toolwire.gateway": "gateway",
+    },
+    cmdclass={"build_py": BuildWithStubs},
+)

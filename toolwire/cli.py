@@ -1,0 +1,104 @@
+"""`toolwire serve <service>` runs one service; `toolwire up` runs all four on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from toolwire import model_source
+
+SERVICES = ("template", "decode", "extractor", "gateway")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=model_source.EMBEDDED,
+                   help="`embedded` (SmolLM2-135M-Instruct), a model folder or a .gguf file")
+    p.add_argument("--served-model-name", action="append", default=[],
+                   help="a name clients may use for the model (repeatable; aliases)")
+    p.add_argument("--tool-format", default=None,
+                   help="the model's tool format (default: detected from its chat template)")
+    p.add_argument("--max-model-len", type=int, default=None)
+
+
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", default="torch", choices=["torch", "trtllm"])
+    p.add_argument("--dtype", default="auto", help="auto | bf16 | fp32 | fp16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
+    p.add_argument("--kv-cache-fraction", type=float, default=0.85, help="trtllm only")
+
+
+def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
+    p.add_argument("--grpc-port", type=int, default=50051, help="the gRPC ChatService port")
+    p.add_argument("--api-key", action="append", default=[],
+                   help="accepted bearer key (repeatable); also TOOLWIRE_API_KEYS")
+    if addresses:
+        p.add_argument("--template-addr", default="127.0.0.1:50061")
+        p.add_argument("--decode-addr", default="127.0.0.1:50062")
+        p.add_argument("--extractor-addr", default="127.0.0.1:50063")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="toolwire", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one service")
+    services = serve.add_subparsers(dest="service", required=True)
+    ports = {"template": 50061, "decode": 50062, "extractor": 50063, "gateway": 8000}
+    for name in SERVICES:
+        p = services.add_parser(name)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=ports[name])
+        _model_args(p)
+        if name == "decode":
+            _decode_args(p)
+        if name == "gateway":
+            _gateway_args(p, addresses=True)
+    up = sub.add_parser("up", help="run all four services on loopback, on the embedded model "
+                                   "unless --model says otherwise")
+    up.add_argument("--host", default="127.0.0.1", help="where the gateway listens")
+    up.add_argument("--port", type=int, default=8000)
+    _model_args(up)
+    _decode_args(up)
+    _gateway_args(up, addresses=False)
+    return top
+
+
+def setup_logging() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging()
+    if args.command == "up":
+        from toolwire.launcher import up
+
+        return up(args)
+    if args.service == "template":
+        from toolwire.services.template.server import serve
+    elif args.service == "decode":
+        from toolwire.services.decode.server import serve
+    elif args.service == "extractor":
+        from toolwire.services.extractor.server import serve
+    else:
+        from toolwire.gateway.server import serve
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Between the wire protos (toolwire.common.v1) and the plain forms the tool formats use."""
+
+from __future__ import annotations
+
+import json
+
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.formats import Tool, ToolChoice
+
+
+def message_to_dict(m: common.ChatMessage) -> dict:
+    d: dict = {"role": m.role}
+    if m.HasField("content"):
+        d["content"] = m.content
+    elif m.content_parts:
+        d["content"] = [{"type": p.type, "text": p.text} for p in m.content_parts]
+    else:
+        d["content"] = None
+    for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
+        if m.HasField(key):
+            d[key] = getattr(m, key)
+    if m.tool_calls:
+        d["tool_calls"] = [
+            {"id": c.id, "type": c.type or "function",
+             "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in m.tool_calls
+        ]
+    return d
+
+
+def tool_from_proto(t: common.FunctionTool) -> Tool:
+    params = json.loads(t.parameters_json) if t.parameters_json else None
+    return Tool(name=t.name, description=t.description, parameters=params, strict=t.strict)
+
+
+def tool_to_proto(t: Tool) -> common.FunctionTool:
+    return common.FunctionTool(
+        name=t.name, description=t.description, strict=t.strict,
+        parameters_json=json.dumps(t.parameters) if t.parameters is not None else "")
+
+
+def choice_from_proto(c: common.ToolChoice, has_tools: bool) -> ToolChoice:
+    if c.WhichOneof("choice") == "function_name":
+        return ToolChoice("named", c.function_name)
+    mode = {common.ToolChoice.MODE_AUTO: "auto", common.ToolChoice.MODE_NONE: "none",
+            common.ToolChoice.MODE_REQUIRED: "required"}.get(c.mode)
+    return ToolChoice(mode or ("auto" if has_tools else "none"))

@@ -1,0 +1,104 @@
+"""`make up`: start the whole stack, run OpenAI's weather example against it with the official
+SDK, then keep serving until Ctrl-C (or exit at once with --exit-after-demo)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get current temperature for a given location.",
+        "parameters": {
+            "type": "object",
+            "properties": {"location": {"type": "string",
+                                        "description": "City and country e.g. Bogotá, Colombia"}},
+            "required": ["location"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}]
+
+
+def get_weather(location: str) -> str:
+    return f"14 degrees Celsius and light rain in {location}"  # the demo's stand-in weather API
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"toolwire up exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the stack did not become healthy in time")
+
+
+def weather_flow(base_url: str, model: str, api_key: str) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=api_key)
+    messages = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+    print(f"\n>>> user: {messages[0]['content']}")
+    completion = client.chat.completions.create(
+        model=model, messages=messages, tools=TOOLS, tool_choice="required",
+        parallel_tool_calls=False, temperature=0)
+    message = completion.choices[0].message
+    messages.append(message)
+    for call in message.tool_calls:
+        args = json.loads(call.function.arguments)
+        print(f"<<< tool call {call.id}: {call.function.name}({call.function.arguments})")
+        result = get_weather(args["location"])
+        print(f">>> tool result: {result}")
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    final = client.chat.completions.create(model=model, messages=messages, tools=TOOLS,
+                                           tool_choice="none", temperature=0, max_tokens=80)
+    print(f"<<< assistant: {final.choices[0].message.content}")
+    print(f"    (finish_reason={final.choices[0].finish_reason}, usage={final.usage.total_tokens} "
+          "tokens)\n")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--exit-after-demo", action="store_true")
+    args, rest = p.parse_known_args()
+    cmd = [sys.executable, "-m", "toolwire.cli", "up", "--port", str(args.port), *rest]
+    proc = subprocess.Popen(cmd)
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        wait_healthy(f"http://127.0.0.1:{args.port}/health", proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/health") as r:
+            model = json.load(r)["models"][0]
+        weather_flow(f"http://127.0.0.1:{args.port}/v1", model, "not-needed-on-loopback")
+        if args.exit_after_demo:
+            return 0
+        print(f"toolwire keeps serving at http://127.0.0.1:{args.port}/v1 (model {model}); "
+              "Ctrl-C stops it.", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

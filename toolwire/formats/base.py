@@ -1,0 +1,122 @@
+"""The tool-format interface: renderer, constraint builder and streaming extractor side by side.
+
+Each model family's format lives in one module holding all three, so the prompt the model sees,
+the grammar that constrains it and the parser that reads its output cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def new_call_id() -> str:
+    """OpenAI's shape: call_ + 24 letters and digits."""
+    return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str = ""
+    parameters: dict | None = None  # None: the tool takes no parameters
+    strict: bool = False
+
+    def openai_dict(self) -> dict:
+        fn: dict[str, Any] = {"name": self.name}
+        if self.description:
+            fn["description"] = self.description
+        fn["parameters"] = self.parameters if self.parameters is not None else {
+            "type": "object", "properties": {}}
+        return {"type": "function", "function": fn}
+
+
+@dataclass
+class ToolChoice:
+    mode: str = "auto"  # auto | none | required | named
+    name: str | None = None  # the forced tool when mode == "named"
+
+
+@dataclass
+class CallDelta:
+    index: int
+    arguments: str = ""
+    id: str | None = None  # first delta of a call only
+    name: str | None = None  # first delta of a call only
+
+
+@dataclass
+class Delta:
+    content: str = ""
+    reasoning: str = ""
+    calls: list[CallDelta] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.content or self.reasoning or self.calls)
+
+    def extend(self, other: "Delta") -> None:
+        self.content += other.content
+        self.reasoning += other.reasoning
+        self.calls.extend(other.calls)
+
+
+class StreamingExtractor(ABC):
+    """Turns generated text, piece by piece, into content and tool-call deltas."""
+
+    @abstractmethod
+    def feed(self, text: str) -> Delta: ...
+
+    @abstractmethod
+    def finish(self) -> Delta: ...
+
+    @property
+    @abstractmethod
+    def call_count(self) -> int: ...
+
+    def parse_complete(self, text: str) -> Delta:
+        out = self.feed(text)
+        out.extend(self.finish())
+        return out
+
+
+class ToolFormat(ABC):
+    """One model family's tool format."""
+
+    name: str
+    call_marker: str  # the text that opens a call in the model's output
+
+    @abstractmethod
+    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
+        """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt added."""
+
+    @abstractmethod
+    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
+                   parallel: bool) -> dict:
+        """The xgrammar structural tag (as a dict) enforcing the tool_choice mode."""
+
+    @abstractmethod
+    def extractor(self, tools: list[Tool]) -> StreamingExtractor: ...
+
+
+def message_text(message: dict) -> str:
+    """A message's content as one string (text parts joined)."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content)
+
+
+def arguments_text(arguments: str) -> str:
+    """A past call's arguments as they go back into the prompt: the JSON the model would write."""
+    try:
+        return json.dumps(json.loads(arguments or "{}"), ensure_ascii=False)
+    except json.JSONDecodeError:
+        return arguments

@@ -1,0 +1,41 @@
+"""Compiling decoding constraints with xgrammar, shared by the template service (to refuse a bad
+schema before any token is generated) and the torch engine (to decode with it)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import xgrammar as xgr
+
+from toolwire.common.v1 import common_pb2 as common
+
+
+class ConstraintCompiler:
+    """Compiles constraints with xgrammar, caching by their text: a repeated tool set compiles
+    once. Used by the template service to refuse bad schemas and by the torch engine to decode."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int],
+                 cache_size: int = 256):
+        self.info = xgr.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
+        self.compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_enabled=False)
+        self.compiles = 0
+        self.compile = functools.lru_cache(maxsize=cache_size)(self._compile)
+
+    def _compile(self, kind: str, text: str) -> xgr.CompiledGrammar:
+        self.compiles += 1
+        if kind == "json_schema":
+            return self.compiler.compile_json_schema(text, strict_mode=False, any_whitespace=True,
+                                                     max_whitespace_cnt=1)
+        if kind == "structural_tag":
+            return self.compiler.compile_structural_tag(text)
+        if kind == "ebnf":
+            return self.compiler.compile_grammar(text)
+        if kind == "regex":
+            return self.compiler.compile_regex(text)
+        raise ValueError(f"unknown constraint kind {kind!r}")
+
+    def compile_constraint(self, c: common.Constraint) -> xgr.CompiledGrammar | None:
+        kind = c.WhichOneof("kind")
+        return self.compile(kind, getattr(c, kind)) if kind else None

