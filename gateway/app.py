@@ -124,8 +124,11 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
     async def health(request: Request) -> Response:
         services = await orch.healthy()
         ok = all(services.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "services": services,
-                             "models": orch.names},
+        body = {"status": "ok" if ok else "unavailable", "services": services,
+                "models": orch.names}
+        if ok:
+            body["decode_active_requests"] = await orch.decode_load()
+        return JSONResponse(body,
                             status_code=200 if ok else 503)
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -54,6 +54,11 @@ class Orchestrator:
         results = await asyncio.gather(*(check_serving(self.addresses[n]) for n in names))
         return dict(zip(names, results))
 
+    async def decode_load(self) -> int:
+        """Requests holding a decode slot now (for /health and the cancellation test)."""
+        info = await self.decode.GetModelInfo(common.GetModelInfoRequest(), timeout=2)
+        return info.active_requests
+
     async def open(self, req: chat_pb2.ChatCompletionRequest) -> "Run":
         if req.model not in self.names:
             raise RequestError(f"The model `{req.model}` does not exist. Served: "

@@ -59,7 +59,8 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
     async def GetModelInfo(self, request, context):
         info = self.engine.info
         return common.ModelInfo(model_id=self.model_id, max_model_len=info.max_model_len,
-                                vocab_size=info.vocab_size, engine=info.name)
+                                vocab_size=info.vocab_size, engine=info.name,
+                                active_requests=self.engine.active_requests())
 
 
 def make_engine(args) -> Engine:
@@ -78,8 +79,7 @@ def make_engine(args) -> Engine:
 async def serve(args) -> None:
     engine = make_engine(args)
     await engine.start()
-    model_id = args.served_model_name[0] if args.served_model_name else \
-        getattr(getattr(engine, "source", None), "default_id", args.model)
+    model_id = getattr(getattr(engine, "source", None), "default_id", args.model)
     server = GrpcServer(f"{args.host}:{args.port}")
     server.add(pb_grpc.add_DecodeServiceServicer_to_server, DecodeServicer(engine, model_id),
                pb.DESCRIPTOR)

@@ -122,9 +122,9 @@ async def serve(args) -> None:
     source = model_source.resolve(args.model)
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source, tokenizer)
+    # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
     servicer = TemplateServicer(tokenizer, resolve_format(args.tool_format, tokenizer),
-                                args.served_model_name[0] if args.served_model_name
-                                else source.default_id, args.max_model_len or max_len, vocab)
+                                source.default_id, args.max_model_len or max_len, vocab)
     server = GrpcServer(f"{args.host}:{args.port}")
     server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()

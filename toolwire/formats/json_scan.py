@@ -8,7 +8,9 @@ from __future__ import annotations
 
 
 class JsonValueScanner:
-    """Feed text; learns where a single JSON object or array ends."""
+    """Feed text; learns where a single JSON object or array ends, and gives the value's text in
+    one canonical layout (json.dumps's: ", " and ": " separators, no other whitespace outside
+    strings), so arguments read the same however the model spaced them, "{}" included."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -18,21 +20,14 @@ class JsonValueScanner:
         self.done = False
         self.failed = False
 
-    def feed(self, text: str) -> int:
-        """Consume text; return how many characters belong to the value (all, unless it ended)."""
+    def feed(self, text: str) -> tuple[int, str]:
+        """Consume text; return (characters that belong to the value, their canonical text)."""
+        out = []
         for i, ch in enumerate(text):
             if self.done or self.failed:
-                return i
-            if not self.started:
-                if ch in " \t\r\n":
-                    continue
-                if ch not in "{[":
-                    self.failed = True
-                    return i
-                self.started = True
-                self.depth = 1
-                continue
+                return i, "".join(out)
             if self.in_string:
+                out.append(ch)
                 if self.escape:
                     self.escape = False
                 elif ch == "\\":
@@ -40,6 +35,17 @@ class JsonValueScanner:
                 elif ch == '"':
                     self.in_string = False
                 continue
+            if ch in " \t\r\n":
+                continue
+            if not self.started:
+                if ch not in "{[":
+                    self.failed = True
+                    return i, ""
+                self.started = True
+                self.depth = 1
+                out.append(ch)
+                continue
+            out.append(ch + " " if ch in ",:" else ch)
             if ch == '"':
                 self.in_string = True
             elif ch in "{[":
@@ -48,8 +54,8 @@ class JsonValueScanner:
                 self.depth -= 1
                 if self.depth == 0:
                     self.done = True
-                    return i + 1
-        return len(text)
+                    return i + 1, "".join(out)
+        return len(text), "".join(out)
 
 
 def scan_json_string(text: str, start: int) -> tuple[str, int] | None:

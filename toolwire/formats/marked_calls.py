@@ -94,7 +94,7 @@ class MarkedCallExtractor(StreamingExtractor):
             self.buf = stripped
             if not self.buf:
                 return False
-        used = self.scanner.feed(self.buf)
+        used, text = self.scanner.feed(self.buf)
         if self.scanner.failed:
             # Arguments that are not a JSON object or array: not a call; all of it is content.
             self._content(out, self.marker + self.pending[1])
@@ -105,8 +105,8 @@ class MarkedCallExtractor(StreamingExtractor):
         if self.pending and self.scanner.started:
             out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.pending[0]))
             self.pending = None
-        if used:
-            self._args(out, self.buf[:used])
+        if text:
+            self._args(out, text)
         self.buf = self.buf[used:]
         if self.scanner.done:
             self.state = _CLOSE

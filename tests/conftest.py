@@ -1,0 +1,81 @@
+"""Shared fixtures: the real stack (started once per session) and the embedded tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+API_KEY = "sk-toolwire-test"
+ALIAS = "gpt-4o-mini"  # served as an alias: users keep the model name their code uses
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, port: int, grpc_port: int, proc: subprocess.Popen):
+        self.port = port
+        self.grpc_port = grpc_port
+        self.proc = proc
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.api_key = API_KEY
+        self.model = ALIAS
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
+            return json.load(r)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    port, grpc_port = _free_port(), _free_port()
+    env = dict(os.environ, TOOLWIRE_API_KEYS=API_KEY, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
+         str(grpc_port), "--served-model-name", ALIAS], env=env)
+    s = Stack(port, grpc_port, proc)
+    deadline = time.monotonic() + 600
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"toolwire up exited with code {proc.returncode}")
+        try:
+            if s.health()["status"] == "ok":
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the stack did not become healthy")
+        time.sleep(0.5)
+    yield s
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("toolwire up did not stop on SIGTERM")
+
+
+@pytest.fixture(scope="session")
+def client(stack):
+    from openai import OpenAI
+
+    return OpenAI(base_url=stack.base_url, api_key=stack.api_key, max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from toolwire import model_source
+
+    return model_source.load_tokenizer(model_source.resolve("embedded"))

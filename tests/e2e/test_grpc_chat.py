@@ -1,0 +1,75 @@
+"""The gRPC ChatService, called with the generated client, as an internal service would."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
+from toolwire.common.v1 import common_pb2 as common
+from tests.tools_fixtures import WEATHER
+
+
+@pytest.fixture(scope="module")
+def stub(stack):
+    ch = grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")
+    yield chat_pb2_grpc.ChatServiceStub(ch)
+    ch.close()
+
+
+def _request(stack) -> chat_pb2.ChatCompletionRequest:
+    fn = WEATHER["function"]
+    return chat_pb2.ChatCompletionRequest(
+        model=stack.model, temperature=0, include_usage=True,
+        messages=[common.ChatMessage(role="user", content="Weather in Paris?")],
+        tools=[common.FunctionTool(name=fn["name"], description=fn["description"],
+                                   parameters_json=json.dumps(fn["parameters"]), strict=True)],
+        tool_choice=common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED))
+
+
+def _auth(stack):
+    return (("authorization", f"Bearer {stack.api_key}"),)
+
+
+def test_unary_tool_call(stub, stack):
+    r = stub.CreateChatCompletion(_request(stack), metadata=_auth(stack), timeout=300)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.HasField("content")
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    assert isinstance(json.loads(call.function.arguments)["location"], str)
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_streamed_tool_call_matches_unary(stub, stack):
+    chunks = list(stub.StreamChatCompletion(_request(stack), metadata=_auth(stack), timeout=300))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    args: dict[int, str] = {}
+    for c in chunks:
+        for ch in c.choices:
+            for t in ch.delta.tool_calls:
+                args[t.index] = args.get(t.index, "") + t.arguments
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    assert chunks[-1].HasField("usage") and not chunks[-1].choices
+    unary = stub.CreateChatCompletion(_request(stack), metadata=_auth(stack), timeout=300)
+    assert [args[i] for i in sorted(args)] == \
+        [c.function.arguments for c in unary.choices[0].message.tool_calls]
+
+
+def test_errors_map_to_grpc_status(stub, stack):
+    with pytest.raises(grpc.RpcError) as e:
+        stub.CreateChatCompletion(_request(stack), timeout=30)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    bad = _request(stack)
+    bad.model = "nope"
+    with pytest.raises(grpc.RpcError) as e:
+        stub.CreateChatCompletion(bad, metadata=_auth(stack), timeout=30)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    bad = _request(stack)
+    bad.tool_choice.function_name = "nope"
+    with pytest.raises(grpc.RpcError) as e:
+        stub.CreateChatCompletion(bad, metadata=_auth(stack), timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(e.value.trailing_metadata())["toolwire-param"] == "tool_choice"

@@ -1,0 +1,105 @@
+"""Each tool_choice mode is enforced by the constraint, streamed or not, sampled or greedy."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+
+from tests.tools_fixtures import NO_PARAMS, SEND_EMAIL, UNITS, WEATHER
+
+ALL = [WEATHER, UNITS, SEND_EMAIL]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in ALL}
+ASK = [{"role": "user", "content": "Check the weather in Paris and email it to bob@example.com."}]
+
+
+def _calls(completion):
+    return completion.choices[0].message.tool_calls or []
+
+
+def _validate(calls):
+    for c in calls:
+        jsonschema.validate(json.loads(c.function.arguments), SCHEMAS[c.function.name])
+
+
+def test_none_never_calls_even_when_sampling(client, stack):
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
+                                           tool_choice="none", temperature=1.0, seed=seed,
+                                           max_tokens=40)
+        assert not _calls(r)
+        assert "<tool_call>" not in (r.choices[0].message.content or "")
+        assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_required_without_parallel_gives_exactly_one_valid_call(client, stack):
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
+                                           tool_choice="required", parallel_tool_calls=False,
+                                           temperature=1.0, seed=seed)
+        calls = _calls(r)
+        assert len(calls) == 1
+        assert r.choices[0].finish_reason == "tool_calls"
+        _validate(calls)
+
+
+def test_required_with_parallel_gives_valid_calls(client, stack):
+    r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
+                                       tool_choice="required", temperature=0)
+    calls = _calls(r)
+    assert calls and r.choices[0].message.content is None
+    _validate(calls)
+    assert len({c.id for c in calls}) == len(calls)
+
+
+def test_named_forces_that_tool(client, stack):
+    for seed in (1, 2):
+        r = client.chat.completions.create(
+            model=stack.model, messages=ASK, tools=ALL, temperature=1.0, seed=seed,
+            tool_choice={"type": "function", "function": {"name": "send_email"}})
+        calls = _calls(r)
+        assert calls and all(c.function.name == "send_email" for c in calls)
+        _validate(calls)
+
+
+def test_auto_gives_text_or_valid_calls(client, stack):
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
+                                           temperature=1.0, seed=seed, max_tokens=120)
+        calls = _calls(r)
+        _validate(calls)
+        if r.choices[0].finish_reason == "tool_calls":
+            assert calls
+        else:
+            assert r.choices[0].message.content is not None
+
+
+def test_tool_without_parameters_gets_empty_object(client, stack):
+    r = client.chat.completions.create(
+        model=stack.model, messages=[{"role": "user", "content": "What time is it?"}],
+        tools=[NO_PARAMS], tool_choice={"type": "function", "function": {"name": "get_time"}},
+        parallel_tool_calls=False, temperature=0)
+    assert [c.function.arguments for c in _calls(r)] == ["{}"]
+
+
+def test_streamed_equals_non_streamed_at_temperature_zero(client, stack):
+    for choice in ("required", "none"):
+        kwargs = dict(model=stack.model, messages=ASK, tools=ALL, tool_choice=choice,
+                      temperature=0, max_tokens=60)
+        whole = client.chat.completions.create(**kwargs).choices[0]
+        content, calls, finish = "", {}, None
+        for chunk in client.chat.completions.create(stream=True, **kwargs):
+            if not chunk.choices:
+                continue
+            d = chunk.choices[0].delta
+            content += d.content or ""
+            for c in d.tool_calls or []:
+                entry = calls.setdefault(c.index, [None, ""])
+                if c.function.name:
+                    entry[0] = c.function.name
+                entry[1] += c.function.arguments
+            finish = chunk.choices[0].finish_reason or finish
+        assert finish == whole.finish_reason
+        assert content == (whole.message.content or "")
+        assert [calls[i] for i in sorted(calls)] == \
+            [[c.function.name, c.function.arguments] for c in whole.message.tool_calls or []]

@@ -1,0 +1,49 @@
+"""The REST request as the SDK sends it, into the ChatService proto."""
+
+from __future__ import annotations
+
+import pytest
+
+from toolwire.gateway.openai_models import ChatCompletionRequest
+from toolwire.gateway.request_convert import to_proto
+from toolwire.errors import RequestError
+
+
+def convert(**body):
+    body.setdefault("model", "m")
+    body.setdefault("messages", [{"role": "user", "content": "hi"}])
+    return to_proto(ChatCompletionRequest.model_validate(body))
+
+
+def test_sdk_echoed_assistant_message_is_accepted():
+    p = convert(messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "refusal": None, "annotations": [],
+         "audio": None, "function_call": None, "tool_calls": [
+             {"id": "call_1", "type": "function",
+              "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "ok"}]},
+    ])
+    assert p.messages[1].tool_calls[0].function.name == "f"
+    assert not p.messages[1].HasField("content")
+    assert p.messages[2].content_parts[0].text == "ok"
+
+
+def test_sampling_and_limits():
+    p = convert(temperature=0.5, top_p=0.9, seed=3, stop="END", max_tokens=7)
+    assert (p.temperature, round(p.top_p, 3), p.seed, list(p.stop), p.max_completion_tokens) == \
+        (0.5, 0.9, 3, ["END"], 7)
+    assert convert(max_tokens=7, max_completion_tokens=9).max_completion_tokens == 9
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"n": 3}, "n"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"tool_choice": "auto"}, "tool_choice"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+])
+def test_refusals_name_the_parameter(body, param):
+    with pytest.raises(RequestError) as e:
+        convert(**body)
+    assert e.value.param == param
