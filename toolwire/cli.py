@@ -52,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
         p = services.add_parser(name)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=ports[name])
+        if name != "gateway":
+            p.add_argument("--metrics-port", type=int, default=None,
+                           help="serve Prometheus metrics on this port")
         _model_args(p)
         if name == "decode":
             _decode_args(p)

@@ -11,6 +11,7 @@ from toolwire.decode.v1 import decode_pb2 as pb
 from toolwire.decode.v1 import decode_pb2_grpc as pb_grpc
 from toolwire.errors import RequestError, abort_with
 from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.service_metrics import serve_metrics
 
 from .engine import Engine, EngineRequest, EngineRequestError
 
@@ -84,6 +85,17 @@ async def serve(args) -> None:
     server.add(pb_grpc.add_DecodeServiceServicer_to_server, DecodeServicer(engine, model_id),
                pb.DESCRIPTOR)
     await server.start()
+    stats = getattr(engine, "stats", None)
+    serve_metrics(args.metrics_port, {
+        "toolwire_decode_active_requests": ("Requests holding a decode slot",
+                                            engine.active_requests),
+        **({"toolwire_decode_tokens": ("Tokens generated", lambda: stats.tokens),
+            "toolwire_decode_steps": ("Batched decode steps", lambda: stats.steps),
+            "toolwire_decode_mask_seconds": ("Time spent on grammar masks",
+                                             lambda: stats.mask_s),
+            "toolwire_decode_forward_seconds": ("Time spent in forward passes",
+                                                lambda: stats.forward_s)} if stats else {}),
+    })
     log.info("decode service (%s engine) on %s:%s", engine.info.name, args.host, args.port)
     await wait_for_signal()
     await server.stop()

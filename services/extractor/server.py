@@ -11,6 +11,7 @@ from toolwire.extractor.v1 import extractor_pb2 as pb
 from toolwire.extractor.v1 import extractor_pb2_grpc as pb_grpc
 from toolwire.formats import Delta, get_format
 from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.service_metrics import serve_metrics
 
 from .detokenizer import IncrementalDetokenizer
 from .stop_strings import StopStrings
@@ -28,12 +29,14 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
     def __init__(self, tokenizer, default_format: str):
         self.tokenizer = tokenizer
         self.default_format = default_format
+        self.streams = 0
 
     async def Extract(self, request_iterator, context):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("message") != "setup":
             await abort_with(context, RequestError("the first message must be setup", "setup"))
         setup = first.setup
+        self.streams += 1
         try:
             fmt = get_format(setup.tool_format or self.default_format)
         except ValueError as e:
@@ -90,9 +93,11 @@ async def serve(args) -> None:
         if fmt is None:
             raise SystemExit("cannot tell this model's tool format; name it with --tool-format")
     server = GrpcServer(f"{args.host}:{args.port}")
-    server.add(pb_grpc.add_ExtractorServiceServicer_to_server,
-               ExtractorServicer(tokenizer, fmt), pb.DESCRIPTOR)
+    servicer = ExtractorServicer(tokenizer, fmt)
+    server.add(pb_grpc.add_ExtractorServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
+    serve_metrics(args.metrics_port, {
+        "toolwire_extractor_streams": ("Extraction streams served", lambda: servicer.streams)})
     log.info("extractor service on %s:%s", args.host, args.port)
     await wait_for_signal()
     await server.stop()

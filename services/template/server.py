@@ -15,6 +15,7 @@ from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
 from toolwire.grammar import ConstraintCompiler
 from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.service_metrics import serve_metrics
 from toolwire.template.v1 import template_pb2 as pb
 from toolwire.template.v1 import template_pb2_grpc as pb_grpc
 
@@ -128,6 +129,9 @@ async def serve(args) -> None:
     server = GrpcServer(f"{args.host}:{args.port}")
     server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
+    serve_metrics(args.metrics_port, {
+        "toolwire_template_grammar_compiles": ("Constraints compiled (cache misses)",
+                                               lambda: servicer.compiler.compiles)})
     log.info("template service on %s:%s (format %s)", args.host, args.port, servicer.format.name)
     await wait_for_signal()
     await server.stop()

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from .base import Tool, ToolChoice, ToolFormat, arguments_text, message_text
-from .marked_calls import MarkedCallExtractor
+from .marked_calls import CallSyntax, MarkedCallExtractor
 
 MARKER = "<tool_call>"
 CLOSE = "}\n</tool_call>"
@@ -24,6 +24,13 @@ TOOLS_POSTAMBLE = (
     "\n</tools>\n\nFor each function call, return a json object with function name and "
     "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
+
+
+SYNTAX = CallSyntax(
+    marker=MARKER,
+    header=r'\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*',
+    close=r"\s*\}\s*</tool_call>",
 )
 
 
@@ -108,12 +115,7 @@ class HermesFormat(ToolFormat):
                 "at_least_one": True, "stop_after_first": not parallel}
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
-        return MarkedCallExtractor(
-            marker=MARKER,
-            header=r'\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*',
-            close=r"\s*\}\s*</tool_call>",
-            tool_names={t.name for t in tools},
-        )
+        return MarkedCallExtractor(SYNTAX, {t.name for t in tools})
 
 
 def _with_parsed_arguments(message: dict) -> dict:

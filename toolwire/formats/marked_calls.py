@@ -1,35 +1,69 @@
-"""A streaming extractor for formats whose calls are `MARKER header ARGS close`.
+"""A streaming extractor for formats whose calls are marked in the text.
+
+The shape covers the families toolwire speaks:
+
+    MARKER [OPENER] HEADER ARGS CLOSE [SEPARATOR HEADER ARGS CLOSE ...] [TERMINATOR]
+
+- hermes:   <tool_call> | {"name": "f", "arguments": | {..} | }</tool_call>     (one call a marker)
+- mistral:  [TOOL_CALLS] | f[ARGS] | {..} |                                        (one call a marker)
+- mistral (list): [TOOL_CALLS] | [ | {"name": "f", "arguments": | {..} | } | , ... | ]
+- deepseek_v3: <｜tool▁calls▁begin｜> | <｜tool▁call▁begin｜>function<｜tool▁sep｜>f\\n```json\\n
+               | {..} | \\n```<｜tool▁call▁end｜> | ... | <｜tool▁calls▁end｜>
 
 Text outside calls is content. A call's header (which names the tool) is held until complete;
-then its argument JSON streams out as it arrives; the close is checked and dropped. Anything that
-turns out not to be a well-formed call of a known tool goes back out as content, never dropped.
+then its argument JSON streams out as it arrives (in one canonical layout, see json_scan); the
+close is checked and dropped. Anything that turns out not to be a well-formed call of a known
+tool goes back out as content, never dropped.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import regex
 
 from .base import CallDelta, Delta, StreamingExtractor, new_call_id
 from .json_scan import JsonValueScanner
 
-_TEXT, _HEADER, _ARGS, _CLOSE = range(4)
+
+@dataclass(frozen=True)
+class CallSyntax:
+    marker: str
+    header: str  # regex with a `name` group, ending where the arguments begin
+    close: str  # regex from the end of the arguments to the end of the call
+    opener: str | None = None  # regex right after the marker (a list's "[")
+    separator: str | None = None  # regex between calls of one marked list
+    terminator: str | None = None  # regex that ends a marked list
+
+
+_TEXT, _OPEN, _HEADER, _ARGS, _CLOSE, _AFTER = range(6)
+_STEPS = {_TEXT: "_step_text", _OPEN: "_step_open", _HEADER: "_step_header",
+          _ARGS: "_step_args", _CLOSE: "_step_close", _AFTER: "_step_after"}
+
+
+def _compile(pattern: str | None):
+    return regex.compile(pattern, regex.DOTALL) if pattern is not None else None
 
 
 class MarkedCallExtractor(StreamingExtractor):
-    def __init__(self, marker: str, header: str, close: str, tool_names: set[str]):
-        """header: regex (after the marker) with a `name` group, ending where arguments begin.
-        close: regex of what follows the arguments up to the end of the call."""
-        self.marker = marker
-        self.header = regex.compile(header, regex.DOTALL)
-        self.close = regex.compile(close, regex.DOTALL)
+    def __init__(self, syntax: CallSyntax, tool_names: set[str]):
+        self.syntax = syntax
+        self.marker = syntax.marker
+        self.header = _compile(syntax.header)
+        self.close = _compile(syntax.close)
+        self.opener = _compile(syntax.opener)
+        self.separator = _compile(syntax.separator)
+        self.terminator = _compile(syntax.terminator)
         self.tool_names = tool_names
         self.state = _TEXT
-        self.buf = ""  # text not yet emitted in the current state
+        self.buf = ""  # text not yet consumed in the current state
+        self.raw = ""  # text consumed since the marker, given back as content if no call forms
         self.pending_ws = ""  # content whitespace held until more content follows
         self.content_started = False
         self.calls = 0
         self.scanner: JsonValueScanner | None = None
-        self.pending: tuple[str, str] | None = None  # (name, header text) of an unannounced call
+        self.pending: str | None = None  # name of a call not yet announced
+        self.calls_in_block = 0  # calls made since the current marker
 
     @property
     def call_count(self) -> int:
@@ -38,22 +72,22 @@ class MarkedCallExtractor(StreamingExtractor):
     def feed(self, text: str) -> Delta:
         out = Delta()
         self.buf += text
-        progressed = True
-        while progressed and self.buf:
-            progressed = getattr(self, _STEPS[self.state])(out)
+        while self.buf and getattr(self, _STEPS[self.state])(out):
+            pass
         return out
 
     def finish(self) -> Delta:
         out = Delta()
         if self.state == _TEXT:
             self._content(out, self.buf, final=True)
-        elif self.state == _HEADER:
-            self._content(out, self.marker + self.buf, final=True)
-        elif self.state == _ARGS and self.pending:
-            self._content(out, self.marker + self.pending[1] + self.buf, final=True)
-        elif self.state == _CLOSE and not self.close.match(self.buf, partial=True):
-            self._content(out, self.buf, final=True)
-        # _ARGS: the call was cut (max tokens); what streamed stays, as OpenAI does.
+        elif self.state in (_OPEN, _HEADER) or (self.state == _ARGS and self.pending):
+            if self.calls_in_block == 0:
+                self._content(out, self.raw + self.buf, final=True)
+        elif self.state in (_CLOSE, _AFTER):
+            rest = self.buf
+            if rest.strip() and not self._partial_of_end(rest):
+                self._content(out, rest, final=True)
+        # _ARGS with an announced call: cut by max tokens; what streamed stays, as OpenAI does.
         self.buf = ""
         return out
 
@@ -62,52 +96,49 @@ class MarkedCallExtractor(StreamingExtractor):
         at = self.buf.find(self.marker)
         if at >= 0:
             self._content(out, self.buf[:at])
+            self.raw = self.marker
             self.buf = self.buf[at + len(self.marker):]
-            self.state = _HEADER
+            self.calls_in_block = 0
+            self.state = _OPEN if self.opener is not None else _HEADER
             return True
         keep = _partial_suffix(self.buf, self.marker)
         self._content(out, self.buf[:len(self.buf) - keep])
         self.buf = self.buf[len(self.buf) - keep:]
         return False
 
+    def _step_open(self, out: Delta) -> bool:
+        m = self.opener.match(self.buf, partial=True)
+        if m is None:
+            return self._not_a_call(out)
+        if m.partial:
+            return False
+        self._consume(m.end())
+        self.state = _HEADER
+        return True
+
     def _step_header(self, out: Delta) -> bool:
         m = self.header.match(self.buf, partial=True)
         if m is None or (not m.partial and m.group("name") not in self.tool_names):
-            # Not a call after all: the marker and what followed are content.
-            self._content(out, self.marker)
-            self.state = _TEXT
-            return True
+            return self._not_a_call(out)
         if m.partial:
             return False
-        # The call is announced only once its arguments open, so a malformed one stays content.
-        self.pending = (m.group("name"), self.buf[:m.end()])
-        self.buf = self.buf[m.end():]
+        # Announced only once its arguments open, so a malformed call stays content.
+        self.pending = m.group("name")
+        self._consume(m.end())
         self.scanner = JsonValueScanner()
         self.state = _ARGS
         return True
 
     def _step_args(self, out: Delta) -> bool:
-        if not self.scanner.started:
-            # Whitespace before the arguments is not part of them (the header may match early).
-            stripped = self.buf.lstrip()
-            self.pending = (self.pending[0], self.pending[1] + self.buf[:len(self.buf) - len(stripped)])
-            self.buf = stripped
-            if not self.buf:
-                return False
         used, text = self.scanner.feed(self.buf)
         if self.scanner.failed:
-            # Arguments that are not a JSON object or array: not a call; all of it is content.
-            self._content(out, self.marker + self.pending[1])
-            self.pending = None
-            self.scanner = None
-            self.state = _TEXT
-            return True
+            return self._not_a_call(out)
         if self.pending and self.scanner.started:
-            out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.pending[0]))
+            out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.pending))
             self.pending = None
         if text:
             self._args(out, text)
-        self.buf = self.buf[used:]
+        self._consume(used)
         if self.scanner.done:
             self.state = _CLOSE
             return True
@@ -118,13 +149,54 @@ class MarkedCallExtractor(StreamingExtractor):
         if m is not None and m.partial:
             return False
         if m is not None:
-            self.buf = self.buf[m.end():]
+            self._consume(m.end())
         self.calls += 1
+        self.calls_in_block += 1
         self.scanner = None
+        self.state = _AFTER if self.separator is not None else _TEXT
+        return True
+
+    def _step_after(self, out: Delta) -> bool:
+        """Inside a marked list, after a call: another call, or the list's end."""
+        for pattern, nxt in ((self.terminator, _TEXT), (self.separator, _HEADER)):
+            if pattern is None:
+                continue
+            m = pattern.match(self.buf, partial=True)
+            if m is not None and m.partial:
+                return False
+            if m is not None and (nxt == _TEXT or m.end() > 0 or self.header.match(
+                    self.buf, partial=True)):
+                self._consume(m.end())
+                self.state = nxt
+                return True
+        self.state = _TEXT  # the list ended without its terminator: the rest is content
+        return True
+
+    # -- helpers -------------------------------------------------------------------------
+    def _consume(self, n: int) -> None:
+        self.raw += self.buf[:n]
+        self.buf = self.buf[n:]
+
+    def _not_a_call(self, out: Delta) -> bool:
+        """What followed the marker is not a call: give back what was held as content."""
+        if self.calls_in_block:
+            self.state = _TEXT  # calls already made stay; the rest is content
+            return True
+        self.buf = self.raw[len(self.marker):] + self.buf
+        self._content(out, self.marker)
+        self.scanner = None
+        self.pending = None
         self.state = _TEXT
         return True
 
-    # -- output --------------------------------------------------------------------------
+    def _partial_of_end(self, rest: str) -> bool:
+        for pattern in (self.close, self.terminator, self.separator):
+            if pattern is not None:
+                m = pattern.match(rest, partial=True)
+                if m is not None and (m.partial or m.end() == len(rest)):
+                    return True
+        return False
+
     def _args(self, out: Delta, text: str) -> None:
         index = self.calls
         if out.calls and out.calls[-1].index == index:
@@ -144,9 +216,6 @@ class MarkedCallExtractor(StreamingExtractor):
         if stripped:
             out.content += stripped
             self.content_started = True
-
-
-_STEPS = {_TEXT: "_step_text", _HEADER: "_step_header", _ARGS: "_step_args", _CLOSE: "_step_close"}
 
 
 def _partial_suffix(text: str, marker: str) -> int:

@@ -1,0 +1,39 @@
+"""The same load over HTTP against toolwire's gateway or any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+
+from .measure import Timing, summarize
+
+
+async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
+    limits = httpx.Limits(max_connections=len(bodies) + 4)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits,
+                                 headers={"Authorization": f"Bearer {api_key}"}) as http:
+        async def one(body: dict) -> Timing:
+            t = Timing(time.perf_counter())
+            async with http.stream("POST", "/chat/completions", json=body) as r:
+                r.raise_for_status()
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[6:])
+                    # The first chunk leaves as soon as the first token exists: that is TTFT.
+                    t.first = t.first or time.perf_counter()
+                    if chunk.get("usage"):
+                        t.tokens = chunk["usage"]["completion_tokens"]
+                    for ch in chunk.get("choices", []):
+                        d = ch.get("delta", {})
+                        if d.get("content") or any(c.get("function", {}).get("arguments")
+                                                   for c in d.get("tool_calls", [])):
+                            t.events.append(time.perf_counter())
+            return t
+
+        start = time.perf_counter()
+        timings = await asyncio.gather(*(one(b) for b in bodies))
+        return summarize(list(timings), time.perf_counter() - start)

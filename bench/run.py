@@ -1,0 +1,179 @@
+"""toolwire benchmark: streamed requests through the gateway vs the torch engine in-process.
+
+    python -m bench.run                       # in-process and through the gateway, C = 1 and 8
+    python -m bench.run --concurrency 1 4 16 32
+    python -m bench.run --url http://host:port/v1 --model NAME   # any OpenAI-compatible server
+
+Prints tables (medians over rounds) and writes bench/out/results.json and bench/out/bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import pathlib
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+from . import inprocess, remote
+from .workloads import body
+
+OUT = pathlib.Path(__file__).resolve().parent / "out"
+KEY = "bench-key"
+
+
+def median_summary(rounds: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+
+
+async def sweep(run_one, kinds, concurrency, rounds, max_tokens, model) -> dict:
+    results = {}
+    for kind in kinds:
+        for c in concurrency:
+            per_round = []
+            for r in range(rounds):
+                bodies = [body(kind, r * c + i, model, max_tokens) for i in range(c)]
+                per_round.append(await run_one(bodies))
+            results[f"{kind}/{c}"] = median_summary(per_round)
+            s = results[f"{kind}/{c}"]
+            print(f"  {kind:4} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 {s['ttft_p50_ms']:7.1f} ms"
+                  f"  itl p50 {s['itl_p50_ms']:6.1f} ms", flush=True)
+    return results
+
+
+async def bench_inprocess(args) -> tuple[dict, dict]:
+    engine = await inprocess.make_engine(args)
+    renderer = inprocess.make_renderer(engine)
+    warm = [body("tool", i, "m", 8) for i in range(2)]
+    await inprocess.run_load(engine, renderer, warm)
+    engine.stats.__init__()
+    compiles_before = engine.compiler.compiles
+    print("in-process torch engine:", flush=True)
+    res = await sweep(lambda b: inprocess.run_load(engine, renderer, b), args.kinds,
+                      args.concurrency, args.rounds, args.max_tokens, "m")
+    cost = inprocess.constraint_cost(engine)
+    cost.compiles -= compiles_before
+    await engine.stop()
+    del engine, renderer
+    gc.collect()
+    return res, vars(cost)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_stack(args) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
+           str(free_port()), "--model", args.model, "--dtype", args.dtype, "--max-batch",
+           str(max(args.concurrency))]
+    proc = subprocess.Popen(cmd, env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("toolwire up exited")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, f"http://127.0.0.1:{port}/v1"
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("the stack did not become healthy")
+
+
+async def bench_remote(args, base_url: str, api_key: str, model: str, label: str) -> dict:
+    await remote.run_load(base_url, api_key, [body("tool", i, model, 8) for i in range(2)])
+    print(f"{label}:", flush=True)
+    return await sweep(lambda b: remote.run_load(base_url, api_key, b), args.kinds,
+                       args.concurrency, args.rounds, args.max_tokens, model)
+
+
+def table(inproc: dict, over: dict, label: str) -> str:
+    head = (f"| workload | C | engine tok/s | {label} tok/s | ratio | TTFT p50 engine | "
+            f"TTFT p50 {label} | added | ITL p50 / p95 {label} |")
+    lines = [head, "|" + "---|" * 9]
+    for key in over:
+        kind, c = key.split("/")
+        a, b = inproc.get(key), over[key]
+        ratio = f"{b['tok_s'] / a['tok_s']:.2f}" if a else "-"
+        ta = f"{a['ttft_p50_ms']:.1f} ms" if a else "-"
+        added = f"{b['ttft_p50_ms'] - a['ttft_p50_ms']:+.1f} ms" if a else "-"
+        lines.append(f"| {kind} | {c} | {a['tok_s']:.1f} |" if a else f"| {kind} | {c} | - |")
+        lines[-1] += (f" {b['tok_s']:.1f} | {ratio} | {ta} | {b['ttft_p50_ms']:.1f} ms | {added} |"
+                      f" {b['itl_p50_ms']:.1f} / {b['itl_p95_ms']:.1f} ms |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, res in results.items():
+        for kind in sorted({k.split("/")[0] for k in res}):
+            xs = sorted(int(k.split("/")[1]) for k in res if k.startswith(kind + "/"))
+            ax.plot(xs, [res[f"{kind}/{x}"]["tok_s"] for x in xs], marker="o",
+                    label=f"{label}, {kind}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent streams")
+    ax.set_ylabel("aggregate tokens/s (median)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--kinds", nargs="+", default=["tool", "text"], choices=["tool", "text"])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--url", help="measure this OpenAI-compatible server instead")
+    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
+    args = p.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results: dict = {}
+    if args.url:
+        results["server"] = asyncio.run(bench_remote(args, args.url, args.api_key, args.model,
+                                                     args.url))
+        print(table({}, results["server"], "server"))
+    else:
+        results["engine"], cost = asyncio.run(bench_inprocess(args))
+        proc, url = start_stack(args)
+        try:
+            model = json.load(urllib.request.urlopen(url.replace("/v1", "/health")))["models"][0]
+            results["gateway"] = asyncio.run(bench_remote(args, url, KEY, model, "gateway"))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        print("\n" + table(results["engine"], results["gateway"], "gateway"))
+        print(f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
+              f"{cost['forward_ms']:.1f} ms forward ({100 * cost['mask_ms'] / cost['forward_ms']:.1f}%)"
+              f"; grammar compiles during the sweep: {cost['compiles']}")
+        results["constraint"] = cost
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    plot({k: v for k, v in results.items() if k != "constraint"}, OUT / "bench.png")
+    print(f"\nwrote {OUT / 'results.json'} and {OUT / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The TensorRT-LLM engine: tensorrt_llm's LLM API (PyTorch backend) behind the engine contract.
+
+Imported only when `--engine trtllm` is chosen; install with `pip install toolwire[trtllm]` or
+use the decode image in k8s/images/. Token ids go in and come out (detokenization is the
+extractor's job); constraints go to TensorRT-LLM's own xgrammar guided decoding.
+
+Not run on this project's CI machines: they have no GPU and TensorRT-LLM cannot be installed
+there. The engine contract suite (tests/engine_contract) runs against it wherever it imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import AsyncIterator
+
+from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
+
+log = logging.getLogger("toolwire.decode.trtllm")
+
+
+def _import():
+    try:
+        import tensorrt_llm
+        from tensorrt_llm import LLM, SamplingParams
+        from tensorrt_llm.llmapi import GuidedDecodingParams, KvCacheConfig
+    except ImportError as e:
+        raise SystemExit(
+            "--engine trtllm needs TensorRT-LLM, which is not installed here "
+            f"({e}). Install toolwire[trtllm] on a machine with an NVIDIA GPU, or use the "
+            "decode image built from k8s/images/decode-trtllm.Dockerfile.") from None
+    return tensorrt_llm, LLM, SamplingParams, GuidedDecodingParams, KvCacheConfig
+
+
+def guided_decoding(params_cls, constraint: tuple[str, str] | None):
+    """The request's constraint as GuidedDecodingParams (None when unconstrained)."""
+    if constraint is None:
+        return None
+    kind, text = constraint
+    if kind == "json_schema":
+        return params_cls(json=text)
+    if kind == "structural_tag":
+        return params_cls(structural_tag=text)
+    if kind == "ebnf":
+        return params_cls(grammar=text)
+    if kind == "regex":
+        return params_cls(regex=text)
+    raise EngineRequestError(f"unknown constraint kind {kind!r}", "constraint")
+
+
+class TrtllmEngine(Engine):
+    def __init__(self, model: str, tensor_parallel_size: int = 1, max_batch: int = 64,
+                 kv_cache_fraction: float = 0.85, max_model_len: int | None = None):
+        self.model_path = model
+        self.tp = tensor_parallel_size
+        self.max_batch = max_batch
+        self.kv_fraction = kv_cache_fraction
+        self.max_model_len = max_model_len
+        self.running: dict[str, object] = {}
+        self.llm = None
+
+    @classmethod
+    def from_args(cls, args) -> "TrtllmEngine":
+        if args.model == "embedded":
+            raise SystemExit("--engine trtllm needs a Hugging Face checkpoint folder or a "
+                             "TensorRT-LLM engine folder as --model; the embedded GGUF is for "
+                             "the torch engine")
+        return cls(args.model, args.tensor_parallel_size, args.max_batch,
+                   args.kv_cache_fraction, args.max_model_len)
+
+    async def start(self) -> None:
+        trtllm, LLM, self._SamplingParams, self._Guided, KvCacheConfig = _import()
+        kwargs = dict(model=self.model_path, backend="pytorch",
+                      tensor_parallel_size=self.tp, max_batch_size=self.max_batch,
+                      kv_cache_config=KvCacheConfig(free_gpu_memory_fraction=self.kv_fraction),
+                      # Set explicitly: without a backend TensorRT-LLM ignores constraints.
+                      guided_decoding_backend="xgrammar")
+        if self.max_model_len:
+            kwargs["max_seq_len"] = self.max_model_len
+        self.llm = await asyncio.to_thread(LLM, **kwargs)
+        cfg = self.llm.tokenizer.tokenizer if hasattr(self.llm.tokenizer, "tokenizer") else None
+        vocab = len(cfg) if cfg is not None else 0
+        self.info = EngineInfo("trtllm", self.max_model_len or self.llm.args.max_seq_len or 0,
+                               vocab, self.max_batch)
+        log.info("TensorRT-LLM %s loaded %s (tp=%d)", trtllm.__version__, self.model_path, self.tp)
+
+    async def stop(self) -> None:
+        if self.llm is not None:
+            await asyncio.to_thread(self.llm.shutdown)
+
+    def active_requests(self) -> int:
+        return len(self.running)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        params = self._SamplingParams(
+            max_tokens=request.max_tokens or None,
+            temperature=request.temperature if request.temperature > 0 else None,
+            top_k=1 if request.temperature <= 0 else None,
+            top_p=request.top_p if 0 < request.top_p < 1 else None,
+            seed=request.seed,
+            stop_token_ids=list(request.stop_ids) or None,
+            detokenize=False,
+            guided_decoding=guided_decoding(self._Guided, request.constraint))
+        result = self.llm.generate_async({"prompt_token_ids": request.prompt_ids},
+                                         sampling_params=params, streaming=True)
+        self.running[request.request_id] = result
+        sent, finished = 0, False
+        try:
+            async for out in result:
+                completion = out.outputs[0]
+                ids = list(completion.token_ids)
+                new = [t for t in ids[sent:] if t not in request.stop_ids]
+                sent = len(ids)
+                reason = completion.finish_reason
+                if reason is not None or out.finished:
+                    finished = True
+                    yield EngineOutput(new, _finish(reason), len(request.prompt_ids),
+                                       len([t for t in ids if t not in request.stop_ids]))
+                    return
+                if new:
+                    yield EngineOutput(new)
+        finally:
+            self.running.pop(request.request_id, None)
+            if not finished:
+                result.abort()  # the caller went away: free the slot
+
+    async def abort(self, request_id: str) -> bool:
+        result = self.running.get(request_id)
+        if result is None:
+            return False
+        result.abort()
+        return True
+
+
+def _finish(reason) -> str:
+    reason = str(reason or "stop").lower()
+    if "length" in reason:
+        return "length"
+    if "cancel" in reason or "abort" in reason:
+        return "abort"
+    return "stop"
