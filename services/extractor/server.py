@@ -38,7 +38,7 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
         setup = first.setup
         self.streams += 1
         try:
-            fmt = get_format(setup.tool_format or self.default_format)
+            fmt = get_format(setup.tool_format or self.default_format, self.tokenizer)
         except ValueError as e:
             await abort_with(context, RequestError(str(e), "tool_format"))
         tools = [tool_from_proto(t) for t in setup.tools]

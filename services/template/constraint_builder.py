@@ -30,32 +30,40 @@ def enforceable_schema(schema: Any, strict: bool, param: str) -> Any:
     return ANY_OBJECT
 
 
-def tool_schemas(tools: list[Tool]) -> dict[str, Any]:
-    return {
-        t.name: enforceable_schema(t.parameters if t.parameters is not None else NO_PARAMETERS,
-                                   t.strict, f"tools[{i}].function.parameters")
-        for i, t in enumerate(tools)
-    }
+def tool_schemas(fmt: ToolFormat, tools: list[Tool]) -> dict[str, Any]:
+    schemas = {}
+    for i, t in enumerate(tools):
+        param = f"tools[{i}].function.parameters"
+        schema = enforceable_schema(t.parameters if t.parameters is not None else NO_PARAMETERS,
+                                    t.strict, param)
+        why = fmt.unenforceable(schema) if t.strict else None
+        if why:
+            raise RequestError(f"Invalid schema for {param}: the {fmt.name} tool format cannot "
+                               f"enforce it in strict mode ({why}).", param=param,
+                               code="unsupported_schema_keyword")
+        schemas[t.name] = schema
+    return schemas
 
 
 def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, parallel: bool,
                      response_format: common.ResponseFormat) -> common.Constraint | None:
     text_schema = response_schema(response_format)
     if tools and choice.mode != "none":
-        calls = fmt.constraint(tools, tool_schemas(tools), choice, parallel)
+        calls = fmt.constraint(tools, tool_schemas(fmt, tools), choice, parallel)
         if text_schema is not None:
             if choice.mode != "auto":
                 return _tag(calls)
             # A text answer must follow response_format; or the model calls tools.
-            forced = fmt.constraint(tools, tool_schemas(tools), ToolChoice("required"), parallel)
+            forced = fmt.constraint(tools, tool_schemas(fmt, tools), ToolChoice("required"),
+                                    parallel)
             return _tag({"type": "or", "elements": [
                 forced, {"type": "json_schema", "json_schema": text_schema,
                          "max_whitespace_cnt": 1}]})
         return _tag(calls)
     if text_schema is not None:
         return common.Constraint(json_schema=json.dumps(text_schema))
-    if tools:  # tool_choice none: the call marker is banned
-        return _tag(fmt.constraint(tools, {}, choice, parallel))
+    if tools:  # tool_choice none: the call marker is banned (no schema is used)
+        return _tag(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice, parallel))
     return None
 
 

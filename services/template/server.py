@@ -111,12 +111,12 @@ def model_config(source: model_source.ModelSource, tokenizer) -> tuple[int, int]
 
 def resolve_format(name: str | None, tokenizer) -> ToolFormat:
     if name:
-        return get_format(name)
+        return get_format(name, tokenizer)
     detected = detect_format(tokenizer)
     if detected is None:
         raise SystemExit("cannot tell this model's tool format from its chat template; name "
                          "it with --tool-format")
-    return get_format(detected)
+    return get_format(detected, tokenizer)
 
 
 async def serve(args) -> None:

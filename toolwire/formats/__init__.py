@@ -1,26 +1,61 @@
-"""Tool-format registry: one module per model family (renderer, constraint, extractor)."""
+"""Tool-format registry: one module per model family (renderer, constraint, extractor).
+
+Formats are named the way users know them (vLLM's --tool-call-parser names): hermes,
+llama3_json, mistral, pythonic, deepseek_v3.
+"""
 
 from __future__ import annotations
 
-from .base import CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat
-from .hermes import HermesFormat
+from typing import Any, Callable
 
-FORMATS: dict[str, type[ToolFormat]] = {
-    HermesFormat.name: HermesFormat,
+from .base import CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat
+from .deepseek_v3 import CALLS_BEGIN, DeepSeekV3Format
+from .hermes import HermesFormat
+from .llama3_json import PYTHON_TAG, Llama3JsonFormat
+from .mistral import MistralFormat
+from .pythonic import PythonicFormat
+
+
+def _vocab(tokenizer: Any) -> set[str]:
+    if tokenizer is None:
+        return set()
+    return set(tokenizer.get_vocab()) | set(getattr(tokenizer, "all_special_tokens", []))
+
+
+def _template(tokenizer: Any) -> str:
+    return (getattr(tokenizer, "chat_template", None) or "") if tokenizer is not None else ""
+
+
+FORMATS: dict[str, Callable[[Any], ToolFormat]] = {
+    "hermes": lambda tok: HermesFormat(),
+    "llama3_json": lambda tok: Llama3JsonFormat(python_tag=PYTHON_TAG in _vocab(tok)),
+    "mistral": lambda tok: MistralFormat(
+        args_token=tok is None or "[ARGS]" in _vocab(tok) or "[ARGS]" in _template(tok)),
+    "pythonic": lambda tok: PythonicFormat(),
+    "deepseek_v3": lambda tok: DeepSeekV3Format(),
 }
 
 
-def get_format(name: str) -> ToolFormat:
+def get_format(name: str, tokenizer: Any = None) -> ToolFormat:
+    """The named format, fitted to the tokenizer's special tokens where the family varies."""
     try:
-        return FORMATS[name]()
+        factory = FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown tool format {name!r}; known: {', '.join(sorted(FORMATS))}")
+    return factory(tokenizer)
 
 
-def detect_format(tokenizer) -> str | None:
+def detect_format(tokenizer: Any) -> str | None:
     """The tool format a model writes, judged from its chat template and special tokens."""
-    template = getattr(tokenizer, "chat_template", None) or ""
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    template, vocab = _template(tokenizer), _vocab(tokenizer)
+    if CALLS_BEGIN in template or CALLS_BEGIN in vocab:
+        return "deepseek_v3"
+    if "[TOOL_CALLS]" in template or "[TOOL_CALLS]" in vocab:
+        return "mistral"
+    if "func_name1(" in template:  # Llama 3.2 / 4 templates teach the pythonic form
+        return "pythonic"
+    if PYTHON_TAG in vocab or "ipython" in template:
+        return "llama3_json"
     if "<tool_call>" in template or "<tool_call>" in vocab:
         return "hermes"
     # ChatML models without tool support (the embedded SmolLM2) take hermes, the format their

@@ -103,6 +103,10 @@ class ToolFormat(ABC):
     @abstractmethod
     def extractor(self, tools: list[Tool]) -> StreamingExtractor: ...
 
+    def unenforceable(self, schema: Any) -> str | None:
+        """Why this format cannot write a strict schema's arguments exactly (None: it can)."""
+        return None
+
 
 def message_text(message: dict) -> str:
     """A message's content as one string (text parts joined)."""
@@ -120,3 +124,42 @@ def arguments_text(arguments: str) -> str:
         return json.dumps(json.loads(arguments or "{}"), ensure_ascii=False)
     except json.JSONDecodeError:
         return arguments
+
+
+# -- constraint pieces shared by the formats -----------------------------------------------
+def schema_content(schema: Any) -> dict:
+    # One whitespace at most between JSON tokens: compact arguments cost fewer tokens.
+    return {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": 1}
+
+
+def chosen_tools(tools: list[Tool], choice: ToolChoice) -> list[Tool]:
+    return [t for t in tools if choice.mode != "named" or t.name == choice.name]
+
+
+def calls_constraint(tags: list[dict], triggers: list[str], separator: str, choice: ToolChoice,
+                     parallel: bool) -> dict:
+    """Formats whose every call carries its marker: free text until a trigger in auto; calls
+    only, at least one, in required and named; one call at most without parallel calls."""
+    if choice.mode == "none":
+        return {"type": "any_text", "excludes": triggers}
+    if choice.mode == "auto":
+        return {"type": "triggered_tags", "triggers": triggers, "tags": tags,
+                "at_least_one": False, "stop_after_first": not parallel}
+    return {"type": "tags_with_separator", "tags": tags, "separator": separator,
+            "at_least_one": True, "stop_after_first": not parallel}
+
+
+def block_constraint(tags: list[dict], begin: str, end: str, separator: str, choice: ToolChoice,
+                     parallel: bool, trigger: str | None = None) -> dict:
+    """Formats that put all calls in one marked block (a list): one block, its calls inside."""
+    trigger = trigger or begin
+    if choice.mode == "none":
+        return {"type": "any_text", "excludes": [trigger]}
+    inner = {"type": "tags_with_separator", "tags": tags, "separator": separator,
+             "at_least_one": True, "stop_after_first": not parallel}
+    block = {"type": "tag", "begin": begin, "content": inner, "end": end}
+    if choice.mode == "auto":
+        return {"type": "triggered_tags", "triggers": [trigger], "tags": [block],
+                "at_least_one": False, "stop_after_first": True}
+    return {"type": "tags_with_separator", "tags": [block], "separator": "",
+            "at_least_one": True, "stop_after_first": True}

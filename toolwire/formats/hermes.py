@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import Tool, ToolChoice, ToolFormat, arguments_text, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
+from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
 
 MARKER = "<tool_call>"
 CLOSE = "}\n</tool_call>"
@@ -26,10 +27,9 @@ TOOLS_POSTAMBLE = (
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
 )
 
-
 SYNTAX = CallSyntax(
-    marker=MARKER,
-    header=r'\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*',
+    markers=(MARKER,),
+    header=r'<tool_call>\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*',
     close=r"\s*\}\s*</tool_call>",
 )
 
@@ -38,9 +38,14 @@ def call_begin(name: str) -> str:
     return f'{MARKER}\n{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": '
 
 
-def template_renders_tools(tokenizer: Any) -> bool:
-    template = getattr(tokenizer, "chat_template", None) or ""
-    return "tools" in template
+STYLE = PlainStyle(
+    tools_block=lambda tools: TOOLS_PREAMBLE + "".join(
+        "\n" + json.dumps(t.openai_dict(), ensure_ascii=False) for t in tools) + TOOLS_POSTAMBLE,
+    calls_text=lambda calls: "\n".join(
+        call_begin(c["function"]["name"]) + arguments_text(c["function"]["arguments"]) + CLOSE
+        for c in calls),
+    result_text=lambda m, call: f"<tool_response>\n{message_text(m)}\n</tool_response>",
+)
 
 
 class HermesFormat(ToolFormat):
@@ -49,51 +54,8 @@ class HermesFormat(ToolFormat):
 
     def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
         if template_renders_tools(tokenizer):
-            return tokenizer.apply_chat_template(
-                [_with_parsed_arguments(m) for m in messages],
-                tools=[t.openai_dict() for t in tools] or None,
-                add_generation_prompt=True, tokenize=False)
-        return tokenizer.apply_chat_template(
-            self.plain_messages(messages, tools), add_generation_prompt=True, tokenize=False)
-
-    def plain_messages(self, messages: list[dict], tools: list[Tool]) -> list[dict]:
-        """Rewrite tool-bearing messages as plain-text turns for a template without tools."""
-        out: list[dict] = []
-        rest = list(messages)
-        system = None
-        if rest and rest[0]["role"] in ("system", "developer"):
-            system = message_text(rest.pop(0))
-        if tools:
-            block = TOOLS_PREAMBLE + "".join(
-                "\n" + json.dumps(t.openai_dict(), ensure_ascii=False) for t in tools
-            ) + TOOLS_POSTAMBLE
-            system = f"{system}\n\n{block}" if system else block
-        if system is not None:
-            out.append({"role": "system", "content": system})
-        for m in rest:
-            role = m["role"]
-            if role == "tool":
-                text = f"<tool_response>\n{message_text(m)}\n</tool_response>"
-                if out and out[-1].get("_tool_results"):
-                    out[-1]["content"] += "\n" + text
-                else:
-                    out.append({"role": "user", "content": text, "_tool_results": True})
-                continue
-            if role == "developer":
-                role = "system"
-            text = message_text(m)
-            if role == "assistant":
-                if not text and m.get("refusal"):
-                    text = m["refusal"]
-                calls = [
-                    call_begin(c["function"]["name"]) + arguments_text(c["function"]["arguments"])
-                    + CLOSE for c in m.get("tool_calls") or []
-                ]
-                text = "\n".join(([text] if text else []) + calls)
-            out.append({"role": role, "content": text})
-        for m in out:
-            m.pop("_tool_results", None)
-        return out
+            return render_native(tokenizer, messages, tools)
+        return render_plain(tokenizer, messages, tools, STYLE)
 
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
                    parallel: bool) -> dict:
@@ -116,16 +78,3 @@ class HermesFormat(ToolFormat):
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
         return MarkedCallExtractor(SYNTAX, {t.name for t in tools})
-
-
-def _with_parsed_arguments(message: dict) -> dict:
-    """Templates that render tools expect arguments as objects, not JSON strings."""
-    if not message.get("tool_calls"):
-        return message
-    m = dict(message)
-    m["tool_calls"] = [
-        {**c, "function": {**c["function"],
-                           "arguments": json.loads(c["function"]["arguments"] or "{}")}}
-        for c in message["tool_calls"]
-    ]
-    return m

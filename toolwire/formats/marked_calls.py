@@ -28,12 +28,13 @@ from .json_scan import JsonValueScanner
 
 @dataclass(frozen=True)
 class CallSyntax:
-    marker: str
+    markers: tuple[str, ...]  # texts where a call may start
     header: str  # regex with a `name` group, ending where the arguments begin
     close: str  # regex from the end of the arguments to the end of the call
-    opener: str | None = None  # regex right after the marker (a list's "[")
+    opener: str | None = None  # regex of a list's start (marker included); header follows
     separator: str | None = None  # regex between calls of one marked list
     terminator: str | None = None  # regex that ends a marked list
+    # The opener, or else the first header, is matched from the marker on (marker included).
 
 
 _TEXT, _OPEN, _HEADER, _ARGS, _CLOSE, _AFTER = range(6)
@@ -48,7 +49,8 @@ def _compile(pattern: str | None):
 class MarkedCallExtractor(StreamingExtractor):
     def __init__(self, syntax: CallSyntax, tool_names: set[str]):
         self.syntax = syntax
-        self.marker = syntax.marker
+        self.markers = syntax.markers
+        self.marker = ""  # the marker that opened the current block
         self.header = _compile(syntax.header)
         self.close = _compile(syntax.close)
         self.opener = _compile(syntax.opener)
@@ -93,15 +95,16 @@ class MarkedCallExtractor(StreamingExtractor):
 
     # -- states --------------------------------------------------------------------------
     def _step_text(self, out: Delta) -> bool:
-        at = self.buf.find(self.marker)
-        if at >= 0:
+        found = [(i, m) for m in self.markers if (i := self.buf.find(m)) >= 0]
+        if found:
+            at, self.marker = min(found)
             self._content(out, self.buf[:at])
-            self.raw = self.marker
-            self.buf = self.buf[at + len(self.marker):]
+            self.raw = ""
+            self.buf = self.buf[at:]
             self.calls_in_block = 0
             self.state = _OPEN if self.opener is not None else _HEADER
             return True
-        keep = _partial_suffix(self.buf, self.marker)
+        keep = max(_partial_suffix(self.buf, m) for m in self.markers)
         self._content(out, self.buf[:len(self.buf) - keep])
         self.buf = self.buf[len(self.buf) - keep:]
         return False
@@ -157,17 +160,23 @@ class MarkedCallExtractor(StreamingExtractor):
         return True
 
     def _step_after(self, out: Delta) -> bool:
-        """Inside a marked list, after a call: another call, or the list's end."""
-        for pattern, nxt in ((self.terminator, _TEXT), (self.separator, _HEADER)):
-            if pattern is None:
-                continue
-            m = pattern.match(self.buf, partial=True)
-            if m is not None and m.partial:
-                return False
-            if m is not None and (nxt == _TEXT or m.end() > 0 or self.header.match(
-                    self.buf, partial=True)):
+        """Inside a marked list, after a call: the list's end, or a separator and a call."""
+        if self.terminator is not None:
+            m = self.terminator.match(self.buf, partial=True)
+            if m is not None:
+                if m.partial:
+                    return False
                 self._consume(m.end())
-                self.state = nxt
+                self.state = _TEXT
+                return True
+        m = self.separator.match(self.buf, partial=True)
+        if m is not None:
+            if m.partial or m.end() == len(self.buf):
+                return False  # wait to see what follows the separator
+            h = self.header.match(self.buf, m.end(), partial=True)
+            if h is not None:
+                self._consume(m.end())
+                self.state = _HEADER
                 return True
         self.state = _TEXT  # the list ended without its terminator: the rest is content
         return True
@@ -182,7 +191,7 @@ class MarkedCallExtractor(StreamingExtractor):
         if self.calls_in_block:
             self.state = _TEXT  # calls already made stay; the rest is content
             return True
-        self.buf = self.raw[len(self.marker):] + self.buf
+        self.buf = (self.raw + self.buf)[len(self.marker):]
         self._content(out, self.marker)
         self.scanner = None
         self.pending = None

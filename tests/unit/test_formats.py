@@ -1,0 +1,207 @@
+"""Every tool format on a tokenizer of its family: detection, golden prompts, the constraint
+compiled by real xgrammar (valid calls pass, invalid ones are refused in each tool_choice mode),
+and extraction that gives the same calls however the output is chunked."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+import xgrammar as xgr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.formats import Tool, ToolChoice, detect_format, get_format
+from toolwire.grammar import ConstraintCompiler
+from toolwire.services.template.constraint_builder import build_constraint
+
+from .family_tokenizers import FAMILIES, family_tokenizer
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+WEATHER = Tool("get_weather", "Get the weather.", {
+    "type": "object", "properties": {"city": {"type": "string"},
+                                     "unit": {"type": "string", "enum": ["c", "f"]}},
+    "required": ["city", "unit"], "additionalProperties": False}, strict=True)
+TIME = Tool("get_time", "The time.")
+TOOLS = [WEATHER, TIME]
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Weather in Paris and Rome?"},
+    {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+        {"id": "call_abc", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city":"Paris","unit":"c"}'}},
+        {"id": "call_def", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Rome", "unit": "c"}'}}]},
+    {"role": "tool", "tool_call_id": "call_abc", "content": "14C"},
+    {"role": "tool", "tool_call_id": "call_def", "content": "18C"},
+]
+
+
+# How each family writes a list of calls [(name, arguments JSON)].
+def _hermes(calls):
+    return "\n".join(f'<tool_call>\n{{"name": "{n}", "arguments": {a}}}\n</tool_call>' for n, a in calls)
+
+
+def _llama(calls):
+    return "; ".join(f'<|python_tag|>{{"name": "{n}", "parameters": {a}}}' for n, a in calls)
+
+
+def _mistral(calls):
+    return "".join(f"[TOOL_CALLS]{n}[ARGS]{a}" for n, a in calls)
+
+
+def _pythonic(calls):
+    def kwargs(a):
+        return ", ".join(f"{k}={json.dumps(v)}" for k, v in json.loads(a).items())
+    return "[" + ", ".join(f"{n}({kwargs(a)})" for n, a in calls) + "]"
+
+
+def _deepseek(calls):
+    return "<｜tool▁calls▁begin｜>" + "\n".join(
+        f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{n}\n```json\n{a}\n```<｜tool▁call▁end｜>"
+        for n, a in calls) + "<｜tool▁calls▁end｜>"
+
+
+WRITE = {"hermes": _hermes, "llama3_json": _llama, "mistral": _mistral, "pythonic": _pythonic,
+         "deepseek_v3": _deepseek}
+W = ("get_weather", '{"city": "Paris", "unit": "c"}')
+T = ("get_time", "{}")
+BAD_ENUM = ("get_weather", '{"city": "Paris", "unit": "kelvin"}')
+MISSING = ("get_weather", '{"city": "Paris"}')
+UNKNOWN = ("rm_rf", "{}")
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family(request, tokenizer):
+    tok = family_tokenizer(tokenizer, request.param)
+    fmt = get_format(request.param, tok)
+    compiler = ConstraintCompiler(tok, len(tok), [tokenizer.eos_token_id])
+    return request.param, tok, fmt, compiler
+
+
+def test_detected_from_the_template(family):
+    name, tok, _, _ = family
+    assert detect_format(tok) == name
+
+
+def test_golden_prompt(family):
+    name, tok, fmt, _ = family
+    rendered = fmt.render(tok, CONVERSATION, [WEATHER])
+    assert rendered == (GOLDEN / f"{name}.txt").read_text()
+
+
+def test_plain_rendering_round_trips_past_calls(family, tokenizer):
+    """On a template without tools (the embedded model's), past calls render the way the
+    format writes them, and the extractor reads them back as the same calls."""
+    name, _, _, _ = family
+    fmt = get_format(name, tokenizer)
+    rendered = fmt.render(tokenizer, CONVERSATION[:3], [WEATHER])
+    written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+    delta = fmt.extractor([WEATHER]).parse_complete(written)
+    assert [(c.name, json.loads(c.arguments)) for c in delta.calls] == \
+        [("get_weather", {"city": "Paris", "unit": "c"}), ("get_weather", {"city": "Rome", "unit": "c"})]
+
+
+def _accepts(family, mode, text, parallel=True, name=None):
+    _, tok, fmt, compiler = family
+    c = build_constraint(fmt, TOOLS, ToolChoice(mode, name), parallel, common.ResponseFormat())
+    m = xgr.GrammarMatcher(compiler.compile_constraint(c))
+    return m.accept_string(text) and m.accept_token(tok.eos_token_id) and m.is_terminated()
+
+
+@pytest.mark.parametrize("mode,calls,ok", [
+    ("auto", None, True),
+    ("auto", [W], True),
+    ("auto", [W, T], True),
+    ("auto", [BAD_ENUM], False),
+    ("auto", [MISSING], False),
+    ("auto", [UNKNOWN], False),
+    ("none", None, True),
+    ("none", [W], False),
+    ("required", [W], True),
+    ("required", [T, W], True),
+    ("required", None, False),
+    ("required", [BAD_ENUM], False),
+])
+def test_constraint_modes(family, mode, calls, ok):
+    name = family[0]
+    text = "Just text." if calls is None else WRITE[name](calls)
+    assert _accepts(family, mode, text) is ok
+
+
+def test_parallel_false_allows_one_call(family):
+    write = WRITE[family[0]]
+    assert _accepts(family, "required", write([W]), parallel=False)
+    assert not _accepts(family, "required", write([W, T]), parallel=False)
+
+
+def test_named_choice_forces_that_tool(family):
+    write = WRITE[family[0]]
+    assert _accepts(family, "named", write([T]), name="get_time")
+    assert not _accepts(family, "named", write([W]), name="get_time")
+
+
+TRICKY = ("get_weather", json.dumps({"city": 'Pa"ris}] </tool_call> [TOOL_CALLS] ```<｜tool▁call▁end｜>',
+                                     "unit": "c", "note": "\u00e9t\u00e9 ☕\nnew line"},
+                                    ensure_ascii=False))
+
+
+def _outputs(name):
+    write = WRITE[name]
+    out = [
+        "Plain answer, no call.",
+        write([W]),
+        write([W, T]),
+        write([TRICKY, T]),
+        write([T]),
+        write([UNKNOWN]),
+    ]
+    if name != "pythonic":  # pythonic output is the call list alone
+        out.append("Let me check. " + write([W]))
+    return out
+
+
+def _run(fmt, text, cuts):
+    ex = fmt.extractor(TOOLS)
+    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+    deltas = [ex.feed(p) for p in pieces] + [ex.finish()]
+    calls: dict[int, list] = {}
+    for d in deltas:
+        for c in d.calls:
+            entry = calls.setdefault(c.index, [None, ""])
+            if c.name:
+                assert entry[0] is None
+                entry[0] = c.name
+            entry[1] += c.arguments
+    return "".join(d.content for d in deltas), [tuple(calls[i]) for i in sorted(calls)]
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_extraction_results(name, tokenizer):
+    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    content, calls = _run(fmt, WRITE[name]([TRICKY, T]), [])
+    assert content == ""
+    assert [n for n, _ in calls] == ["get_weather", "get_time"]
+    assert json.loads(calls[0][1]) == json.loads(TRICKY[1])
+    assert calls[1][1] == "{}"
+    unknown = WRITE[name]([UNKNOWN])
+    assert _run(fmt, unknown, []) == (unknown, [])  # not a call: content, never dropped
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(list(FAMILIES)), data=st.data())
+def test_any_chunking_gives_the_same_result(tokenizer, name, data):
+    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    text = data.draw(st.sampled_from(_outputs(name)))
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=len(text)))))
+    assert _run(fmt, text, cuts) == _run(fmt, text, [])
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_one_character_at_a_time(name, tokenizer):
+    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    for text in _outputs(name):
+        assert _run(fmt, text, list(range(1, len(text)))) == _run(fmt, text, [])

@@ -1,0 +1,78 @@
+"""DeepSeek V3 tool calls:
+
+<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
+```json
+{...}
+```<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
+
+Results come back as <｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>...<｜tool▁output▁end｜>.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import (Tool, ToolChoice, ToolFormat, arguments_text, block_constraint, chosen_tools,
+                   message_text, schema_content)
+from .marked_calls import CallSyntax, MarkedCallExtractor
+from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+
+CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
+CALLS_END = "<｜tool▁calls▁end｜>"
+CALL_BEGIN = "<｜tool▁call▁begin｜>"
+CALL_END = "<｜tool▁call▁end｜>"
+SEP = "<｜tool▁sep｜>"
+OUTPUTS_BEGIN = "<｜tool▁outputs▁begin｜>"
+OUTPUTS_END = "<｜tool▁outputs▁end｜>"
+OUTPUT_BEGIN = "<｜tool▁output▁begin｜>"
+OUTPUT_END = "<｜tool▁output▁end｜>"
+SPECIAL_TOKENS = [CALLS_BEGIN, CALLS_END, CALL_BEGIN, CALL_END, SEP, OUTPUTS_BEGIN, OUTPUTS_END,
+                  OUTPUT_BEGIN, OUTPUT_END]
+
+
+def call_begin(name: str) -> str:
+    return f"{CALL_BEGIN}function{SEP}{name}\n```json\n"
+
+
+CALL_CLOSE = f"\n```{CALL_END}"
+
+SYNTAX = CallSyntax(
+    markers=(CALLS_BEGIN,), opener=r"<｜tool▁calls▁begin｜>",
+    header=r"\s*<｜tool▁call▁begin｜>function<｜tool▁sep｜>(?P<name>[^\n<]+)\n```(?:json)?\n",
+    close=r"\s*```\s*<｜tool▁call▁end｜>", separator=r"\s*", terminator=r"\s*<｜tool▁calls▁end｜>")
+
+
+def _tools_block(tools: list[Tool]) -> str:
+    return "## Tools\n\n### Function\n\nYou have the following functions available:\n\n" + \
+        "\n".join(f"- `{t.name}`:\n```json\n{json.dumps(t.openai_dict()['function'])}\n```"
+                  for t in tools)
+
+
+STYLE = PlainStyle(
+    tools_block=_tools_block,
+    calls_text=lambda calls: CALLS_BEGIN + "\n".join(
+        call_begin(c["function"]["name"]) + arguments_text(c["function"]["arguments"])
+        + CALL_CLOSE for c in calls) + CALLS_END,
+    result_text=lambda m, call: f"{OUTPUT_BEGIN}{message_text(m)}{OUTPUT_END}",
+    results_joiner="")
+
+
+class DeepSeekV3Format(ToolFormat):
+    name = "deepseek_v3"
+    call_marker = CALLS_BEGIN
+
+    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
+        if template_renders_tools(tokenizer):
+            return render_native(tokenizer, messages, tools)
+        return render_plain(tokenizer, messages, tools, STYLE)
+
+    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
+                   parallel: bool) -> dict:
+        tags = [{"type": "tag", "begin": call_begin(t.name),
+                 "content": schema_content(schemas[t.name]), "end": CALL_CLOSE}
+                for t in chosen_tools(tools, choice)]
+        return block_constraint(tags, CALLS_BEGIN, CALLS_END, "\n", choice, parallel)
+
+    def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
+        return MarkedCallExtractor(SYNTAX, {t.name for t in tools})

@@ -1,0 +1,69 @@
+"""Llama 3.1 / 3.2 / 3.3 JSON tool calls: {"name": ..., "parameters": {...}}, optionally after
+<|python_tag|>, several separated by "; ". Tool results come back in the `ipython` role."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import (Tool, ToolChoice, ToolFormat, arguments_text, calls_constraint,
+                   chosen_tools, message_text, schema_content)
+from .marked_calls import CallSyntax, MarkedCallExtractor
+from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+
+PYTHON_TAG = "<|python_tag|>"
+JSON_START = '{"name"'
+SEPARATOR = "; "
+
+INSTRUCTIONS = (
+    "Given the following functions, please respond with a JSON for a function call with its "
+    "proper arguments that best answers the given prompt.\n\nRespond in the format "
+    '{"name": function name, "parameters": dictionary of argument name and its value}. '
+    "Do not use variables.\n\n"
+)
+
+
+def call_text(name: str, arguments: str, tag: str = "") -> str:
+    return f'{tag}{{"name": {json.dumps(name)}, "parameters": {arguments_text(arguments)}}}'
+
+
+def _syntax() -> CallSyntax:
+    header = (r'(?:<\|python_tag\|>\s*)?\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*'
+              r'"(?:parameters|arguments)"\s*:\s*')
+    return CallSyntax(markers=(PYTHON_TAG, JSON_START), header=header, close=r"\s*\}",
+                      separator=r"\s*;\s*", terminator=None)
+
+
+class Llama3JsonFormat(ToolFormat):
+    name = "llama3_json"
+    call_marker = JSON_START
+
+    def __init__(self, python_tag: bool = False):
+        self.python_tag = python_tag  # the tokenizer has <|python_tag|>: calls start with it
+
+    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
+        if template_renders_tools(tokenizer):
+            return render_native(tokenizer, messages, tools)
+        tag = PYTHON_TAG if self.python_tag else ""
+        style = PlainStyle(
+            tools_block=lambda ts: INSTRUCTIONS + "\n\n".join(
+                json.dumps(t.openai_dict(), indent=4) for t in ts),
+            calls_text=lambda calls: SEPARATOR.join(
+                call_text(c["function"]["name"], c["function"]["arguments"], tag) for c in calls),
+            result_text=lambda m, call: message_text(m),
+            result_role="ipython", results_joiner=None)
+        return render_plain(tokenizer, messages, tools, style)
+
+    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
+                   parallel: bool) -> dict:
+        tag = PYTHON_TAG if self.python_tag else ""
+        tags = [{"type": "tag", "begin": f'{tag}{{"name": {json.dumps(t.name)}, "parameters": ',
+                 "content": schema_content(schemas[t.name]), "end": "}"}
+                for t in chosen_tools(tools, choice)]
+        trigger = PYTHON_TAG if self.python_tag else JSON_START
+        if choice.mode == "none":
+            return {"type": "any_text", "excludes": [PYTHON_TAG, JSON_START]}
+        return calls_constraint(tags, [trigger], SEPARATOR, choice, parallel)
+
+    def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
+        return MarkedCallExtractor(_syntax(), {t.name for t in tools})

@@ -1,0 +1,105 @@
+"""Mistral tool calls.
+
+- `[TOOL_CALLS]name[ARGS]{...}` per call (tokenizers v11 and later: they have [ARGS]);
+- `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` (older tokenizers).
+Tools are listed in [AVAILABLE_TOOLS]; results come back in [TOOL_RESULTS]. Mistral call ids
+are 9 letters and digits: OpenAI ids are mapped to them (stably, so a call and its result
+agree) when rendered into the prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from typing import Any
+
+from .base import (Tool, ToolChoice, ToolFormat, arguments_text, block_constraint,
+                   calls_constraint, chosen_tools, message_text, schema_content)
+from .marked_calls import CallSyntax, MarkedCallExtractor
+from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+
+MARKER = "[TOOL_CALLS]"
+_ALNUM = string.ascii_letters + string.digits
+_MISTRAL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+def mistral_id(openai_id: str) -> str:
+    """A 9-character id for the prompt; ids already in Mistral's shape pass unchanged."""
+    if _MISTRAL_ID.match(openai_id or ""):
+        return openai_id
+    n = int.from_bytes(hashlib.sha256((openai_id or "").encode()).digest()[:8], "big")
+    out = ""
+    for _ in range(9):
+        n, r = divmod(n, 62)
+        out += _ALNUM[r]
+    return out
+
+
+def _mapped_ids(messages: list[dict]) -> list[dict]:
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [{**c, "id": mistral_id(c.get("id", ""))}
+                                     for c in m["tool_calls"]]}
+        if m.get("role") == "tool" and m.get("tool_call_id"):
+            m = {**m, "tool_call_id": mistral_id(m["tool_call_id"])}
+        out.append(m)
+    return out
+
+
+class MistralFormat(ToolFormat):
+    name = "mistral"
+    call_marker = MARKER
+
+    def __init__(self, args_token: bool = True):
+        self.args_token = args_token  # [TOOL_CALLS]name[ARGS]{...}; else the JSON list
+
+    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
+        messages = _mapped_ids(messages)
+        if template_renders_tools(tokenizer):
+            return render_native(tokenizer, messages, tools)
+        return render_plain(tokenizer, messages, tools, PlainStyle(
+            tools_block=lambda ts: "[AVAILABLE_TOOLS]" + json.dumps(
+                [t.openai_dict() for t in ts], ensure_ascii=False) + "[/AVAILABLE_TOOLS]",
+            calls_text=self._calls_text,
+            result_text=lambda m, call: "[TOOL_RESULTS]" + json.dumps(
+                {"content": message_text(m), "call_id": m.get("tool_call_id", "")},
+                ensure_ascii=False) + "[/TOOL_RESULTS]",
+            results_joiner=""))
+
+    def _calls_text(self, calls: list[dict]) -> str:
+        if self.args_token:
+            return "".join(f"{MARKER}{c['function']['name']}[ARGS]"
+                           f"{arguments_text(c['function']['arguments'])}" for c in calls)
+        return MARKER + " [" + ", ".join(
+            f'{{"name": {json.dumps(c["function"]["name"])}, "arguments": '
+            f'{arguments_text(c["function"]["arguments"])}, "id": "{c["id"]}"}}'
+            for c in calls) + "]"
+
+    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
+                   parallel: bool) -> dict:
+        chosen = chosen_tools(tools, choice)
+        if self.args_token:
+            tags = [{"type": "tag", "begin": f"{MARKER}{t.name}[ARGS]",
+                     "content": schema_content(schemas[t.name]), "end": ""} for t in chosen]
+            return calls_constraint(tags, [MARKER], "", choice, parallel)
+        tags = [{"type": "tag", "begin": f'{{"name": {json.dumps(t.name)}, "arguments": ',
+                 "content": schema_content(schemas[t.name]), "end": "}"} for t in chosen]
+        return block_constraint(tags, MARKER + " [", "]", ", ", choice, parallel,
+                                trigger=MARKER)
+
+    def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
+        names = {t.name for t in tools}
+        if self.args_token:
+            return MarkedCallExtractor(CallSyntax(
+                markers=(MARKER,),
+                header=r"\[TOOL_CALLS\]\s*(?P<name>[A-Za-z0-9_.\-]{1,64})"
+                       r"(?:\[CALL_ID\][A-Za-z0-9]{9})?\[ARGS\]",
+                close=r""), names)
+        return MarkedCallExtractor(CallSyntax(
+            markers=(MARKER,), opener=r"\[TOOL_CALLS\]\s*\[",
+            header=r'\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"arguments"\s*:\s*',
+            close=r'\s*(?:,\s*"id"\s*:\s*"[A-Za-z0-9]*"\s*)?\}',
+            separator=r"\s*,\s*", terminator=r"\s*\]"), names)

@@ -1,0 +1,284 @@
+"""Pythonic tool calls (Llama 3.2 and Llama 4): [get_weather(city="Paris"), get_time()].
+
+Arguments are Python keyword arguments; they are turned into a JSON object string, streamed one
+argument at a time as each value completes. The constraint writes each value as JSON under the
+property's schema (JSON strings, numbers, lists and objects are Python literals too; true,
+false and null are read as such).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from typing import Any
+
+import regex
+
+from .base import (CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat,
+                   block_constraint, chosen_tools, message_text, new_call_id, schema_content)
+from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+
+MAX_OPTIONAL = 10  # optional properties expand the grammar 2^n; beyond this, refuse strict
+
+_CALL = regex.compile(r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)\(")
+_KEY = regex.compile(r"\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*")
+_LITERALS = {"true": "True", "false": "False", "null": "None"}
+
+
+def python_value(text: str) -> Any:
+    """A keyword argument's value, written as a Python or a JSON literal."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    # Mixed spellings ([true, None]): rename JSON's bare words outside strings.
+    tokens = regex.split(r'("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')', text)
+    fixed = "".join(t if i % 2 else regex.sub(r"\b(true|false|null)\b",
+                                              lambda m: _LITERALS[m.group(1)], t)
+                    for i, t in enumerate(tokens))
+    return ast.literal_eval(fixed)
+
+
+def _value_end(text: str) -> int | None:
+    """Index just past a complete value at the start of text (before `,` or `)` at depth 0)."""
+    depth, quote, escape = 0, None, False
+    for i, ch in enumerate(text):
+        if quote:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            if depth == 0:
+                return i if ch == ")" else None
+            depth -= 1
+        elif ch == "," and depth == 0:
+            return i
+    return None
+
+
+class PythonicExtractor(StreamingExtractor):
+    """[f(a=1), g()] at the start of the output (or after text) becomes calls; anything that does
+    not parse as calls of known tools is content."""
+
+    def __init__(self, tool_names: set[str]):
+        self.names = tool_names
+        self.buf = ""
+        self.in_list = False
+        self.calls = 0
+        self.current: str | None = None  # the call being read
+        self.first_arg = True
+        self.after_call = False  # between a call's ")" and the next "," or the closing "]"
+        self.raw = ""
+        self.started_content = False
+
+    @property
+    def call_count(self) -> int:
+        return self.calls
+
+    def feed(self, text: str) -> Delta:
+        out = Delta()
+        self.buf += text
+        while self._step(out):
+            pass
+        return out
+
+    def finish(self) -> Delta:
+        out = Delta()
+        if not self.in_list:
+            out.content += self._clean(self.buf)
+        elif self.calls == 0 and self.current is None:
+            out.content += self._clean(self.raw + self.buf)
+        self.buf = ""
+        return out
+
+    def _clean(self, text: str) -> str:
+        text = text if self.started_content else text.lstrip()
+        return text.rstrip()
+
+    def _step(self, out: Delta) -> bool:
+        if not self.in_list:
+            at = self.buf.find("[")
+            if at < 0:
+                self._emit_content(out, self.buf)
+                self.buf = ""
+                return False
+            self._emit_content(out, self.buf[:at])
+            self.buf, self.raw, self.in_list = self.buf[at + 1:], "[", True
+            return True
+        if self.after_call:
+            return self._after_call(out)
+        if self.current is None:
+            m = _CALL.match(self.buf, partial=True)
+            if m is None or (not m.partial and m.group("name") not in self.names):
+                return self._not_calls(out)
+            if m.partial:
+                return False
+            self.current, self.first_arg = m.group("name"), True
+            out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.current))
+            self.raw += self.buf[:m.end()]
+            self.buf = self.buf[m.end():]
+            return True
+        stripped = self.buf.lstrip()
+        if stripped.startswith(")"):
+            self._args(out, "{}" if self.first_arg else "}")
+            self.buf = stripped[1:]
+            self.current = None
+            self.calls += 1
+            self.after_call = True
+            return True
+        if stripped.startswith(","):
+            self.buf = stripped[1:]
+            return True
+        m = _KEY.match(self.buf, partial=True)
+        if m is None:
+            return self._not_calls(out)
+        if m.partial:
+            return False
+        end = _value_end(self.buf[m.end():])
+        if end is None:
+            return False
+        value_text = self.buf[m.end():m.end() + end].strip()
+        try:
+            value = json.dumps(python_value(value_text), ensure_ascii=False)
+        except (ValueError, SyntaxError):
+            return self._not_calls(out)
+        prefix = "{" if self.first_arg else ", "
+        self._args(out, f"{prefix}{json.dumps(m.group('key'))}: {value}")
+        self.first_arg = False
+        self.buf = self.buf[m.end() + end:]
+        return True
+
+    def _after_call(self, out: Delta) -> bool:
+        m = regex.match(r"\s*(?P<sep>,|\])", self.buf, partial=True)
+        if m is None:
+            self.in_list = self.after_call = False
+            return True
+        if m.partial:
+            return False
+        self.after_call = False
+        self.buf = self.buf[m.end():]
+        if m.group("sep") == "]":
+            self.in_list = False
+        return True
+
+    def _not_calls(self, out: Delta) -> bool:
+        if self.calls or self.current:
+            self.in_list = False  # calls already made stay; the rest is content
+            return True
+        self._emit_content(out, self.raw)
+        self.raw, self.in_list = "", False
+        # Continue scanning after this "[" so the same text is not taken again.
+        at = self.buf.find("[")
+        self._emit_content(out, self.buf if at < 0 else self.buf[:at])
+        self.buf = "" if at < 0 else self.buf[at:]
+        return at >= 0
+
+    def _emit_content(self, out: Delta, text: str) -> None:
+        if not self.started_content:
+            text = text.lstrip()
+        if text:
+            out.content += text
+            self.started_content = True
+
+    def _args(self, out: Delta, text: str) -> None:
+        if out.calls and out.calls[-1].index == self.calls:
+            out.calls[-1].arguments += text
+        else:
+            out.calls.append(CallDelta(index=self.calls, arguments=text))
+
+
+def _kwargs_format(schema: Any) -> dict:
+    """The grammar of one call's keyword arguments, property by property under its schema."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict) or schema.get("type", "object") != "object":
+        return {"type": "regex", "pattern": r"([A-Za-z_][A-Za-z0-9_]*=[^()]*)?"}
+    required = [k for k in props if k in set(schema.get("required", []))]
+    optional = [k for k in props if k not in set(required)]
+    if len(optional) > MAX_OPTIONAL:
+        return {"type": "regex", "pattern": r"([A-Za-z_][A-Za-z0-9_]*=[^()]*)?"}
+
+    def arg(key: str, first: bool) -> dict:
+        return {"type": "sequence", "elements": [
+            {"type": "const_string", "value": ("" if first else ", ") + f"{key}="},
+            schema_content(props[key])]}
+
+    def rest(keys: list[str], first: bool) -> dict:
+        if not keys:
+            return {"type": "const_string", "value": ""}
+        with_it = {"type": "sequence", "elements": [arg(keys[0], first), rest(keys[1:], False)]}
+        return {"type": "or", "elements": [with_it, rest(keys[1:], first)]}
+
+    elements = [arg(k, i == 0) for i, k in enumerate(required)]
+    elements.append(rest(optional, not required))
+    return {"type": "sequence", "elements": elements}
+
+
+def pythonic_unenforceable(schema: Any) -> str | None:
+    """Why a strict schema cannot be written as keyword arguments exactly, or None."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("properties", {}), dict):
+        return "parameters must be an object schema with properties"
+    if schema.get("additionalProperties", False) not in (False, None):
+        return "additionalProperties cannot be enforced as keyword arguments"
+    optional = set(schema.get("properties", {})) - set(schema.get("required", []))
+    if len(optional) > MAX_OPTIONAL:
+        return f"more than {MAX_OPTIONAL} optional properties"
+    return None
+
+
+def _call_text(call: dict) -> str:
+    try:
+        args = json.loads(call["function"]["arguments"] or "{}")
+    except json.JSONDecodeError:
+        args = {}
+    kwargs = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
+    return f"{call['function']['name']}({kwargs})"
+
+
+STYLE = PlainStyle(
+    tools_block=lambda ts: (
+        "You are an expert in composing functions. You are given a question and a set of "
+        "possible functions. If you decide to invoke any of the function(s), you MUST put it "
+        "in the format of [func_name1(params_name1=params_value1, params_name2=params_value2"
+        "...), func_name2(params)]\nYou SHOULD NOT include any other text in the response if "
+        "you call a function.\nHere is a list of functions in JSON format that you can invoke."
+        "\n\n" + json.dumps([t.openai_dict()["function"] for t in ts], indent=4)),
+    calls_text=lambda calls: "[" + ", ".join(_call_text(c) for c in calls) + "]",
+    result_text=lambda m, call: message_text(m),
+    result_role="ipython", results_joiner=None)
+
+
+class PythonicFormat(ToolFormat):
+    name = "pythonic"
+    call_marker = "["
+
+    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
+        if template_renders_tools(tokenizer):
+            return render_native(tokenizer, messages, tools)
+        return render_plain(tokenizer, messages, tools, STYLE)
+
+    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
+                   parallel: bool) -> dict:
+        tags = [{"type": "tag", "begin": f"{t.name}(",
+                 "content": _kwargs_format(schemas[t.name]), "end": ")"}
+                for t in chosen_tools(tools, choice)]
+        if choice.mode == "none":
+            # A bracket alone is fine; a bracket opening a call of a listed tool is not.
+            return {"type": "any_text", "excludes": [f"[{t.name}(" for t in tools]}
+        return block_constraint(tags, "[", "]", ", ", choice, parallel)
+
+    def unenforceable(self, schema: Any) -> str | None:
+        return pythonic_unenforceable(schema)
+
+    def extractor(self, tools: list[Tool]) -> PythonicExtractor:
+        return PythonicExtractor({t.name for t in tools})
