@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.toolwire-installed
 
-.PHONY: install up demo test bench protos clean
+.PHONY: install up test bench conformance protos clean
 
 install: $(STAMP) protos
 
@@ -31,7 +31,10 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m bench.run
+	$(PY) -m bench.run --concurrency 1 4 16 32
+
+conformance: install
+	$(PY) -m bench.conformance ../shared/conformance
 
 clean:
 	rm -rf $(VENV) build *.egg-info toolwire/common toolwire/template toolwire/decode \

@@ -79,3 +79,19 @@ def tokenizer():
     from toolwire import model_source
 
     return model_source.load_tokenizer(model_source.resolve("embedded"))
+
+
+@pytest.fixture(scope="session")
+def torch_engine():
+    """The torch engine on the embedded model, in-process, with an event loop of its own."""
+    import asyncio
+
+    from toolwire.services.decode.torch_engine import TorchEngine
+
+    loop = asyncio.new_event_loop()
+    engine = TorchEngine("embedded", max_batch=16)
+    loop.run_until_complete(engine.start())
+    engine.loop = loop
+    yield engine
+    loop.run_until_complete(engine.stop())
+    loop.close()

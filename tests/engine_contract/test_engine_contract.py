@@ -28,15 +28,13 @@ ENGINES = [
 
 @pytest.fixture(scope="module", params=ENGINES)
 def engine(request):
-    loop = asyncio.new_event_loop()
     if request.param == "torch":
-        from toolwire.services.decode.torch_engine import TorchEngine
+        yield request.getfixturevalue("torch_engine")
+        return
+    from toolwire.services.decode.trtllm_engine import TrtllmEngine
 
-        eng = TorchEngine("embedded", max_batch=16)
-    else:
-        from toolwire.services.decode.trtllm_engine import TrtllmEngine
-
-        eng = TrtllmEngine(os.environ["TOOLWIRE_TRTLLM_MODEL"], max_batch=16)
+    loop = asyncio.new_event_loop()
+    eng = TrtllmEngine(os.environ["TOOLWIRE_TRTLLM_MODEL"], max_batch=16)
     loop.run_until_complete(eng.start())
     eng.loop = loop
     yield eng

@@ -1,0 +1,85 @@
+"""Each tool format serving the embedded model: its renderer, its constraint and its extractor,
+with the real model generating, in every tool_choice mode."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.formats import FORMATS, get_format
+from toolwire.services.decode.engine import EngineRequest
+from toolwire.services.template.server import TemplateServicer
+from toolwire.template.v1 import template_pb2
+
+WEATHER = {"name": "get_weather", "description": "Get the weather in a city.", "strict": True,
+           "parameters": {"type": "object", "properties": {
+               "city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+               "required": ["city", "unit"], "additionalProperties": False}}
+TIME = {"name": "get_time", "description": "The current time."}
+TOOLS = [WEATHER, TIME]
+SCHEMAS = {"get_weather": WEATHER["parameters"],
+           "get_time": {"type": "object", "properties": {}, "additionalProperties": False}}
+
+MODES = {
+    "required-single": (common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED), False),
+    "named": (common.ToolChoice(function_name="get_weather"), True),
+    "none": (common.ToolChoice(mode=common.ToolChoice.MODE_NONE), True),
+    "auto": (common.ToolChoice(mode=common.ToolChoice.MODE_AUTO), True),
+}
+
+
+def generate(engine, tokenizer, fmt_name, mode, seed):
+    choice, parallel = MODES[mode]
+    fmt = get_format(fmt_name, tokenizer)
+    servicer = TemplateServicer(tokenizer, fmt, "m", 8192, 49152)
+    rendered = servicer.render(template_pb2.RenderChatRequest(
+        messages=[common.ChatMessage(role="user", content="What's the weather in Paris?")],
+        tools=[common.FunctionTool(name=t["name"], description=t["description"],
+                                   strict=t.get("strict", False),
+                                   parameters_json=json.dumps(t["parameters"])
+                                   if "parameters" in t else "") for t in TOOLS],
+        tool_choice=choice, parallel_tool_calls=parallel))
+    kind = rendered.constraint.WhichOneof("kind")
+    req = EngineRequest(f"{fmt_name}-{mode}-{seed}", list(rendered.prompt_token_ids), 96,
+                        list(rendered.stop_token_ids), temperature=1.0, seed=seed,
+                        constraint=(kind, getattr(rendered.constraint, kind)))
+
+    async def run():
+        ids, finish = [], None
+        async for out in engine.generate(req):
+            ids += out.token_ids
+            finish = out.finish_reason
+        return ids, finish
+
+    ids, finish = engine.loop.run_until_complete(run())
+    text = tokenizer.decode(ids)
+    from toolwire.formats import Tool
+    delta = fmt.extractor([Tool(t["name"]) for t in TOOLS]).parse_complete(text)
+    return text, delta, finish
+
+
+@pytest.mark.parametrize("fmt_name", sorted(FORMATS))
+@pytest.mark.parametrize("mode", list(MODES))
+def test_format_mode_on_the_embedded_model(torch_engine, tokenizer, fmt_name, mode):
+    text, delta, finish = generate(torch_engine, tokenizer, fmt_name, mode, seed=7)
+    calls = [c for c in delta.calls if c.name]
+    args = {}
+    for c in delta.calls:
+        args[c.index] = args.get(c.index, "") + c.arguments
+    if mode == "none":
+        assert not calls, text
+        return
+    if finish == "length":
+        pytest.skip(f"the model used all 96 tokens: {text!r}")
+    if mode in ("required-single", "named"):
+        assert calls, text
+        assert delta.content == "", text
+    if mode == "required-single":
+        assert len(calls) == 1, text
+    if mode == "named":
+        assert all(c.name == "get_weather" for c in calls), text
+    for c in calls:
+        jsonschema.validate(json.loads(args[c.index]), SCHEMAS[c.name])
