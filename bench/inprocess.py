@@ -14,7 +14,8 @@ from .measure import Timing, summarize
 async def make_engine(args):
     from toolwire.services.decode.torch_engine import TorchEngine
 
-    engine = TorchEngine(args.model, dtype=args.dtype, max_batch=max(args.concurrency))
+    engine = TorchEngine(args.model, dtype=args.dtype, max_batch=max(args.concurrency),
+                         device=args.device)
     await engine.start()
     return engine
 

@@ -3,6 +3,7 @@
     python -m bench.run                       # in-process and through the gateway, C = 1 and 8
     python -m bench.run --concurrency 1 4 16 32
     python -m bench.run --url http://host:port/v1 --model NAME   # any OpenAI-compatible server
+    python -m bench.run --engine-only --model random:llama-8b --device cuda   # a GPU, no download
 
 Prints tables (medians over rounds) and writes bench/out/results.json and bench/out/bench.png.
 """
@@ -146,6 +147,9 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--model", default="embedded")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (engine in-process)")
+    p.add_argument("--engine-only", action="store_true",
+                   help="only the in-process engine (e.g. random:<preset> weights on a GPU)")
     p.add_argument("--url", help="measure this OpenAI-compatible server instead")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
     args = p.parse_args()
@@ -157,6 +161,13 @@ def main() -> int:
         print(table({}, results["server"], "server"))
     else:
         results["engine"], cost = asyncio.run(bench_inprocess(args))
+        results["constraint"] = cost
+        if args.engine_only:
+            print(f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
+                  f"{cost['forward_ms']:.1f} ms forward")
+            (OUT / "results.json").write_text(json.dumps(results, indent=2))
+            plot({"engine": results["engine"]}, OUT / "bench.png")
+            return 0
         proc, url = start_stack(args)
         try:
             model = json.load(urllib.request.urlopen(url.replace("/v1", "/health")))["models"][0]

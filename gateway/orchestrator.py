@@ -164,7 +164,8 @@ class Run:
         extract = orch.extractor.Extract()
         setup = extractor_pb2.ExtractSetup(model=self.req.model, tool_format=self.rendered.tool_format,
                                            tools=self.req.tools, tool_choice=self.req.tool_choice,
-                                           stop=self.req.stop)
+                                           stop=self.req.stop,
+                                           reasoning=self.rendered.reasoning)
         pump: asyncio.Task | None = None
         try:
             await extract.write(extractor_pb2.ExtractRequest(setup=setup))
@@ -206,11 +207,13 @@ class Run:
 
     async def completion(self) -> chat_pb2.ChatCompletion:
         """The non-streamed response: the same chunks, accumulated."""
-        content, calls, finish = [], {}, "stop"
+        content, reasoning, calls, finish = [], [], {}, "stop"
         async for chunk in self.chunks():
             for ch in chunk.choices:
                 if ch.delta.HasField("content"):
                     content.append(ch.delta.content)
+                if ch.delta.HasField("reasoning_content"):
+                    reasoning.append(ch.delta.reasoning_content)
                 for c in ch.delta.tool_calls:
                     call = calls.setdefault(c.index, common.ToolCall(type="function"))
                     if c.HasField("id"):
@@ -223,6 +226,8 @@ class Run:
                                          tool_calls=[calls[i] for i in sorted(calls)])
         if content or not calls:
             message.content = "".join(content)
+        if reasoning:
+            message.reasoning_content = "".join(reasoning)
         return chat_pb2.ChatCompletion(
             id=self.id, object="chat.completion", created=self.created, model=self.req.model,
             choices=[chat_pb2.Choice(index=0, message=message, finish_reason=finish)],

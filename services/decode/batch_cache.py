@@ -47,8 +47,9 @@ class BatchCache:
     def _allocate(self, like: torch.Tensor) -> None:
         # torch.empty leaves pages untouched until written: only what is used costs memory.
         shape = (self.max_batch, like.shape[1], self.max_len, like.shape[3])
-        self.keys = [torch.empty(shape, dtype=like.dtype) for _ in range(self.num_layers)]
-        self.values = [torch.empty(shape, dtype=like.dtype) for _ in range(self.num_layers)]
+        kw = dict(dtype=like.dtype, device=like.device)
+        self.keys = [torch.empty(shape, **kw) for _ in range(self.num_layers)]
+        self.values = [torch.empty(shape, **kw) for _ in range(self.num_layers)]
 
     def join(self, prefill) -> None:
         """Add a row from a prefilled single-sequence DynamicCache."""
@@ -75,7 +76,7 @@ class BatchCache:
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows (in this order), then drop columns that are padding everywhere."""
         if rows != list(range(self.rows)):
-            index = torch.tensor(rows, dtype=torch.long)
+            index = torch.tensor(rows, dtype=torch.long, device=self.keys[0].device)
             for buf in self.keys + self.values:
                 buf[:len(rows), :, :self.length] = buf[:self.rows, :, :self.length].index_select(0, index)
             self.pads = [self.pads[r] for r in rows]

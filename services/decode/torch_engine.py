@@ -96,8 +96,13 @@ class TorchEngine(Engine):
             torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         self.tokenizer = model_source.load_tokenizer(self.source)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            self.source.folder, dtype=self.dtype, **self.source.from_pretrained_kwargs())
+        if self.source.random_preset:
+            torch.manual_seed(0)
+            self.model = AutoModelForCausalLM.from_config(self.source.random_config(),
+                                                          dtype=self.dtype)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.source.folder, dtype=self.dtype, **self.source.from_pretrained_kwargs())
         self.model.to(self.device).eval()
         cfg = self.model.config
         max_len = min(self.requested_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
@@ -267,7 +272,7 @@ class TorchEngine(Engine):
             if temp <= 0:
                 tokens.append(greedy[i])
                 continue
-            probs = torch.softmax(logits[i] / temp, dim=-1)
+            probs = torch.softmax(logits[i].cpu() / temp, dim=-1)  # seeded generators are CPU
             top_p = s.request.top_p
             if 0 < top_p < 1:
                 sorted_p, order = probs.sort(descending=True)

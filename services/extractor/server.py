@@ -10,6 +10,7 @@ from toolwire.errors import RequestError, abort_with
 from toolwire.extractor.v1 import extractor_pb2 as pb
 from toolwire.extractor.v1 import extractor_pb2_grpc as pb_grpc
 from toolwire.formats import Delta, get_format
+from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.service_metrics import serve_metrics
 
@@ -45,6 +46,8 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
         choice = choice_from_proto(setup.tool_choice, bool(tools))
         # With tool_choice none (or no tools) the call marker is banned: all text is content.
         extractor = fmt.extractor(tools) if tools and choice.mode != "none" else None
+        if setup.reasoning:
+            extractor = ReasoningExtractor(extractor or ContentOnly(), setup.reasoning)
         detok = IncrementalDetokenizer(self.tokenizer)
         stops = StopStrings(list(setup.stop))
 

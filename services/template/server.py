@@ -13,6 +13,7 @@ from toolwire.common.v1 import common_pb2 as common
 from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
+from toolwire.formats.reasoning import reasoning_mode, wrap_constraint
 from toolwire.grammar import ConstraintCompiler
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.service_metrics import serve_metrics
@@ -69,6 +70,16 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 param = "response_format" if not tools else "tools"
                 raise RequestError(f"Invalid schema: {e}", param=param, code="invalid_schema")
         prompt = self.format.render(self.tokenizer, messages, tools)
+        reasoning = reasoning_mode(self.tokenizer, prompt)
+        if constraint is not None and constraint.WhichOneof("kind") == "structural_tag":
+            tag = json.loads(constraint.structural_tag)
+            tag["format"] = wrap_constraint(tag["format"], reasoning)
+            constraint = common.Constraint(structural_tag=json.dumps(tag))
+        elif constraint is not None and reasoning:
+            constraint = common.Constraint(structural_tag=json.dumps({
+                "type": "structural_tag", "format": wrap_constraint(
+                    {"type": "json_schema", "json_schema": json.loads(constraint.json_schema),
+                     "max_whitespace_cnt": 1}, reasoning)}))
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         if len(ids) >= self.max_model_len:
             raise RequestError(
@@ -76,7 +87,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 f"messages take {len(ids)}.", param="messages", code="context_length_exceeded")
         return pb.RenderChatResponse(prompt_token_ids=ids, stop_token_ids=self.stop_ids,
                                      tool_format=self.format.name, constraint=constraint,
-                                     prompt_text=prompt)
+                                     prompt_text=prompt, reasoning=reasoning)
 
     async def RenderChat(self, request, context):
         try:

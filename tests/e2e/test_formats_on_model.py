@@ -43,7 +43,7 @@ def generate(engine, tokenizer, fmt_name, mode, seed):
                                    if "parameters" in t else "") for t in TOOLS],
         tool_choice=choice, parallel_tool_calls=parallel))
     kind = rendered.constraint.WhichOneof("kind")
-    req = EngineRequest(f"{fmt_name}-{mode}-{seed}", list(rendered.prompt_token_ids), 96,
+    req = EngineRequest(f"{fmt_name}-{mode}-{seed}", list(rendered.prompt_token_ids), 160,
                         list(rendered.stop_token_ids), temperature=1.0, seed=seed,
                         constraint=(kind, getattr(rendered.constraint, kind)))
 
@@ -72,14 +72,15 @@ def test_format_mode_on_the_embedded_model(torch_engine, tokenizer, fmt_name, mo
     if mode == "none":
         assert not calls, text
         return
-    if finish == "length":
-        pytest.skip(f"the model used all 96 tokens: {text!r}")
     if mode in ("required-single", "named"):
         assert calls, text
         assert delta.content == "", text
     if mode == "required-single":
-        assert len(calls) == 1, text
+        assert len(calls) == 1 and finish == "stop", text
     if mode == "named":
         assert all(c.name == "get_weather" for c in calls), text
-    for c in calls:
+    # With max tokens reached, the last call may be cut; every finished call must be valid.
+    done = calls if finish == "stop" else calls[:-1]
+    for c in done:
         jsonschema.validate(json.loads(args[c.index]), SCHEMAS[c.name])
+

@@ -130,3 +130,16 @@ def family_tokenizer(base, family: str):
     tok.add_special_tokens({"additional_special_tokens": tokens})
     tok.chat_template = template
     return tok
+
+# Qwen3: the Qwen2.5 layout, and a model that thinks first (<think>...</think>).
+QWEN3 = QWEN25.replace("{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+                       "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+FAMILIES_THINKING = {"hermes": (QWEN_TOKENS + ["<think>", "</think>"], QWEN3)}
+
+
+def thinking_tokenizer(base):
+    tokens, template = FAMILIES_THINKING["hermes"]
+    tok = copy.deepcopy(base)
+    tok.add_special_tokens({"additional_special_tokens": tokens})
+    tok.chat_template = template
+    return tok

@@ -91,9 +91,18 @@ class ToolFormat(ABC):
     name: str
     call_marker: str  # the text that opens a call in the model's output
 
-    @abstractmethod
     def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
-        """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt added."""
+        """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
+        added: the model's own template where it renders tools, else this format's plain style."""
+        from .plain_render import render_native, render_plain, template_renders_tools
+
+        if template_renders_tools(tokenizer):
+            return render_native(tokenizer, messages, tools)
+        return render_plain(tokenizer, messages, tools, self.plain_style())
+
+    @abstractmethod
+    def plain_style(self) -> Any:
+        """How tools, past calls and results are written for a template without tools."""
 
     @abstractmethod
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,

@@ -16,7 +16,7 @@ from typing import Any
 from .base import (Tool, ToolChoice, ToolFormat, arguments_text, block_constraint, chosen_tools,
                    message_text, schema_content)
 from .marked_calls import CallSyntax, MarkedCallExtractor
-from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+from .plain_render import PlainStyle
 
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
 CALLS_END = "<｜tool▁calls▁end｜>"
@@ -62,10 +62,8 @@ class DeepSeekV3Format(ToolFormat):
     name = "deepseek_v3"
     call_marker = CALLS_BEGIN
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
-        if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, STYLE)
+    def plain_style(self) -> PlainStyle:
+        return STYLE
 
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
                    parallel: bool) -> dict:

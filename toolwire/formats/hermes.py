@@ -12,7 +12,7 @@ from typing import Any
 
 from .base import Tool, ToolChoice, ToolFormat, arguments_text, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
-from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+from .plain_render import PlainStyle
 
 MARKER = "<tool_call>"
 CLOSE = "}\n</tool_call>"
@@ -52,10 +52,8 @@ class HermesFormat(ToolFormat):
     name = "hermes"
     call_marker = MARKER
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
-        if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, STYLE)
+    def plain_style(self) -> PlainStyle:
+        return STYLE
 
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
                    parallel: bool) -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 from .base import (Tool, ToolChoice, ToolFormat, arguments_text, calls_constraint,
                    chosen_tools, message_text, schema_content)
 from .marked_calls import CallSyntax, MarkedCallExtractor
-from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+from .plain_render import PlainStyle
 
 PYTHON_TAG = "<|python_tag|>"
 JSON_START = '{"name"'
@@ -41,18 +41,15 @@ class Llama3JsonFormat(ToolFormat):
     def __init__(self, python_tag: bool = False):
         self.python_tag = python_tag  # the tokenizer has <|python_tag|>: calls start with it
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
-        if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
+    def plain_style(self) -> PlainStyle:
         tag = PYTHON_TAG if self.python_tag else ""
-        style = PlainStyle(
+        return PlainStyle(
             tools_block=lambda ts: INSTRUCTIONS + "\n\n".join(
                 json.dumps(t.openai_dict(), indent=4) for t in ts),
             calls_text=lambda calls: SEPARATOR.join(
                 call_text(c["function"]["name"], c["function"]["arguments"], tag) for c in calls),
             result_text=lambda m, call: message_text(m),
             result_role="ipython", results_joiner=None)
-        return render_plain(tokenizer, messages, tools, style)
 
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
                    parallel: bool) -> dict:

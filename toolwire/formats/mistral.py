@@ -18,7 +18,7 @@ from typing import Any
 from .base import (Tool, ToolChoice, ToolFormat, arguments_text, block_constraint,
                    calls_constraint, chosen_tools, message_text, schema_content)
 from .marked_calls import CallSyntax, MarkedCallExtractor
-from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+from .plain_render import PlainStyle
 
 MARKER = "[TOOL_CALLS]"
 _ALNUM = string.ascii_letters + string.digits
@@ -57,17 +57,17 @@ class MistralFormat(ToolFormat):
         self.args_token = args_token  # [TOOL_CALLS]name[ARGS]{...}; else the JSON list
 
     def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
-        messages = _mapped_ids(messages)
-        if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, PlainStyle(
+        return super().render(tokenizer, _mapped_ids(messages), tools)
+
+    def plain_style(self) -> PlainStyle:
+        return PlainStyle(
             tools_block=lambda ts: "[AVAILABLE_TOOLS]" + json.dumps(
                 [t.openai_dict() for t in ts], ensure_ascii=False) + "[/AVAILABLE_TOOLS]",
             calls_text=self._calls_text,
             result_text=lambda m, call: "[TOOL_RESULTS]" + json.dumps(
                 {"content": message_text(m), "call_id": m.get("tool_call_id", "")},
                 ensure_ascii=False) + "[/TOOL_RESULTS]",
-            results_joiner=""))
+            results_joiner="")
 
     def _calls_text(self, calls: list[dict]) -> str:
         if self.args_token:

@@ -16,7 +16,7 @@ import regex
 
 from .base import (CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat,
                    block_constraint, chosen_tools, message_text, new_call_id, schema_content)
-from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+from .plain_render import PlainStyle
 
 MAX_OPTIONAL = 10  # optional properties expand the grammar 2^n; beyond this, refuse strict
 
@@ -262,10 +262,8 @@ class PythonicFormat(ToolFormat):
     name = "pythonic"
     call_marker = "["
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
-        if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, STYLE)
+    def plain_style(self) -> PlainStyle:
+        return STYLE
 
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
                    parallel: bool) -> dict:

@@ -1,0 +1,104 @@
+"""Models that think before they answer: <think>...</think> first, then the answer.
+
+The reasoning text goes to `reasoning_content` and never reaches the tool-call extractor; the
+constraint lets the reasoning run free and applies from `</think>` on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Delta, StreamingExtractor
+
+OPEN, CLOSE = "<think>", "</think>"
+NONE, OPTIONAL, STARTED = "", "optional", "started"
+
+
+def reasoning_mode(tokenizer: Any, prompt: str) -> str:
+    """STARTED when the prompt itself opened <think>, OPTIONAL when the model's template knows
+    <think> (the model may open it), else NONE."""
+    if OPEN not in (getattr(tokenizer, "chat_template", None) or ""):
+        return NONE
+    return STARTED if prompt.rstrip().endswith(OPEN) else OPTIONAL
+
+
+def wrap_constraint(fmt: dict, mode: str) -> dict:
+    """The structural-tag format `fmt`, preceded by free reasoning."""
+    if mode == NONE:
+        return fmt
+    think = {"type": "tag", "begin": "" if mode == STARTED else OPEN,
+             "content": {"type": "any_text"}, "end": CLOSE}
+    if mode == OPTIONAL:
+        think = {"type": "optional", "content": think}
+    return {"type": "sequence", "elements": [think, fmt]}
+
+
+class ContentOnly(StreamingExtractor):
+    """No tools (or tool_choice none): all text is content."""
+
+    def feed(self, text: str) -> Delta:
+        return Delta(content=text)
+
+    def finish(self) -> Delta:
+        return Delta()
+
+    @property
+    def call_count(self) -> int:
+        return 0
+
+
+class ReasoningExtractor(StreamingExtractor):
+    def __init__(self, inner: StreamingExtractor, mode: str):
+        self.inner = inner
+        self.state = "think" if mode == STARTED else "maybe"
+        self.buf = ""
+        self.started_reasoning = False
+
+    @property
+    def call_count(self) -> int:
+        return self.inner.call_count
+
+    def feed(self, text: str) -> Delta:
+        out = Delta()
+        self.buf += text
+        if self.state == "maybe":
+            head = self.buf.lstrip()
+            if head.startswith(OPEN):
+                self.buf, self.state = head[len(OPEN):], "think"
+            elif OPEN.startswith(head):
+                return out  # could still be <think>
+            else:
+                self.state = "answer"
+        if self.state == "think":
+            at = self.buf.find(CLOSE)
+            if at < 0:
+                keep = next((n for n in range(min(len(CLOSE) - 1, len(self.buf)), 0, -1)
+                             if CLOSE.startswith(self.buf[-n:])), 0)
+                text = self.buf[:len(self.buf) - keep]
+                sure = text.rstrip()  # whitespace right before </think> is not reasoning
+                self._reason(out, sure)
+                self.buf = self.buf[len(sure):]
+                return out
+            self._reason(out, self.buf[:at].rstrip())
+            self.buf, self.state = self.buf[at + len(CLOSE):].lstrip(), "answer"
+        if self.state == "answer" and self.buf:
+            out.extend(self.inner.feed(self.buf))
+            self.buf = ""
+        return out
+
+    def _reason(self, out: Delta, text: str) -> None:
+        if not self.started_reasoning:
+            text = text.lstrip()
+        if text:
+            out.reasoning += text
+            self.started_reasoning = True
+
+    def finish(self) -> Delta:
+        out = Delta()
+        if self.state == "think":
+            self._reason(out, self.buf.rstrip())
+        elif self.buf:
+            out.extend(self.inner.feed(self.buf))
+        self.buf = ""
+        out.extend(self.inner.finish())
+        return out
