@@ -129,7 +129,17 @@ def _accepts(family, mode, text, parallel=True, name=None):
 def test_constraint_modes(family, mode, calls, ok):
     name = family[0]
     text = "Just text." if calls is None else WRITE[name](calls)
+    if name == "pythonic" and mode == "auto" and calls == [UNKNOWN]:
+        ok = True  # "[rm_rf()]" opens no call of a listed tool: it is prose (and content)
     assert _accepts(family, mode, text) is ok
+
+
+def test_pythonic_auto_leaves_brackets_in_prose_alone(tokenizer):
+    tok = family_tokenizer(tokenizer, "pythonic")
+    family = ("pythonic", tok, get_format("pythonic", tok),
+              ConstraintCompiler(tok, len(tok), [tokenizer.eos_token_id]))
+    assert _accepts(family, "auto", "See [1] and [get_time] for details.")
+    assert not _accepts(family, "auto", '[get_weather(city=3, unit="c")]')
 
 
 def test_parallel_false_allows_one_call(family):

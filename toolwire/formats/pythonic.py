@@ -15,7 +15,7 @@ from typing import Any
 import regex
 
 from .base import (CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat,
-                   block_constraint, chosen_tools, message_text, new_call_id, schema_content)
+                   chosen_tools, message_text, new_call_id, schema_content)
 from .plain_render import PlainStyle
 
 MAX_OPTIONAL = 10  # optional properties expand the grammar 2^n; beyond this, refuse strict
@@ -267,13 +267,29 @@ class PythonicFormat(ToolFormat):
 
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
                    parallel: bool) -> dict:
-        tags = [{"type": "tag", "begin": f"{t.name}(",
-                 "content": _kwargs_format(schemas[t.name]), "end": ")"}
-                for t in chosen_tools(tools, choice)]
+        """The list opens with its first call: `[NAME(` is the trigger, so a bracket in prose
+        starts nothing; later calls of the list follow ", "."""
         if choice.mode == "none":
-            # A bracket alone is fine; a bracket opening a call of a listed tool is not.
             return {"type": "any_text", "excludes": [f"[{t.name}(" for t in tools]}
-        return block_constraint(tags, "[", "]", ", ", choice, parallel)
+        chosen = chosen_tools(tools, choice)
+
+        def args_and_close(t: Tool) -> list[dict]:
+            return [_kwargs_format(schemas[t.name]), {"type": "const_string", "value": ")"}]
+
+        more = {"type": "star", "content": {"type": "sequence", "elements": [
+            {"type": "const_string", "value": ", "},
+            {"type": "or", "elements": [
+                {"type": "sequence", "elements": [
+                    {"type": "const_string", "value": f"{t.name}("}, *args_and_close(t)]}
+                for t in chosen]}]}}
+        tags = [{"type": "tag", "begin": f"[{t.name}(", "end": "]", "content": {
+            "type": "sequence", "elements": args_and_close(t) + ([more] if parallel else [])}}
+            for t in chosen]
+        if choice.mode == "auto":
+            return {"type": "triggered_tags", "triggers": [f"[{t.name}(" for t in chosen],
+                    "tags": tags, "at_least_one": False, "stop_after_first": True}
+        return {"type": "tags_with_separator", "tags": tags, "separator": "",
+                "at_least_one": True, "stop_after_first": True}
 
     def unenforceable(self, schema: Any) -> str | None:
         return pythonic_unenforceable(schema)
