@@ -21,7 +21,6 @@ async def make_engine(args):
 
 
 def make_renderer(engine):
-    from toolwire import model_source
     from toolwire.formats import get_format
     from toolwire.services.template.server import TemplateServicer
 

@@ -63,7 +63,6 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     cost = inprocess.constraint_cost(engine)
     cost.compiles -= compiles_before
     await engine.stop()
-    del engine, renderer
     gc.collect()
     return res, vars(cost)
 

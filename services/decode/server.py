@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import grpc
 
 from toolwire.common.v1 import common_pb2 as common
 from toolwire.decode.v1 import decode_pb2 as pb

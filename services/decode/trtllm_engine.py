@@ -11,7 +11,6 @@ there. The engine contract suite (tests/engine_contract) runs against it whereve
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import AsyncIterator
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 
-import grpc
 
 from toolwire import model_source
 from toolwire.common.v1 import common_pb2 as common
