@@ -55,6 +55,7 @@ def test_strict_enum_arguments_hold_when_sampling(client, stack):
     for seed in (1, 2, 3):
         completion = client.chat.completions.create(
             model=stack.model, tools=[UNITS], temperature=1.0, seed=seed,
+            parallel_tool_calls=False, max_tokens=200,
             messages=[{"role": "user", "content": "How warm is it in Oslo, in fahrenheit?"}],
             tool_choice={"type": "function", "function": {"name": "get_temperature"}})
         for call in completion.choices[0].message.tool_calls:

@@ -36,7 +36,7 @@ def test_required_without_parallel_gives_exactly_one_valid_call(client, stack):
     for seed in (1, 2, 3):
         r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
                                            tool_choice="required", parallel_tool_calls=False,
-                                           temperature=1.0, seed=seed)
+                                           temperature=1.0, seed=seed, max_tokens=300)
         calls = _calls(r)
         assert len(calls) == 1
         assert r.choices[0].finish_reason == "tool_calls"
@@ -45,7 +45,8 @@ def test_required_without_parallel_gives_exactly_one_valid_call(client, stack):
 
 def test_required_with_parallel_gives_valid_calls(client, stack):
     r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
-                                       tool_choice="required", temperature=0)
+                                       tool_choice="required", temperature=0, max_tokens=400)
+    assert r.choices[0].finish_reason == "tool_calls"
     calls = _calls(r)
     assert calls and r.choices[0].message.content is None
     _validate(calls)
@@ -56,6 +57,7 @@ def test_named_forces_that_tool(client, stack):
     for seed in (1, 2):
         r = client.chat.completions.create(
             model=stack.model, messages=ASK, tools=ALL, temperature=1.0, seed=seed,
+            parallel_tool_calls=False, max_tokens=300,
             tool_choice={"type": "function", "function": {"name": "send_email"}})
         calls = _calls(r)
         assert calls and all(c.function.name == "send_email" for c in calls)
