@@ -17,12 +17,11 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
+
+from toolwire.launcher import free_port, wait_for_health
 
 from . import inprocess, remote
 from .workloads import body
@@ -67,31 +66,20 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     return res, vars(cost)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_stack(args) -> tuple[subprocess.Popen, str]:
+def start_stack(args) -> tuple[subprocess.Popen, str, str]:
+    """`toolwire up` for the load: (process, base URL, served model id)."""
     port = free_port()
     cmd = [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
            str(free_port()), "--model", args.model, "--dtype", args.dtype, "--max-batch",
            str(max(args.concurrency))]
     proc = subprocess.Popen(cmd, env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("toolwire up exited")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, f"http://127.0.0.1:{port}/v1"
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the stack did not become healthy")
+    try:
+        health = wait_for_health(f"http://127.0.0.1:{port}/health", proc)
+    except RuntimeError as e:
+        proc.kill()
+        raise SystemExit(str(e)) from None
+    return proc, f"http://127.0.0.1:{port}/v1", health["models"][0]
 
 
 async def bench_remote(args, base_url: str, api_key: str, model: str, label: str) -> dict:
@@ -167,9 +155,8 @@ def main() -> int:
             (OUT / "results.json").write_text(json.dumps(results, indent=2))
             plot({"engine": results["engine"]}, OUT / "bench.png")
             return 0
-        proc, url = start_stack(args)
+        proc, url, model = start_stack(args)
         try:
-            model = json.load(urllib.request.urlopen(url.replace("/v1", "/health")))["models"][0]
             results["gateway"] = asyncio.run(bench_remote(args, url, KEY, model, "gateway"))
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -5,22 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
+from toolwire.launcher import free_port, wait_for_health
+
 API_KEY = "sk-toolwire-test"
 ALIAS = "gpt-4o-mini"  # served as an alias: users keep the model name their code uses
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stack:
@@ -39,25 +33,17 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack():
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     env = dict(os.environ, TOOLWIRE_API_KEYS=API_KEY, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
          str(grpc_port), "--served-model-name", ALIAS], env=env)
     s = Stack(port, grpc_port, proc)
-    deadline = time.monotonic() + 600
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"toolwire up exited with code {proc.returncode}")
-        try:
-            if s.health()["status"] == "ok":
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the stack did not become healthy")
-        time.sleep(0.5)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}/health", proc)
+    except RuntimeError as e:
+        proc.kill()
+        pytest.fail(str(e))
     yield s
     proc.send_signal(signal.SIGTERM)
     try:

@@ -8,8 +8,8 @@ import json
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
+
+from toolwire.launcher import wait_for_health
 
 TOOLS = [{
     "type": "function",
@@ -30,21 +30,6 @@ TOOLS = [{
 
 def get_weather(location: str) -> str:
     return f"14 degrees Celsius and light rain in {location}"  # the demo's stand-in weather API
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"toolwire up exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the stack did not become healthy in time")
 
 
 def weather_flow(base_url: str, model: str, api_key: str) -> None:
@@ -80,9 +65,11 @@ def main() -> int:
     proc = subprocess.Popen(cmd)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
-        wait_healthy(f"http://127.0.0.1:{args.port}/health", proc)
-        with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/health") as r:
-            model = json.load(r)["models"][0]
+        try:
+            health = wait_for_health(f"http://127.0.0.1:{args.port}/health", proc)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
+        model = health["models"][0]
         weather_flow(f"http://127.0.0.1:{args.port}/v1", model, "not-needed-on-loopback")
         if args.exit_after_demo:
             return 0

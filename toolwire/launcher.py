@@ -56,6 +56,19 @@ def _health(url: str) -> dict | None:
         return None
 
 
+def wait_for_health(url: str, proc: subprocess.Popen, timeout: float = 600) -> dict:
+    """Poll a `toolwire up` started as `proc` until its /health is 200; return the body."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"toolwire up exited with code {proc.returncode}")
+        status = _health(url)
+        if status:
+            return status
+        time.sleep(0.5)
+    raise RuntimeError(f"the stack did not become healthy in {timeout:.0f} s")
+
+
 def up(args) -> int:
     procs: dict[str, subprocess.Popen] = {}
     stopping = False
