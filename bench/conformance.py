@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import xgrammar as xgr
 
 from toolwire import model_source
+from toolwire.formats.base import schema_content
 from toolwire.grammar import ConstraintCompiler
 from toolwire.schema_support import first_unsupported
 
@@ -52,8 +53,7 @@ class Row:
 
 
 def compile_schema(compiler: ConstraintCompiler, schema) -> xgr.CompiledGrammar:
-    tag = {"type": "structural_tag", "format": {
-        "type": "json_schema", "json_schema": schema, "max_whitespace_cnt": 1}}
+    tag = {"type": "structural_tag", "format": schema_content(schema)}  # as a tool's arguments
     return compiler.compile("structural_tag", json.dumps(tag))
 
 

@@ -9,6 +9,8 @@ from typing import Any
 from toolwire.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, ToolFormat
+from toolwire.formats.base import schema_content
+from toolwire.formats.reasoning import NONE, wrap_constraint
 from toolwire.schema_support import first_unsupported
 
 NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -46,24 +48,25 @@ def tool_schemas(fmt: ToolFormat, tools: list[Tool]) -> dict[str, Any]:
 
 
 def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, parallel: bool,
-                     response_format: common.ResponseFormat) -> common.Constraint | None:
+                     response_format: common.ResponseFormat,
+                     reasoning: str = NONE) -> common.Constraint | None:
+    """The request's constraint; with `reasoning`, free thinking runs first (formats.reasoning)."""
     text_schema = response_schema(response_format)
     if tools and choice.mode != "none":
-        calls = fmt.constraint(tools, tool_schemas(fmt, tools), choice, parallel)
-        if text_schema is not None:
-            if choice.mode != "auto":
-                return _tag(calls)
+        schemas = tool_schemas(fmt, tools)
+        if text_schema is not None and choice.mode == "auto":
             # A text answer must follow response_format; or the model calls tools.
-            forced = fmt.constraint(tools, tool_schemas(fmt, tools), ToolChoice("required"),
-                                    parallel)
-            return _tag({"type": "or", "elements": [
-                forced, {"type": "json_schema", "json_schema": text_schema,
-                         "max_whitespace_cnt": 1}]})
-        return _tag(calls)
+            forced = fmt.constraint(tools, schemas, ToolChoice("required"), parallel)
+            return _tag({"type": "or", "elements": [forced, schema_content(text_schema)]},
+                        reasoning)
+        return _tag(fmt.constraint(tools, schemas, choice, parallel), reasoning)
     if text_schema is not None:
+        if reasoning:
+            return _tag(schema_content(text_schema), reasoning)
         return common.Constraint(json_schema=json.dumps(text_schema))
     if tools:  # tool_choice none: the call marker is banned (no schema is used)
-        return _tag(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice, parallel))
+        return _tag(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice, parallel),
+                    reasoning)
     return None
 
 
@@ -82,5 +85,6 @@ def response_schema(rf: common.ResponseFormat) -> Any | None:
                        "or json_schema", param="response_format.type")
 
 
-def _tag(fmt: dict) -> common.Constraint:
-    return common.Constraint(structural_tag=json.dumps({"type": "structural_tag", "format": fmt}))
+def _tag(fmt: dict, reasoning: str) -> common.Constraint:
+    return common.Constraint(structural_tag=json.dumps(
+        {"type": "structural_tag", "format": wrap_constraint(fmt, reasoning)}))

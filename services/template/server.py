@@ -12,7 +12,7 @@ from toolwire.common.v1 import common_pb2 as common
 from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
-from toolwire.formats.reasoning import reasoning_mode, wrap_constraint
+from toolwire.formats.reasoning import reasoning_mode
 from toolwire.grammar import ConstraintCompiler
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.service_metrics import serve_metrics
@@ -60,25 +60,16 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
             raise RequestError(f"tool_choice names function {choice.name!r}, which is not in "
                                "tools", param="tool_choice")
         parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
+        prompt = self.format.render(self.tokenizer, messages, tools)
+        reasoning = reasoning_mode(self.tokenizer, prompt)
         constraint = build_constraint(self.format, tools, choice, parallel,
-                                      request.response_format)
+                                      request.response_format, reasoning)
         if constraint is not None:
             try:
                 self.compiler.compile_constraint(constraint)
             except Exception as e:  # xgrammar rejects schemas it cannot compile
                 param = "response_format" if not tools else "tools"
                 raise RequestError(f"Invalid schema: {e}", param=param, code="invalid_schema")
-        prompt = self.format.render(self.tokenizer, messages, tools)
-        reasoning = reasoning_mode(self.tokenizer, prompt)
-        if constraint is not None and constraint.WhichOneof("kind") == "structural_tag":
-            tag = json.loads(constraint.structural_tag)
-            tag["format"] = wrap_constraint(tag["format"], reasoning)
-            constraint = common.Constraint(structural_tag=json.dumps(tag))
-        elif constraint is not None and reasoning:
-            constraint = common.Constraint(structural_tag=json.dumps({
-                "type": "structural_tag", "format": wrap_constraint(
-                    {"type": "json_schema", "json_schema": json.loads(constraint.json_schema),
-                     "max_whitespace_cnt": 1}, reasoning)}))
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         if len(ids) >= self.max_model_len:
             raise RequestError(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import Tool, ToolChoice, ToolFormat, arguments_text, message_text
+from .base import (Tool, ToolChoice, ToolFormat, arguments_text, calls_constraint,
+                   chosen_tools, message_text, schema_content)
 from .marked_calls import CallSyntax, MarkedCallExtractor
 from .plain_render import PlainStyle
 
@@ -57,22 +58,10 @@ class HermesFormat(ToolFormat):
 
     def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
                    parallel: bool) -> dict:
-        if choice.mode == "none":
-            return {"type": "any_text", "excludes": [MARKER]}
-        chosen = [t for t in tools if choice.mode != "named" or t.name == choice.name]
-        tags = [{
-            "type": "tag",
-            "begin": call_begin(t.name),
-            "content": {"type": "json_schema", "json_schema": schemas[t.name],
-                        "max_whitespace_cnt": 1},
-            "end": CLOSE,
-        } for t in chosen]
-        if choice.mode == "auto":
-            return {"type": "triggered_tags", "triggers": [MARKER], "tags": tags,
-                    "at_least_one": False, "stop_after_first": not parallel}
-        # required / named: calls only, at least one.
-        return {"type": "tags_with_separator", "tags": tags, "separator": "\n",
-                "at_least_one": True, "stop_after_first": not parallel}
+        tags = [{"type": "tag", "begin": call_begin(t.name),
+                 "content": schema_content(schemas[t.name]), "end": CLOSE}
+                for t in chosen_tools(tools, choice)]
+        return calls_constraint(tags, [MARKER], "\n", choice, parallel)
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
         return MarkedCallExtractor(SYNTAX, {t.name for t in tools})
