@@ -33,12 +33,6 @@ def tool_from_proto(t: common.FunctionTool) -> Tool:
     return Tool(name=t.name, description=t.description, parameters=params, strict=t.strict)
 
 
-def tool_to_proto(t: Tool) -> common.FunctionTool:
-    return common.FunctionTool(
-        name=t.name, description=t.description, strict=t.strict,
-        parameters_json=json.dumps(t.parameters) if t.parameters is not None else "")
-
-
 def choice_from_proto(c: common.ToolChoice, has_tools: bool) -> ToolChoice:
     if c.WhichOneof("choice") == "function_name":
         return ToolChoice("named", c.function_name)

@@ -13,7 +13,7 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 import torch
@@ -57,7 +57,6 @@ class _Seq:
     completion: int = 0
     aborted: bool = False
     finish: str | None = None
-    prefill_s: float = 0.0
 
 
 @dataclass
@@ -67,7 +66,6 @@ class StepStats:
     forward_s: float = 0.0
     mask_s: float = 0.0
     tokens: int = 0
-    batch_sizes: collections.Counter = field(default_factory=collections.Counter)
 
 
 class TorchEngine(Engine):
@@ -227,12 +225,10 @@ class TorchEngine(Engine):
     def _prefill(self, seq: _Seq) -> None:
         from transformers import DynamicCache
 
-        t0 = time.perf_counter()
         ids = torch.tensor([seq.request.prompt_ids], device=self.device)
         cache = DynamicCache()
         out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         seq.position = ids.shape[1]
-        seq.prefill_s = time.perf_counter() - t0
         token = self._sample([seq], out.logits[:, -1, :].float())[0]
         if self._accept(seq, token):
             self.cache.join(cache)
@@ -250,7 +246,6 @@ class TorchEngine(Engine):
         logits = out.logits[:, -1, :].float()
         self.stats.forward_s += time.perf_counter() - t0
         self.stats.steps += 1
-        self.stats.batch_sizes[len(seqs)] += 1
         for s in seqs:
             s.position += 1
         for s, token in zip(seqs, self._sample(seqs, logits)):

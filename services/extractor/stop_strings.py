@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from toolwire.formats.base import partial_suffix
+
 
 class StopStrings:
     def __init__(self, stops: list[str]):
@@ -19,8 +21,7 @@ class StopStrings:
             self.hit = True
             self.held = ""
             return text[:min(found)[0]]
-        keep = max((n for s in self.stops for n in range(min(len(s) - 1, len(text)), 0, -1)
-                    if s.startswith(text[-n:])), default=0)
+        keep = max(partial_suffix(text, s) for s in self.stops)
         self.held = text[len(text) - keep:]
         return text[:len(text) - keep]
 

@@ -117,6 +117,15 @@ class ToolFormat(ABC):
         return None
 
 
+def partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of text that is a proper prefix of marker: text to hold
+    back while streaming, since the next piece may complete the marker."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
+
 def message_text(message: dict) -> str:
     """A message's content as one string (text parts joined)."""
     content = message.get("content")

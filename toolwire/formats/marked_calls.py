@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import regex
 
-from .base import CallDelta, Delta, StreamingExtractor, new_call_id
+from .base import CallDelta, Delta, StreamingExtractor, new_call_id, partial_suffix
 from .json_scan import JsonValueScanner
 
 
@@ -104,7 +104,7 @@ class MarkedCallExtractor(StreamingExtractor):
             self.calls_in_block = 0
             self.state = _OPEN if self.opener is not None else _HEADER
             return True
-        keep = max(_partial_suffix(self.buf, m) for m in self.markers)
+        keep = max(partial_suffix(self.buf, m) for m in self.markers)
         self._content(out, self.buf[:len(self.buf) - keep])
         self.buf = self.buf[len(self.buf) - keep:]
         return False
@@ -226,10 +226,3 @@ class MarkedCallExtractor(StreamingExtractor):
             out.content += stripped
             self.content_started = True
 
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest suffix of text that is a proper prefix of marker."""
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if marker.startswith(text[-n:]):
-            return n
-    return 0

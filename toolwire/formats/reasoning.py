@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Delta, StreamingExtractor
+from .base import Delta, StreamingExtractor, partial_suffix
 
 OPEN, CLOSE = "<think>", "</think>"
 NONE, OPTIONAL, STARTED = "", "optional", "started"
@@ -72,8 +72,7 @@ class ReasoningExtractor(StreamingExtractor):
         if self.state == "think":
             at = self.buf.find(CLOSE)
             if at < 0:
-                keep = next((n for n in range(min(len(CLOSE) - 1, len(self.buf)), 0, -1)
-                             if CLOSE.startswith(self.buf[-n:])), 0)
+                keep = partial_suffix(self.buf, CLOSE)
                 text = self.buf[:len(self.buf) - keep]
                 sure = text.rstrip()  # whitespace right before </think> is not reasoning
                 self._reason(out, sure)
