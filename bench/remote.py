@@ -32,6 +32,8 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
                         if d.get("content") or any(c.get("function", {}).get("arguments")
                                                    for c in d.get("tool_calls", [])):
                             t.events.append(time.perf_counter())
+            # A server that sends no usage chunk streams a token per event.
+            t.tokens = t.tokens or len(t.events)
             return t
 
         start = time.perf_counter()

@@ -20,10 +20,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 
 from toolwire.launcher import free_port, wait_for_health
 
-from . import inprocess, remote
+from . import inprocess, proc_cpu, remote
 from .workloads import body
 
 OUT = pathlib.Path(__file__).resolve().parent / "out"
@@ -49,6 +50,18 @@ async def sweep(run_one, kinds, concurrency, rounds, max_tokens, model) -> dict:
     return results
 
 
+def with_cpu(run_one, read_cpu):
+    """Wrap a load so its result also holds µs of CPU per token for each process measured."""
+    async def run(bodies):
+        before = read_cpu()
+        res = await run_one(bodies)
+        after = read_cpu()
+        for name in before:
+            res[f"cpu_us_{name}"] = 1e6 * (after[name] - before[name]) / max(1, res["tokens"])
+        return res
+    return run
+
+
 async def bench_inprocess(args) -> tuple[dict, dict]:
     engine = await inprocess.make_engine(args)
     renderer = inprocess.make_renderer(engine)
@@ -57,7 +70,9 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     engine.stats.__init__()
     compiles_before = engine.compiler.compiles
     print("in-process torch engine:", flush=True)
-    res = await sweep(lambda b: inprocess.run_load(engine, renderer, b), args.kinds,
+    load = with_cpu(lambda b: inprocess.run_load(engine, renderer, b),
+                    lambda: {"in-process": time.process_time()})
+    res = await sweep(load, args.kinds,
                       args.concurrency, args.rounds, args.max_tokens, "m")
     cost = inprocess.constraint_cost(engine)
     cost.compiles -= compiles_before
@@ -82,10 +97,15 @@ def start_stack(args) -> tuple[subprocess.Popen, str, str]:
     return proc, f"http://127.0.0.1:{port}/v1", health["models"][0]
 
 
-async def bench_remote(args, base_url: str, api_key: str, model: str, label: str) -> dict:
+async def bench_remote(args, base_url: str, api_key: str, model: str, label: str,
+                       up_pid: int | None = None) -> dict:
     await remote.run_load(base_url, api_key, [body("tool", i, model, 8) for i in range(2)])
     print(f"{label}:", flush=True)
-    return await sweep(lambda b: remote.run_load(base_url, api_key, b), args.kinds,
+    load = lambda b: remote.run_load(base_url, api_key, b)  # noqa: E731
+    if up_pid is not None:
+        pids = proc_cpu.service_pids(up_pid)
+        load = with_cpu(load, lambda: proc_cpu.cpu_seconds(pids))
+    return await sweep(load, args.kinds,
                        args.concurrency, args.rounds, args.max_tokens, model)
 
 
@@ -102,6 +122,20 @@ def table(inproc: dict, over: dict, label: str) -> str:
         lines.append(f"| {kind} | {c} | {a['tok_s']:.1f} |" if a else f"| {kind} | {c} | - |")
         lines[-1] += (f" {b['tok_s']:.1f} | {ratio} | {ta} | {b['ttft_p50_ms']:.1f} ms | {added} |"
                       f" {b['itl_p50_ms']:.1f} / {b['itl_p95_ms']:.1f} ms |")
+    return "\n".join(lines)
+
+
+def cpu_table(inproc: dict, over: dict) -> str:
+    """µs of CPU per streamed token: each service through the gateway, and the engine alone
+    (in-process, its bench harness included) for the decode service to be read against."""
+    names = ["in-process"] + list(proc_cpu.SERVICES)
+    lines = ["| workload | C | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    for key, b in over.items():
+        kind, c = key.split("/")
+        row = [inproc.get(key, {}).get("cpu_us_in-process")] + [
+            b.get(f"cpu_us_{n}") for n in proc_cpu.SERVICES]
+        lines.append(f"| {kind} | {c} | " + " | ".join(
+            "-" if v is None else f"{v:.0f}" for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -157,11 +191,13 @@ def main() -> int:
             return 0
         proc, url, model = start_stack(args)
         try:
-            results["gateway"] = asyncio.run(bench_remote(args, url, KEY, model, "gateway"))
+            results["gateway"] = asyncio.run(bench_remote(args, url, KEY, model, "gateway",
+                                                          proc.pid))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         print("\n" + table(results["engine"], results["gateway"], "gateway"))
+        print("\n" + cpu_table(results["engine"], results["gateway"]))
         print(f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
               f"{cost['forward_ms']:.1f} ms forward ({100 * cost['mask_ms'] / cost['forward_ms']:.1f}%)"
               f"; grammar compiles during the sweep: {cost['compiles']}")

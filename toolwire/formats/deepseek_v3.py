@@ -61,6 +61,7 @@ STYLE = PlainStyle(
 class DeepSeekV3Format(ToolFormat):
     name = "deepseek_v3"
     call_marker = CALLS_BEGIN
+    result_markers = (OUTPUT_BEGIN,)
 
     def plain_style(self) -> PlainStyle:
         return STYLE

@@ -52,6 +52,7 @@ STYLE = PlainStyle(
 class HermesFormat(ToolFormat):
     name = "hermes"
     call_marker = MARKER
+    result_markers = ("<tool_response>",)
 
     def plain_style(self) -> PlainStyle:
         return STYLE

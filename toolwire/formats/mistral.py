@@ -52,6 +52,7 @@ def _mapped_ids(messages: list[dict]) -> list[dict]:
 class MistralFormat(ToolFormat):
     name = "mistral"
     call_marker = MARKER
+    result_markers = ("[TOOL_RESULTS]",)
 
     def __init__(self, args_token: bool = True):
         self.args_token = args_token  # [TOOL_CALLS]name[ARGS]{...}; else the JSON list

@@ -1,0 +1,44 @@
+"""CPU seconds spent by each process of a running `toolwire up`, read from /proc: what each
+service costs per streamed token, measured apart from wall-clock noise."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+TICK = os.sysconf("SC_CLK_TCK")
+SERVICES = ("template", "decode", "extractor", "gateway")
+
+
+def _stat(pid: int) -> list[str]:
+    text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()  # fields after the command name
+
+
+def service_pids(parent: int) -> dict[str, int]:
+    """The `toolwire serve <service>` children of a `toolwire up` process."""
+    found = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int(_stat(int(entry.name))[1]) != parent:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        for name in SERVICES:
+            if name.encode() in argv and b"serve" in argv:
+                found[name] = int(entry.name)
+    return found
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, pid in pids.items():
+        try:
+            f = _stat(pid)
+            out[name] = (int(f[11]) + int(f[12])) / TICK  # utime + stime
+        except OSError:
+            out[name] = float("nan")
+    return out

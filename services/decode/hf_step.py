@@ -1,0 +1,34 @@
+"""The fallback step for architectures LlamaStep does not compute: transformers' own forward,
+one sequence at a time, each slot holding its own DynamicCache. Correct for any causal LM
+transformers loads, but unbatched: the engine logs that it runs this way."""
+
+from __future__ import annotations
+
+import torch
+
+from .llama_step import Span
+
+
+class HFStep:
+    def __init__(self, model, max_slots: int, max_len: int):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.caches: list = [None] * max_slots
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        self.caches[dst] = self.caches[src]
+
+    def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        rows = []
+        for s in decode + prefill:
+            if s.start == 0:
+                self.caches[s.slot] = DynamicCache()
+            ids = torch.tensor([s.tokens], device=self.device)
+            positions = torch.arange(s.start, s.start + len(s.tokens), device=self.device)[None]
+            out = self.model(input_ids=ids, position_ids=positions,
+                             past_key_values=self.caches[s.slot], use_cache=True,
+                             logits_to_keep=1)
+            rows.append(out.logits[0, -1])
+        return torch.stack(rows).float()
