@@ -67,7 +67,8 @@ def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, par
         return common.Constraint(json_schema=json.dumps(text_schema))
     if tools:  # tool_choice none: the call marker is banned (no schema is used)
         return _tag(ban_in_text(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice,
-                                               parallel), fmt.result_markers), reasoning)
+                                               parallel), fmt.result_markers + fmt.tag_prefixes),
+                    reasoning)
     return None
 
 

@@ -93,6 +93,9 @@ class ToolFormat(ABC):
     # Text that opens a tool result in the prompt: the caller's to write, never the model's,
     # so constraints ban it from free text (a small model otherwise echoes it).
     result_markers: tuple[str, ...] = ()
+    # The family's tag prefixes: with tool_choice none no tag of it is the model's to open
+    # (a small model invents neighbours such as <tool_call_response>).
+    tag_prefixes: tuple[str, ...] = ()
 
     def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt

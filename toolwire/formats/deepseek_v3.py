@@ -61,7 +61,7 @@ STYLE = PlainStyle(
 class DeepSeekV3Format(ToolFormat):
     name = "deepseek_v3"
     call_marker = CALLS_BEGIN
-    result_markers = (OUTPUT_BEGIN,)
+    result_markers = (OUTPUT_BEGIN, OUTPUT_END)
 
     def plain_style(self) -> PlainStyle:
         return STYLE

@@ -52,7 +52,8 @@ STYLE = PlainStyle(
 class HermesFormat(ToolFormat):
     name = "hermes"
     call_marker = MARKER
-    result_markers = ("<tool_response>",)
+    result_markers = ("<tool_response", "</tool_response>")
+    tag_prefixes = ("<tool", "</tool")
 
     def plain_style(self) -> PlainStyle:
         return STYLE
