@@ -6,6 +6,7 @@ import json
 import logging
 import time
 
+import orjson
 import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -85,7 +86,8 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             status = "200"
             try:
                 async for chunk in run.chunks():
-                    yield f"data: {json.dumps(chunk_dict(chunk), ensure_ascii=False)}\n\n"
+                    # orjson: compact UTF-8 as OpenAI sends it, several times json's speed.
+                    yield b"data: " + orjson.dumps(chunk_dict(chunk)) + b"\n\n"
                 yield "data: [DONE]\n\n"
             except RequestError as e:
                 status = str(e.status)

@@ -114,7 +114,15 @@ class Run:
         self.orch.metrics.time_to_first_token.observe(time.perf_counter() - self.started)
 
     async def _pump(self, extract) -> None:
-        """decode -> extractor: token chunks, then the end with decode's finish reason."""
+        """decode -> extractor: token chunks, then the end with decode's finish reason. If it
+        fails (decode died), it cancels the extractor call so the reader wakes at once."""
+        try:
+            await self._forward(extract)
+        except BaseException:
+            extract.cancel()
+            raise
+
+    async def _forward(self, extract) -> None:
         msg = self.first
         while msg is not grpc.aio.EOF:
             if msg.WhichOneof("response") == "chunk":
@@ -173,7 +181,7 @@ class Run:
             yield self._chunk(chat_pb2.Delta(role="assistant"))
             finish = None
             while finish is None:
-                resp = await _read_or_fail(extract, pump)
+                resp = await _read(extract, pump)
                 for chunk in self._deltas(resp):
                     yield chunk
                 finish = resp.finish_reason or None
@@ -234,20 +242,21 @@ class Run:
             usage=self.usage())
 
 
-async def _read_or_fail(extract, pump: asyncio.Task):
-    """The extractor's next response; if the pump fails first (decode died), raise that."""
-    read = asyncio.ensure_future(extract.read())
-    done, _ = await asyncio.wait({read, pump}, return_when=asyncio.FIRST_COMPLETED)
-    if read not in done:
-        exc = pump.exception()
-        if exc is not None:
-            read.cancel()
+async def _read(extract, pump: asyncio.Task):
+    """The extractor's next response. A plain read per message (no task or wait set up per
+    token); when the pump fails it cancels this call, and its error is raised instead."""
+    try:
+        resp = await extract.read()
+    except (asyncio.CancelledError, grpc.aio.AioRpcError):
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            exc = pump.exception()
             if isinstance(exc, grpc.aio.AioRpcError):
-                raise from_rpc_error(exc, "decode")
-            raise exc
-        # The pump finished cleanly: the extractor's answer is on its way.
-    resp = await read
+                raise from_rpc_error(exc, "decode") from None
+            raise exc from None
+        raise
     if resp is grpc.aio.EOF:
+        if pump.done() and not pump.cancelled() and pump.exception() is not None:
+            raise pump.exception()
         raise RequestError("the extractor service ended the stream early", status=500,
                            type="server_error")
     return resp
