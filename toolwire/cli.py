@@ -25,7 +25,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="torch", choices=["torch", "trtllm"])
-    p.add_argument("--dtype", default="auto", help="auto | bf16 | fp32 | fp16 | int8 (weight-only, Llama family)")
+    p.add_argument("--dtype", default="auto",
+                   help="auto | bf16 | fp32 | fp16 | int8 (weight-only int8, Llama family; "
+                        "auto on a CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
