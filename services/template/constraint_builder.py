@@ -49,8 +49,10 @@ def tool_schemas(fmt: ToolFormat, tools: list[Tool]) -> dict[str, Any]:
 
 def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, parallel: bool,
                      response_format: common.ResponseFormat,
-                     reasoning: str = NONE) -> common.Constraint | None:
-    """The request's constraint; with `reasoning`, free thinking runs first (formats.reasoning)."""
+                     reasoning: str = NONE, has_tool_results: bool = False
+                     ) -> common.Constraint | None:
+    """The request's constraint; with `reasoning`, free thinking runs first (formats.reasoning).
+    `has_tool_results`: the prompt shows tool results, whose markup free text may not echo."""
     text_schema = response_schema(response_format)
     if tools and choice.mode != "none":
         schemas = tool_schemas(fmt, tools)
@@ -68,6 +70,9 @@ def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, par
     if tools:  # tool_choice none: the call marker is banned (no schema is used)
         return _tag(ban_in_text(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice,
                                                parallel), fmt.result_markers + fmt.tag_prefixes),
+                    reasoning)
+    if has_tool_results and fmt.result_markers:  # no tools offered: no tag is the model's
+        return _tag(ban_in_text({"type": "any_text"}, fmt.result_markers + fmt.tag_prefixes),
                     reasoning)
     return None
 

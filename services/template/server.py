@@ -63,7 +63,8 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         prompt = self.format.render(self.tokenizer, messages, tools)
         reasoning = reasoning_mode(self.tokenizer, prompt)
         constraint = build_constraint(self.format, tools, choice, parallel,
-                                      request.response_format, reasoning)
+                                      request.response_format, reasoning,
+                                      any(m.get("role") == "tool" for m in messages))
         if constraint is not None:
             try:
                 self.compiler.compile_constraint(constraint)

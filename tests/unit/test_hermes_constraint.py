@@ -108,3 +108,14 @@ def test_repeated_tool_set_compiles_once(tokenizer):
                              common.ResponseFormat())
         compiler.compile_constraint(c)
     assert compiler.compiles == 1
+
+
+def test_without_tools_a_history_of_results_still_bans_their_markup(compiler):
+    assert build_constraint(get_format("hermes"), [], ToolChoice("auto"), True,
+                            common.ResponseFormat()) is None  # nothing to enforce: no grammar
+    c = build_constraint(get_format("hermes"), [], ToolChoice("auto"), True,
+                         common.ResponseFormat(), has_tool_results=True)
+    for text, ok in [("It is 14 degrees and raining.", True),
+                     ("<tool_response>\n14\n</tool_response>", False), ("<tool-x>", False)]:
+        m = xgr.GrammarMatcher(compiler.compile_constraint(c))
+        assert (m.accept_string(text) and m.accept_token(2) and m.is_terminated()) is ok, text
