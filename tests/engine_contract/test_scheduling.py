@@ -1,0 +1,55 @@
+"""The torch engine's scheduler: prompts prefilled in small chunks beside running streams,
+sequences joining and leaving (their cache rows moved to keep the decode rows together), more
+requests than slots. Each request must decode exactly what it decodes alone (fp32: exact)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from toolwire.services.decode.engine import EngineRequest
+from toolwire.services.decode.torch_engine import TorchEngine
+
+
+@pytest.fixture(scope="module")
+def small_engine():
+    loop = asyncio.new_event_loop()
+    engine = TorchEngine("embedded", dtype="fp32", max_batch=3, prefill_chunk=16)
+    loop.run_until_complete(engine.start())
+    engine.loop = loop
+    yield engine
+    loop.run_until_complete(engine.stop())
+    loop.close()
+
+
+def prompt(tokenizer, text):
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                        add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+async def tokens(engine, rid, ids, max_tokens):
+    out = []
+    async for o in engine.generate(EngineRequest(rid, ids, max_tokens, temperature=0.0)):
+        out.extend(o.token_ids)
+    return out
+
+
+def test_interleaved_requests_decode_as_they_do_alone(small_engine, tokenizer):
+    texts = ["Hi.", "Tell me a long story about a lighthouse keeper and the sea.",
+             "What is 2 + 2?", "List the planets of the solar system, one per line, with a "
+                               "short note on each of them and why it is interesting.",
+             "Say yes.", "Write a haiku about autumn leaves."]
+    lengths = [5, 19, 3, 14, 8, 11]  # different ends: rows leave the batch at different steps
+    prompts = [prompt(tokenizer, t) for t in texts]
+    run = small_engine.loop.run_until_complete
+    alone = [run(tokens(small_engine, f"alone-{i}", p, n))
+             for i, (p, n) in enumerate(zip(prompts, lengths))]
+
+    async def together():
+        return await asyncio.gather(*(tokens(small_engine, f"together-{i}", p, n)
+                                      for i, (p, n) in enumerate(zip(prompts, lengths))))
+
+    assert run(together()) == alone
+    assert small_engine.active_requests() == 0
