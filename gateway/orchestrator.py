@@ -242,21 +242,26 @@ class Run:
             usage=self.usage())
 
 
+def _pump_error(pump: asyncio.Task) -> BaseException | None:
+    """Why the pump failed (decode died), as the error to raise; None if it has not."""
+    if not pump.done() or pump.cancelled() or pump.exception() is None:
+        return None
+    exc = pump.exception()
+    return from_rpc_error(exc, "decode") if isinstance(exc, grpc.aio.AioRpcError) else exc
+
+
 async def _read(extract, pump: asyncio.Task):
     """The extractor's next response. A plain read per message (no task or wait set up per
     token); when the pump fails it cancels this call, and its error is raised instead."""
     try:
         resp = await extract.read()
     except (asyncio.CancelledError, grpc.aio.AioRpcError):
-        if pump.done() and not pump.cancelled() and pump.exception() is not None:
-            exc = pump.exception()
-            if isinstance(exc, grpc.aio.AioRpcError):
-                raise from_rpc_error(exc, "decode") from None
+        if (exc := _pump_error(pump)) is not None:
             raise exc from None
         raise
     if resp is grpc.aio.EOF:
-        if pump.done() and not pump.cancelled() and pump.exception() is not None:
-            raise pump.exception()
+        if (exc := _pump_error(pump)) is not None:
+            raise exc
         raise RequestError("the extractor service ended the stream early", status=500,
                            type="server_error")
     return resp

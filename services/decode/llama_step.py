@@ -41,7 +41,7 @@ def supports(config) -> str | None:
 class Int8Weight:
     """Weight-only int8, one scale per output channel: a quarter of fp32's bytes, which is
     what a memory-bound decode step pays for. Matmuls take bf16 activations
-    (torch._weight_int8pack_mm) and return fp32."""
+    (torch._weight_int8pack_mm) and return the input's dtype."""
 
     def __init__(self, w: torch.Tensor):
         scale = w.float().abs().amax(1).clamp(min=1e-8) / 127
@@ -108,7 +108,6 @@ class LlamaStep:
                 for name in ("qkv", "o", "gate_up", "down"):
                     setattr(layer, name, Int8Weight(getattr(layer, name)))
             self.lm_head = Int8Weight(self.lm_head)
-        self.max_len = max_len
         # The rotary table, from the model's own rotary module (so every rope_scaling type
         # transformers knows is honoured), once for every position.
         positions = torch.arange(max_len, device=self.device)[None]

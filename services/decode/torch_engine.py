@@ -63,9 +63,8 @@ class _Seq:
     stop_ids: frozenset
     max_tokens: int
     slot: int = -1
-    filled: int = 0  # prompt tokens already in the cache (prefill progress)
     last_token: int = 0
-    position: int = 0  # tokens in the cache
+    position: int = 0  # tokens in the cache (while prefilling: how much of the prompt)
     completion: int = 0
     aborted: bool = False
     finish: str | None = None
@@ -78,7 +77,6 @@ class StepStats:
     forward_s: float = 0.0
     mask_s: float = 0.0
     tokens: int = 0
-    prefill_tokens: int = 0
 
 
 class TorchEngine(Engine):
@@ -127,9 +125,9 @@ class TorchEngine(Engine):
         self.info = EngineInfo("torch", max_len, cfg.vocab_size, self.max_batch)
         self.compiler = ConstraintCompiler(self.tokenizer, cfg.vocab_size,
                                            [self.tokenizer.eos_token_id])
-        # One slot more than the batch: room to swap two sequences' caches.
         why_not = llama_step.supports(cfg)
         with torch.inference_mode():
+            # One slot more than the batch: room to swap two sequences' caches.
             if why_not is None:
                 self.step = LlamaStep(model, self.max_batch + 1, max_len + 1, int8=self.int8)
             elif self.int8_required:
@@ -142,9 +140,9 @@ class TorchEngine(Engine):
             self.slots = [None] * self.max_batch
             self.bitmask = xgr.allocate_token_bitmask(self.max_batch, cfg.vocab_size)
             self._warm_up()
-        log.info("loaded %s (%s, %s, %s) in %.1fs", self.source.default_id,
-                 "int8" if self.int8 else str(self.dtype).removeprefix("torch."), self.device, type(self.step).__name__,
-                 time.perf_counter() - t0)
+        dtype = "int8" if self.int8 else str(self.dtype).removeprefix("torch.")
+        log.info("loaded %s (%s, %s, %s) in %.1fs", self.source.default_id, dtype, self.device,
+                 type(self.step).__name__, time.perf_counter() - t0)
 
     def _warm_up(self) -> None:
         """First calls of the kernels pay set-up costs: pay them here, not in a request."""
@@ -275,8 +273,8 @@ class TorchEngine(Engine):
             if budget <= 0:
                 break
             prompt = seq.request.prompt_ids
-            n = min(budget, len(prompt) - seq.filled)
-            spans.append(Span(seq.slot, prompt[seq.filled:seq.filled + n], seq.filled))
+            n = min(budget, len(prompt) - seq.position)
+            spans.append(Span(seq.slot, prompt[seq.position:seq.position + n], seq.position))
             budget -= n
         return spans
 
@@ -287,16 +285,14 @@ class TorchEngine(Engine):
         logits = self.step.forward(decode, prefill)
         self.stats.forward_s += time.perf_counter() - t0
         self.stats.steps += 1
-        self.stats.prefill_tokens += sum(len(s.tokens) for s in prefill)
         for s in self.running:
             s.position += 1
         # Sequences whose prompt is now whole get their first token sampled with the rest.
         ready, rows = list(self.running), list(range(len(decode)))
         for i, span in enumerate(prefill):
             seq = self.slots[span.slot]
-            seq.filled += len(span.tokens)
-            if seq.filled == len(seq.request.prompt_ids):
-                seq.position = seq.filled
+            seq.position += len(span.tokens)
+            if seq.position == len(seq.request.prompt_ids):
                 ready.append(seq)
                 rows.append(len(decode) + i)
         if not ready:
@@ -378,7 +374,8 @@ class TorchEngine(Engine):
 
     def _finish(self, seq: _Seq, reason: str, last: list[int] | None = None) -> None:
         seq.finish = reason
-        self._emit(seq, EngineOutput(last or [], reason, len(seq.request.prompt_ids), seq.completion))
+        self._emit(seq, EngineOutput(last or [], reason, len(seq.request.prompt_ids),
+                                     seq.completion))
         with self.wake:
             self.by_id.pop(seq.request.request_id, None)
 
@@ -389,10 +386,10 @@ class TorchEngine(Engine):
             return
         other, spare = self.slots[slot], self.max_batch
         if other is not None:
-            self.step.move(slot, spare, other.filled if other in self.prefilling else other.position)
+            self.step.move(slot, spare, other.position)
         self.step.move(seq.slot, slot, seq.position)
         if other is not None:
-            self.step.move(spare, seq.slot, other.filled if other in self.prefilling else other.position)
+            self.step.move(spare, seq.slot, other.position)
             other.slot = seq.slot
         self.slots[seq.slot] = other
         self.slots[slot] = seq
