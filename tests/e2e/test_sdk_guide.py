@@ -50,6 +50,27 @@ def test_weather_flow_step_by_step(client, stack):
     assert second.usage.prompt_tokens > completion.usage.prompt_tokens
 
 
+def test_answers_after_a_tool_result_never_write_its_markup(client, stack):
+    """Tool results are rendered in <tool_response> blocks; the answer may not write one (the
+    135M model echoes the block verbatim when nothing stops it), with or without tools."""
+    first = client.chat.completions.create(
+        model=stack.model, messages=[dict(USER)], tools=[WEATHER], tool_choice="required",
+        temperature=0, parallel_tool_calls=False)
+    call = first.choices[0].message.tool_calls[0]
+    messages = [dict(USER), first.choices[0].message,
+                {"role": "tool", "tool_call_id": call.id,
+                 "content": "14 degrees Celsius and light rain in Paris"}]
+    for kw in ({"tools": [WEATHER], "tool_choice": "none"}, {"tools": [WEATHER]}, {}):
+        for sampling in ({"temperature": 0}, {"temperature": 1.0, "seed": 1}):
+            answer = client.chat.completions.create(
+                model=stack.model, messages=messages, max_tokens=40, **sampling,
+                **kw).choices[0].message
+            text = answer.content or ""
+            assert "<tool_response" not in text and "</tool_response>" not in text, (kw, text)
+            if kw.get("tool_choice") == "none":
+                assert "<tool" not in text, text
+
+
 def test_strict_enum_arguments_hold_when_sampling(client, stack):
     schema = UNITS["function"]["parameters"]
     for seed in (1, 2, 3):
