@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+import weakref
 
 import orjson
 import pydantic
@@ -30,7 +32,26 @@ def error_body(e: RequestError) -> dict:
 
 
 def error_response(e: RequestError) -> JSONResponse:
-    return JSONResponse(error_body(e), status_code=e.status)
+    headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
+    return JSONResponse(error_body(e), status_code=e.status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 once it passes `limit` bytes (before reading it all)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise _too_large(len(body), limit)
+    return bytes(body)
+
+
+def _too_large(size: int, limit: int) -> RequestError:
+    return RequestError(f"The request body is {size} bytes or more; the limit is {limit} bytes.",
+                        status=413, code="request_too_large")
 
 
 def _param(loc: tuple) -> str:
@@ -53,6 +74,7 @@ def validation_error(e: pydantic.ValidationError) -> RequestError:
 
 def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
     metrics = orch.metrics
+    metrics.in_flight.set_function(lambda: orch.in_flight)
 
     def authorized(request: Request) -> RequestError | None:
         return auth.check(request.headers.get("authorization"))
@@ -63,9 +85,10 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             metrics.requests.labels("rest", "401").inc()
             return error_response(err)
         try:
+            raw = await read_body(request, orch.limits.max_body_bytes)
             try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
                 raise RequestError("The request body is not valid JSON.", param=None)
             if not isinstance(body, dict):
                 raise RequestError("The request body must be a JSON object.")
@@ -89,6 +112,11 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
                     # orjson: compact UTF-8 as OpenAI sends it, several times json's speed.
                     yield b"data: " + orjson.dumps(chunk_dict(chunk)) + b"\n\n"
                 yield "data: [DONE]\n\n"
+            except (GeneratorExit, asyncio.CancelledError):
+                # The client went away (the write failed): chunks()' finally aborts decoding.
+                status = "499"
+                metrics.client_disconnects.inc()
+                raise
             except RequestError as e:
                 status = str(e.status)
                 yield f"data: {json.dumps(error_body(e))}\n\n"
@@ -98,9 +126,14 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
                 yield "data: " + json.dumps(error_body(RequestError(
                     f"internal error: {e}", status=500, type="server_error"))) + "\n\n"
             finally:
+                run.close()
                 metrics.requests.labels("rest", status).inc()
 
-        return StreamingResponse(events(), media_type="text/event-stream",
+        stream = events()
+        # A client gone before the first write leaves the generator unstarted, so its finally
+        # never runs: free the decode slot and the in-flight place when it is collected.
+        weakref.finalize(stream, run.close)
+        return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     async def models(request: Request) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -17,3 +17,9 @@ class Metrics:
                                         registry=self.registry)
         self.tool_calls = Counter("toolwire_tool_calls", "Tool calls returned",
                                   registry=self.registry)
+        self.client_disconnects = Counter(
+            "toolwire_client_disconnects", "Streams whose client left before the end (decoding "
+            "is aborted)", registry=self.registry)
+        self.in_flight = Gauge("toolwire_requests_in_flight",
+                               "Requests between admission and the end of their response",
+                               registry=self.registry)

@@ -134,9 +134,6 @@ def unsupported_parameters(req: ChatCompletionRequest) -> tuple[str, str] | None
     for param, bad, message in checks:
         if bad:
             return param, message
-    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
-    if len(stops) > 4:
-        return "stop", "at most 4 stop sequences are allowed"
     for i, m in enumerate(req.messages):
         if isinstance(m.content, list):
             for j, part in enumerate(m.content):

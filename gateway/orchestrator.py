@@ -17,9 +17,11 @@ import grpc
 from toolwire.chat.v1 import chat_pb2
 from toolwire.common.v1 import common_pb2 as common
 from toolwire.decode.v1 import decode_pb2, decode_pb2_grpc
-from toolwire.errors import RequestError, from_rpc_error
+from toolwire.errors import RequestError, from_rpc_error, overloaded
 from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
-from toolwire.grpc_server import channel, check_serving
+from toolwire.grpc_server import check_serving
+from toolwire.internal_security import ClientSecurity
+from toolwire.limits import Limits, check_max_tokens, check_request
 from toolwire.template.v1 import template_pb2, template_pb2_grpc
 
 from .metrics import Metrics
@@ -27,21 +29,28 @@ from .metrics import Metrics
 
 class Orchestrator:
     def __init__(self, template: str, decode: str, extractor: str, served_names: list[str],
-                 metrics: Metrics):
+                 metrics: Metrics, limits: Limits | None = None,
+                 security: ClientSecurity | None = None):
         self.addresses = {"template": template, "decode": decode, "extractor": extractor}
         self.extra_names = served_names
         self.metrics = metrics
+        self.limits = limits or Limits()
+        self.security = security or ClientSecurity()
         self.model_id = ""
         self.names: list[str] = []
+        self.max_model_len = 0
+        self.in_flight = 0  # requests between open() and the end of their stream
 
     async def connect(self) -> None:
-        self.channels = {k: channel(a) for k, a in self.addresses.items()}
+        self.channels = {k: self.security.channel(a) for k, a in self.addresses.items()}
+        md = self.security.metadata
         self.template = template_pb2_grpc.TemplateServiceStub(self.channels["template"])
         self.decode = decode_pb2_grpc.DecodeServiceStub(self.channels["decode"])
         self.extractor = extractor_pb2_grpc.ExtractorServiceStub(self.channels["extractor"])
-        info = await self.template.GetModelInfo(common.GetModelInfoRequest(),
+        info = await self.template.GetModelInfo(common.GetModelInfoRequest(), metadata=md,
                                                 wait_for_ready=True, timeout=600)
         self.model_id = info.model_id
+        self.max_model_len = info.max_model_len
         self.tool_format = info.tool_format
         self.names = [self.model_id] + [n for n in self.extra_names if n != self.model_id]
 
@@ -51,19 +60,34 @@ class Orchestrator:
 
     async def healthy(self) -> dict[str, bool]:
         names = list(self.addresses)
-        results = await asyncio.gather(*(check_serving(self.addresses[n]) for n in names))
+        results = await asyncio.gather(*(check_serving(self.channels[n]) for n in names))
         return dict(zip(names, results))
 
     async def decode_load(self) -> int:
         """Requests holding a decode slot now (for /health and the cancellation test)."""
-        info = await self.decode.GetModelInfo(common.GetModelInfoRequest(), timeout=2)
+        info = await self.decode.GetModelInfo(common.GetModelInfoRequest(), timeout=2,
+                                              metadata=self.security.metadata)
         return info.active_requests
 
     async def open(self, req: chat_pb2.ChatCompletionRequest) -> "Run":
+        """Render, start decoding and wait for the first token. The returned Run holds one of
+        the gateway's in-flight places until its stream ends (`Run.chunks`' finally)."""
         if req.model not in self.names:
             raise RequestError(f"The model `{req.model}` does not exist. Served: "
                                f"{', '.join(self.names)}", param="model",
                                code="model_not_found", status=404)
+        check_request(req, self.limits)
+        if self.in_flight >= self.limits.max_concurrent_requests:
+            raise overloaded(f"the server has {self.in_flight} requests in flight, its limit; "
+                             "retry shortly", code="too_many_requests")
+        self.in_flight += 1
+        try:
+            return await self._open(req)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+
+    async def _open(self, req: chat_pb2.ChatCompletionRequest) -> "Run":
         started = time.perf_counter()
         try:
             rendered = await self.template.RenderChat(template_pb2.RenderChatRequest(
@@ -71,11 +95,16 @@ class Orchestrator:
                 tool_choice=req.tool_choice,
                 parallel_tool_calls=req.parallel_tool_calls if req.HasField(
                     "parallel_tool_calls") else None,
-                response_format=req.response_format))
+                response_format=req.response_format), metadata=self.security.metadata)
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "template") from None
+        check_max_tokens(req, len(rendered.prompt_token_ids), self.max_model_len)
         run = Run(self, req, rendered, started)
-        await run.start()
+        try:
+            await run.start()
+        except BaseException:
+            run.cancel_calls()
+            raise
         return run
 
 
@@ -94,6 +123,20 @@ class Run:
         self.completion_tokens = 0
         self.decode_done: decode_pb2.GenerateComplete | None = None
         self.tool_calls = 0
+        self.generate = self.extract = None
+        self.released = False
+
+    def cancel_calls(self) -> None:
+        for call in (self.generate, self.extract):
+            if call is not None:
+                call.cancel()
+
+    def close(self) -> None:
+        """Stop decoding and extracting (idempotent), and give back the in-flight place."""
+        self.cancel_calls()
+        if not self.released:
+            self.released = True
+            self.orch.in_flight -= 1
 
     async def start(self) -> None:
         req = self.req
@@ -102,11 +145,21 @@ class Run:
             top_p=req.top_p if req.HasField("top_p") else 1.0)
         if req.HasField("seed"):
             sampling.seed = req.seed
+        md = self.orch.security.metadata
+        # The extractor stream opens first: if it is down, the request fails as a plain 503
+        # before any SSE response starts.
+        self.extract = self.orch.extractor.Extract(metadata=md)
+        try:
+            await self.extract.write(extractor_pb2.ExtractRequest(setup=extractor_pb2.ExtractSetup(
+                model=req.model, tool_format=self.rendered.tool_format, tools=req.tools,
+                tool_choice=req.tool_choice, stop=req.stop, reasoning=self.rendered.reasoning)))
+        except grpc.aio.AioRpcError as e:
+            raise from_rpc_error(e, "extractor") from None
         self.generate = self.orch.decode.Generate(decode_pb2.GenerateRequest(
             request_id=self.id, prompt_token_ids=self.rendered.prompt_token_ids,
             sampling=sampling, max_tokens=req.max_completion_tokens,
             stop_token_ids=self.rendered.stop_token_ids, constraint=self.rendered.constraint
-            if self.rendered.HasField("constraint") else None))
+            if self.rendered.HasField("constraint") else None), metadata=md)
         try:
             self.first = await self.generate.read()
         except grpc.aio.AioRpcError as e:
@@ -169,14 +222,9 @@ class Run:
 
     async def chunks(self) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         orch = self.orch
-        extract = orch.extractor.Extract()
-        setup = extractor_pb2.ExtractSetup(model=self.req.model, tool_format=self.rendered.tool_format,
-                                           tools=self.req.tools, tool_choice=self.req.tool_choice,
-                                           stop=self.req.stop,
-                                           reasoning=self.rendered.reasoning)
+        extract = self.extract
         pump: asyncio.Task | None = None
         try:
-            await extract.write(extractor_pb2.ExtractRequest(setup=setup))
             pump = asyncio.create_task(self._pump(extract))
             yield self._chunk(chat_pb2.Delta(role="assistant"))
             finish = None
@@ -203,8 +251,7 @@ class Run:
             raise from_rpc_error(e, "extractor") from None
         finally:
             # Whatever ended the stream (done, a stop string, the client leaving), stop decoding.
-            self.generate.cancel()
-            extract.cancel()
+            self.close()
             if pump is not None and not pump.done():
                 pump.cancel()
 

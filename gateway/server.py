@@ -10,6 +10,8 @@ import uvicorn
 
 from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
 from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.internal_security import ClientSecurity
+from toolwire.limits import Limits
 
 from .app import build_app
 from .auth import Auth
@@ -36,7 +38,8 @@ async def serve(args) -> None:
     elif not auth.enabled:
         log.warning("no API key configured: serving without authentication on loopback only")
     orch = Orchestrator(args.template_addr, args.decode_addr, args.extractor_addr,
-                        list(args.served_model_name or []), Metrics())
+                        list(args.served_model_name or []), Metrics(), Limits.from_args(args),
+                        ClientSecurity.from_args(args))
     await orch.connect()
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")
     grpc_server.add(chat_pb2_grpc.add_ChatServiceServicer_to_server, ChatServicer(orch, auth),

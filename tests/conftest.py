@@ -7,43 +7,96 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from toolwire.launcher import free_port, wait_for_health
 
 API_KEY = "sk-toolwire-test"
+INTERNAL_TOKEN = "internal-token-for-tests"
 ALIAS = "gpt-4o-mini"  # served as an alias: users keep the model name their code uses
+
+# Small limits, so that the backpressure and limit tests can reach them with a few requests.
+# No other test runs requests concurrently, so none of them waits on these.
+STACK_LIMITS = {"max_batch": 4, "max_queue": 4, "queue_timeout": 8, "grammar_timeout": 3}
 
 
 class Stack:
-    def __init__(self, port: int, grpc_port: int, proc: subprocess.Popen):
+    def __init__(self, port: int, grpc_port: int, proc: subprocess.Popen, log: Path):
         self.port = port
         self.grpc_port = grpc_port
         self.proc = proc
+        self.log = log  # everything the stack printed
         self.base_url = f"http://127.0.0.1:{port}/v1"
         self.api_key = API_KEY
+        self.internal_token = INTERNAL_TOKEN
         self.model = ALIAS
+        self.limits = STACK_LIMITS
 
     def health(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
-            return json.load(r)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:  # 503 while a service is down
+            return json.load(e)
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        wait_for_health(f"http://127.0.0.1:{self.port}/health", self.proc, timeout)
+
+    def service_addresses(self) -> dict[str, str]:
+        """The internal services' addresses, read off the gateway's command line."""
+        for pid in _children(self.proc.pid):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[3:5] == [b"serve", b"gateway"]:
+                addrs = {}
+                for a in argv:
+                    if a.startswith(b"--") and b"-addr=" in a:
+                        key, value = a[2:].decode().split("=", 1)
+                        addrs[key.removesuffix("-addr")] = value
+                return addrs
+        raise RuntimeError("no gateway process")
+
+    def service_pid(self, service: str) -> int:
+        for pid in _children(self.proc.pid):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[3:5] == [b"serve", service.encode()]:
+                return pid
+        raise RuntimeError(f"no {service} process")
+
+
+def _children(ppid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == ppid:
+            out.append(int(stat.parent.name))
+    return out
 
 
 @pytest.fixture(scope="session")
-def stack():
+def stack(tmp_path_factory):
     port, grpc_port = free_port(), free_port()
-    env = dict(os.environ, TOOLWIRE_API_KEYS=API_KEY, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
-         str(grpc_port), "--served-model-name", ALIAS], env=env)
-    s = Stack(port, grpc_port, proc)
+    env = dict(os.environ, TOOLWIRE_API_KEYS=API_KEY, PYTHONUNBUFFERED="1",
+               TOOLWIRE_INTERNAL_TOKEN=INTERNAL_TOKEN)
+    log = tmp_path_factory.mktemp("stack") / "stack.log"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in STACK_LIMITS.items()]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
+             str(grpc_port), "--served-model-name", ALIAS, *flags], env=env, stdout=out,
+            stderr=subprocess.STDOUT)
+    s = Stack(port, grpc_port, proc, log)
     try:
         wait_for_health(f"http://127.0.0.1:{port}/health", proc)
     except RuntimeError as e:
         proc.kill()
-        pytest.fail(str(e))
+        pytest.fail(f"{e}\n{log.read_text()}")
     yield s
     proc.send_signal(signal.SIGTERM)
     try:

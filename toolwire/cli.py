@@ -9,6 +9,8 @@ import os
 import sys
 
 from toolwire import model_source
+from toolwire.internal_security import add_client_arguments, add_server_arguments
+from toolwire.limits import Limits
 
 SERVICES = ("template", "decode", "extractor", "gateway")
 
@@ -32,12 +34,24 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
     p.add_argument("--kv-cache-fraction", type=float, default=0.85, help="trtllm only")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="requests waiting for a decode slot before new ones get 429")
+    p.add_argument("--queue-timeout", type=float, default=120.0,
+                   help="seconds a request may wait for a decode slot before it fails (503)")
+
+
+def _template_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grammar-timeout", type=float, default=10.0,
+                   help="seconds a request's constraint may take to compile before a 400")
+    p.add_argument("--grammar-workers", type=int, default=2,
+                   help="processes compiling constraints (each holds the vocabulary)")
 
 
 def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     p.add_argument("--grpc-port", type=int, default=50051, help="the gRPC ChatService port")
     p.add_argument("--api-key", action="append", default=[],
                    help="accepted bearer key (repeatable); also TOOLWIRE_API_KEYS")
+    Limits.add_arguments(p.add_argument_group("request limits"))
     if addresses:
         p.add_argument("--template-addr", default="127.0.0.1:50061")
         p.add_argument("--decode-addr", default="127.0.0.1:50062")
@@ -57,17 +71,22 @@ def parser() -> argparse.ArgumentParser:
         if name != "gateway":
             p.add_argument("--metrics-port", type=int, default=None,
                            help="serve Prometheus metrics on this port")
+            add_server_arguments(p)
         _model_args(p)
         if name == "decode":
             _decode_args(p)
+        if name == "template":
+            _template_args(p)
         if name == "gateway":
             _gateway_args(p, addresses=True)
+            add_client_arguments(p)
     up = sub.add_parser("up", help="run all four services on loopback, on the embedded model "
                                    "unless --model says otherwise")
     up.add_argument("--host", default="127.0.0.1", help="where the gateway listens")
     up.add_argument("--port", type=int, default=8000)
     _model_args(up)
     _decode_args(up)
+    _template_args(up)
     _gateway_args(up, addresses=False)
     return top
 

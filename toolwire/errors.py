@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+
+log = logging.getLogger("toolwire.gateway")
 
 # Trailing-metadata keys that carry the OpenAI `param` and `code` of an error between services.
 PARAM_KEY = "toolwire-param"
 CODE_KEY = "toolwire-code"
+RETRY_KEY = "retry-after"
 
 
 class RequestError(Exception):
     """A client error: becomes a 400 (or `status`) with an OpenAI error body."""
 
     def __init__(self, message: str, param: str | None = None, code: str | None = None,
-                 status: int = 400, type: str = "invalid_request_error"):
+                 status: int = 400, type: str = "invalid_request_error",
+                 retry_after: int | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
         self.status = status
         self.type = type
+        # Seconds a client should wait before trying again (429 and 503: Retry-After).
+        self.retry_after = retry_after
+
+
+def overloaded(message: str, code: str, retry_after: int = 1) -> RequestError:
+    """429: the request was refused before any work, because too much is queued."""
+    return RequestError(message, code=code, status=429, type="rate_limit_error",
+                        retry_after=retry_after)
+
+
+def unavailable(message: str, code: str = "service_unavailable",
+                retry_after: int = 2) -> RequestError:
+    """503: a service the request needs is down (or timed out waiting); try again later."""
+    return RequestError(message, code=code, status=503, type="service_unavailable",
+                        retry_after=retry_after)
 
 
 _GRPC_BY_STATUS = {
@@ -41,6 +62,8 @@ async def abort_with(context: grpc.aio.ServicerContext, err: RequestError) -> No
         md.append((PARAM_KEY, err.param))
     if err.code:
         md.append((CODE_KEY, err.code))
+    if err.retry_after is not None:
+        md.append((RETRY_KEY, str(err.retry_after)))
     context.set_trailing_metadata(tuple(md))
     await context.abort(_GRPC_BY_STATUS.get(err.status, grpc.StatusCode.INTERNAL), err.message)
 
@@ -49,8 +72,26 @@ def from_rpc_error(e: grpc.aio.AioRpcError, service: str) -> RequestError:
     """Rebuild the error a downstream service raised; unknown faults are 500s."""
     md = {k: v for k, v in (e.trailing_metadata() or ())}
     status = _STATUS_BY_GRPC.get(e.code(), 500)
-    if status == 500 or e.code() == grpc.StatusCode.UNAVAILABLE:
-        type_ = "server_error" if status == 500 else "service_unavailable"
-        return RequestError(f"{service} service: {e.details()}", status=status, type=type_)
+    retry = md.get(RETRY_KEY)
+    retry_after = int(retry) if retry and retry.isdigit() else None
+    if status == 500:
+        log.error("the %s service failed: %s: %s", service, e.code().name, e.details())
+        return RequestError(f"the {service} service failed", status=500, type="server_error")
+    if status == 401:  # our own credentials were refused: a deployment fault, not the client's
+        return RequestError(f"the {service} service refused the gateway's internal credentials "
+                            "(token or TLS)", status=500, type="server_error")
+    if e.code() == grpc.StatusCode.UNAVAILABLE and CODE_KEY not in md:
+        # The service itself is unreachable (down, restarting): not the request's fault. Its
+        # details name internal addresses: logged here, not sent to the client.
+        log.warning("the %s service is unavailable: %s", service, e.details())
+        return unavailable(f"the {service} service is unavailable; retry shortly",
+                           retry_after=retry_after or 2)
+    if status in (429, 503) and retry_after is None:
+        retry_after = 1
     return RequestError(e.details() or "", param=md.get(PARAM_KEY), code=md.get(CODE_KEY),
-                        status=status)
+                        status=status, type=_TYPE_BY_STATUS.get(status, "invalid_request_error"),
+                        retry_after=retry_after)
+
+
+_TYPE_BY_STATUS = {401: "authentication_error", 429: "rate_limit_error",
+                   503: "service_unavailable", 504: "timeout"}

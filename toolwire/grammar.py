@@ -16,8 +16,8 @@ class ConstraintCompiler:
     once. Used by the template service to refuse bad schemas and by the torch engine to decode."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int],
-                 cache_size: int = 256):
-        self.info = xgr.TokenizerInfo.from_huggingface(
+                 cache_size: int = 256, info: xgr.TokenizerInfo | None = None):
+        self.info = info or xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
         self.compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_enabled=False)
         self.compiles = 0
@@ -25,17 +25,22 @@ class ConstraintCompiler:
 
     def _compile(self, kind: str, text: str) -> xgr.CompiledGrammar:
         self.compiles += 1
-        if kind == "json_schema":
-            return self.compiler.compile_json_schema(text, strict_mode=False, any_whitespace=True,
-                                                     max_whitespace_cnt=1)
-        if kind == "structural_tag":
-            return self.compiler.compile_structural_tag(text)
-        if kind == "ebnf":
-            return self.compiler.compile_grammar(text)
-        if kind == "regex":
-            return self.compiler.compile_regex(text)
-        raise ValueError(f"unknown constraint kind {kind!r}")
+        return compile_with(self.compiler, kind, text)
 
     def compile_constraint(self, c: common.Constraint) -> xgr.CompiledGrammar | None:
         kind = c.WhichOneof("kind")
         return self.compile(kind, getattr(c, kind)) if kind else None
+
+
+def compile_with(compiler: xgr.GrammarCompiler, kind: str, text: str) -> xgr.CompiledGrammar:
+    """toolwire's one way to compile each kind (the template's check and the engine agree)."""
+    if kind == "json_schema":
+        return compiler.compile_json_schema(text, strict_mode=False, any_whitespace=True,
+                                            max_whitespace_cnt=1)
+    if kind == "structural_tag":
+        return compiler.compile_structural_tag(text)
+    if kind == "ebnf":
+        return compiler.compile_grammar(text)
+    if kind == "regex":
+        return compiler.compile_regex(text)
+    raise ValueError(f"unknown constraint kind {kind!r}")

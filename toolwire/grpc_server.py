@@ -11,26 +11,25 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-log = logging.getLogger("toolwire")
+from toolwire.internal_security import CHANNEL_OPTIONS, ServerSecurity
 
-# Messages carry whole prompts (token ids) and tool schemas: allow more than the 4 MiB default.
-MAX_MESSAGE = 64 * 1024 * 1024
-OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE),
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-]
+log = logging.getLogger("toolwire")
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=OPTIONS)
+    """A plain channel (tests, bench); the gateway's come from ClientSecurity.channel."""
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
 class GrpcServer:
-    """A started grpc.aio server whose health service reports SERVING once `start` returns."""
+    """A started grpc.aio server whose health service reports SERVING once `start` returns.
+    `security` (internal services) adds TLS and the token check; the gateway passes none."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, security: ServerSecurity | None = None):
         self.address = address
-        self.server = grpc.aio.server(options=OPTIONS)
+        self.security = security or ServerSecurity()
+        self.server = grpc.aio.server(options=CHANNEL_OPTIONS,
+                                      interceptors=self.security.interceptors())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -44,7 +43,9 @@ class GrpcServer:
 
     async def start(self) -> None:
         reflection.enable_server_reflection(self.names, self.server)
-        port = self.server.add_insecure_port(self.address)
+        creds = self.security.credentials()
+        port = (self.server.add_secure_port(self.address, creds) if creds
+                else self.server.add_insecure_port(self.address))
         if port == 0:
             raise SystemExit(f"cannot listen on {self.address}")
         await self.server.start()
@@ -66,12 +67,11 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-async def check_serving(address: str, timeout: float = 2.0) -> bool:
-    """Whether the gRPC server at address reports SERVING."""
+async def check_serving(ch: grpc.aio.Channel, timeout: float = 2.0) -> bool:
+    """Whether the gRPC server behind the channel reports SERVING."""
     try:
-        async with channel(address) as ch:
-            stub = health_pb2_grpc.HealthStub(ch)
-            resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-            return resp.status == health_pb2.HealthCheckResponse.SERVING
+        stub = health_pb2_grpc.HealthStub(ch)
+        resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.aio.AioRpcError:
         return False

@@ -1,8 +1,12 @@
-"""`toolwire up`: the four services as child processes on loopback, watched together."""
+"""`toolwire up`: the four services as child processes on loopback, watched together. A service
+that dies is restarted (with back-off) on the same port; the gateway keeps serving meanwhile,
+answering 503 for what needs the missing service."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -10,7 +14,12 @@ import sys
 import time
 import urllib.request
 
+from toolwire.internal_security import TOKEN_ENV
+from toolwire.limits import Limits
+
 CHILD_GRACE_S = 10
+BACKOFF_S = (1, 2, 4, 8, 16, 30)  # delay before the n-th restart in a row
+STABLE_S = 60  # a service up this long has its back-off reset
 
 
 def free_port() -> int:
@@ -38,10 +47,15 @@ def commands(args) -> dict[str, list[str]]:
     cmds["decode"] += ["--engine", args.engine, "--dtype", args.dtype, "--device", args.device,
                        "--max-batch", str(args.max_batch),
                        "--tensor-parallel-size", str(args.tensor_parallel_size),
-                       "--kv-cache-fraction", str(args.kv_cache_fraction)]
+                       "--kv-cache-fraction", str(args.kv_cache_fraction),
+                       "--max-queue", str(args.max_queue),
+                       "--queue-timeout", str(args.queue_timeout)]
+    cmds["template"] += ["--grammar-timeout", str(args.grammar_timeout),
+                         "--grammar-workers", str(args.grammar_workers)]
     cmds["gateway"] = base + ["gateway", "--host", args.host, "--port", str(args.port),
                               "--grpc-port", str(args.grpc_port)] + common + [
         f"--{name}-addr=127.0.0.1:{port}" for name, port in ports.items()]
+    cmds["gateway"] += Limits.from_args(args).as_flags()
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
     return cmds
@@ -69,8 +83,41 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float = 600) -> d
     raise RuntimeError(f"the stack did not become healthy in {timeout:.0f} s")
 
 
+class Child:
+    """One service process, restarted with back-off when it dies."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str]):
+        self.name, self.cmd, self.env = name, cmd, env
+        self.restarts = 0  # in a row, since it last ran STABLE_S
+        self.restart_at: float | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.restart_at = None
+        self.proc = subprocess.Popen(self.cmd, env=self.env)
+
+    def watch(self) -> None:
+        """Schedule a restart if it died; start it when its back-off is over."""
+        now = time.monotonic()
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                print(f"toolwire: restarting the {self.name} service", file=sys.stderr, flush=True)
+                self.start()
+            return
+        if self.proc.poll() is None:
+            return
+        if now - self.started > STABLE_S:
+            self.restarts = 0
+        delay = BACKOFF_S[min(self.restarts, len(BACKOFF_S) - 1)]
+        self.restarts += 1
+        self.restart_at = now + delay
+        print(f"toolwire: the {self.name} service exited (code {self.proc.returncode}); "
+              f"restarting it in {delay} s", file=sys.stderr, flush=True)
+
+
 def up(args) -> int:
-    procs: dict[str, subprocess.Popen] = {}
+    children: dict[str, Child] = {}
     stopping = False
 
     def stop(*_):
@@ -81,17 +128,26 @@ def up(args) -> int:
     signal.signal(signal.SIGTERM, stop)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     health = f"http://{host}:{args.port}/health"
+    # Every run gets its own internal token: on a shared machine, another local user's
+    # process cannot call the services behind the gateway's back. Passed in the environment,
+    # never on a command line (visible in ps).
+    env = dict(os.environ, **{TOKEN_ENV: os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)})
     try:
         for name, cmd in commands(args).items():
-            procs[name] = subprocess.Popen(cmd)
+            children[name] = Child(name, cmd, env)
         deadline = time.monotonic() + 600
         ready = False
         while not stopping:
-            dead = [n for n, p in procs.items() if p.poll() is not None]
-            if dead:
-                print(f"toolwire: the {dead[0]} service exited (code {procs[dead[0]].returncode})",
-                      file=sys.stderr)
-                return 1
+            if not ready:
+                # A service that dies before the stack first serves is misconfigured (a port
+                # taken, a model that does not load): stop, do not restart it forever.
+                dead = [c for c in children.values() if c.proc.poll() is not None]
+                if dead:
+                    print(f"toolwire: the {dead[0].name} service exited (code "
+                          f"{dead[0].proc.returncode})", file=sys.stderr)
+                    return 1
+            for child in children.values():
+                child.watch()
             status = None if ready else _health(health)
             if status:
                 ready = True
@@ -104,11 +160,12 @@ def up(args) -> int:
             time.sleep(0.2)
         return 0
     finally:
-        for p in procs.values():
+        procs = [c.proc for c in children.values()]
+        for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         end = time.monotonic() + CHILD_GRACE_S
-        for p in procs.values():
+        for p in procs:
             try:
                 p.wait(max(0.1, end - time.monotonic()))
             except subprocess.TimeoutExpired:

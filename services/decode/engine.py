@@ -66,3 +66,7 @@ class EngineRequestError(ValueError):
     def __init__(self, message: str, param: str | None = None):
         super().__init__(message)
         self.param = param
+
+
+class EngineBusy(RuntimeError):
+    """The engine could not take the request in time (its queue wait ran out): try again."""

@@ -8,11 +8,12 @@ import logging
 from toolwire.common.v1 import common_pb2 as common
 from toolwire.decode.v1 import decode_pb2 as pb
 from toolwire.decode.v1 import decode_pb2_grpc as pb_grpc
-from toolwire.errors import RequestError, abort_with
+from toolwire.errors import RequestError, abort_with, overloaded, unavailable
 from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.internal_security import ServerSecurity
 from toolwire.service_metrics import serve_metrics
 
-from .engine import Engine, EngineRequest, EngineRequestError
+from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
 
 log = logging.getLogger("toolwire.decode")
 
@@ -32,13 +33,21 @@ def engine_request(r: pb.GenerateRequest) -> EngineRequest:
 
 
 class DecodeServicer(pb_grpc.DecodeServiceServicer):
-    def __init__(self, engine: Engine, model_id: str):
+    def __init__(self, engine: Engine, model_id: str, max_queue: int = 256):
         self.engine = engine
         self.model_id = model_id
+        self.max_queue = max_queue
 
     async def Generate(self, request, context):
         if not request.request_id:
             await abort_with(context, RequestError("request_id is required", "request_id"))
+        # The bounded queue in front of the engine: beyond its slots and max_queue waiting,
+        # refuse at once (the gateway answers 429 with Retry-After) instead of holding memory.
+        waiting = self.engine.active_requests() - self.engine.info.max_batch
+        if waiting >= self.max_queue:
+            await abort_with(context, overloaded(
+                f"the decode queue is full ({waiting} requests waiting for a slot); retry "
+                "shortly", code="queue_full"))
         stream = self.engine.generate(engine_request(request))
         try:
             async for out in stream:
@@ -50,6 +59,8 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
                         completion_tokens=out.completion_tokens))
         except EngineRequestError as e:
             await abort_with(context, RequestError(str(e), e.param))
+        except EngineBusy as e:
+            await abort_with(context, unavailable(str(e), code="queue_timeout"))
         finally:
             await stream.aclose()  # a cancelled call aborts the request in the engine
 
@@ -68,7 +79,8 @@ def make_engine(args) -> Engine:
         from .torch_engine import TorchEngine
 
         return TorchEngine(args.model, dtype=args.dtype, max_batch=args.max_batch,
-                           max_model_len=args.max_model_len, device=args.device)
+                           max_model_len=args.max_model_len, device=args.device,
+                           queue_timeout=args.queue_timeout)
     if args.engine == "trtllm":
         from .trtllm_engine import TrtllmEngine
 
@@ -77,11 +89,14 @@ def make_engine(args) -> Engine:
 
 
 async def serve(args) -> None:
+    security = ServerSecurity.from_args(args)
+    security.check_address(args.host)  # before the model loads: fail fast
     engine = make_engine(args)
     await engine.start()
     model_id = getattr(getattr(engine, "source", None), "default_id", args.model)
-    server = GrpcServer(f"{args.host}:{args.port}")
-    server.add(pb_grpc.add_DecodeServiceServicer_to_server, DecodeServicer(engine, model_id),
+    server = GrpcServer(f"{args.host}:{args.port}", security)
+    server.add(pb_grpc.add_DecodeServiceServicer_to_server,
+               DecodeServicer(engine, model_id, args.max_queue),
                pb.DESCRIPTOR)
     await server.start()
     stats = getattr(engine, "stats", None)
@@ -93,7 +108,11 @@ async def serve(args) -> None:
             "toolwire_decode_mask_seconds": ("Time spent on grammar masks",
                                              lambda: stats.mask_s),
             "toolwire_decode_forward_seconds": ("Time spent in forward passes",
-                                                lambda: stats.forward_s)} if stats else {}),
+                                                lambda: stats.forward_s),
+            "toolwire_decode_aborts": ("Requests ended early (client gone or Abort); each "
+                                       "frees its slot at the next step", lambda: stats.aborts),
+            "toolwire_decode_queue_timeouts": ("Requests that waited past --queue-timeout",
+                                               lambda: stats.queue_timeouts)} if stats else {}),
     })
     log.info("decode service (%s engine) on %s:%s", engine.info.name, args.host, args.port)
     await wait_for_signal()

@@ -27,7 +27,8 @@ from toolwire.grammar import ConstraintCompiler
 from . import llama_step
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
-from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
+from .engine import (Engine, EngineBusy, EngineInfo, EngineOutput, EngineRequest,
+                     EngineRequestError)
 
 log = logging.getLogger("toolwire.decode")
 
@@ -68,6 +69,8 @@ class _Seq:
     completion: int = 0
     aborted: bool = False
     finish: str | None = None
+    enqueued: float = 0.0  # time.monotonic() when it joined the queue
+    timed_out: bool = False  # waited longer than queue_timeout for a slot
 
 
 @dataclass
@@ -77,12 +80,14 @@ class StepStats:
     forward_s: float = 0.0
     mask_s: float = 0.0
     tokens: int = 0
+    aborts: int = 0  # requests ended early (client gone, Abort), slot freed
+    queue_timeouts: int = 0
 
 
 class TorchEngine(Engine):
     def __init__(self, model: str = model_source.EMBEDDED, dtype: str = "auto",
                  max_batch: int = 32, max_model_len: int | None = None, threads: int | None = None,
-                 device: str = "cpu", prefill_chunk: int = 256):
+                 device: str = "cpu", prefill_chunk: int = 256, queue_timeout: float = 120.0):
         self.source = model_source.resolve(model)
         # int8: weight-only int8 matmuls, fp32 everywhere else (LlamaStep only). `auto` on a
         # CPU takes it where the step supports the model: decode there is bound by the bytes
@@ -94,6 +99,7 @@ class TorchEngine(Engine):
         self.max_batch = max_batch
         self.threads = threads
         self.prefill_chunk = prefill_chunk
+        self.queue_timeout = queue_timeout
         self.requested_len = max_model_len
         self.pending: collections.deque[_Seq] = collections.deque()
         self.prefilling: list[_Seq] = []  # admitted, prompt not yet all in the cache
@@ -193,7 +199,7 @@ class TorchEngine(Engine):
         max_tokens = min(request.max_tokens, room) if request.max_tokens else room
         queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
         seq = _Seq(request, asyncio.get_running_loop(), queue, matcher, generator,
-                   frozenset(request.stop_ids), max_tokens)
+                   frozenset(request.stop_ids), max_tokens, enqueued=time.monotonic())
         with self.wake:
             self.by_id[request.request_id] = seq
             self.pending.append(seq)
@@ -208,6 +214,8 @@ class TorchEngine(Engine):
                     out = EngineOutput(out.token_ids + nxt.token_ids, nxt.finish_reason,
                                        nxt.prompt_tokens, nxt.completion_tokens)
                 finished = out.finish_reason is not None
+                if seq.timed_out:
+                    raise EngineBusy(f"no decode slot came free in {self.queue_timeout:g} s")
                 yield out
                 if finished:
                     return
@@ -253,7 +261,17 @@ class TorchEngine(Engine):
             raise
 
     def _admit(self) -> None:
-        """Give waiting requests a cache slot; their prompts then prefill in chunks."""
+        """Give waiting requests a cache slot; their prompts then prefill in chunks. Requests
+        that left, or waited past queue_timeout, leave the queue first."""
+        if self.pending:
+            now = time.monotonic()
+            for seq in list(self.pending):
+                if seq.aborted or now - seq.enqueued > self.queue_timeout:
+                    with self.wake:
+                        self.pending.remove(seq)
+                    seq.timed_out = not seq.aborted
+                    self.stats.queue_timeouts += seq.timed_out
+                    self._finish(seq, "abort")
         while self.pending and len(self.running) + len(self.prefilling) < self.max_batch:
             with self.wake:
                 seq = self.pending.popleft()
@@ -374,6 +392,7 @@ class TorchEngine(Engine):
 
     def _finish(self, seq: _Seq, reason: str, last: list[int] | None = None) -> None:
         seq.finish = reason
+        self.stats.aborts += reason == "abort" and not seq.timed_out
         self._emit(seq, EngineOutput(last or [], reason, len(seq.request.prompt_ids),
                                      seq.completion))
         with self.wake:

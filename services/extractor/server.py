@@ -12,6 +12,7 @@ from toolwire.extractor.v1 import extractor_pb2_grpc as pb_grpc
 from toolwire.formats import Delta, get_format
 from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
 from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.internal_security import ServerSecurity
 from toolwire.service_metrics import serve_metrics
 
 from .detokenizer import IncrementalDetokenizer
@@ -86,6 +87,8 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
 
 
 async def serve(args) -> None:
+    security = ServerSecurity.from_args(args)
+    security.check_address(args.host)  # before the model loads: fail fast
     source = model_source.resolve(args.model)
     tokenizer = model_source.load_tokenizer(source)
     fmt = args.tool_format
@@ -95,7 +98,7 @@ async def serve(args) -> None:
         fmt = detect_format(tokenizer)
         if fmt is None:
             raise SystemExit("cannot tell this model's tool format; name it with --tool-format")
-    server = GrpcServer(f"{args.host}:{args.port}")
+    server = GrpcServer(f"{args.host}:{args.port}", security)
     servicer = ExtractorServicer(tokenizer, fmt)
     server.add(pb_grpc.add_ExtractorServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()

@@ -13,12 +13,15 @@ from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
 from toolwire.formats.reasoning import reasoning_mode
-from toolwire.grammar import ConstraintCompiler
+import xgrammar as xgr
+
 from toolwire.grpc_server import GrpcServer, wait_for_signal
+from toolwire.internal_security import ServerSecurity
 from toolwire.service_metrics import serve_metrics
 from toolwire.template.v1 import template_pb2 as pb
 from toolwire.template.v1 import template_pb2_grpc as pb_grpc
 
+from .compile_pool import CompilePool, CompileTimeout
 from .constraint_builder import build_constraint
 
 log = logging.getLogger("toolwire.template")
@@ -28,13 +31,14 @@ ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 class TemplateServicer(pb_grpc.TemplateServiceServicer):
     def __init__(self, tokenizer, fmt: ToolFormat, model_id: str, max_model_len: int,
-                 vocab_size: int):
+                 vocab_size: int, compiles: CompilePool | None = None):
         self.tokenizer = tokenizer
         self.format = fmt
         self.model_id = model_id
         self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
         self.stop_ids = sorted({tokenizer.eos_token_id} - {None})
-        self.compiler = ConstraintCompiler(tokenizer, vocab_size, self.stop_ids)
+        self.compiles = compiles  # RenderChat's constraint check (render() alone needs none)
 
     def render(self, request: pb.RenderChatRequest) -> pb.RenderChatResponse:
         if not request.messages:
@@ -65,12 +69,6 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         constraint = build_constraint(self.format, tools, choice, parallel,
                                       request.response_format, reasoning,
                                       any(m.get("role") == "tool" for m in messages))
-        if constraint is not None:
-            try:
-                self.compiler.compile_constraint(constraint)
-            except Exception as e:  # xgrammar rejects schemas it cannot compile
-                param = "response_format" if not tools else "tools"
-                raise RequestError(f"Invalid schema: {e}", param=param, code="invalid_schema")
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         if len(ids) >= self.max_model_len:
             raise RequestError(
@@ -82,10 +80,28 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
 
     async def RenderChat(self, request, context):
         try:
-            # Rendering and compiling take milliseconds of CPU: keep them off the event loop.
-            return await asyncio.to_thread(self.render, request)
+            # Rendering takes milliseconds of CPU: keep it off the event loop.
+            response = await asyncio.to_thread(self.render, request)
+            if response.HasField("constraint"):
+                await self.check_constraint(response.constraint, bool(request.tools))
+            return response
         except RequestError as e:
             await abort_with(context, e)
+
+    async def check_constraint(self, c: common.Constraint, has_tools: bool) -> None:
+        """Refuse (400) a constraint xgrammar cannot compile, or not within the deadline."""
+        param = "tools" if has_tools else "response_format"
+        kind = c.WhichOneof("kind")
+        try:
+            error = await self.compiles.check(kind, getattr(c, kind))
+        except CompileTimeout:
+            raise RequestError(
+                f"The schema in '{param}' did not compile within "
+                f"{self.compiles.timeout_s:g} s (--grammar-timeout); simplify it (fewer "
+                "properties with patterns, smaller repetition bounds)", param=param,
+                code="schema_too_complex") from None
+        if error is not None:
+            raise RequestError(f"Invalid schema: {error}", param=param, code="invalid_schema")
 
     async def Tokenize(self, request, context):
         ids = self.tokenizer.encode(request.text, add_special_tokens=request.add_special_tokens)
@@ -99,7 +115,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
     async def GetModelInfo(self, request, context):
         return common.ModelInfo(model_id=self.model_id, tool_format=self.format.name,
                                 max_model_len=self.max_model_len,
-                                vocab_size=self.compiler.info.vocab_size,
+                                vocab_size=self.vocab_size,
                                 stop_token_ids=self.stop_ids)
 
 
@@ -122,18 +138,29 @@ def resolve_format(name: str | None, tokenizer) -> ToolFormat:
 
 
 async def serve(args) -> None:
+    security = ServerSecurity.from_args(args)
+    security.check_address(args.host)  # before the model loads: fail fast
     source = model_source.resolve(args.model)
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source, tokenizer)
     # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
+    stop_ids = sorted({tokenizer.eos_token_id} - {None})
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop_ids)
+    compiles = CompilePool(info.serialize_json(), args.grammar_workers, args.grammar_timeout)
+    await compiles.start()
     servicer = TemplateServicer(tokenizer, resolve_format(args.tool_format, tokenizer),
-                                source.default_id, args.max_model_len or max_len, vocab)
-    server = GrpcServer(f"{args.host}:{args.port}")
+                                source.default_id, args.max_model_len or max_len, vocab, compiles)
+    server = GrpcServer(f"{args.host}:{args.port}", security)
     server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
     serve_metrics(args.metrics_port, {
         "toolwire_template_grammar_compiles": ("Constraints compiled (cache misses)",
-                                               lambda: servicer.compiler.compiles)})
+                                               lambda: servicer.compiles.compiles),
+        "toolwire_template_grammar_cache_hits": ("Constraints found compiled in the cache",
+                                                 lambda: servicer.compiles.cache_hits),
+        "toolwire_template_grammar_timeouts": ("Constraints refused for compiling too long",
+                                               lambda: servicer.compiles.timeouts)})
     log.info("template service on %s:%s (format %s)", args.host, args.port, servicer.format.name)
     await wait_for_signal()
     await server.stop()
+    servicer.compiles.close()

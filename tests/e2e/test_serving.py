@@ -43,7 +43,13 @@ def test_metrics_count_requests_tokens_and_calls(client, stack):
     assert float(calls[0].split()[-1]) >= 1
 
 
+def _counter(stack, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{stack.port}/metrics").text
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name))
+
+
 def test_cancelled_stream_frees_its_decode_slot(stack):
+    disconnects = _counter(stack, "toolwire_client_disconnects_total")
     body = {"model": stack.model, "stream": True, "max_tokens": 2000, "temperature": 1.0,
             "messages": [{"role": "user", "content": "Write a very long story about ships."}]}
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=120,
@@ -56,6 +62,7 @@ def test_cancelled_stream_frees_its_decode_slot(stack):
     while stack.health()["decode_active_requests"] != 0:
         assert time.monotonic() < deadline, "the decode slot was not freed"
         time.sleep(0.1)
+    assert _counter(stack, "toolwire_client_disconnects_total") == disconnects + 1
 
 
 # A constraint that pins the text, so stop strings and limits act on known output.

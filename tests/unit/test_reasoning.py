@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from toolwire.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, get_format
 from toolwire.formats.reasoning import STARTED, ReasoningExtractor
+from toolwire.grammar import ConstraintCompiler
 from toolwire.services.template.server import TemplateServicer
 from toolwire.template.v1 import template_pb2
 
@@ -65,7 +66,8 @@ def test_constraint_lets_reasoning_run_free_then_forces_the_call(tokenizer):
                                    parameters_json=json.dumps(TOOLS[0].parameters))],
         tool_choice=common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED)))
     assert r.reasoning == STARTED and r.prompt_text.endswith("<think>\n")
-    grammar = servicer.compiler.compile_constraint(r.constraint)
+    compiler = ConstraintCompiler(tok, len(tok), servicer.stop_ids)
+    grammar = compiler.compile_constraint(r.constraint)
 
     def ok(text):
         m = xgr.GrammarMatcher(grammar)

@@ -1,0 +1,124 @@
+"""Constraint compiles in worker processes with a deadline.
+
+xgrammar's compile is native code that cannot be interrupted: a pathological schema (dozens of
+properties with bounded-repetition patterns take seconds) would hold the template service's
+threads for everyone. Here each compile runs in a worker process; one that passes the deadline
+is killed and replaced, and its request gets a 400. Results are cached by constraint text
+(failures too), so a repeated tool set costs no round trip and a repeated bad schema no worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import multiprocessing
+import time
+from multiprocessing.connection import Connection
+
+log = logging.getLogger("toolwire.template")
+
+# Processes start with `spawn`: forking the gRPC server's process is unsafe.
+_CTX = multiprocessing.get_context("spawn")
+
+
+def _worker(conn: Connection, info_json: str) -> None:
+    """In the worker process: compile whatever arrives, answer None or the error message."""
+    import xgrammar as xgr
+
+    from toolwire.grammar import compile_with
+
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1,
+                                   cache_enabled=False)
+    conn.send("ready")
+    while True:
+        try:
+            kind, text = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        try:
+            compile_with(compiler, kind, text)
+            conn.send(None)
+        except Exception as e:  # xgrammar refuses the schema: the request's fault
+            conn.send(str(e) or type(e).__name__)
+
+
+class CompileTimeout(Exception):
+    pass
+
+
+class _Process:
+    def __init__(self, info_json: str):
+        self.conn, child = _CTX.Pipe()
+        self.proc = _CTX.Process(target=_worker, args=(child, info_json), daemon=True,
+                                 name="toolwire-grammar")
+        self.proc.start()
+        child.close()
+        if not self.conn.poll(120) or self.conn.recv() != "ready":
+            raise RuntimeError("the grammar worker did not start")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+
+class CompilePool:
+    def __init__(self, info_json: str, workers: int = 1, timeout_s: float = 10.0,
+                 cache_size: int = 512):
+        self.info_json = info_json
+        self.size = max(1, workers)
+        self.timeout_s = timeout_s
+        self.cache: collections.OrderedDict[tuple[str, str], str | None] = (
+            collections.OrderedDict())
+        self.cache_size = cache_size
+        self.idle: asyncio.Queue[_Process] = asyncio.Queue()
+        self.compiles = self.cache_hits = self.timeouts = 0
+
+    async def start(self) -> None:
+        for _ in range(self.size):
+            self.idle.put_nowait(await asyncio.to_thread(_Process, self.info_json))
+
+    def close(self) -> None:
+        while not self.idle.empty():
+            self.idle.get_nowait().kill()
+
+    async def check(self, kind: str, text: str) -> str | None:
+        """None if the constraint compiles, else xgrammar's message. Raises CompileTimeout."""
+        key = (kind, text)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            self.cache_hits += 1
+            result = self.cache[key]
+            if result == CompileTimeout.__name__:
+                raise CompileTimeout()
+            return result
+        worker = await self.idle.get()
+        self.compiles += 1
+        t0 = time.perf_counter()
+        try:
+            worker.conn.send(key)
+            done = await asyncio.to_thread(worker.conn.poll, self.timeout_s)
+            result = worker.conn.recv() if done else CompileTimeout.__name__
+        except (EOFError, OSError):  # the worker died (out of memory in a compile)
+            done, result = False, "the constraint compiler crashed on this schema"
+        if done:
+            self.idle.put_nowait(worker)
+        else:
+            self.timeouts += result == CompileTimeout.__name__
+            log.warning("a constraint took over %.1f s to compile (%.1f s): worker replaced",
+                        self.timeout_s, time.perf_counter() - t0)
+            asyncio.get_running_loop().create_task(self._replace(worker))
+        self._remember(key, result)
+        if result == CompileTimeout.__name__:
+            raise CompileTimeout()
+        return result
+
+    async def _replace(self, worker: _Process) -> None:
+        await asyncio.to_thread(worker.kill)
+        self.idle.put_nowait(await asyncio.to_thread(_Process, self.info_json))
+
+    def _remember(self, key: tuple[str, str], result: str | None) -> None:
+        self.cache[key] = result
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
