@@ -19,6 +19,7 @@ from starlette.routing import Route
 from toolwire.errors import RequestError
 
 from .auth import Auth
+from .openapi import openapi_document
 from .openai_models import ChatCompletionRequest
 from .orchestrator import Orchestrator
 from .request_convert import to_proto
@@ -166,6 +167,11 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
         return JSONResponse(body,
                             status_code=200 if ok else 503)
 
+    document = openapi_document(orch.limits)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -179,4 +185,5 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
         Route("/v1/models/{name:path}", model, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ], exception_handlers={404: not_found})
