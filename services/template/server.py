@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 
+import jinja2
+
 
 from toolwire import model_source
 from toolwire.common.v1 import common_pb2 as common
@@ -48,6 +50,12 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
             if m.role not in ROLES:
                 raise RequestError(f"Invalid role {m.role!r} in messages[{i}]",
                                    param=f"messages[{i}].role")
+            for j, call in enumerate(m.tool_calls):
+                if not _is_json_object(call.function.arguments or "{}"):
+                    raise RequestError(
+                        f"messages[{i}].tool_calls[{j}].function.arguments must be a JSON "
+                        "object (as a string)", param=f"messages[{i}].tool_calls[{j}].function."
+                        "arguments")
             messages.append(message_to_dict(m))
         tools = []
         for i, t in enumerate(request.tools):
@@ -64,7 +72,11 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
             raise RequestError(f"tool_choice names function {choice.name!r}, which is not in "
                                "tools", param="tool_choice")
         parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
-        prompt = self.format.render(self.tokenizer, messages, tools)
+        try:
+            prompt = self.format.render(self.tokenizer, messages, tools)
+        except jinja2.TemplateError as e:  # the model's own template refuses this conversation
+            raise RequestError(f"The model's chat template cannot render these messages: {e}",
+                               param="messages") from None
         reasoning = reasoning_mode(self.tokenizer, prompt)
         constraint = build_constraint(self.format, tools, choice, parallel,
                                       request.response_format, reasoning,
@@ -117,6 +129,13 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                                 max_model_len=self.max_model_len,
                                 vocab_size=self.vocab_size,
                                 stop_token_ids=self.stop_ids)
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (json.JSONDecodeError, RecursionError):
+        return False
 
 
 def model_config(source: model_source.ModelSource, tokenizer) -> tuple[int, int]:
