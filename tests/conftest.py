@@ -21,7 +21,8 @@ ALIAS = "gpt-4o-mini"  # served as an alias: users keep the model name their cod
 
 # Small limits, so that the backpressure and limit tests can reach them with a few requests.
 # No other test runs requests concurrently, so none of them waits on these.
-STACK_LIMITS = {"max_batch": 4, "max_queue": 4, "queue_timeout": 8, "grammar_timeout": 3}
+STACK_LIMITS = {"max_batch": 4, "max_queue": 4, "queue_timeout": 8, "grammar_timeout": 3,
+                "max_concurrent_requests": 9}
 
 
 class Stack:
