@@ -74,7 +74,8 @@ def test_format_mode_on_the_embedded_model(torch_engine, tokenizer, fmt_name, mo
         return
     if mode in ("required-single", "named"):
         assert calls, text
-        assert delta.content == "", text
+        # Calls only; with max tokens reached mid-marker, the cut marker is left as text.
+        assert delta.content == "" or finish == "length", text
     if mode == "required-single":
         assert len(calls) == 1 and finish == "stop", text
     if mode == "named":

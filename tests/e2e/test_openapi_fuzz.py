@@ -20,10 +20,17 @@ def _bound(case) -> None:
     body = case.body
     if not isinstance(body, dict):
         return
+    capped = False
     for key in ("max_tokens", "max_completion_tokens"):
-        if isinstance(body.get(key), int) and not isinstance(body[key], bool) and body[key] > 0:
-            body[key] = min(body[key], MAX_TOKENS)
-    if "max_tokens" not in body and "max_completion_tokens" not in body:
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            body[key] = min(value, MAX_TOKENS)
+            capped = True
+        elif key in body and value is None:
+            del body[key]  # null means "up to the context": minutes of decoding
+        elif key in body:
+            capped = True  # an invalid value: the request is refused, nothing decodes
+    if not capped:
         body["max_tokens"] = MAX_TOKENS
 
 
