@@ -94,10 +94,11 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-2**63, le=2**64 - 1)
     stop: Union[str, list[str], None] = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    # Past any context window; the context check gives the precise refusal.
+    max_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
     # Accepted so that SDK requests pass; each is checked by `unsupported_parameters`.
     n: int | None = None
     logprobs: bool | None = None

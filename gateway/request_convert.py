@@ -74,9 +74,11 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
             out.response_format.name = rf.json_schema.name
             out.response_format.strict = bool(rf.json_schema.strict)
             out.response_format.schema_json = json.dumps(rf.json_schema.schema_ or {})
-    for key in ("temperature", "top_p", "seed"):
+    for key in ("temperature", "top_p"):
         if getattr(req, key) is not None:
             setattr(out, key, getattr(req, key))
+    if req.seed is not None:
+        out.seed = req.seed % 2**64  # OpenAI's seed is signed; the same bits as uint64
     out.stop.extend([req.stop] if isinstance(req.stop, str) else (req.stop or []))
     limit = req.max_completion_tokens or req.max_tokens
     if limit is not None:
