@@ -18,10 +18,11 @@ from starlette.routing import Route
 
 from toolwire.errors import RequestError
 
+from . import request_log
 from .auth import Auth
 from .openapi import openapi_document
 from .openai_models import ChatCompletionRequest
-from .orchestrator import Orchestrator
+from .orchestrator import Orchestrator, new_request_id
 from .request_convert import to_proto
 from .wire import chunk_dict, completion_dict
 
@@ -81,10 +82,23 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
         return auth.check(request.headers.get("authorization"))
 
     async def chat_completions(request: Request) -> Response:
+        # The id names the request everywhere: the response's x-request-id header, its
+        # completion id, the JSON log line, the services' log lines (via gRPC metadata).
+        rid, started = new_request_id(), time.perf_counter()
+        headers = {"x-request-id": rid}
+        model, streamed = "", False
+
+        def refused(e: RequestError) -> Response:
+            metrics.count("rest", e.status, e.code)
+            request_log.write(request_id=rid, api="rest", model=model, status=e.status,
+                              code=e.code, stream=streamed, started=started)
+            response = error_response(e)
+            response.headers.update(headers)
+            return response
+
         err = authorized(request)
         if err:
-            metrics.requests.labels("rest", "401").inc()
-            return error_response(err)
+            return refused(err)
         try:
             raw = await read_body(request, orch.limits.max_body_bytes)
             try:
@@ -93,21 +107,23 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
                 raise RequestError("The request body is not valid JSON.", param=None)
             if not isinstance(body, dict):
                 raise RequestError("The request body must be a JSON object.")
+            model, streamed = str(body.get("model", "")), body.get("stream") is True
             try:
                 req = ChatCompletionRequest.model_validate(body)
             except pydantic.ValidationError as e:
                 raise validation_error(e)
-            run = await orch.open(to_proto(req))
+            run = await orch.open(to_proto(req), rid)
             if not req.stream:
                 result = completion_dict(await run.completion())
-                metrics.requests.labels("rest", "200").inc()
-                return JSONResponse(result)
+                metrics.count("rest", 200)
+                request_log.write(request_id=rid, api="rest", model=model, status=200,
+                                  started=started, run=run)
+                return JSONResponse(result, headers=headers)
         except RequestError as e:
-            metrics.requests.labels("rest", str(e.status)).inc()
-            return error_response(e)
+            return refused(e)
 
         async def events():
-            status = "200"
+            status, code = 200, None
             try:
                 async for chunk in run.chunks():
                     # orjson: compact UTF-8 as OpenAI sends it, several times json's speed.
@@ -115,27 +131,29 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
                 yield "data: [DONE]\n\n"
             except (GeneratorExit, asyncio.CancelledError):
                 # The client went away (the write failed): chunks()' finally aborts decoding.
-                status = "499"
+                status, code = 499, "client_disconnected"
                 metrics.client_disconnects.inc()
                 raise
             except RequestError as e:
-                status = str(e.status)
+                status, code = e.status, e.code
                 yield f"data: {json.dumps(error_body(e))}\n\n"
-            except Exception as e:  # never hang a stream: end it with an error event
+            except Exception:  # never hang a stream: end it with an error event
                 log.exception("stream failed")
-                status = "500"
+                status, code = 500, "internal_error"
                 yield "data: " + json.dumps(error_body(RequestError(
-                    f"internal error: {e}", status=500, type="server_error"))) + "\n\n"
+                    "internal error", status=500, type="server_error"))) + "\n\n"
             finally:
                 run.close()
-                metrics.requests.labels("rest", status).inc()
+                metrics.count("rest", status, code)
+                request_log.write(request_id=rid, api="rest", model=model, status=status,
+                                  code=code, stream=True, started=started, run=run)
 
         stream = events()
         # A client gone before the first write leaves the generator unstarted, so its finally
         # never runs: free the decode slot and the in-flight place when it is collected.
         weakref.finalize(stream, run.close)
         return StreamingResponse(stream, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+                                 headers={"Cache-Control": "no-cache", **headers})
 
     async def models(request: Request) -> Response:
         err = authorized(request)

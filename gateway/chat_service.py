@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from toolwire.chat.v1 import chat_pb2_grpc
 from toolwire.errors import RequestError, abort_with
 
+from . import request_log
 from .auth import Auth
-from .orchestrator import Orchestrator
+from .orchestrator import Orchestrator, new_request_id
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
@@ -18,26 +21,34 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         md = dict(context.invocation_metadata() or ())
         err = self.auth.check(md.get("authorization"))
         if err:
+            self.orch.metrics.count("grpc", 401, err.code)
             await abort_with(context, err)
 
     async def CreateChatCompletion(self, request, context):
         await self._check(context)
+        rid, started = new_request_id(), time.perf_counter()
         try:
-            run = await self.orch.open(request)
+            run = await self.orch.open(request, rid)
             result = await run.completion()
         except RequestError as e:
-            self.orch.metrics.requests.labels("grpc", str(e.status)).inc()
+            self._done(rid, request, e.status, e.code, started, None, False)
             await abort_with(context, e)
-        self.orch.metrics.requests.labels("grpc", "200").inc()
+        self._done(rid, request, 200, None, started, run, False)
         return result
+
+    def _done(self, rid, request, status, code, started, run, stream) -> None:
+        self.orch.metrics.count("grpc", status, code)
+        request_log.write(request_id=rid, api="grpc", model=request.model, status=status,
+                          code=code, stream=stream, started=started, run=run)
 
     async def StreamChatCompletion(self, request, context):
         await self._check(context)
+        rid, started, run = new_request_id(), time.perf_counter(), None
         try:
-            run = await self.orch.open(request)
+            run = await self.orch.open(request, rid)
             async for chunk in run.chunks():
                 yield chunk
         except RequestError as e:
-            self.orch.metrics.requests.labels("grpc", str(e.status)).inc()
+            self._done(rid, request, e.status, e.code, started, run, True)
             await abort_with(context, e)
-        self.orch.metrics.requests.labels("grpc", "200").inc()
+        self._done(rid, request, 200, None, started, run, True)

@@ -8,11 +8,14 @@ ChatCompletionChunk protos in OpenAI's stream order.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import secrets
 import time
 from typing import AsyncIterator
 
 import grpc
+import jsonschema
 
 from toolwire.chat.v1 import chat_pb2
 from toolwire.common.v1 import common_pb2 as common
@@ -22,6 +25,7 @@ from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
 from toolwire.grpc_server import check_serving
 from toolwire.internal_security import ClientSecurity
 from toolwire.limits import Limits, check_max_tokens, check_request
+from toolwire.request_context import REQUEST_ID_KEY
 from toolwire.template.v1 import template_pb2, template_pb2_grpc
 
 from .metrics import Metrics
@@ -51,6 +55,7 @@ class Orchestrator:
                                                 wait_for_ready=True, timeout=600)
         self.model_id = info.model_id
         self.max_model_len = info.max_model_len
+        self.metrics.init_model(self.model_id)
         self.tool_format = info.tool_format
         self.names = [self.model_id] + [n for n in self.extra_names if n != self.model_id]
 
@@ -69,9 +74,23 @@ class Orchestrator:
                                               metadata=self.security.metadata)
         return info.active_requests
 
-    async def open(self, req: chat_pb2.ChatCompletionRequest) -> "Run":
+    def strict_validator(self, tools, name: str):
+        """A JSON Schema validator for the strict tool `name`, cached by schema text."""
+        for t in tools:
+            if t.name == name and t.strict:
+                return _validator(t.parameters_json or "{}")
+        return None
+
+    def call_metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
+        """Metadata of every internal call: the request id (for the services' logs), the
+        internal token."""
+        return ((REQUEST_ID_KEY, request_id),) + (self.security.metadata or ())
+
+    async def open(self, req: chat_pb2.ChatCompletionRequest,
+                   request_id: str | None = None) -> "Run":
         """Render, start decoding and wait for the first token. The returned Run holds one of
         the gateway's in-flight places until its stream ends (`Run.chunks`' finally)."""
+        request_id = request_id or new_request_id()
         if req.model not in self.names:
             raise RequestError(f"The model `{req.model}` does not exist. Served: "
                                f"{', '.join(self.names)}", param="model",
@@ -82,24 +101,25 @@ class Orchestrator:
                              "retry shortly", code="too_many_requests")
         self.in_flight += 1
         try:
-            return await self._open(req)
+            return await self._open(req, request_id)
         except BaseException:
             self.in_flight -= 1
             raise
 
-    async def _open(self, req: chat_pb2.ChatCompletionRequest) -> "Run":
+    async def _open(self, req: chat_pb2.ChatCompletionRequest, request_id: str) -> "Run":
         started = time.perf_counter()
+        md = self.call_metadata(request_id)
         try:
             rendered = await self.template.RenderChat(template_pb2.RenderChatRequest(
                 model=self.model_id, messages=req.messages, tools=req.tools,
                 tool_choice=req.tool_choice,
                 parallel_tool_calls=req.parallel_tool_calls if req.HasField(
                     "parallel_tool_calls") else None,
-                response_format=req.response_format), metadata=self.security.metadata)
+                response_format=req.response_format), metadata=md)
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "template") from None
         check_max_tokens(req, len(rendered.prompt_token_ids), self.max_model_len)
-        run = Run(self, req, rendered, started)
+        run = Run(self, req, rendered, started, request_id)
         try:
             await run.start()
         except BaseException:
@@ -112,12 +132,14 @@ class Run:
     """One request in flight."""
 
     def __init__(self, orch: Orchestrator, req: chat_pb2.ChatCompletionRequest,
-                 rendered: template_pb2.RenderChatResponse, started: float):
+                 rendered: template_pb2.RenderChatResponse, started: float, request_id: str):
         self.orch = orch
         self.req = req
         self.rendered = rendered
         self.started = started
-        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.id = request_id
+        self.ttft: float | None = None
+        self.finish: str | None = None
         self.created = int(time.time())
         self.prompt_tokens = len(rendered.prompt_token_ids)
         self.completion_tokens = 0
@@ -125,6 +147,7 @@ class Run:
         self.tool_calls = 0
         self.generate = self.extract = None
         self.released = False
+        self.call_text: dict[int, list[str]] = {}  # index -> [name, arguments so far]
 
     def cancel_calls(self) -> None:
         for call in (self.generate, self.extract):
@@ -145,7 +168,7 @@ class Run:
             top_p=req.top_p if req.HasField("top_p") else 1.0)
         if req.HasField("seed"):
             sampling.seed = req.seed
-        md = self.orch.security.metadata
+        md = self.orch.call_metadata(self.id)
         # The extractor stream opens first: if it is down, the request fails as a plain 503
         # before any SSE response starts.
         self.extract = self.orch.extractor.Extract(metadata=md)
@@ -164,7 +187,8 @@ class Run:
             self.first = await self.generate.read()
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "decode") from None
-        self.orch.metrics.time_to_first_token.observe(time.perf_counter() - self.started)
+        self.ttft = time.perf_counter() - self.started
+        self.orch.metrics.time_to_first_token.labels(self.orch.model_id).observe(self.ttft)
 
     async def _pump(self, extract) -> None:
         """decode -> extractor: token chunks, then the end with decode's finish reason. If it
@@ -212,6 +236,7 @@ class Run:
                 d.reasoning_content = resp.reasoning_content
             yield self._chunk(d)
         for c in resp.tool_calls:
+            self.call_text.setdefault(c.index, [c.name, ""])[1] += c.arguments
             if c.id:
                 self.tool_calls += 1
                 yield self._chunk(chat_pb2.Delta(tool_calls=[chat_pb2.ToolCallChunk(
@@ -228,8 +253,14 @@ class Run:
             pump = asyncio.create_task(self._pump(extract))
             yield self._chunk(chat_pb2.Delta(role="assistant"))
             finish = None
+            itl = orch.metrics.inter_token_latency.labels(orch.model_id)
+            last = time.perf_counter()
             while finish is None:
                 resp = await _read(extract, pump)
+                now = time.perf_counter()
+                if resp.content or resp.tool_calls or resp.reasoning_content:
+                    itl.observe(now - last)
+                    last = now
                 for chunk in self._deltas(resp):
                     yield chunk
                 finish = resp.finish_reason or None
@@ -241,8 +272,7 @@ class Run:
             yield self._chunk(finish=finish)
             if self.decode_done is not None:
                 self.completion_tokens = self.decode_done.completion_tokens
-            orch.metrics.tokens_generated.inc(self.completion_tokens)
-            orch.metrics.tool_calls.inc(self.tool_calls)
+            self._observe(finish)
             if self.req.include_usage:
                 yield chat_pb2.ChatCompletionChunk(
                     id=self.id, object="chat.completion.chunk", created=self.created,
@@ -254,6 +284,30 @@ class Run:
             self.close()
             if pump is not None and not pump.done():
                 pump.cancel()
+
+    def _observe(self, finish: str) -> None:
+        """A finished request, into the metrics; strict calls are checked against their
+        schema once more, after decoding (the constraint should make every check pass)."""
+        self.finish = finish
+        m, model = self.orch.metrics, self.orch.model_id
+        m.e2e_latency.labels(model).observe(time.perf_counter() - self.started)
+        m.prompt_tokens.labels(model).observe(self.prompt_tokens)
+        m.generation_tokens.labels(model).observe(self.completion_tokens)
+        m.tokens_generated.labels(model).inc(self.completion_tokens)
+        m.success.labels(model, finish).inc()
+        if self.tool_calls:
+            m.tool_calls.labels(model, self.rendered.tool_format,
+                                choice_mode(self.req.tool_choice)).inc(self.tool_calls)
+        complete = self.call_text if finish != "length" else {}  # a cut call is no violation
+        for name, arguments in complete.values():
+            try:
+                value = json.loads(arguments)
+            except json.JSONDecodeError:
+                m.unparsed_arguments.labels(model).inc()
+                continue
+            validator = self.orch.strict_validator(self.req.tools, name)
+            if validator is not None and not validator.is_valid(value):
+                m.strict_violations.labels(model).inc()
 
     def usage(self) -> common.Usage:
         return common.Usage(prompt_tokens=self.prompt_tokens,
@@ -287,6 +341,23 @@ class Run:
             id=self.id, object="chat.completion", created=self.created, model=self.req.model,
             choices=[chat_pb2.Choice(index=0, message=message, finish_reason=finish)],
             usage=self.usage())
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_json)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def new_request_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)
+
+
+def choice_mode(choice: common.ToolChoice) -> str:
+    if choice.WhichOneof("choice") == "function_name":
+        return "named"
+    return {common.ToolChoice.MODE_NONE: "none",
+            common.ToolChoice.MODE_REQUIRED: "required"}.get(choice.mode, "auto")
 
 
 def _pump_error(pump: asyncio.Task) -> BaseException | None:

@@ -13,6 +13,7 @@ from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ClientSecurity
 from toolwire.limits import Limits
 
+from . import request_log
 from .app import build_app
 from .auth import Auth
 from .chat_service import ChatServicer
@@ -29,6 +30,7 @@ def api_keys(args) -> list[str]:
 
 
 async def serve(args) -> None:
+    request_log.setup()
     auth = Auth(api_keys(args))
     host = args.host
     if not auth.enabled and host not in LOOPBACK:

@@ -60,6 +60,11 @@ class Stack:
                 return addrs
         raise RuntimeError("no gateway process")
 
+    def metrics_port(self, service: str) -> int:
+        """The --metrics-port `toolwire up` gave an internal service."""
+        argv = Path(f"/proc/{self.service_pid(service)}/cmdline").read_bytes().split(b"\0")
+        return int(argv[argv.index(b"--metrics-port") + 1])
+
     def service_pid(self, service: str) -> int:
         for pid in _children(self.proc.pid):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

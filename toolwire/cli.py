@@ -95,8 +95,13 @@ def setup_logging() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+    from toolwire.request_context import RequestIdFilter
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s%(request_id)s: %(message)s",
                         datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())  # lines logged for a request name it
     import transformers
 
     transformers.utils.logging.disable_progress_bar()

@@ -43,7 +43,9 @@ def commands(args) -> dict[str, list[str]]:
     ports = {name: free_port() for name in ("template", "decode", "extractor")}
     base = [sys.executable, "-m", "toolwire.cli", "serve"]
     common = _common(args)
-    cmds = {name: base + [name, "--port", str(port)] + common for name, port in ports.items()}
+    # Every service serves /metrics too (the gateway on its HTTP port).
+    cmds = {name: base + [name, "--port", str(port), "--metrics-port", str(free_port())] + common
+            for name, port in ports.items()}
     cmds["decode"] += ["--engine", args.engine, "--dtype", args.dtype, "--device", args.device,
                        "--max-batch", str(args.max_batch),
                        "--tensor-parallel-size", str(args.tensor_parallel_size),

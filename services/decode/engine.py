@@ -33,6 +33,13 @@ class EngineOutput:
 
 
 @dataclass
+class EngineLoad:
+    running: int  # holding a batch slot (prefilling or decoding)
+    waiting: int  # queued for a slot
+    cache_used: float  # fraction of the KV cache's positions in use
+
+
+@dataclass
 class EngineInfo:
     name: str
     max_model_len: int
@@ -58,6 +65,10 @@ class Engine(ABC):
 
     def active_requests(self) -> int:
         return 0
+
+    def occupancy(self) -> "EngineLoad":
+        """What the scheduler holds now, for /metrics (engines that cannot tell: all running)."""
+        return EngineLoad(running=self.active_requests(), waiting=0, cache_used=float("nan"))
 
 
 class EngineRequestError(ValueError):

@@ -11,7 +11,8 @@ from toolwire.decode.v1 import decode_pb2_grpc as pb_grpc
 from toolwire.errors import RequestError, abort_with, overloaded, unavailable
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ServerSecurity
-from toolwire.service_metrics import serve_metrics
+from toolwire import request_context
+from toolwire.service_metrics import ServiceMetrics
 
 from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
 
@@ -39,6 +40,7 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
         self.max_queue = max_queue
 
     async def Generate(self, request, context):
+        request_context.bind(context)
         if not request.request_id:
             await abort_with(context, RequestError("request_id is required", "request_id"))
         # The bounded queue in front of the engine: beyond its slots and max_queue waiting,
@@ -65,6 +67,7 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
             await stream.aclose()  # a cancelled call aborts the request in the engine
 
     async def Abort(self, request, context):
+        request_context.bind(context)
         return pb.AbortResponse(aborted=await self.engine.abort(request.request_id))
 
     async def GetModelInfo(self, request, context):
@@ -72,6 +75,32 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
         return common.ModelInfo(model_id=self.model_id, max_model_len=info.max_model_len,
                                 vocab_size=info.vocab_size, engine=info.name,
                                 active_requests=self.engine.active_requests())
+
+
+def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
+    m = ServiceMetrics(model_id)
+    batch = engine.info.max_batch
+    m.gauge("toolwire_num_requests_running", "Requests holding a batch slot (prefilling or "
+            "decoding)", lambda: engine.occupancy().running)
+    m.gauge("toolwire_num_requests_waiting", "Requests queued for a slot",
+            lambda: engine.occupancy().waiting)
+    m.gauge("toolwire_batch_occupancy_ratio", "Batch slots in use, of --max-batch",
+            lambda: engine.occupancy().running / batch)
+    m.gauge("toolwire_kv_cache_usage_ratio", "KV-cache positions in use, of all slots' "
+            "(NaN where the engine cannot tell)", lambda: engine.occupancy().cache_used)
+    stats = getattr(engine, "stats", None)
+    if stats is not None:
+        m.counter("toolwire_decode_steps", "Batched forward passes", lambda: stats.steps)
+        m.counter("toolwire_generation_tokens", "Tokens generated", lambda: stats.tokens)
+        m.counter("toolwire_decode_forward_seconds", "Time in forward passes",
+                  lambda: stats.forward_s)
+        m.counter("toolwire_decode_mask_seconds", "Time applying grammar masks",
+                  lambda: stats.mask_s)
+        m.counter("toolwire_decode_aborts", "Requests ended early (client gone or Abort); each "
+                  "frees its slot at the next step", lambda: stats.aborts)
+        m.counter("toolwire_decode_queue_timeouts", "Requests that waited past --queue-timeout",
+                  lambda: stats.queue_timeouts)
+    return m
 
 
 def make_engine(args) -> Engine:
@@ -99,21 +128,7 @@ async def serve(args) -> None:
                DecodeServicer(engine, model_id, args.max_queue),
                pb.DESCRIPTOR)
     await server.start()
-    stats = getattr(engine, "stats", None)
-    serve_metrics(args.metrics_port, {
-        "toolwire_decode_active_requests": ("Requests holding a decode slot",
-                                            engine.active_requests),
-        **({"toolwire_decode_tokens": ("Tokens generated", lambda: stats.tokens),
-            "toolwire_decode_steps": ("Batched decode steps", lambda: stats.steps),
-            "toolwire_decode_mask_seconds": ("Time spent on grammar masks",
-                                             lambda: stats.mask_s),
-            "toolwire_decode_forward_seconds": ("Time spent in forward passes",
-                                                lambda: stats.forward_s),
-            "toolwire_decode_aborts": ("Requests ended early (client gone or Abort); each "
-                                       "frees its slot at the next step", lambda: stats.aborts),
-            "toolwire_decode_queue_timeouts": ("Requests that waited past --queue-timeout",
-                                               lambda: stats.queue_timeouts)} if stats else {}),
-    })
+    decode_metrics(engine, model_id).serve(args.metrics_port, args.host)
     log.info("decode service (%s engine) on %s:%s", engine.info.name, args.host, args.port)
     await wait_for_signal()
     await server.stop()

@@ -27,7 +27,7 @@ from toolwire.grammar import ConstraintCompiler
 from . import llama_step
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
-from .engine import (Engine, EngineBusy, EngineInfo, EngineOutput, EngineRequest,
+from .engine import (Engine, EngineBusy, EngineInfo, EngineLoad, EngineOutput, EngineRequest,
                      EngineRequestError)
 
 log = logging.getLogger("toolwire.decode")
@@ -171,6 +171,13 @@ class TorchEngine(Engine):
 
     def active_requests(self) -> int:
         return len(self.by_id)
+
+    def occupancy(self) -> EngineLoad:
+        # Read from another thread without the lock: a scrape may be off by a step, no more.
+        held = list(self.running) + list(self.prefilling)
+        cells = self.max_batch * (self.info.max_model_len + 1)
+        return EngineLoad(running=len(held), waiting=len(self.pending),
+                          cache_used=sum(s.position for s in held) / cells)
 
     # -- requests ------------------------------------------------------------------------
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from toolwire import model_source
+from toolwire import model_source, request_context
 from toolwire.convert import choice_from_proto, tool_from_proto
 from toolwire.errors import RequestError, abort_with
 from toolwire.extractor.v1 import extractor_pb2 as pb
@@ -13,12 +13,27 @@ from toolwire.formats import Delta, get_format
 from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ServerSecurity
-from toolwire.service_metrics import serve_metrics
+from toolwire.service_metrics import ServiceMetrics
 
 from .detokenizer import IncrementalDetokenizer
 from .stop_strings import StopStrings
 
 log = logging.getLogger("toolwire.extractor")
+
+
+class MarkerWatch:
+    """Whether the content streamed so far holds the call marker (a call left unparsed), across
+    piece boundaries."""
+
+    def __init__(self, marker: str):
+        self.marker, self.tail, self.seen = marker, "", False
+
+    def marker_in(self, content: str) -> bool:
+        if self.marker and not self.seen and content:
+            text = self.tail + content
+            self.seen = self.marker in text
+            self.tail = text[len(text) - len(self.marker) + 1:]
+        return self.seen
 
 
 def finish_reason(decode_reason: str, calls: int) -> str:
@@ -32,8 +47,10 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
         self.tokenizer = tokenizer
         self.default_format = default_format
         self.streams = 0
+        self.unparsed = 0  # streams with the call marker in their content
 
     async def Extract(self, request_iterator, context):
+        request_context.bind(context)
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("message") != "setup":
             await abort_with(context, RequestError("the first message must be setup", "setup"))
@@ -51,6 +68,7 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
             extractor = ReasoningExtractor(extractor or ContentOnly(), setup.reasoning)
         detok = IncrementalDetokenizer(self.tokenizer)
         stops = StopStrings(list(setup.stop))
+        seen = MarkerWatch(fmt.call_marker if extractor is not None else "")
 
         def respond(delta: Delta, final: bool) -> pb.ExtractResponse:
             content = stops.feed(delta.content) + (stops.flush() if final and not stops.hit else "")
@@ -76,10 +94,13 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
                     yield resp
                     return
                 if resp.content or resp.tool_calls or resp.reasoning_content:
+                    seen.marker_in(resp.content)
                     yield resp
             elif kind == "end":
                 resp = respond(parse(detok.flush(), True), True)
                 calls = extractor.call_count if extractor else 0
+                if seen.marker_in(resp.content):
+                    self.unparsed += 1
                 resp.finish_reason = "stop" if stops.hit else finish_reason(
                     message.end.finish_reason, calls)
                 yield resp
@@ -102,8 +123,13 @@ async def serve(args) -> None:
     servicer = ExtractorServicer(tokenizer, fmt)
     server.add(pb_grpc.add_ExtractorServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
-    serve_metrics(args.metrics_port, {
-        "toolwire_extractor_streams": ("Extraction streams served", lambda: servicer.streams)})
+    metrics = ServiceMetrics(source.default_id)
+    metrics.counter("toolwire_extractor_streams", "Extraction streams served",
+                    lambda: servicer.streams)
+    metrics.counter("toolwire_extractor_unparsed_calls", "Streams whose text held the format's "
+                    "call marker but no call could be parsed from it (left as content)",
+                    lambda: servicer.unparsed)
+    metrics.serve(args.metrics_port, args.host)
     log.info("extractor service on %s:%s", args.host, args.port)
     await wait_for_signal()
     await server.stop()

@@ -9,7 +9,7 @@ import logging
 import jinja2
 
 
-from toolwire import model_source
+from toolwire import model_source, request_context
 from toolwire.common.v1 import common_pb2 as common
 from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
@@ -19,7 +19,7 @@ import xgrammar as xgr
 
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ServerSecurity
-from toolwire.service_metrics import serve_metrics
+from toolwire.service_metrics import ServiceMetrics
 from toolwire.template.v1 import template_pb2 as pb
 from toolwire.template.v1 import template_pb2_grpc as pb_grpc
 
@@ -91,6 +91,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                                      prompt_text=prompt, reasoning=reasoning)
 
     async def RenderChat(self, request, context):
+        request_context.bind(context)
         try:
             # Rendering takes milliseconds of CPU: keep it off the event loop.
             response = await asyncio.to_thread(self.render, request)
@@ -165,20 +166,24 @@ async def serve(args) -> None:
     # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
     stop_ids = sorted({tokenizer.eos_token_id} - {None})
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop_ids)
-    compiles = CompilePool(info.serialize_json(), args.grammar_workers, args.grammar_timeout)
+    metrics = ServiceMetrics(source.default_id)
+    compile_seconds = metrics.histogram("toolwire_constraint_compile_seconds",
+                                        "Compiling one request's constraint (cache misses)")
+    compiles = CompilePool(info.serialize_json(), args.grammar_workers, args.grammar_timeout,
+                           observe=compile_seconds.observe)
     await compiles.start()
     servicer = TemplateServicer(tokenizer, resolve_format(args.tool_format, tokenizer),
                                 source.default_id, args.max_model_len or max_len, vocab, compiles)
     server = GrpcServer(f"{args.host}:{args.port}", security)
     server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
-    serve_metrics(args.metrics_port, {
-        "toolwire_template_grammar_compiles": ("Constraints compiled (cache misses)",
-                                               lambda: servicer.compiles.compiles),
-        "toolwire_template_grammar_cache_hits": ("Constraints found compiled in the cache",
-                                                 lambda: servicer.compiles.cache_hits),
-        "toolwire_template_grammar_timeouts": ("Constraints refused for compiling too long",
-                                               lambda: servicer.compiles.timeouts)})
+    metrics.counter("toolwire_constraint_cache_misses", "Constraints compiled",
+                    lambda: compiles.compiles)
+    metrics.counter("toolwire_constraint_cache_hits", "Constraints found in the compile cache",
+                    lambda: compiles.cache_hits)
+    metrics.counter("toolwire_constraint_compile_timeouts", "Constraints refused for compiling "
+                    "past --grammar-timeout", lambda: compiles.timeouts)
+    metrics.serve(args.metrics_port, args.host)
     log.info("template service on %s:%s (format %s)", args.host, args.port, servicer.format.name)
     await wait_for_signal()
     await server.stop()

@@ -1,0 +1,32 @@
+"""The request id across services: the gateway sends it in every call's gRPC metadata, each
+service binds it for the call, and every log line written meanwhile carries it."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+
+REQUEST_ID_KEY = "x-request-id"
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def bind(context) -> str:
+    """Take the request id from a gRPC call's metadata (servicer methods call this first)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY:
+            _current.set(value)
+            return value
+    return ""
+
+
+def set_current(request_id: str) -> None:
+    _current.set(request_id)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ` [<request id>]` to a record logged while a request is bound (else nothing)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = _current.get()
+        record.request_id = f" [{rid}]" if rid else ""
+        return True
