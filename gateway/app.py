@@ -176,10 +176,11 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
                              "owned_by": "toolwire"})
 
     async def health(request: Request) -> Response:
-        services = await orch.healthy()
+        services, replicas = await orch.healthy()
         ok = all(services.values())
         body = {"status": "ok" if ok else "unavailable", "services": services,
-                "models": orch.names}
+                "decode_replicas": len(replicas),
+                "decode_replicas_serving": sum(replicas.values()), "models": orch.names}
         if ok:
             body["decode_active_requests"] = await orch.decode_load()
         return JSONResponse(body,

@@ -19,8 +19,8 @@ import jsonschema
 
 from toolwire.chat.v1 import chat_pb2
 from toolwire.common.v1 import common_pb2 as common
-from toolwire.decode.v1 import decode_pb2, decode_pb2_grpc
-from toolwire.errors import RequestError, from_rpc_error, overloaded
+from toolwire.decode.v1 import decode_pb2
+from toolwire.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
 from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
 from toolwire.grpc_server import check_serving
 from toolwire.internal_security import ClientSecurity
@@ -28,14 +28,16 @@ from toolwire.limits import Limits, check_max_tokens, check_request
 from toolwire.request_context import REQUEST_ID_KEY
 from toolwire.template.v1 import template_pb2, template_pb2_grpc
 
+from .decode_pool import DecodePool
 from .metrics import Metrics
 
 
 class Orchestrator:
-    def __init__(self, template: str, decode: str, extractor: str, served_names: list[str],
-                 metrics: Metrics, limits: Limits | None = None,
+    def __init__(self, template: str, decode: str | list[str], extractor: str,
+                 served_names: list[str], metrics: Metrics, limits: Limits | None = None,
                  security: ClientSecurity | None = None):
-        self.addresses = {"template": template, "decode": decode, "extractor": extractor}
+        self.addresses = {"template": template, "extractor": extractor}
+        self.decode_addresses = [decode] if isinstance(decode, str) else list(decode)
         self.extra_names = served_names
         self.metrics = metrics
         self.limits = limits or Limits()
@@ -49,7 +51,8 @@ class Orchestrator:
         self.channels = {k: self.security.channel(a) for k, a in self.addresses.items()}
         md = self.security.metadata
         self.template = template_pb2_grpc.TemplateServiceStub(self.channels["template"])
-        self.decode = decode_pb2_grpc.DecodeServiceStub(self.channels["decode"])
+        self.decode = DecodePool(self.decode_addresses, self.security)
+        await self.decode.start()
         self.extractor = extractor_pb2_grpc.ExtractorServiceStub(self.channels["extractor"])
         info = await self.template.GetModelInfo(common.GetModelInfoRequest(), metadata=md,
                                                 wait_for_ready=True, timeout=600)
@@ -60,19 +63,27 @@ class Orchestrator:
         self.names = [self.model_id] + [n for n in self.extra_names if n != self.model_id]
 
     async def close(self) -> None:
+        await self.decode.close()
         for ch in self.channels.values():
             await ch.close()
 
-    async def healthy(self) -> dict[str, bool]:
+    async def healthy(self) -> tuple[dict[str, bool], dict[str, bool]]:
+        """(each service serving?, each decode replica serving?); decode serves while any
+        replica does."""
         names = list(self.addresses)
-        results = await asyncio.gather(*(check_serving(self.channels[n]) for n in names))
-        return dict(zip(names, results))
+        results, replicas = await asyncio.gather(
+            asyncio.gather(*(check_serving(self.channels[n]) for n in names)), self.decode.check())
+        services = dict(zip(names, results))
+        services["decode"] = any(replicas.values())
+        return services, replicas
 
     async def decode_load(self) -> int:
-        """Requests holding a decode slot now (for /health and the cancellation test)."""
-        info = await self.decode.GetModelInfo(common.GetModelInfoRequest(), timeout=2,
-                                              metadata=self.security.metadata)
-        return info.active_requests
+        """Requests holding a decode slot now, over the serving replicas (for /health)."""
+        infos = await asyncio.gather(*(
+            r.stub.GetModelInfo(common.GetModelInfoRequest(), timeout=2,
+                                metadata=self.security.metadata)
+            for r in self.decode.replicas.values() if r.healthy))
+        return sum(i.active_requests for i in infos)
 
     def strict_validator(self, tools, name: str):
         """A JSON Schema validator for the strict tool `name`, cached by schema text."""
@@ -146,6 +157,7 @@ class Run:
         self.decode_done: decode_pb2.GenerateComplete | None = None
         self.tool_calls = 0
         self.generate = self.extract = None
+        self.replica = None  # the decode replica this request runs on
         self.released = False
         self.call_text: dict[int, list[str]] = {}  # index -> [name, arguments so far]
 
@@ -157,6 +169,9 @@ class Run:
     def close(self) -> None:
         """Stop decoding and extracting (idempotent), and give back the in-flight place."""
         self.cancel_calls()
+        if self.replica is not None:
+            self.replica.outstanding -= 1
+            self.replica = None
         if not self.released:
             self.released = True
             self.orch.in_flight -= 1
@@ -178,17 +193,43 @@ class Run:
                 tool_choice=req.tool_choice, stop=req.stop, reasoning=self.rendered.reasoning)))
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "extractor") from None
-        self.generate = self.orch.decode.Generate(decode_pb2.GenerateRequest(
+        request = decode_pb2.GenerateRequest(
             request_id=self.id, prompt_token_ids=self.rendered.prompt_token_ids,
             sampling=sampling, max_tokens=req.max_completion_tokens,
             stop_token_ids=self.rendered.stop_token_ids, constraint=self.rendered.constraint
-            if self.rendered.HasField("constraint") else None), metadata=md)
-        try:
-            self.first = await self.generate.read()
-        except grpc.aio.AioRpcError as e:
-            raise from_rpc_error(e, "decode") from None
+            if self.rendered.HasField("constraint") else None)
+        await self._start_decode(request, md)
         self.ttft = time.perf_counter() - self.started
         self.orch.metrics.time_to_first_token.labels(self.orch.model_id).observe(self.ttft)
+
+    async def _start_decode(self, request: decode_pb2.GenerateRequest, md) -> None:
+        """Start on the replica with the fewest outstanding requests and wait for the first
+        token. A replica that cannot be reached before that (the request never started there)
+        is marked down and the next one is tried."""
+        pool, tried, full = self.orch.decode, set(), None
+        while True:
+            replica = pool.pick(exclude=tried)
+            if replica is None:
+                if full is not None:  # every serving replica's queue is full: 429
+                    raise from_rpc_error(full, "decode")
+                raise unavailable("no decode replica is serving; retry shortly")
+            tried.add(replica.address)
+            self.replica = replica
+            replica.outstanding += 1
+            self.generate = replica.stub.Generate(request, metadata=md)
+            try:
+                self.first = await self.generate.read()
+                return
+            except grpc.aio.AioRpcError as e:
+                replica.outstanding -= 1
+                self.replica = None
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    full = e  # its queue is full: another replica may have room
+                elif e.code() == grpc.StatusCode.UNAVAILABLE and CODE_KEY not in dict(
+                        e.trailing_metadata() or ()):
+                    pool.mark_down(replica)  # unreachable: the request never started there
+                else:
+                    raise from_rpc_error(e, "decode") from None
 
     async def _pump(self, extract) -> None:
         """decode -> extractor: token chunks, then the end with decode's finish reason. If it

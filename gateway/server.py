@@ -39,7 +39,8 @@ async def serve(args) -> None:
         host = "127.0.0.1"
     elif not auth.enabled:
         log.warning("no API key configured: serving without authentication on loopback only")
-    orch = Orchestrator(args.template_addr, args.decode_addr, args.extractor_addr,
+    orch = Orchestrator(args.template_addr, args.decode_addr or ["127.0.0.1:50062"],
+                        args.extractor_addr,
                         list(args.served_model_name or []), Metrics(), Limits.from_args(args),
                         ClientSecurity.from_args(args))
     await orch.connect()

@@ -54,7 +54,10 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     Limits.add_arguments(p.add_argument_group("request limits"))
     if addresses:
         p.add_argument("--template-addr", default="127.0.0.1:50061")
-        p.add_argument("--decode-addr", default="127.0.0.1:50062")
+        p.add_argument("--decode-addr", action="append", default=None,
+                       help="a decode replica (repeatable or comma-separated; a DNS name that "
+                            "resolves to several addresses counts one replica each); "
+                            "default 127.0.0.1:50062")
         p.add_argument("--extractor-addr", default="127.0.0.1:50063")
 
 
@@ -86,6 +89,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000)
     _model_args(up)
     _decode_args(up)
+    up.add_argument("--decode-replicas", type=int, default=1,
+                    help="decode processes, each with its own model copy; the gateway sends "
+                         "each request to the one with the fewest outstanding")
     _template_args(up)
     _gateway_args(up, addresses=False)
     return top

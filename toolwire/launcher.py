@@ -40,23 +40,25 @@ def _common(args) -> list[str]:
 
 
 def commands(args) -> dict[str, list[str]]:
-    ports = {name: free_port() for name in ("template", "decode", "extractor")}
+    replicas = [f"decode-{i}" if i else "decode" for i in range(args.decode_replicas)]
+    ports = {name: free_port() for name in ("template", *replicas, "extractor")}
     base = [sys.executable, "-m", "toolwire.cli", "serve"]
     common = _common(args)
     # Every service serves /metrics too (the gateway on its HTTP port).
-    cmds = {name: base + [name, "--port", str(port), "--metrics-port", str(free_port())] + common
-            for name, port in ports.items()}
-    cmds["decode"] += ["--engine", args.engine, "--dtype", args.dtype, "--device", args.device,
-                       "--max-batch", str(args.max_batch),
-                       "--tensor-parallel-size", str(args.tensor_parallel_size),
-                       "--kv-cache-fraction", str(args.kv_cache_fraction),
-                       "--max-queue", str(args.max_queue),
-                       "--queue-timeout", str(args.queue_timeout)]
+    cmds = {name: base + [name.split("-")[0], "--port", str(port), "--metrics-port",
+                          str(free_port())] + common for name, port in ports.items()}
+    decode_flags = ["--engine", args.engine, "--dtype", args.dtype, "--device", args.device,
+                    "--max-batch", str(args.max_batch),
+                    "--tensor-parallel-size", str(args.tensor_parallel_size),
+                    "--kv-cache-fraction", str(args.kv_cache_fraction),
+                    "--max-queue", str(args.max_queue), "--queue-timeout", str(args.queue_timeout)]
+    for name in replicas:
+        cmds[name] += decode_flags
     cmds["template"] += ["--grammar-timeout", str(args.grammar_timeout),
                          "--grammar-workers", str(args.grammar_workers)]
     cmds["gateway"] = base + ["gateway", "--host", args.host, "--port", str(args.port),
                               "--grpc-port", str(args.grpc_port)] + common + [
-        f"--{name}-addr=127.0.0.1:{port}" for name, port in ports.items()]
+        f"--{name.split('-')[0]}-addr=127.0.0.1:{port}" for name, port in ports.items()]
     cmds["gateway"] += Limits.from_args(args).as_flags()
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]

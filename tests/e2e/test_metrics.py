@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -76,34 +77,68 @@ def test_every_service_exports_its_series_and_promtool_accepts_them(stack, traff
         assert check.returncode == 0, f"{service}: {check.stdout}{check.stderr}"
 
 
-def test_prometheus_scrapes_the_stack(stack, traffic, tmp_path):
+@pytest.fixture(scope="module")
+def prometheus_api(stack, traffic, tmp_path_factory):
+    """Debian's prometheus scraping the four services every second; its API's URL."""
     prometheus = shutil.which("prometheus") or _install_prometheus("prometheus")
+    tmp = tmp_path_factory.mktemp("prometheus")
     targets = [urllib.parse.urlsplit(u).netloc for u in metrics_urls(stack).values()]
-    config = tmp_path / "prometheus.yml"
+    config = tmp / "prometheus.yml"
     config.write_text(json.dumps({  # JSON is YAML
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [{"job_name": "toolwire", "static_configs": [{"targets": targets}]}]}))
     port = free_port()
     proc = subprocess.Popen([prometheus, f"--config.file={config}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--storage.tsdb.path={tmp / 'data'}",
                              f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        api = f"http://127.0.0.1:{port}/api/v1"
-        names = [n for service in EXPECTED.values() for n in service]
-        missing = names
-        deadline = time.monotonic() + 60
-        while missing and time.monotonic() < deadline:
+    yield f"http://127.0.0.1:{port}/api/v1"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_prometheus_scrapes_every_series(prometheus_api):
+    names = [n for service in EXPECTED.values() for n in service]
+    missing = names
+    deadline = time.monotonic() + 60
+    while missing and time.monotonic() < deadline:
+        time.sleep(1)
+        missing = [n for n in missing if not _series(prometheus_api, n)]
+    assert not missing, f"not in Prometheus after 60 s: {missing}"
+    up = _series(prometheus_api, "up")
+    assert len(up) == 4 and all(r["value"][1] == "1" for r in up), up
+    violations = _series(prometheus_api, "toolwire_strict_violations_total")
+    assert violations and all(r["value"][1] == "0" for r in violations)
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "grafana" / "toolwire-dashboard.json"
+
+
+def _dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [t["expr"] for p in panels for t in p["targets"]]
+
+
+def test_every_dashboard_query_resolves(prometheus_api, stack):
+    exported = set()
+    for url in metrics_urls(stack).values():
+        exported |= {ln.split("{")[0].split()[0] for ln in httpx.get(url).text.splitlines()
+                     if ln and not ln.startswith("#")}
+    queries = _dashboard_queries()
+    assert len(queries) >= 20
+    for expr in queries:
+        for name in re.findall(r"\btoolwire_[a-z_]+", expr):
+            assert name in exported, f"the dashboard queries {name}, which nothing exports"
+    deadline = time.monotonic() + 60  # scrapes every second; rate() needs two samples
+    for expr in queries:
+        query = expr.replace("$model", ".*").replace("$__rate_interval", "1m")
+        while True:
+            r = httpx.get(f"{prometheus_api}/query", params={"query": query}, timeout=10).json()
+            assert r["status"] == "success", (expr, r)
+            if r["data"]["result"]:
+                break
+            assert time.monotonic() < deadline, f"no series for {expr}"
             time.sleep(1)
-            missing = [n for n in missing if not _series(api, n)]
-        assert not missing, f"not in Prometheus after 60 s: {missing}"
-        up = _series(api, "up")
-        assert len(up) == 4 and all(r["value"][1] == "1" for r in up), up
-        violations = _series(api, "toolwire_strict_violations_total")
-        assert all(r["value"][1] == "0" for r in violations)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _series(api: str, query: str) -> list:

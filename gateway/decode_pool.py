@@ -1,0 +1,114 @@
+"""Many decode replicas behind one gateway: least outstanding requests, unhealthy ones skipped.
+
+Addresses come from `--decode-addr` (repeatable, or comma-separated); a name that resolves to
+several addresses (a Kubernetes headless Service) counts as one replica per address, and is
+resolved again every `REFRESH_S`, so replicas that come and go are followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass, field
+
+import grpc
+
+from toolwire.decode.v1 import decode_pb2_grpc
+from toolwire.grpc_server import check_serving
+from toolwire.internal_security import ClientSecurity
+
+log = logging.getLogger("toolwire.gateway")
+REFRESH_S = 2.0  # health checks and DNS
+
+
+@dataclass
+class Replica:
+    address: str
+    channel: grpc.aio.Channel
+    stub: decode_pb2_grpc.DecodeServiceStub
+    outstanding: int = 0  # requests this gateway has running on it
+    healthy: bool = True
+    picks: int = field(default=0)  # requests sent to it, for the tie-break
+
+
+class DecodePool:
+    def __init__(self, addresses: list[str], security: ClientSecurity):
+        self.targets = [a for spec in addresses for a in spec.split(",") if a]
+        self.security = security
+        self.replicas: dict[str, Replica] = {}
+        self.task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._update(await asyncio.to_thread(self._resolve))
+        await self.check()
+        self.task = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        if self.task:
+            self.task.cancel()
+        for r in self.replicas.values():
+            await r.channel.close()
+
+    def pick(self, exclude: set[str] = frozenset()) -> Replica | None:
+        """The healthy replica with the fewest outstanding requests (then the least used)."""
+        ready = [r for r in self.replicas.values() if r.healthy and r.address not in exclude]
+        if not ready:
+            return None
+        best = min(ready, key=lambda r: (r.outstanding, r.picks))
+        best.picks += 1
+        return best
+
+    def any_replica(self) -> Replica | None:
+        return next(iter(self.replicas.values()), None)
+
+    def mark_down(self, replica: Replica) -> None:
+        if replica.healthy:
+            log.warning("decode replica %s is not answering; sending requests elsewhere",
+                        replica.address)
+        replica.healthy = False
+
+    async def check(self) -> dict[str, bool]:
+        results = await asyncio.gather(*(check_serving(r.channel)
+                                         for r in self.replicas.values()))
+        for r, ok in zip(list(self.replicas.values()), results):
+            if ok and not r.healthy:
+                log.info("decode replica %s is serving again", r.address)
+            r.healthy = ok
+        return {r.address: r.healthy for r in self.replicas.values()}
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                self._update(await asyncio.to_thread(self._resolve))
+                await self.check()
+            except Exception:  # a failed refresh must not stop the next one
+                log.exception("refreshing the decode replicas failed")
+
+    def _resolve(self) -> list[str]:
+        """Every address the targets name now (a DNS name may give several)."""
+        out = []
+        for target in self.targets:
+            host, _, port = target.rpartition(":")
+            try:
+                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except (socket.gaierror, ValueError):
+                out.append(target)  # let gRPC report it; keep the replica we knew
+                continue
+            ips = sorted({info[4][0] for info in infos})
+            if len(ips) <= 1:
+                out.append(target)  # one address: keep the name (TLS checks it)
+            else:
+                out += [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
+        return out
+
+    def _update(self, addresses: list[str]) -> None:
+        for address in addresses:
+            if address not in self.replicas:
+                ch = self.security.channel(address)
+                self.replicas[address] = Replica(address, ch,
+                                                 decode_pb2_grpc.DecodeServiceStub(ch))
+        for address in set(self.replicas) - set(addresses):
+            replica = self.replicas.pop(address)
+            asyncio.get_running_loop().create_task(replica.channel.close(grace=30))
