@@ -127,7 +127,7 @@ def test_every_dashboard_query_resolves(prometheus_api, stack):
     queries = _dashboard_queries()
     assert len(queries) >= 20
     for expr in queries:
-        for name in re.findall(r"\btoolwire_[a-z_]+", expr):
+        for name in re.findall(r"\btoolwire_[a-z0-9_]+", expr):
             assert name in exported, f"the dashboard queries {name}, which nothing exports"
     deadline = time.monotonic() + 60  # scrapes every second; rate() needs two samples
     for expr in queries:
