@@ -76,7 +76,8 @@ def validation_error(e: pydantic.ValidationError) -> RequestError:
 
 def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
     metrics = orch.metrics
-    metrics.in_flight.set_function(lambda: orch.in_flight)
+    in_flight = metrics.in_flight.labels(orch.model_id)
+    in_flight.set_function(lambda: orch.in_flight)
 
     def authorized(request: Request) -> RequestError | None:
         return auth.check(request.headers.get("authorization"))
@@ -132,7 +133,7 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             except (GeneratorExit, asyncio.CancelledError):
                 # The client went away (the write failed): chunks()' finally aborts decoding.
                 status, code = 499, "client_disconnected"
-                metrics.client_disconnects.inc()
+                metrics.client_disconnects.labels(orch.model_id).inc()
                 raise
             except RequestError as e:
                 status, code = e.status, e.code

@@ -18,10 +18,11 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         m = ["model_name"]
+        self.model = ""  # the served model, once the template service has said it
         self.requests = Counter("toolwire_requests", "Chat completion requests by API and HTTP "
-                                "status", ["api", "status"], registry=r)
+                                "status", m + ["api", "status"], registry=r)
         self.refused = Counter("toolwire_request_errors", "Requests refused or failed, by HTTP "
-                               "status and OpenAI error code", ["api", "status", "code"],
+                               "status and OpenAI error code", m + ["api", "status", "code"],
                                registry=r)
         self.success = Counter("toolwire_request_success", "Requests finished, by finish reason",
                                m + ["finish_reason"], registry=r)
@@ -51,18 +52,20 @@ class Metrics:
             m, registry=r)
         self.client_disconnects = Counter(
             "toolwire_client_disconnects", "Streams whose client left before the end (decoding "
-            "is aborted)", registry=r)
+            "is aborted)", m, registry=r)
         self.in_flight = Gauge("toolwire_requests_in_flight",
-                               "Requests between admission and the end of their response",
+                               "Requests between admission and the end of their response", m,
                                registry=r)
 
     def count(self, api: str, status: int, code: str | None = None) -> None:
         """One finished request: by status, and by error code when it failed."""
-        self.requests.labels(api, str(status)).inc()
+        self.requests.labels(self.model, api, str(status)).inc()
         if status >= 400:
-            self.refused.labels(api, str(status), code or "").inc()
+            self.refused.labels(self.model, api, str(status), code or "").inc()
 
     def init_model(self, model: str) -> None:
         """Series that must read 0 from the start (an alert on them needs a series)."""
-        for counter in (self.strict_violations, self.unparsed_arguments, self.tokens_generated):
+        self.model = model
+        for counter in (self.strict_violations, self.unparsed_arguments, self.tokens_generated,
+                        self.client_disconnects):
             counter.labels(model)

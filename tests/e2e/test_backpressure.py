@@ -33,7 +33,7 @@ def _wait_in_flight(stack, n: int, timeout: float = 10) -> None:
     while True:
         text = httpx.get(f"http://127.0.0.1:{stack.port}/metrics").text
         now = [float(ln.split()[-1]) for ln in text.splitlines()
-               if ln.startswith("toolwire_requests_in_flight ")][0]
+               if ln.startswith("toolwire_requests_in_flight{")][0]
         if now == n:
             return
         assert time.monotonic() < deadline, f"never {n} requests in flight ({now})"
