@@ -35,9 +35,10 @@ def test_metrics_count_requests_tokens_and_calls(client, stack):
                                    messages=[{"role": "user", "content": "Paris?"}],
                                    parallel_tool_calls=False, temperature=0)
     text = httpx.get(f"http://127.0.0.1:{stack.port}/metrics").text
-    for name in ('api="rest",status="200"',
-                 "toolwire_time_to_first_token_seconds_bucket", "toolwire_tokens_generated_total",
-                 "toolwire_tool_calls_total"):
+    assert any(ln.startswith("toolwire_requests_total{") and 'api="rest"' in ln
+               and 'status="200"' in ln for ln in text.splitlines())
+    for name in ("toolwire_time_to_first_token_seconds_bucket",
+                 "toolwire_tokens_generated_total", "toolwire_tool_calls_total"):
         assert name in text
     calls = [ln for ln in text.splitlines() if ln.startswith("toolwire_tool_calls_total")]
     assert float(calls[0].split()[-1]) >= 1
