@@ -24,7 +24,7 @@ import time
 
 import httpx
 
-from toolwire.launcher import free_port, wait_for_health
+from toolwire.launcher import child_pids, free_port, wait_for_health
 
 from .measure import pct
 from .proc_cpu import service_pids
@@ -48,22 +48,11 @@ def processes(up: int) -> dict[str, int]:
     """The services of a `toolwire up`, and the template's grammar workers."""
     pids = service_pids(up)
     if "template" in pids:
-        workers = [pid for pid in sorted(_children(pids["template"]))
+        workers = [pid for pid in sorted(child_pids(pids["template"]))
                    if b"spawn_main" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()]
         for i, pid in enumerate(workers):
             pids[f"grammar worker {i}"] = pid
     return pids
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == ppid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 async def one(http: httpx.AsyncClient, req: dict) -> dict:

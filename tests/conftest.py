@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from toolwire.launcher import free_port, wait_for_health
+from toolwire.launcher import child_pids, free_port, wait_for_health
 
 API_KEY = "sk-toolwire-test"
 INTERNAL_TOKEN = "internal-token-for-tests"
@@ -49,7 +49,7 @@ class Stack:
 
     def service_addresses(self) -> dict[str, str]:
         """The internal services' addresses, read off the gateway's command line."""
-        for pid in _children(self.proc.pid):
+        for pid in child_pids(self.proc.pid):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if argv[3:5] == [b"serve", b"gateway"]:
                 addrs = {}
@@ -66,23 +66,11 @@ class Stack:
         return int(argv[argv.index(b"--metrics-port") + 1])
 
     def service_pid(self, service: str) -> int:
-        for pid in _children(self.proc.pid):
+        for pid in child_pids(self.proc.pid):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if argv[3:5] == [b"serve", service.encode()]:
                 return pid
         raise RuntimeError(f"no {service} process")
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == ppid:
-            out.append(int(stat.parent.name))
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import secrets
 import signal
 import socket
@@ -20,6 +21,18 @@ from toolwire.limits import Limits
 CHILD_GRACE_S = 10
 BACKOFF_S = (1, 2, 4, 8, 16, 30)  # delay before the n-th restart in a row
 STABLE_S = 60  # a service up this long has its back-off reset
+
+
+def child_pids(ppid: int) -> list[int]:
+    """The processes whose parent is ppid, from /proc (Linux)."""
+    out = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
 
 
 def free_port() -> int:

@@ -17,21 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from toolwire.launcher import free_port, wait_for_health
+from toolwire.launcher import child_pids, free_port, wait_for_health
 
 KEY = "sk-replicas"
 REPLICAS = 3
-
-
-def _children(ppid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == ppid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +41,7 @@ def replicas(tmp_path_factory):
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.3)
         decodes = {}
-        for pid in _children(proc.pid):
+        for pid in child_pids(proc.pid):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if argv[3:5] == [b"serve", b"decode"]:
                 decodes[pid] = int(argv[argv.index(b"--metrics-port") + 1])

@@ -35,6 +35,7 @@ def _extract_once(stub, metadata=None) -> str:
 
 def test_internal_services_refuse_calls_without_the_token(stack):
     addrs = stack.service_addresses()
+    assert all(a.startswith("127.0.0.1:") for a in addrs.values()), addrs  # `up`: loopback only
     token = [(TOKEN_KEY, stack.internal_token)]
     with grpc.insecure_channel(addrs["template"]) as ch:
         stub = template_pb2_grpc.TemplateServiceStub(ch)

@@ -174,8 +174,9 @@ def _outputs(name):
     return out
 
 
-def _run(fmt, text, cuts):
-    ex = fmt.extractor(TOOLS)
+def _run(fmt, text, cuts, tools=TOOLS):
+    """(content, [(name, arguments)]) of text fed to the extractor in pieces cut at `cuts`."""
+    ex = fmt.extractor(tools)
     pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
     deltas = [ex.feed(p) for p in pieces] + [ex.finish()]
     calls: dict[int, list] = {}

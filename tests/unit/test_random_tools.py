@@ -19,7 +19,7 @@ from toolwire.services.template.server import TemplateServicer
 from toolwire.template.v1 import template_pb2
 
 from .family_tokenizers import FAMILIES, family_tokenizer
-from .test_formats import WRITE
+from .test_formats import WRITE, _run
 
 NAMES = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,12}", fullmatch=True)
 SCALARS = st.sampled_from([{"type": "string"}, {"type": "integer"}, {"type": "number"},
@@ -124,19 +124,6 @@ def written_calls(draw, family: str):
     return calls, WRITE[family](calls)
 
 
-def _extract(fmt, tools, text, cuts):
-    ex = fmt.extractor(tools)
-    pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
-    deltas = [ex.feed(p) for p in pieces] + [ex.finish()]
-    calls: dict[int, list] = {}
-    for d in deltas:
-        for c in d.calls:
-            entry = calls.setdefault(c.index, [None, ""])
-            entry[0] = c.name or entry[0]
-            entry[1] += c.arguments
-    return [(calls[i][0], calls[i][1]) for i in sorted(calls)]
-
-
 @pytest.mark.parametrize("family", list(FAMILIES))
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
@@ -145,5 +132,5 @@ def test_written_calls_come_back_whole_however_chunked(families, family, data):
     calls, text = data.draw(written_calls(family))
     tools = [Tool(n, parameters={"type": "object"}) for n in {n for n, _ in calls}]
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=12))))
-    got = _extract(fmt, tools, text, cuts)
+    _, got = _run(fmt, text, cuts, tools)
     assert [(n, json.loads(a)) for n, a in got] == [(n, json.loads(a)) for n, a in calls]
