@@ -61,10 +61,11 @@ class TrtllmEngine(Engine):
 
     @classmethod
     def from_args(cls, args) -> "TrtllmEngine":
-        if args.model == "embedded":
-            raise SystemExit("--engine trtllm needs a Hugging Face checkpoint folder or a "
-                             "TensorRT-LLM engine folder as --model; the embedded GGUF is for "
-                             "the torch engine")
+        if args.model == "embedded" or args.model.startswith("random:"):
+            raise SystemExit("--engine trtllm needs a Hugging Face checkpoint folder as --model "
+                             "(TensorRT-LLM's PyTorch backend loads Hugging Face checkpoints, "
+                             "not prebuilt engine folders); the embedded GGUF and random: "
+                             "presets are for the torch engine")
         return cls(args.model, args.tensor_parallel_size, args.max_batch,
                    args.kv_cache_fraction, args.max_model_len)
 
@@ -75,13 +76,10 @@ class TrtllmEngine(Engine):
                       kv_cache_config=KvCacheConfig(free_gpu_memory_fraction=self.kv_fraction),
                       # Set explicitly: without a backend TensorRT-LLM ignores constraints.
                       guided_decoding_backend="xgrammar")
-        if self.max_model_len:
-            kwargs["max_seq_len"] = self.max_model_len
+        max_len, vocab = model_limits(self.model_path, self.max_model_len)
+        kwargs["max_seq_len"] = max_len  # left None, TensorRT-LLM reports no length to us
         self.llm = await asyncio.to_thread(LLM, **kwargs)
-        cfg = self.llm.tokenizer.tokenizer if hasattr(self.llm.tokenizer, "tokenizer") else None
-        vocab = len(cfg) if cfg is not None else 0
-        self.info = EngineInfo("trtllm", self.max_model_len or self.llm.args.max_seq_len or 0,
-                               vocab, self.max_batch)
+        self.info = EngineInfo("trtllm", max_len, vocab, self.max_batch)
         log.info("TensorRT-LLM %s loaded %s (tp=%d)", trtllm.__version__, self.model_path, self.tp)
 
     async def stop(self) -> None:
@@ -92,6 +90,11 @@ class TrtllmEngine(Engine):
         return len(self.running)
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        if request.seed is not None:
+            # TensorRT-LLM 1.2's default TorchSampler draws from one generator for the whole
+            # batch: a per-request seed would be silently ignored, so it is refused.
+            raise EngineRequestError("seed is not supported by the trtllm engine (TensorRT-LLM's "
+                                     "sampler ignores per-request seeds)", "seed")
         params = self._SamplingParams(
             max_tokens=request.max_tokens or None,
             temperature=request.temperature if request.temperature > 0 else None,
@@ -130,6 +133,22 @@ class TrtllmEngine(Engine):
             return False
         result.abort()
         return True
+
+
+def model_limits(folder: str, requested: int | None) -> tuple[int, int]:
+    """(context length, vocabulary size) from the checkpoint's config: the length capped by
+    what was asked for, the vocabulary as the model's logits have it (padded, not the
+    tokenizer's length), which is what the template's constraints are compiled against."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(folder)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    length = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
+    if requested:
+        length = min(requested, length) if length else requested
+    if not length:
+        raise SystemExit(f"{folder}: its config gives no context length; pass --max-model-len")
+    return length, int(cfg.vocab_size)
 
 
 def _finish(reason) -> str:
