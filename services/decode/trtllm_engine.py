@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import AsyncIterator
 
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
@@ -57,6 +58,7 @@ class TrtllmEngine(Engine):
         self.kv_fraction = kv_cache_fraction
         self.max_model_len = max_model_len
         self.running: dict[str, object] = {}
+        self.aborted: dict[str, asyncio.Event] = {}
         self.llm = None
 
     @classmethod
@@ -104,12 +106,26 @@ class TrtllmEngine(Engine):
             stop_token_ids=list(request.stop_ids) or None,
             detokenize=False,
             guided_decoding=guided_decoding(self._Guided, request.constraint))
-        result = self.llm.generate_async({"prompt_token_ids": request.prompt_ids},
-                                         sampling_params=params, streaming=True)
+        try:
+            result = self.llm.generate_async({"prompt_token_ids": request.prompt_ids},
+                                             sampling_params=params, streaming=True)
+        except Exception as e:
+            raise request_error(e) or e
         self.running[request.request_id] = result
+        aborted = self.aborted[request.request_id] = asyncio.Event()
         sent, finished = 0, False
         try:
-            async for out in result:
+            while True:
+                try:
+                    out = await next_or_aborted(result, aborted)
+                except StopAsyncIteration:
+                    return
+                except Exception as e:
+                    raise request_error(e) or e
+                if out is None:  # aborted while queued: TensorRT-LLM sends no final response
+                    finished = True
+                    yield EngineOutput([], "abort", len(request.prompt_ids), sent)
+                    return
                 completion = out.outputs[0]
                 ids = list(completion.token_ids)
                 new = [t for t in ids[sent:] if t not in request.stop_ids]
@@ -124,6 +140,7 @@ class TrtllmEngine(Engine):
                     yield EngineOutput(new)
         finally:
             self.running.pop(request.request_id, None)
+            self.aborted.pop(request.request_id, None)
             if not finished:
                 result.abort()  # the caller went away: free the slot
 
@@ -132,7 +149,39 @@ class TrtllmEngine(Engine):
         if result is None:
             return False
         result.abort()
+        self.aborted[request_id].set()  # wakes generate() even if no response ever comes
         return True
+
+
+async def next_or_aborted(results, aborted: asyncio.Event):
+    """The next streamed result, or None once `aborted` is set. TensorRT-LLM drops a request
+    aborted while still queued without sending it a final response (issue 10, finding 5), so
+    waiting on the results alone could hang."""
+    if aborted.is_set():
+        return None
+    step = asyncio.ensure_future(anext(results))
+    stop = asyncio.ensure_future(aborted.wait())
+    done, _ = await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if step in done:
+        stop.cancel()
+        return step.result()  # raises StopAsyncIteration at the end
+    step.cancel()
+    return None
+
+
+# Messages of TensorRT-LLM's per-request failures that are the request's fault: its guided
+# decoding rejecting the grammar (raised from the result iterator as
+# tensorrt_llm.executor.utils.RequestError).
+_CONSTRAINT = re.compile(r"grammar|guided|json.?schema|structural|xgrammar", re.IGNORECASE)
+
+
+def request_error(e: BaseException) -> EngineRequestError | None:
+    """A TensorRT-LLM error that is the request's fault, as a 400; None for a real fault."""
+    if type(e).__name__ == "RequestError" and _CONSTRAINT.search(str(e)):
+        return EngineRequestError(f"TensorRT-LLM refused the constraint: {e}", "constraint")
+    if isinstance(e, ValueError):  # generate_async's checks: a prompt over max_num_tokens, ...
+        return EngineRequestError(f"TensorRT-LLM refused the request: {e}", "messages")
+    return None
 
 
 def model_limits(folder: str, requested: int | None) -> tuple[int, int]:

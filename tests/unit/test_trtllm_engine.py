@@ -11,7 +11,8 @@ import pytest
 from transformers import LlamaConfig
 
 from toolwire.services.decode.engine import EngineRequest, EngineRequestError
-from toolwire.services.decode.trtllm_engine import TrtllmEngine, model_limits
+from toolwire.services.decode.trtllm_engine import (TrtllmEngine, model_limits,
+                                                     next_or_aborted, request_error)
 
 
 def test_a_per_request_seed_is_refused_not_ignored():
@@ -42,3 +43,47 @@ def test_the_embedded_model_is_for_the_torch_engine(model):
     with pytest.raises(SystemExit) as e:
         TrtllmEngine.from_args(args)
     assert "Hugging Face checkpoint" in str(e.value) and "engine folder" in str(e.value)
+
+
+def test_waiting_for_results_ends_when_the_request_is_aborted():
+    async def silent():  # a request that never gets another response
+        await asyncio.Event().wait()
+        yield None
+
+    async def run():
+        aborted = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, aborted.set)
+        return await asyncio.wait_for(next_or_aborted(silent(), aborted), 5)
+
+    assert asyncio.run(run()) is None
+
+
+def test_results_pass_through_until_the_end():
+    async def two():
+        yield "a"
+        yield "b"
+
+    async def run():
+        it, aborted, got = two(), asyncio.Event(), []
+        while True:
+            try:
+                got.append(await next_or_aborted(it, aborted))
+            except StopAsyncIteration:
+                return got
+
+    assert asyncio.run(run()) == ["a", "b"]
+
+
+def test_errors_that_are_the_requests_fault_are_400s():
+    # The mapping only: TensorRT-LLM raises its RequestError (tensorrt_llm/executor/utils.py)
+    # from the result iterator; it is matched by name, as the engine never imports it here.
+    class RequestError(RuntimeError):
+        pass
+
+    grammar = request_error(RequestError("Failed to compile the guided decoding grammar"))
+    assert grammar is not None and grammar.param == "constraint"
+    too_long = request_error(ValueError("The sum of prompt length (9000) should not exceed "
+                                        "max_num_tokens (8192)"))
+    assert too_long is not None and too_long.param == "messages"
+    assert request_error(RequestError("executor worker died")) is None  # a real fault: 500
+    assert request_error(RuntimeError("CUDA error")) is None
