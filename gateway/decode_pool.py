@@ -29,6 +29,7 @@ class Replica:
     stub: decode_pb2_grpc.DecodeServiceStub
     outstanding: int = 0  # requests this gateway has running on it
     healthy: bool = True
+    served: bool = False  # has answered a health check: a later loss is worth a log line
     picks: int = field(default=0)  # requests sent to it, for the tie-break
 
 
@@ -63,7 +64,7 @@ class DecodePool:
         return next(iter(self.replicas.values()), None)
 
     def mark_down(self, replica: Replica) -> None:
-        if replica.healthy:
+        if replica.healthy and replica.served:
             log.warning("decode replica %s is not answering; sending requests elsewhere",
                         replica.address)
         replica.healthy = False
@@ -72,9 +73,10 @@ class DecodePool:
         results = await asyncio.gather(*(check_serving(r.channel)
                                          for r in self.replicas.values()))
         for r, ok in zip(list(self.replicas.values()), results):
-            if ok and not r.healthy:
+            if ok and not r.healthy and r.served:
                 log.info("decode replica %s is serving again", r.address)
             r.healthy = ok
+            r.served = r.served or ok
         return {r.address: r.healthy for r in self.replicas.values()}
 
     async def _watch(self) -> None:
