@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import pathlib
 
+from toolwire.launcher import child_pids
+
 TICK = os.sysconf("SC_CLK_TCK")
 SERVICES = ("template", "decode", "extractor", "gateway")
 
@@ -18,18 +20,14 @@ def _stat(pid: int) -> list[str]:
 def service_pids(parent: int) -> dict[str, int]:
     """The `toolwire serve <service>` children of a `toolwire up` process."""
     found = {}
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in child_pids(parent):
         try:
-            if int(_stat(int(entry.name))[1]) != parent:
-                continue
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
+            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
             continue
         for name in SERVICES:
             if name.encode() in argv and b"serve" in argv:
-                found[name] = int(entry.name)
+                found[name] = pid
     return found
 
 

@@ -60,9 +60,6 @@ class DecodePool:
         best.picks += 1
         return best
 
-    def any_replica(self) -> Replica | None:
-        return next(iter(self.replicas.values()), None)
-
     def mark_down(self, replica: Replica) -> None:
         if replica.healthy and replica.served:
             log.warning("decode replica %s is not answering; sending requests elsewhere",

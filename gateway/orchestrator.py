@@ -19,6 +19,7 @@ import jsonschema
 
 from toolwire.chat.v1 import chat_pb2
 from toolwire.common.v1 import common_pb2 as common
+from toolwire.convert import choice_from_proto
 from toolwire.decode.v1 import decode_pb2
 from toolwire.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
 from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
@@ -337,8 +338,8 @@ class Run:
         m.tokens_generated.labels(model).inc(self.completion_tokens)
         m.success.labels(model, finish).inc()
         if self.tool_calls:
-            m.tool_calls.labels(model, self.rendered.tool_format,
-                                choice_mode(self.req.tool_choice)).inc(self.tool_calls)
+            mode = choice_from_proto(self.req.tool_choice, has_tools=True).mode
+            m.tool_calls.labels(model, self.rendered.tool_format, mode).inc(self.tool_calls)
         complete = self.call_text if finish != "length" else {}  # a cut call is no violation
         for name, arguments in complete.values():
             try:
@@ -392,13 +393,6 @@ def _validator(schema_json: str) -> jsonschema.protocols.Validator:
 
 def new_request_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
-
-
-def choice_mode(choice: common.ToolChoice) -> str:
-    if choice.WhichOneof("choice") == "function_name":
-        return "named"
-    return {common.ToolChoice.MODE_NONE: "none",
-            common.ToolChoice.MODE_REQUIRED: "required"}.get(choice.mode, "auto")
 
 
 def _pump_error(pump: asyncio.Task) -> BaseException | None:

@@ -16,11 +16,6 @@ from toolwire.internal_security import CHANNEL_OPTIONS, ServerSecurity
 log = logging.getLogger("toolwire")
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """A plain channel (tests, bench); the gateway's come from ClientSecurity.channel."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-
-
 class GrpcServer:
     """A started grpc.aio server whose health service reports SERVING once `start` returns.
     `security` (internal services) adds TLS and the token check; the gateway passes none."""

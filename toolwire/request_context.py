@@ -19,10 +19,6 @@ def bind(context) -> str:
     return ""
 
 
-def set_current(request_id: str) -> None:
-    _current.set(request_id)
-
-
 class RequestIdFilter(logging.Filter):
     """Adds ` [<request id>]` to a record logged while a request is bound (else nothing)."""
 
