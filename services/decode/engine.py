@@ -45,6 +45,7 @@ class EngineInfo:
     max_model_len: int
     vocab_size: int
     max_batch: int
+    constraint_dialect: str = "xgrammar-structural-tag-0.2"  # toolwire/constraint_dialect.py
 
 
 class Engine(ABC):

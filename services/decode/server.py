@@ -74,7 +74,8 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
         info = self.engine.info
         return common.ModelInfo(model_id=self.model_id, max_model_len=info.max_model_len,
                                 vocab_size=info.vocab_size, engine=info.name,
-                                active_requests=self.engine.active_requests())
+                                active_requests=self.engine.active_requests(),
+                                constraint_dialect=info.constraint_dialect)
 
 
 def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:

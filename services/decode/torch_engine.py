@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.metadata
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ import torch
 import xgrammar as xgr
 
 from toolwire import model_source
+from toolwire.constraint_dialect import engine_dialect
 from toolwire.grammar import ConstraintCompiler
 
 from . import llama_step
@@ -128,7 +130,9 @@ class TorchEngine(Engine):
         model.to(self.device).eval()
         cfg = model.config
         max_len = min(self.requested_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
-        self.info = EngineInfo("torch", max_len, cfg.vocab_size, self.max_batch)
+        # The dialect of the xgrammar this process compiles with (an older one takes EBNF).
+        self.info = EngineInfo("torch", max_len, cfg.vocab_size, self.max_batch,
+                               engine_dialect(importlib.metadata.version("xgrammar")))
         self.compiler = ConstraintCompiler(self.tokenizer, cfg.vocab_size,
                                            [self.tokenizer.eos_token_id])
         why_not = llama_step.supports(cfg)

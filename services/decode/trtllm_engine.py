@@ -15,6 +15,8 @@ import logging
 import re
 from typing import AsyncIterator
 
+from toolwire.constraint_dialect import EBNF
+
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
 
 log = logging.getLogger("toolwire.decode.trtllm")
@@ -34,19 +36,23 @@ def _import():
 
 
 def guided_decoding(params_cls, constraint: tuple[str, str] | None):
-    """The request's constraint as GuidedDecodingParams (None when unconstrained)."""
+    """The request's constraint as GuidedDecodingParams (None when unconstrained).
+
+    Only grammars (the EBNF dialect, which the template builds with toolwire's own options)
+    and regexes: TensorRT-LLM would compile a JSON schema with xgrammar's defaults (strict,
+    any whitespace; its grammar_matcher.py calls compile_json_schema(guide)), unlike the torch
+    engine, and its xgrammar 0.1.25 reads toolwire's structural tags differently or not at all."""
     if constraint is None:
         return None
     kind, text = constraint
-    if kind == "json_schema":
-        return params_cls(json=text)
-    if kind == "structural_tag":
-        return params_cls(structural_tag=text)
     if kind == "ebnf":
         return params_cls(grammar=text)
     if kind == "regex":
         return params_cls(regex=text)
-    raise EngineRequestError(f"unknown constraint kind {kind!r}", "constraint")
+    raise EngineRequestError(
+        f"the trtllm engine takes constraints as grammars (dialect {EBNF}), not {kind}: "
+        "build them with the template service, passing the engine's constraint_dialect",
+        "constraint")
 
 
 class TrtllmEngine(Engine):
@@ -81,7 +87,7 @@ class TrtllmEngine(Engine):
         max_len, vocab = model_limits(self.model_path, self.max_model_len)
         kwargs["max_seq_len"] = max_len  # left None, TensorRT-LLM reports no length to us
         self.llm = await asyncio.to_thread(LLM, **kwargs)
-        self.info = EngineInfo("trtllm", max_len, vocab, self.max_batch)
+        self.info = EngineInfo("trtllm", max_len, vocab, self.max_batch, EBNF)
         log.info("TensorRT-LLM %s loaded %s (tp=%d)", trtllm.__version__, self.model_path, self.tp)
 
     async def stop(self) -> None:

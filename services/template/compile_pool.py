@@ -3,8 +3,10 @@
 xgrammar's compile is native code that cannot be interrupted: a pathological schema (dozens of
 properties with bounded-repetition patterns take seconds) would hold the template service's
 threads for everyone. Here each compile runs in a worker process; one that passes the deadline
-is killed and replaced, and its request gets a 400. Results are cached by constraint text
-(failures too), so a repeated tool set costs no round trip and a repeated bad schema no worker.
+is killed and replaced, and its request gets a 400. The worker also writes the constraint in
+the decode engine's dialect (toolwire/constraint_dialect.py). Results are cached by constraint
+text and dialect (failures too), so a repeated tool set costs no round trip and a repeated bad
+schema no worker.
 """
 
 from __future__ import annotations
@@ -23,24 +25,28 @@ _CTX = multiprocessing.get_context("spawn")
 
 
 def _worker(conn: Connection, info_json: str) -> None:
-    """In the worker process: compile whatever arrives, answer None or the error message."""
+    """In the worker process: compile whatever arrives and write it in the dialect asked for;
+    answer ("ok", kind, text), ("invalid", xgrammar's message) or ("dialect", why not)."""
     import xgrammar as xgr
 
-    from toolwire.grammar import compile_with
+    from toolwire.constraint_dialect import DialectError
+    from toolwire.grammar import compile_with, in_dialect
 
     compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1,
                                    cache_enabled=False)
     conn.send("ready")
     while True:
         try:
-            kind, text = conn.recv()
+            kind, text, dialect = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
         try:
             compile_with(compiler, kind, text)
-            conn.send(None)
+            conn.send(("ok", *in_dialect(kind, text, dialect)))
+        except DialectError as e:  # the engine's dialect cannot state this constraint
+            conn.send(("dialect", str(e)))
         except Exception as e:  # xgrammar refuses the schema: the request's fault
-            conn.send(str(e) or type(e).__name__)
+            conn.send(("invalid", str(e) or type(e).__name__))
 
 
 class CompileTimeout(Exception):
@@ -69,7 +75,7 @@ class CompilePool:
         self.info_json = info_json
         self.size = max(1, workers)
         self.timeout_s = timeout_s
-        self.cache: collections.OrderedDict[tuple[str, str], str | None] = (
+        self.cache: collections.OrderedDict[tuple[str, str, str], tuple[str, ...] | str] = (
             collections.OrderedDict())
         self.cache_size = cache_size
         self.idle: asyncio.Queue[_Process] = asyncio.Queue()
@@ -84,9 +90,10 @@ class CompilePool:
         while not self.idle.empty():
             self.idle.get_nowait().kill()
 
-    async def check(self, kind: str, text: str) -> str | None:
-        """None if the constraint compiles, else xgrammar's message. Raises CompileTimeout."""
-        key = (kind, text)
+    async def check(self, kind: str, text: str, dialect: str) -> tuple[str, ...]:
+        """("ok", kind, text) in `dialect`, ("invalid", xgrammar's message) or ("dialect", why
+        the dialect cannot state it). Raises CompileTimeout."""
+        key = (kind, text, dialect)
         if key in self.cache:
             self.cache.move_to_end(key)
             self.cache_hits += 1
@@ -102,7 +109,7 @@ class CompilePool:
             done = await asyncio.to_thread(worker.conn.poll, self.timeout_s)
             result = worker.conn.recv() if done else CompileTimeout.__name__
         except (EOFError, OSError):  # the worker died (out of memory in a compile)
-            done, result = False, "the constraint compiler crashed on this schema"
+            done, result = False, ("invalid", "the constraint compiler crashed on this schema")
         self.observe(time.perf_counter() - t0)
         if done:
             self.idle.put_nowait(worker)
@@ -120,7 +127,7 @@ class CompilePool:
         await asyncio.to_thread(worker.kill)
         self.idle.put_nowait(await asyncio.to_thread(_Process, self.info_json))
 
-    def _remember(self, key: tuple[str, str], result: str | None) -> None:
+    def _remember(self, key: tuple[str, str, str], result: tuple[str, ...] | str) -> None:
         self.cache[key] = result
         if len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)

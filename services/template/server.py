@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import logging
 
@@ -11,6 +12,7 @@ import jinja2
 
 from toolwire import model_source, request_context
 from toolwire.common.v1 import common_pb2 as common
+from toolwire.constraint_dialect import DIALECTS, STRUCTURAL_TAG, engine_dialect
 from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
@@ -94,27 +96,44 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         request_context.bind(context)
         try:
             # Rendering takes milliseconds of CPU: keep it off the event loop.
+            dialect = request.constraint_dialect or STRUCTURAL_TAG
+            if dialect not in DIALECTS:
+                raise RequestError(
+                    f"the decode engine asks for constraint dialect {dialect!r}, which this "
+                    f"template service cannot build (it builds {', '.join(DIALECTS)}); run "
+                    "matching toolwire versions", param=None, code="unknown_constraint_dialect",
+                    status=500)
             response = await asyncio.to_thread(self.render, request)
             if response.HasField("constraint"):
-                await self.check_constraint(response.constraint, bool(request.tools))
+                response.constraint.CopyFrom(await self.check_constraint(
+                    response.constraint, bool(request.tools), dialect))
             return response
         except RequestError as e:
             await abort_with(context, e)
 
-    async def check_constraint(self, c: common.Constraint, has_tools: bool) -> None:
-        """Refuse (400) a constraint xgrammar cannot compile, or not within the deadline."""
+    async def check_constraint(self, c: common.Constraint, has_tools: bool,
+                               dialect: str) -> common.Constraint:
+        """The constraint in the engine's dialect; refuse (400) one xgrammar cannot compile, or
+        not within the deadline, or that the dialect cannot state."""
         param = "tools" if has_tools else "response_format"
         kind = c.WhichOneof("kind")
         try:
-            error = await self.compiles.check(kind, getattr(c, kind))
+            result = await self.compiles.check(kind, getattr(c, kind), dialect)
         except CompileTimeout:
             raise RequestError(
                 f"The schema in '{param}' did not compile within "
                 f"{self.compiles.timeout_s:g} s (--grammar-timeout); simplify it (fewer "
                 "properties with patterns, smaller repetition bounds)", param=param,
                 code="schema_too_complex") from None
-        if error is not None:
-            raise RequestError(f"Invalid schema: {error}", param=param, code="invalid_schema")
+        if result[0] == "invalid":
+            raise RequestError(f"Invalid schema: {result[1]}", param=param, code="invalid_schema")
+        if result[0] == "dialect":
+            raise RequestError(
+                f"This request cannot be enforced by the decode engine's constrained decoding "
+                f"(constraint dialect {dialect}): {result[1]}. With the {self.format.name} tool "
+                "format that engine enforces tool_choice 'required' or a named function.",
+                param="tool_choice" if has_tools else "messages", code="unsupported_by_engine")
+        return common.Constraint(**{result[1]: result[2]})
 
     async def Tokenize(self, request, context):
         ids = self.tokenizer.encode(request.text, add_special_tokens=request.add_special_tokens)
@@ -160,6 +179,10 @@ def resolve_format(name: str | None, tokenizer) -> ToolFormat:
 async def serve(args) -> None:
     security = ServerSecurity.from_args(args)
     security.check_address(args.host)  # before the model loads: fail fast
+    version = importlib.metadata.version("xgrammar")
+    if engine_dialect(version) != STRUCTURAL_TAG:  # it writes every dialect from 0.2's forms
+        raise SystemExit(f"the template service builds constraints with xgrammar 0.2; this "
+                         f"environment has {version} (pip install 'xgrammar==0.2.8')")
     source = model_source.resolve(args.model)
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source, tokenizer)

@@ -1,5 +1,6 @@
 """Each tool format serving the embedded model: its renderer, its constraint and its extractor,
-with the real model generating, in every tool_choice mode."""
+with the real model generating, in every tool_choice mode; and a sample of them with the
+constraint in the EBNF dialect (TensorRT-LLM's), decoded by the torch engine."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import jsonschema
 import pytest
 
 from toolwire.common.v1 import common_pb2 as common
+from toolwire.constraint_dialect import EBNF, STRUCTURAL_TAG
 from toolwire.formats import FORMATS, get_format
+from toolwire.grammar import in_dialect
 from toolwire.services.decode.engine import EngineRequest
 from toolwire.services.template.server import TemplateServicer
 from toolwire.template.v1 import template_pb2
@@ -31,7 +34,7 @@ MODES = {
 }
 
 
-def generate(engine, tokenizer, fmt_name, mode, seed):
+def generate(engine, tokenizer, fmt_name, mode, seed, dialect=STRUCTURAL_TAG):
     choice, parallel = MODES[mode]
     fmt = get_format(fmt_name, tokenizer)
     servicer = TemplateServicer(tokenizer, fmt, "m", 8192, 49152)
@@ -43,9 +46,11 @@ def generate(engine, tokenizer, fmt_name, mode, seed):
                                    if "parameters" in t else "") for t in TOOLS],
         tool_choice=choice, parallel_tool_calls=parallel))
     kind = rendered.constraint.WhichOneof("kind")
-    req = EngineRequest(f"{fmt_name}-{mode}-{seed}", list(rendered.prompt_token_ids), 160,
-                        list(rendered.stop_token_ids), temperature=1.0, seed=seed,
-                        constraint=(kind, getattr(rendered.constraint, kind)))
+    constraint = in_dialect(kind, getattr(rendered.constraint, kind), dialect)
+    assert constraint[0] == ("ebnf" if dialect == EBNF else kind)
+    req = EngineRequest(f"{fmt_name}-{mode}-{seed}-{dialect}", list(rendered.prompt_token_ids),
+                        160, list(rendered.stop_token_ids), temperature=1.0, seed=seed,
+                        constraint=constraint)
 
     async def run():
         ids, finish = [], None
@@ -64,7 +69,22 @@ def generate(engine, tokenizer, fmt_name, mode, seed):
 @pytest.mark.parametrize("fmt_name", sorted(FORMATS))
 @pytest.mark.parametrize("mode", list(MODES))
 def test_format_mode_on_the_embedded_model(torch_engine, tokenizer, fmt_name, mode):
-    text, delta, finish = generate(torch_engine, tokenizer, fmt_name, mode, seed=7)
+    check_output(*generate(torch_engine, tokenizer, fmt_name, mode, seed=7), mode)
+
+
+# A sample: every format with calls forced, hermes (the embedded model's) in every mode,
+# pythonic's free text; deepseek_v3's free text is refused in this dialect (non-ASCII markers).
+EBNF_SAMPLE = [(f, "required-single") for f in sorted(FORMATS) if f != "deepseek_v3"] + [
+    ("hermes", "auto"), ("hermes", "named"), ("hermes", "none"), ("pythonic", "auto"),
+    ("deepseek_v3", "named")]
+
+
+@pytest.mark.parametrize("fmt_name,mode", EBNF_SAMPLE)
+def test_format_mode_in_the_ebnf_dialect(torch_engine, tokenizer, fmt_name, mode):
+    check_output(*generate(torch_engine, tokenizer, fmt_name, mode, seed=7, dialect=EBNF), mode)
+
+
+def check_output(text, delta, finish, mode):
     calls = [c for c in delta.calls if c.name]
     args = {}
     for c in delta.calls:

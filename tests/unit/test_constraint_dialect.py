@@ -1,0 +1,138 @@
+"""The constraint dialects' pure parts: which engine takes which, how a pool agrees on one, and
+the rewriting of xgrammar 0.2's free text with triggers and bans (TagDispatch) into plain rules,
+checked against the definition by brute force."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+import pytest
+import xgrammar as xgr
+
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.constraint_dialect import (EBNF, STRUCTURAL_TAG, DialectError, accepts,
+                                         common_dialect, engine_dialect, to_ebnf_0125)
+from toolwire.errors import RequestError
+from toolwire.formats import Tool, ToolChoice, get_format
+from toolwire.services.decode.trtllm_engine import guided_decoding
+from toolwire.services.decode.engine import EngineRequestError
+from toolwire.services.template.constraint_builder import build_constraint
+from toolwire.gateway.decode_pool import DecodePool, Replica
+from toolwire.internal_security import ClientSecurity
+
+VOCAB = ["<", "/", "t", "o", "l", "x", "_", "c", "a", ">"]
+
+
+def test_each_engine_says_its_dialect():
+    assert engine_dialect("0.2.8") == STRUCTURAL_TAG
+    assert engine_dialect("0.1.25") == EBNF
+    assert engine_dialect("0.1.34") == EBNF
+
+
+def test_a_mixed_pool_builds_grammars_every_engine_takes():
+    assert common_dialect([STRUCTURAL_TAG, STRUCTURAL_TAG]) == STRUCTURAL_TAG
+    assert common_dialect([STRUCTURAL_TAG, EBNF]) == EBNF
+    assert common_dialect([]) == STRUCTURAL_TAG
+    assert accepts(STRUCTURAL_TAG, EBNF) and accepts(EBNF, EBNF)
+    assert not accepts(EBNF, STRUCTURAL_TAG)
+
+
+def test_the_gateway_sends_a_constraint_only_to_replicas_that_take_it():
+    pool = DecodePool([], ClientSecurity())
+    torch_replica = Replica("a:1", None, None, dialect=STRUCTURAL_TAG)
+    trtllm_replica = Replica("b:1", None, None, dialect=EBNF, outstanding=5)
+    unread = Replica("c:1", None, None)  # serving, its dialect not read yet
+    pool.replicas = {r.address: r for r in (torch_replica, trtllm_replica, unread)}
+    assert pool.dialect() == EBNF
+    assert pool.pick(STRUCTURAL_TAG) is torch_replica
+    assert pool.pick(EBNF) is torch_replica  # the least loaded of those taking it
+    torch_replica.healthy = False
+    assert pool.pick(STRUCTURAL_TAG) is None
+    assert pool.pick(EBNF) is trtllm_replica
+
+
+def _free_text(words_banned: list[str], triggers: list[str] = ()) -> str:
+    pairs = "".join(f'  ("{t}", call_{i}),\n' for i, t in enumerate(triggers))
+    calls = "".join(f'call_{i} ::= (("X"))\n' for i in range(len(triggers)))
+    banned = ", ".join(f'"{w}"' for w in words_banned)
+    return (f"{calls}text ::= TagDispatch(\n{pairs}  loop_after_dispatch=true,\n"
+            f"  excludes=({banned})\n)\nroot ::= ((text))\n")
+
+
+def _matches(compiled, s: str) -> bool:
+    m = xgr.GrammarMatcher(compiled)
+    return m.accept_string(s) and (m.is_terminated() or m.accept_token(len(VOCAB) + 1))
+
+
+@pytest.fixture(scope="module")
+def compiler():
+    info = xgr.TokenizerInfo(VOCAB + ["X", "<eos>"], stop_token_ids=[len(VOCAB) + 1])
+    return xgr.GrammarCompiler(info)
+
+
+def test_banned_strings_never_appear_and_nothing_else_is_refused(compiler):
+    # Overlapping words, one inside another: the cases an automaton gets wrong.
+    banned = ["<tool", "</tool", "<tool_call>", "ll", "oo", "tot_"]
+    grammar = compiler.compile_grammar(to_ebnf_0125(_free_text(banned)))
+    for n in range(7):
+        for chars in itertools.product("</tol_", repeat=n):
+            s = "".join(chars)
+            assert _matches(grammar, s) == (not any(w in s for w in banned)), s
+
+
+def test_a_trigger_goes_on_with_its_rule(compiler):
+    text = to_ebnf_0125(_free_text(["</t"], triggers=["<t>"]))
+    grammar = compiler.compile_grammar(text)
+    for s, ok in [("<t>X", True), ("o<t>Xt", True), ("<t>", False), ("<t>t", False),
+                  ("</t", False), ("<<t>X<t>X", True), ("<x>", True)]:
+        assert _matches(grammar, s) == ok, s
+
+
+def test_what_the_old_version_cannot_read_is_refused_not_loosened():
+    with pytest.raises(DialectError):
+        to_ebnf_0125(_free_text(["<｜tool▁calls▁begin｜>"]))  # non-ASCII: 0.1.25 mis-reads it
+    with pytest.raises(DialectError):
+        to_ebnf_0125('t ::= TagDispatch(\n  loop_after_dispatch=true,\n  new_option=1\n)')
+    assert to_ebnf_0125('root ::= "a"{0, -1} "b"{1, -1} "c"{2, -1}') == 'root ::= "a"* "b"+ "c"{2,}'
+
+
+def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
+    from toolwire.services.template.compile_pool import CompilePool
+    from toolwire.services.template.server import TemplateServicer
+
+    fmt = get_format("deepseek_v3")
+    info = xgr.TokenizerInfo(VOCAB + ["<eos>"], stop_token_ids=[len(VOCAB)])
+    tools = [Tool("get_time", "", None)]
+
+    async def check(mode):
+        pool = CompilePool(info.serialize_json(), workers=1)
+        await pool.start()
+        try:
+            servicer = TemplateServicer(_Tok(), fmt, "m", 4096, len(VOCAB) + 1, pool)
+            c = build_constraint(fmt, tools, ToolChoice(mode), True, common.ResponseFormat())
+            return await servicer.check_constraint(c, True, EBNF)
+        finally:
+            pool.close()
+
+    with pytest.raises(RequestError) as e:
+        asyncio.run(check("auto"))
+    assert (e.value.param, e.value.code, e.value.status) == (
+        "tool_choice", "unsupported_by_engine", 400)
+    assert "deepseek_v3" in e.value.message and "required" in e.value.message
+    assert asyncio.run(check("required")).WhichOneof("kind") == "ebnf"
+
+
+class _Tok:
+    eos_token_id = 0
+
+
+def test_trtllm_takes_grammars_only():
+    assert guided_decoding(dict, ("ebnf", 'root ::= "a"')) == {"grammar": 'root ::= "a"'}
+    assert guided_decoding(dict, ("regex", "a+")) == {"regex": "a+"}
+    assert guided_decoding(dict, None) is None
+    for kind in ("json_schema", "structural_tag"):
+        with pytest.raises(EngineRequestError) as e:
+            guided_decoding(dict, (kind, json.dumps({"type": "object"})))
+        assert e.value.param == "constraint" and EBNF in str(e.value)
