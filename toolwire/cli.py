@@ -94,6 +94,10 @@ def parser() -> argparse.ArgumentParser:
                          "each request to the one with the fewest outstanding")
     _template_args(up)
     _gateway_args(up, addresses=False)
+    health = sub.add_parser("health", help="exit 0 if the gRPC service at ADDRESS reports "
+                                           "SERVING, else 1 (for container health checks)")
+    health.add_argument("address", nargs="?", default="127.0.0.1:50062")
+    health.add_argument("--timeout", type=float, default=3.0)
     return top
 
 
@@ -113,8 +117,19 @@ def setup_logging() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+async def _health(address: str, timeout: float) -> int:
+    import grpc
+
+    from toolwire.grpc_server import check_serving
+
+    async with grpc.aio.insecure_channel(address) as channel:  # health needs no token
+        return 0 if await check_serving(channel, timeout) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "health":
+        return asyncio.run(_health(args.address, args.timeout))
     setup_logging()
     if args.command == "up":
         from toolwire.launcher import up

@@ -181,11 +181,19 @@ async def next_or_aborted(results, aborted: asyncio.Event):
 _CONSTRAINT = re.compile(r"grammar|guided|json.?schema|structural|xgrammar", re.IGNORECASE)
 
 
+# LLM._check_arguments (llmapi/llm.py) refuses a prompt over max_num_tokens (without chunked
+# prefill) with a ValueError in some releases and a RequestError in others.
+_TOO_LONG = re.compile(r"max_num_tokens|prompt length", re.IGNORECASE)
+
+
 def request_error(e: BaseException) -> EngineRequestError | None:
     """A TensorRT-LLM error that is the request's fault, as a 400; None for a real fault."""
-    if type(e).__name__ == "RequestError" and _CONSTRAINT.search(str(e)):
+    request_error_type = type(e).__name__ == "RequestError"
+    if request_error_type and _CONSTRAINT.search(str(e)):
         return EngineRequestError(f"TensorRT-LLM refused the constraint: {e}", "constraint")
-    if isinstance(e, ValueError):  # generate_async's checks: a prompt over max_num_tokens, ...
+    if (request_error_type or isinstance(e, ValueError)) and _TOO_LONG.search(str(e)):
+        return EngineRequestError(f"TensorRT-LLM refused the prompt: {e}", "messages")
+    if isinstance(e, ValueError):  # generate_async's other checks
         return EngineRequestError(f"TensorRT-LLM refused the request: {e}", "messages")
     return None
 

@@ -60,6 +60,16 @@ def test_internal_services_refuse_calls_without_the_token(stack):
         assert _extract_once(stub, token) == "stop"
 
 
+def test_the_container_health_check_needs_no_token(stack):
+    """`toolwire health ADDR` (the TensorRT-LLM image's HEALTHCHECK): 0 when serving, else 1."""
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    for address, expected in ((stack.service_addresses()["decode"], 0),
+                              (f"127.0.0.1:{free_port()}", 1)):
+        done = subprocess.run([sys.executable, "-m", "toolwire.cli", "health", address],
+                              env=env, capture_output=True, timeout=30)
+        assert done.returncode == expected, (address, done.stderr)
+
+
 def _serve_extractor(*flags: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in (env or os.environ).items() if k != TOKEN_ENV}

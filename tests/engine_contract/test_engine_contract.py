@@ -14,6 +14,7 @@ import os
 import jsonschema
 import pytest
 
+from toolwire.grammar import in_dialect
 from toolwire.services.decode.engine import EngineRequest
 
 ENGINES = [
@@ -61,6 +62,11 @@ async def collect(engine, req, stop_after=None):
         if stop_after is not None and len(outs) >= stop_after:
             break
     return outs
+
+
+def _in(engine, kind: str, text: str) -> tuple[str, str]:
+    """The constraint as the template service would send it to this engine (its dialect)."""
+    return in_dialect(kind, text, engine.info.constraint_dialect)
 
 
 def req(rid, prompt, **kw):
@@ -112,7 +118,7 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength
 def test_json_schema_constraint_is_obeyed(engine, prompt, tokenizer):
     outs = run(engine, collect(engine, req("json", prompt, max_tokens=60, stop_ids=[2],
                                            temperature=1.0, seed=_seed(engine, 3),
-                                           constraint=("json_schema", json.dumps(SCHEMA)))))
+                                           constraint=_in(engine, "json_schema", json.dumps(SCHEMA)))))
     assert outs[-1].finish_reason == "stop"
     jsonschema.validate(json.loads(tokenizer.decode(_ids(outs))), SCHEMA)
 
@@ -124,7 +130,7 @@ def test_structural_tag_constraint_is_obeyed(engine, prompt, tokenizer):
             "type": "tag", "begin": "<call>", "end": "</call>",
             "content": {"type": "json_schema", "json_schema": SCHEMA}}]}}
     outs = run(engine, collect(engine, req("tag", prompt, max_tokens=60, stop_ids=[2],
-                                           constraint=("structural_tag", json.dumps(tag)))))
+                                           constraint=_in(engine, "structural_tag", json.dumps(tag)))))
     text = tokenizer.decode(_ids(outs))
     assert outs[-1].finish_reason == "stop"
     assert text.startswith("<call>") and text.endswith("</call>")
@@ -166,7 +172,7 @@ def test_concurrent_requests_each_keep_their_own_constraint(engine, prompt, toke
                   "additionalProperties": False}
         return await collect(engine, req(f"c{i}", prompt, max_tokens=120, stop_ids=[2],
                                          temperature=1.0, seed=_seed(engine, i),
-                                         constraint=("json_schema", json.dumps(schema))))
+                                         constraint=_in(engine, "json_schema", json.dumps(schema))))
 
     async def all_of():
         return await asyncio.gather(*(one(i, w) for i, w in enumerate(words)))

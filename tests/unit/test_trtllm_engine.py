@@ -85,5 +85,9 @@ def test_errors_that_are_the_requests_fault_are_400s():
     too_long = request_error(ValueError("The sum of prompt length (9000) should not exceed "
                                         "max_num_tokens (8192)"))
     assert too_long is not None and too_long.param == "messages"
+    # Other releases raise the same check as a RequestError (llmapi/llm.py _check_arguments).
+    too_long = request_error(RequestError("The sum of prompt length (9000.0), query length (0) "
+                                          "should not exceed max_num_tokens (8192)"))
+    assert too_long is not None and too_long.param == "messages"
     assert request_error(RequestError("executor worker died")) is None  # a real fault: 500
     assert request_error(RuntimeError("CUDA error")) is None
