@@ -47,7 +47,12 @@ def common_dialect(dialects: list[str]) -> str:
 
 
 class DialectError(ValueError):
-    """A grammar holds something the dialect cannot state (a bug: refuse, never loosen)."""
+    """A constraint holds something the dialect cannot state: refused, never loosened.
+    `schema`: the cause is in a JSON schema (a pattern), not in the tool format's free text."""
+
+    def __init__(self, message: str, schema: bool = False):
+        super().__init__(message)
+        self.schema = schema
 
 
 # -- xgrammar 0.2 grammar text -> xgrammar 0.1.25 grammar text --------------------------------
@@ -67,7 +72,34 @@ def to_ebnf_0125(grammar_text: str) -> str:
                        text)
     if "TagDispatch" in text or re.search(r"\{\d+, ?-\d+\}", text):
         raise DialectError("the grammar holds a construct xgrammar 0.1.25 does not read alike")
+    wide = _wide_class(text)
+    if wide:
+        raise DialectError(f"a schema pattern's character class {wide} holds non-ASCII "
+                           "characters, which xgrammar 0.1.25 mis-reads", schema=True)
     return text
+
+
+def _wide_class(text: str) -> str | None:
+    """The first character class holding a non-ASCII character (raw or escaped), outside
+    string literals: 0.1.25 drops them from negated classes and mis-reads ranges of them."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':  # a string literal: non-ASCII is fine there
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif c == "[":
+            j = i + 1
+            while j < n and text[j] != "]":
+                j += 2 if text[j] == "\\" else 1
+            body = text[i + 1:j]
+            escaped = [int(h, 16) for h in re.findall(r"\\[xuU]\{?([0-9A-Fa-f]+)", body)]
+            if any(ord(ch) > 0x7F for ch in body) or any(v > 0x7F for v in escaped):
+                return text[i:j + 1]
+            i = j
+        i += 1
+    return None
 
 
 @dataclass

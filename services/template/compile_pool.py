@@ -26,7 +26,8 @@ _CTX = multiprocessing.get_context("spawn")
 
 def _worker(conn: Connection, info_json: str) -> None:
     """In the worker process: compile whatever arrives and write it in the dialect asked for;
-    answer ("ok", kind, text), ("invalid", xgrammar's message) or ("dialect", why not)."""
+    answer ("ok", kind, text), ("invalid", xgrammar's message) or ("dialect" or
+    "dialect-schema", why not)."""
     import xgrammar as xgr
 
     from toolwire.constraint_dialect import DialectError
@@ -44,7 +45,7 @@ def _worker(conn: Connection, info_json: str) -> None:
             compile_with(compiler, kind, text)
             conn.send(("ok", *in_dialect(kind, text, dialect)))
         except DialectError as e:  # the engine's dialect cannot state this constraint
-            conn.send(("dialect", str(e)))
+            conn.send(("dialect-schema" if e.schema else "dialect", str(e)))
         except Exception as e:  # xgrammar refuses the schema: the request's fault
             conn.send(("invalid", str(e) or type(e).__name__))
 

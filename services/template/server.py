@@ -127,6 +127,11 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 code="schema_too_complex") from None
         if result[0] == "invalid":
             raise RequestError(f"Invalid schema: {result[1]}", param=param, code="invalid_schema")
+        if result[0] == "dialect-schema":  # a pattern in a schema, not the tool format
+            raise RequestError(
+                f"Invalid schema for this model's decode engine (constraint dialect "
+                f"{dialect}): {result[1]}. Use ASCII in character classes, or set strict to "
+                "false.", param=param, code="unsupported_by_engine")
         if result[0] == "dialect":
             raise RequestError(
                 f"This request cannot be enforced by the decode engine's constrained decoding "

@@ -98,15 +98,33 @@ def test_what_the_old_version_cannot_read_is_refused_not_loosened():
     assert to_ebnf_0125('root ::= "a"{0, -1} "b"{1, -1} "c"{2, -1}') == 'root ::= "a"* "b"+ "c"{2,}'
 
 
+def test_a_schema_pattern_the_old_version_misreads_is_refused():
+    from toolwire.grammar import in_dialect
+
+    def schema(pattern):
+        return json.dumps({"type": "object", "properties": {
+            "word": {"type": "string", "pattern": pattern}}, "required": ["word"]})
+
+    cyrillic = schema("^[а-я]+$")
+    with pytest.raises(DialectError) as e:
+        in_dialect("json_schema", cyrillic, EBNF)
+    assert e.value.schema
+    assert in_dialect("json_schema", schema("^[a-z]+$"), EBNF)[0] == "ebnf"
+    # Non-ASCII text in string literals (an enum) reads alike in both versions.
+    assert in_dialect("json_schema", json.dumps({"enum": ["éte", "｜"]}), EBNF)[0] == "ebnf"
+
+
 def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
     from toolwire.services.template.compile_pool import CompilePool
     from toolwire.services.template.server import TemplateServicer
 
-    fmt = get_format("deepseek_v3")
     info = xgr.TokenizerInfo(VOCAB + ["<eos>"], stop_token_ids=[len(VOCAB)])
-    tools = [Tool("get_time", "", None)]
+    clock = [Tool("get_time", "", None)]
+    cyrillic = [Tool("spell", "", {"type": "object", "properties": {"w": {
+        "type": "string", "pattern": "^[а-я]+$"}}}, strict=True)]
 
-    async def check(mode):
+    async def check(fmt_name, tools, mode):
+        fmt = get_format(fmt_name)
         pool = CompilePool(info.serialize_json(), workers=1)
         await pool.start()
         try:
@@ -117,11 +135,14 @@ def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
             pool.close()
 
     with pytest.raises(RequestError) as e:
-        asyncio.run(check("auto"))
+        asyncio.run(check("deepseek_v3", clock, "auto"))
     assert (e.value.param, e.value.code, e.value.status) == (
         "tool_choice", "unsupported_by_engine", 400)
     assert "deepseek_v3" in e.value.message and "required" in e.value.message
-    assert asyncio.run(check("required")).WhichOneof("kind") == "ebnf"
+    assert asyncio.run(check("deepseek_v3", clock, "required")).WhichOneof("kind") == "ebnf"
+    with pytest.raises(RequestError) as e:  # the cause is the schema: the param says so
+        asyncio.run(check("hermes", cyrillic, "required"))
+    assert (e.value.param, e.value.code) == ("tools", "unsupported_by_engine")
 
 
 class _Tok:
