@@ -62,6 +62,7 @@ _LOOP = re.compile(r"loop_after_dispatch=(true|false)")
 _EXCLUDES = re.compile(r"excludes=\(((?:\"(?:[^\"\\]|\\.)*\"(?:, )?)*)\)")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _REPEAT = re.compile(r"\{(\d+), -1\}")
+ANY_CHARACTER = "\\0-\\U0010ffff"  # plain any_text
 
 
 def to_ebnf_0125(grammar_text: str) -> str:
@@ -94,6 +95,9 @@ def _wide_class(text: str) -> str | None:
             while j < n and text[j] != "]":
                 j += 2 if text[j] == "\\" else 1
             body = text[i + 1:j]
+            if body == ANY_CHARACTER:  # every character: read alike by both versions
+                i = j + 1
+                continue
             escaped = [int(h, 16) for h in re.findall(r"\\[xuU]\{?([0-9A-Fa-f]+)", body)]
             if any(ord(ch) > 0x7F for ch in body) or any(v > 0x7F for v in escaped):
                 return text[i:j + 1]

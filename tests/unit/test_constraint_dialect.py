@@ -110,7 +110,9 @@ def test_a_schema_pattern_the_old_version_misreads_is_refused():
         in_dialect("json_schema", cyrillic, EBNF)
     assert e.value.schema
     assert in_dialect("json_schema", schema("^[a-z]+$"), EBNF)[0] == "ebnf"
-    # Non-ASCII text in string literals (an enum) reads alike in both versions.
+    # Every character (plain free text), and non-ASCII text in string literals (an enum), read
+    # alike in both versions.
+    assert to_ebnf_0125("root ::= (([\\0-\\U0010ffff]*))") == "root ::= (([\\0-\\U0010ffff]*))"
     assert in_dialect("json_schema", json.dumps({"enum": ["éte", "｜"]}), EBNF)[0] == "ebnf"
 
 
