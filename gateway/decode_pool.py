@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from toolwire.common.v1 import common_pb2 as common
-from toolwire.constraint_dialect import accepts, common_dialect
+from toolwire.constraint_dialect import STRUCTURAL_TAG, accepts, common_dialect
 from toolwire.decode.v1 import decode_pb2_grpc
 from toolwire.grpc_server import check_serving
 from toolwire.internal_security import ClientSecurity
@@ -104,7 +104,7 @@ class DecodePool:
                         "sending it requests yet", replica.address, e.code().name)
             return
         # A decode service from before dialects takes xgrammar 0.2 structural tags.
-        replica.dialect = info.constraint_dialect or "xgrammar-structural-tag-0.2"
+        replica.dialect = info.constraint_dialect or STRUCTURAL_TAG
 
     async def _watch(self) -> None:
         while True:
