@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import random
 import secrets
 import signal
 import socket
@@ -36,9 +37,32 @@ def child_pids(ppid: int) -> list[int]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports free now, below the kernel's ephemeral range: a port the kernel hands
+    out (bind to 0) can be taken by any outgoing connection before the service binds it."""
+    try:
+        low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    held: list[socket.socket] = []
+    try:
+        for port in random.sample(range(10000, max(low, 10000 + 4 * n)), 4 * n + 200):
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)  # held until all are found: the n are distinct
+            if len(held) == n:
+                return [h.getsockname()[1] for h in held]
+        raise RuntimeError("no free ports below the ephemeral range")
+    finally:
+        for s in held:
+            s.close()
 
 
 def _common(args) -> list[str]:
@@ -54,12 +78,15 @@ def _common(args) -> list[str]:
 
 def commands(args) -> dict[str, list[str]]:
     replicas = [f"decode-{i}" if i else "decode" for i in range(args.decode_replicas)]
-    ports = {name: free_port() for name in ("template", *replicas, "extractor")}
+    names = ("template", *replicas, "extractor")
+    picked = free_ports(2 * len(names))
+    ports = dict(zip(names, picked))
+    metrics_ports = dict(zip(names, picked[len(names):]))
     base = [sys.executable, "-m", "toolwire.cli", "serve"]
     common = _common(args)
     # Every service serves /metrics too (the gateway on its HTTP port).
     cmds = {name: base + [name.split("-")[0], "--port", str(port), "--metrics-port",
-                          str(free_port())] + common for name, port in ports.items()}
+                          str(metrics_ports[name])] + common for name, port in ports.items()}
     decode_flags = ["--engine", args.engine, "--dtype", args.dtype, "--device", args.device,
                     "--max-batch", str(args.max_batch),
                     "--tensor-parallel-size", str(args.tensor_parallel_size),

@@ -125,26 +125,33 @@ def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
     cyrillic = [Tool("spell", "", {"type": "object", "properties": {"w": {
         "type": "string", "pattern": "^[а-я]+$"}}}, strict=True)]
 
-    async def check(fmt_name, tools, mode):
+    async def check(pool, fmt_name, tools, mode):
+        """The constraint the template would send, or the RequestError it would answer."""
         fmt = get_format(fmt_name)
-        pool = CompilePool(info.serialize_json(), workers=1)
+        servicer = TemplateServicer(_Tok(), fmt, "m", 4096, len(VOCAB) + 1, pool)
+        c = build_constraint(fmt, tools, ToolChoice(mode), True, common.ResponseFormat())
+        try:
+            return await servicer.check_constraint(c, True, EBNF)
+        except RequestError as e:
+            return e
+
+    async def all_three():
+        pool = CompilePool(info.serialize_json(), workers=1)  # a real worker process
         await pool.start()
         try:
-            servicer = TemplateServicer(_Tok(), fmt, "m", 4096, len(VOCAB) + 1, pool)
-            c = build_constraint(fmt, tools, ToolChoice(mode), True, common.ResponseFormat())
-            return await servicer.check_constraint(c, True, EBNF)
+            return [await check(pool, *case) for case in (
+                ("deepseek_v3", clock, "auto"), ("deepseek_v3", clock, "required"),
+                ("hermes", cyrillic, "required"))]
         finally:
             pool.close()
 
-    with pytest.raises(RequestError) as e:
-        asyncio.run(check("deepseek_v3", clock, "auto"))
-    assert (e.value.param, e.value.code, e.value.status) == (
+    free_text, forced, pattern = asyncio.run(all_three())
+    assert (free_text.param, free_text.code, free_text.status) == (
         "tool_choice", "unsupported_by_engine", 400)
-    assert "deepseek_v3" in e.value.message and "required" in e.value.message
-    assert asyncio.run(check("deepseek_v3", clock, "required")).WhichOneof("kind") == "ebnf"
-    with pytest.raises(RequestError) as e:  # the cause is the schema: the param says so
-        asyncio.run(check("hermes", cyrillic, "required"))
-    assert (e.value.param, e.value.code) == ("tools", "unsupported_by_engine")
+    assert "deepseek_v3" in free_text.message and "required" in free_text.message
+    assert forced.WhichOneof("kind") == "ebnf"
+    # The cause is the schema: the param says so.
+    assert (pattern.param, pattern.code) == ("tools", "unsupported_by_engine")
 
 
 class _Tok:
