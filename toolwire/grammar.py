@@ -30,41 +30,34 @@ class ConstraintCompiler:
 
     def _compile(self, kind: str, text: str) -> xgr.CompiledGrammar:
         self.compiles += 1
-        return compile_with(self.compiler, kind, text)
+        return self.compiler.compile_grammar(grammar_of(kind, text))
 
     def compile_constraint(self, c: common.Constraint) -> xgr.CompiledGrammar | None:
         kind = c.WhichOneof("kind")
         return self.compile(kind, getattr(c, kind)) if kind else None
 
 
-def compile_with(compiler: xgr.GrammarCompiler, kind: str, text: str) -> xgr.CompiledGrammar:
-    """toolwire's one way to compile each kind (the template's check and the engine agree)."""
+def grammar_of(kind: str, text: str) -> xgr.Grammar:
+    """toolwire's one reading of each constraint kind: the template's check, the torch engine
+    and the EBNF dialect all start from it."""
     if kind == "json_schema":
-        return compiler.compile_json_schema(text, **JSON_SCHEMA_OPTIONS)
+        return xgr.Grammar.from_json_schema(text, **JSON_SCHEMA_OPTIONS)
     if kind == "structural_tag":
-        return compiler.compile_structural_tag(text)
+        return xgr.Grammar.from_structural_tag(text)
     if kind == "ebnf":
-        return compiler.compile_grammar(text)
+        return xgr.Grammar.from_ebnf(text)
     if kind == "regex":
-        return compiler.compile_regex(text)
+        return xgr.Grammar.from_regex(text)
     raise ValueError(f"unknown constraint kind {kind!r}")
 
 
-def in_dialect(kind: str, text: str, dialect: str) -> tuple[str, str]:
+def in_dialect(kind: str, text: str, dialect: str,
+               grammar: xgr.Grammar | None = None) -> tuple[str, str]:
     """The constraint as an engine of `dialect` takes it (kind, text); raises DialectError
-    where the dialect cannot state it, xgrammar's error where the constraint is invalid."""
+    where the dialect cannot state it, xgrammar's error where the constraint is invalid.
+    `grammar`: grammar_of(kind, text), where the caller has already built it."""
     if dialect == STRUCTURAL_TAG:
         return kind, text
     if dialect != EBNF:
         raise ValueError(f"unknown constraint dialect {dialect!r}")
-    if kind == "json_schema":
-        grammar = xgr.Grammar.from_json_schema(text, **JSON_SCHEMA_OPTIONS)
-    elif kind == "structural_tag":
-        grammar = xgr.Grammar.from_structural_tag(text)
-    elif kind == "ebnf":
-        grammar = xgr.Grammar.from_ebnf(text)
-    elif kind == "regex":
-        grammar = xgr.Grammar.from_regex(text)
-    else:
-        raise ValueError(f"unknown constraint kind {kind!r}")
-    return "ebnf", to_ebnf_0125(str(grammar))
+    return "ebnf", to_ebnf_0125(str(grammar or grammar_of(kind, text)))

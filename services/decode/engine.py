@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+from toolwire.constraint_dialect import STRUCTURAL_TAG
+
 
 @dataclass
 class EngineRequest:
@@ -45,7 +47,7 @@ class EngineInfo:
     max_model_len: int
     vocab_size: int
     max_batch: int
-    constraint_dialect: str = "xgrammar-structural-tag-0.2"  # toolwire/constraint_dialect.py
+    constraint_dialect: str = STRUCTURAL_TAG  # see toolwire/constraint_dialect.py
 
 
 class Engine(ABC):

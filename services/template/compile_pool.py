@@ -31,7 +31,7 @@ def _worker(conn: Connection, info_json: str) -> None:
     import xgrammar as xgr
 
     from toolwire.constraint_dialect import DialectError
-    from toolwire.grammar import compile_with, in_dialect
+    from toolwire.grammar import grammar_of, in_dialect
 
     compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1,
                                    cache_enabled=False)
@@ -42,8 +42,9 @@ def _worker(conn: Connection, info_json: str) -> None:
         except (EOFError, KeyboardInterrupt):
             return
         try:
-            compile_with(compiler, kind, text)
-            conn.send(("ok", *in_dialect(kind, text, dialect)))
+            grammar = grammar_of(kind, text)
+            compiler.compile_grammar(grammar)
+            conn.send(("ok", *in_dialect(kind, text, dialect, grammar)))
         except DialectError as e:  # the engine's dialect cannot state this constraint
             conn.send(("dialect-schema" if e.schema else "dialect", str(e)))
         except Exception as e:  # xgrammar refuses the schema: the request's fault
