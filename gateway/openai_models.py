@@ -1,10 +1,18 @@
-"""Pydantic models of the OpenAI chat completion request, as the official SDK sends it."""
+"""Pydantic models of the OpenAI chat completion request, as the official SDK sends it.
+
+They check shape only (types, and integers the proto can hold); what a value means is checked
+on the proto, for REST and gRPC alike (toolwire/request/checks.py). The rules that check states
+are repeated here as JSON Schema annotations, for the OpenAPI document, without validating."""
 
 from __future__ import annotations
 
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from toolwire.request import checks as rules
+
+_NAME = {"pattern": rules.NAME_PATTERN}
 
 
 class _Model(BaseModel):
@@ -34,7 +42,7 @@ class Message(BaseModel):
     # The SDK echoes its own message objects back, with fields such as annotations, audio and
     # function_call set to null: accept and ignore what does not change the prompt.
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: str = Field(json_schema_extra={"enum": list(rules.ROLES)})
     content: Union[str, list[ContentPart], None] = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
@@ -44,7 +52,7 @@ class Message(BaseModel):
 
 
 class FunctionDefinition(_Model):
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    name: str = Field(json_schema_extra=_NAME)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -65,14 +73,14 @@ class NamedToolChoice(_Model):
 
 
 class JSONSchemaSpec(_Model):
-    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    name: str = Field(json_schema_extra=_NAME)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
 class ResponseFormat(_Model):
-    type: Literal["text", "json_object", "json_schema"]
+    type: str = Field(json_schema_extra={"enum": list(rules.RESPONSE_FORMATS)})
     json_schema: JSONSchemaSpec | None = None
 
 
@@ -85,20 +93,25 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     model: str
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(json_schema_extra={"minItems": 1})
     tools: list[FunctionTool] | None = None
     tool_choice: Union[Literal["auto", "none", "required"], NamedToolChoice, None] = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    temperature: float | None = Field(default=None, json_schema_extra={
+        "minimum": rules.TEMPERATURE[0], "maximum": rules.TEMPERATURE[1]})
+    top_p: float | None = Field(default=None, json_schema_extra={
+        "exclusiveMinimum": rules.TOP_P[0], "maximum": rules.TOP_P[1]})
     seed: int | None = Field(default=None, ge=-2**63, le=2**64 - 1)
     stop: Union[str, list[str], None] = None
     # Past any context window; the context check gives the precise refusal.
-    max_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    # Above 0: what a uint32 holds; 0 itself is the check's to refuse.
+    max_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                                   json_schema_extra={"minimum": 1})
+    max_completion_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                                              json_schema_extra={"minimum": 1})
     # Accepted so that SDK requests pass; each is checked by `unsupported_parameters`.
     n: int | None = None
     logprobs: bool | None = None
@@ -136,10 +149,9 @@ def unsupported_parameters(req: ChatCompletionRequest) -> tuple[str, str] | None
         if bad:
             return param, message
     for i, m in enumerate(req.messages):
-        if isinstance(m.content, list):
-            for j, part in enumerate(m.content):
-                if part.type not in ("text", "refusal") or part.text is None:
-                    return (f"messages[{i}].content[{j}].type",
-                            f"content parts of type {part.type!r} are not supported; "
-                            "only text")
+        for j, part in enumerate(m.content if isinstance(m.content, list) else []):
+            # A part of a served type carries its text (other types: the proto check).
+            if part.type in rules.TEXT_PARTS and part.text is None:
+                return (f"messages[{i}].content[{j}].text",
+                        f"a content part of type {part.type!r} needs its text")
     return None

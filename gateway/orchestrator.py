@@ -25,7 +25,8 @@ from toolwire.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, 
 from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
 from toolwire.grpc_server import check_serving
 from toolwire.internal_security import ClientSecurity
-from toolwire.limits import Limits, check_max_tokens, check_request
+from toolwire.limits import Limits, check_max_tokens
+from toolwire.request.checks import check_request
 from toolwire.request_context import REQUEST_ID_KEY
 from toolwire.template.v1 import template_pb2, template_pb2_grpc
 

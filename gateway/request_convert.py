@@ -1,4 +1,7 @@
-"""The REST request (pydantic) into the ChatService request proto that the orchestrator runs."""
+"""The REST request (pydantic) into the ChatService request proto that the orchestrator runs.
+
+Shape only: what the proto cannot carry is refused here; what the request means is checked on
+the proto, for REST and gRPC alike (toolwire/request/checks.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import json
 from toolwire.chat.v1 import chat_pb2
 from toolwire.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
+from toolwire.request.checks import TEXT_PARTS
 
 from .openai_models import ChatCompletionRequest, Message, unsupported_parameters
 
@@ -19,8 +23,10 @@ def message_proto(m: Message) -> common.ChatMessage:
     if isinstance(m.content, str):
         msg.content = m.content
     elif isinstance(m.content, list):
-        msg.content_parts.extend(common.ContentPart(type="text", text=p.text or "")
-                                 for p in m.content)
+        # Served part types are text to the prompt; others reach the check, which names them.
+        msg.content_parts.extend(common.ContentPart(
+            type="text" if p.type in TEXT_PARTS else p.type, text=p.text or "")
+            for p in m.content)
     for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
         if getattr(m, key) is not None:
             setattr(msg, key, getattr(m, key))
@@ -36,18 +42,9 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
     if bad:
         raise RequestError(bad[1], param=bad[0], code="unsupported_parameter")
     out = chat_pb2.ChatCompletionRequest(model=req.model)
-    for i, m in enumerate(req.messages):
-        if m.role == "tool" and not m.tool_call_id:
-            raise RequestError(f"messages[{i}]: a tool message needs tool_call_id",
-                               param=f"messages[{i}].tool_call_id")
-        out.messages.append(message_proto(m))
-    names = set()
-    for i, t in enumerate(req.tools or []):
+    out.messages.extend(message_proto(m) for m in req.messages)
+    for t in req.tools or []:
         fn = t.function
-        if fn.name in names:
-            raise RequestError(f"tools[{i}]: duplicate function name {fn.name!r}",
-                               param=f"tools[{i}].function.name")
-        names.add(fn.name)
         out.tools.append(common.FunctionTool(
             name=fn.name, description=fn.description or "", strict=bool(fn.strict),
             parameters_json=json.dumps(fn.parameters) if fn.parameters is not None else ""))
@@ -55,13 +52,6 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
         out.tool_choice.mode = _MODES[req.tool_choice]
     elif req.tool_choice is not None:
         out.tool_choice.function_name = req.tool_choice.function.name
-    if req.tool_choice is not None and not req.tools:
-        raise RequestError("tool_choice is only allowed when tools are specified",
-                           param="tool_choice")
-    if out.tool_choice.WhichOneof("choice") == "function_name" and \
-            out.tool_choice.function_name not in names:
-        raise RequestError(f"tool_choice names function {out.tool_choice.function_name!r}, "
-                           "which is not in tools", param="tool_choice")
     if req.parallel_tool_calls is not None:
         out.parallel_tool_calls = req.parallel_tool_calls
     rf = req.response_format
@@ -80,7 +70,7 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
     if req.seed is not None:
         out.seed = req.seed % 2**64  # OpenAI's seed is signed; the same bits as uint64
     out.stop.extend([req.stop] if isinstance(req.stop, str) else (req.stop or []))
-    limit = req.max_completion_tokens or req.max_tokens
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     if limit is not None:
         out.max_completion_tokens = limit
     out.include_usage = bool(req.stream_options and req.stream_options.include_usage)

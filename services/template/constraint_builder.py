@@ -11,6 +11,7 @@ from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, ToolFormat
 from toolwire.formats.base import schema_content
 from toolwire.formats.reasoning import NONE, wrap_constraint
+from toolwire.request.checks import check_response_format, check_strict_schema
 from toolwire.schema_support import first_unsupported
 
 NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
@@ -24,11 +25,7 @@ def enforceable_schema(schema: Any, strict: bool, param: str) -> Any:
     if bad is None:
         return schema
     if strict:
-        path, keyword = bad
-        raise RequestError(
-            f"Invalid schema for {param}: '{keyword}' (at {path}) cannot be enforced by "
-            "toolwire's constrained decoding, so strict mode cannot guarantee it. Remove it "
-            "or set strict to false.", param=param, code="unsupported_schema_keyword")
+        check_strict_schema(schema, param)  # refuses it
     return ANY_OBJECT
 
 
@@ -86,18 +83,13 @@ def ban_in_text(constraint: dict, markers: tuple[str, ...]) -> dict:
 
 
 def response_schema(rf: common.ResponseFormat) -> Any | None:
+    check_response_format(rf)  # a known type; json_schema with its schema
     if rf.type in ("", "text"):
         return None
     if rf.type == "json_object":
         return ANY_OBJECT
-    if rf.type == "json_schema":
-        if not rf.schema_json:
-            raise RequestError("response_format.json_schema.schema is required",
-                               param="response_format.json_schema.schema")
-        return enforceable_schema(json.loads(rf.schema_json), rf.strict,
-                                  "response_format.json_schema.schema")
-    raise RequestError(f"Invalid response_format type {rf.type!r}: expected text, json_object "
-                       "or json_schema", param="response_format.type")
+    return enforceable_schema(json.loads(rf.schema_json), rf.strict,
+                              "response_format.json_schema.schema")
 
 
 def _tag(fmt: dict, reasoning: str) -> common.Constraint:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
-import json
 import logging
 
 import jinja2
@@ -21,6 +20,7 @@ import xgrammar as xgr
 
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ServerSecurity
+from toolwire.request.checks import check_render
 from toolwire.service_metrics import ServiceMetrics
 from toolwire.template.v1 import template_pb2 as pb
 from toolwire.template.v1 import template_pb2_grpc as pb_grpc
@@ -29,8 +29,6 @@ from .compile_pool import CompilePool, CompileTimeout
 from .constraint_builder import build_constraint
 
 log = logging.getLogger("toolwire.template")
-
-ROLES = {"system", "developer", "user", "assistant", "tool"}
 
 
 class TemplateServicer(pb_grpc.TemplateServiceServicer):
@@ -45,34 +43,10 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self.compiles = compiles  # RenderChat's constraint check (render() alone needs none)
 
     def render(self, request: pb.RenderChatRequest) -> pb.RenderChatResponse:
-        if not request.messages:
-            raise RequestError("messages must not be empty", param="messages")
-        messages = []
-        for i, m in enumerate(request.messages):
-            if m.role not in ROLES:
-                raise RequestError(f"Invalid role {m.role!r} in messages[{i}]",
-                                   param=f"messages[{i}].role")
-            for j, call in enumerate(m.tool_calls):
-                if not _is_json_object(call.function.arguments or "{}"):
-                    raise RequestError(
-                        f"messages[{i}].tool_calls[{j}].function.arguments must be a JSON "
-                        "object (as a string)", param=f"messages[{i}].tool_calls[{j}].function."
-                        "arguments")
-            messages.append(message_to_dict(m))
-        tools = []
-        for i, t in enumerate(request.tools):
-            try:
-                tools.append(tool_from_proto(t))
-            except json.JSONDecodeError as e:
-                raise RequestError(f"tools[{i}].function.parameters is not valid JSON: {e}",
-                                   param=f"tools[{i}].function.parameters")
+        check_render(request)  # the gateway's checks, for callers that come here directly
+        messages = [message_to_dict(m) for m in request.messages]
+        tools = [tool_from_proto(t) for t in request.tools]
         choice = choice_from_proto(request.tool_choice, bool(tools))
-        if request.tool_choice.WhichOneof("choice") and not tools and choice.mode != "none":
-            raise RequestError("tool_choice is only allowed when tools are specified",
-                               param="tool_choice")
-        if choice.mode == "named" and choice.name not in {t.name for t in tools}:
-            raise RequestError(f"tool_choice names function {choice.name!r}, which is not in "
-                               "tools", param="tool_choice")
         parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
         try:
             prompt = self.format.render(self.tokenizer, messages, tools)
@@ -154,13 +128,6 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                                 max_model_len=self.max_model_len,
                                 vocab_size=self.vocab_size,
                                 stop_token_ids=self.stop_ids)
-
-
-def _is_json_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except (json.JSONDecodeError, RecursionError):
-        return False
 
 
 def model_config(source: model_source.ModelSource, tokenizer) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The REST request as the SDK sends it, into the ChatService proto."""
+"""The REST request as the SDK sends it, into the ChatService proto, and the checks on it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import pytest
 from toolwire.gateway.openai_models import ChatCompletionRequest
 from toolwire.gateway.request_convert import to_proto
 from toolwire.errors import RequestError
+from toolwire.limits import Limits
+from toolwire.request.checks import check_render, check_request
+from toolwire.template.v1 import template_pb2
 
 
 def convert(**body):
@@ -45,8 +48,16 @@ def test_sampling_and_limits():
 ])
 def test_refusals_name_the_parameter(body, param):
     with pytest.raises(RequestError) as e:
-        convert(**body)
+        check_request(convert(**body), Limits())  # the proto check, for REST and gRPC alike
     assert e.value.param == param
+
+
+def test_the_template_service_runs_the_same_checks():
+    """A caller of RenderChat directly meets the gateway's checks (duplicate names here)."""
+    tools = convert(tools=[{"type": "function", "function": {"name": "f"}}] * 2).tools
+    with pytest.raises(RequestError) as e:
+        check_render(template_pb2.RenderChatRequest(messages=convert().messages, tools=tools))
+    assert e.value.param == "tools[1].function.name"
 
 
 @pytest.mark.parametrize("body,param", [({"max_tokens": 2**32}, "max_tokens"),

@@ -1,0 +1,166 @@
+"""Every semantic check of a chat request, written once and run on the proto for REST and gRPC
+alike.
+
+The gateway runs `check_request` on the ChatService request whichever surface it came in on
+(a REST body is converted to that proto first; gateway/request_convert.py only changes its
+shape), and the template service runs `check_render` on what reaches it, for callers that reach
+it directly. So a rule has one message, and a gRPC client cannot get past a check that a REST
+client meets. Left elsewhere, on purpose: REST parameters the proto cannot carry (n > 1,
+logprobs, unknown names: gateway/openai_models.py), sizes (toolwire/limits.py, run from here),
+the served model (the orchestrator knows it) and what needs the rendered prompt or the tool
+format (context length, a format's own limits on strict schemas).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from toolwire.chat.v1 import chat_pb2
+from toolwire.common.v1 import common_pb2 as common
+from toolwire.errors import RequestError
+from toolwire.limits import Limits
+from toolwire.limits import check_request as check_limits
+from toolwire.schema_support import first_unsupported
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+TEXT_PARTS = ("text", "refusal")  # content part types served; the rest is refused
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # a function's and a response_format's name
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+TEMPERATURE = (0.0, 2.0)  # inclusive
+TOP_P = (0.0, 1.0)  # above the first, up to the second
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_request(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
+    """The gateway's check of one request, in the order a client would fix it."""
+    check_conversation(req)
+    check_sampling(req)
+    check_limits(req, limits)  # sizes before the schema checks walk any schema
+    check_schemas(req)
+
+
+def check_render(req) -> None:
+    """The template service's check of a RenderChatRequest: the same rules for its fields."""
+    check_conversation(req)
+    check_schemas(req)
+
+
+def check_conversation(req) -> None:
+    """messages, tools, tool_choice and response_format (fields both requests carry)."""
+    check_messages(req.messages)
+    check_tools(req.tools)
+    check_tool_choice(req.tool_choice, req.tools)
+    check_response_format(req.response_format)
+
+
+def _invalid(param: str, why: str) -> RequestError:
+    return RequestError(f"Invalid value for '{param}': {why}", param=param, code="invalid_value")
+
+
+def check_messages(messages) -> None:
+    if not messages:
+        raise _invalid("messages", "at least one message is required")
+    for i, m in enumerate(messages):
+        if m.role not in ROLES:
+            raise _invalid(f"messages[{i}].role", f"{m.role!r} is not one of {', '.join(ROLES)}")
+        for j, part in enumerate(m.content_parts):
+            if part.type not in TEXT_PARTS:
+                raise RequestError(f"content parts of type {part.type!r} are not supported; "
+                                   "only text", param=f"messages[{i}].content[{j}].type",
+                                   code="unsupported_parameter")
+        if m.role == "tool" and not m.tool_call_id:
+            raise RequestError(f"messages[{i}]: a tool message needs tool_call_id",
+                               param=f"messages[{i}].tool_call_id")
+        for j, call in enumerate(m.tool_calls):
+            if not isinstance(_json(call.function.arguments or "{}"), dict):
+                param = f"messages[{i}].tool_calls[{j}].function.arguments"
+                raise RequestError(f"{param} must be a JSON object (as a string)", param=param)
+
+
+def check_tools(tools) -> None:
+    names: set[str] = set()
+    for i, t in enumerate(tools):
+        param = f"tools[{i}].function.name"
+        if not _NAME.match(t.name):
+            raise _invalid(param, f"{t.name!r} must be 1 to 64 letters, digits, underscores "
+                                  "or dashes")
+        if t.name in names:
+            raise RequestError(f"tools[{i}]: duplicate function name {t.name!r}", param=param)
+        names.add(t.name)
+
+
+def check_tool_choice(choice: common.ToolChoice, tools) -> None:
+    which = choice.WhichOneof("choice")
+    if which is None or (which == "mode" and choice.mode == common.ToolChoice.MODE_UNSPECIFIED):
+        return
+    if not tools:
+        raise RequestError("tool_choice is only allowed when tools are specified",
+                           param="tool_choice")
+    if which == "function_name" and choice.function_name not in {t.name for t in tools}:
+        raise RequestError(f"tool_choice names function {choice.function_name!r}, which is not "
+                           "in tools", param="tool_choice")
+
+
+def check_response_format(rf: common.ResponseFormat) -> None:
+    if rf.type and rf.type not in RESPONSE_FORMATS:
+        raise _invalid("response_format.type", f"{rf.type!r} is not one of "
+                                               f"{', '.join(RESPONSE_FORMATS)}")
+    if rf.type != "json_schema":
+        return
+    if rf.name and not _NAME.match(rf.name):
+        raise _invalid("response_format.json_schema.name", f"{rf.name!r} must be 1 to 64 "
+                       "letters, digits, underscores or dashes")
+    if not rf.schema_json:
+        raise RequestError("response_format.json_schema.schema is required",
+                           param="response_format.json_schema.schema")
+
+
+def check_sampling(req: chat_pb2.ChatCompletionRequest) -> None:
+    low, high = TEMPERATURE
+    if req.HasField("temperature") and not low <= req.temperature <= high:
+        raise _invalid("temperature", f"{req.temperature:g} is not between {low:g} and {high:g}")
+    low, high = TOP_P
+    if req.HasField("top_p") and not low < req.top_p <= high:
+        raise _invalid("top_p", f"{req.top_p:g} is not above {low:g} and at most {high:g}")
+    if req.HasField("max_completion_tokens") and req.max_completion_tokens < 1:
+        raise _invalid("max_tokens", "at least 1 token is required")
+
+
+def check_schemas(req) -> None:
+    """Each schema is JSON, and a strict one is enforceable exactly (toolwire/schema_support.py).
+    """
+    for i, t in enumerate(req.tools):
+        if t.parameters_json:
+            _schema(t.parameters_json, f"tools[{i}].function.parameters", t.strict)
+    rf = req.response_format
+    if rf.type == "json_schema":
+        _schema(rf.schema_json, "response_format.json_schema.schema", rf.strict)
+
+
+def check_strict_schema(schema: Any, param: str) -> None:
+    """Refuse a strict schema with a keyword that constrained decoding would not enforce."""
+    bad = first_unsupported(schema)
+    if bad is not None:
+        path, keyword = bad
+        raise RequestError(
+            f"Invalid schema for {param}: '{keyword}' (at {path}) cannot be enforced by "
+            "toolwire's constrained decoding, so strict mode cannot guarantee it. Remove it "
+            "or set strict to false.", param=param, code="unsupported_schema_keyword")
+
+
+def _schema(text: str, param: str, strict: bool) -> None:
+    try:
+        schema = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise RequestError(f"'{param}' is not valid JSON: {e}", param=param) from None
+    if strict:
+        check_strict_schema(schema, param)
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
