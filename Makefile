@@ -38,5 +38,4 @@ conformance: install
 	$(PY) -m bench.conformance ../shared/conformance
 
 clean:
-	rm -rf $(VENV) build *.egg-info toolwire/common toolwire/template toolwire/decode \
-	  toolwire/extractor toolwire/chat
+	rm -rf $(VENV) build *.egg-info toolwire/grpc_gen/*/

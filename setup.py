@@ -1,5 +1,6 @@
-"""Package layout: toolwire (core library and generated stubs), services/ and gateway/
-installed as toolwire.services and toolwire.gateway. Stubs are generated at build time."""
+"""Package layout: toolwire (the library; generated stubs in toolwire.grpc_gen), services/ and
+gateway/ installed as toolwire.services and toolwire.gateway. Stubs are generated at build time
+(protos/generate.py)."""
 
 import pathlib
 import runpy

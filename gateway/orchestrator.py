@@ -17,18 +17,18 @@ from typing import AsyncIterator
 import grpc
 import jsonschema
 
-from toolwire.chat.v1 import chat_pb2
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.convert import choice_from_proto
-from toolwire.decode.v1 import decode_pb2
+from toolwire.grpc_gen.decode.v1 import decode_pb2
 from toolwire.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
-from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
+from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
 from toolwire.grpc_server import check_serving
 from toolwire.internal_security import ClientSecurity
 from toolwire.limits import Limits, check_max_tokens
 from toolwire.request.checks import check_request
 from toolwire.request_context import REQUEST_ID_KEY
-from toolwire.template.v1 import template_pb2, template_pb2_grpc
+from toolwire.grpc_gen.template.v1 import template_pb2, template_pb2_grpc
 
 from .decode_pool import DecodePool
 from .metrics import Metrics

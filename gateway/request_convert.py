@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
-from toolwire.chat.v1 import chat_pb2
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
 from toolwire.request.checks import TEXT_PARTS
 

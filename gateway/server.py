@@ -8,7 +8,7 @@ import os
 
 import uvicorn
 
-from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
+from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ClientSecurity
 from toolwire.limits import Limits

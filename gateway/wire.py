@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from toolwire.chat.v1 import chat_pb2
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 
 def usage_dict(u: common.Usage) -> dict:

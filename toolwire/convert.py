@@ -1,10 +1,11 @@
-"""Between the wire protos (toolwire.common.v1) and the plain forms the tool formats use."""
+"""Between the wire protos (toolwire.common.v1, in toolwire.grpc_gen) and the plain forms the tool
+formats use."""
 
 from __future__ import annotations
 
 import json
 
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, ToolChoice
 
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, Iterator
 
-from toolwire.chat.v1 import chat_pb2
+from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.errors import RequestError
 
 

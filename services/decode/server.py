@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 
-from toolwire.common.v1 import common_pb2 as common
-from toolwire.decode.v1 import decode_pb2 as pb
-from toolwire.decode.v1 import decode_pb2_grpc as pb_grpc
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
+from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc as pb_grpc
 from toolwire.errors import RequestError, abort_with, overloaded, unavailable
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ServerSecurity

@@ -7,8 +7,8 @@ import logging
 from toolwire import model_source, request_context
 from toolwire.convert import choice_from_proto, tool_from_proto
 from toolwire.errors import RequestError, abort_with
-from toolwire.extractor.v1 import extractor_pb2 as pb
-from toolwire.extractor.v1 import extractor_pb2_grpc as pb_grpc
+from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
+from toolwire.grpc_gen.extractor.v1 import extractor_pb2_grpc as pb_grpc
 from toolwire.formats import Delta, get_format
 from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
 from toolwire.grpc_server import GrpcServer, wait_for_signal

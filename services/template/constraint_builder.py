@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, ToolFormat
 from toolwire.formats.base import schema_content

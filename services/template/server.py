@@ -10,7 +10,7 @@ import jinja2
 
 
 from toolwire import model_source, request_context
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.constraint_dialect import DIALECTS, STRUCTURAL_TAG, engine_dialect
 from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
@@ -22,8 +22,8 @@ from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ServerSecurity
 from toolwire.request.checks import check_render
 from toolwire.service_metrics import ServiceMetrics
-from toolwire.template.v1 import template_pb2 as pb
-from toolwire.template.v1 import template_pb2_grpc as pb_grpc
+from toolwire.grpc_gen.template.v1 import template_pb2 as pb
+from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
 
 from .compile_pool import CompilePool, CompileTimeout
 from .constraint_builder import build_constraint

@@ -12,8 +12,8 @@ import grpc
 import httpx
 import pytest
 
-from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 LONG = [{"role": "user", "content": "Write a very long story about ships."}]
 # A constraint that keeps a slot busy: at least 3000 characters before the model may stop.

@@ -16,12 +16,12 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from toolwire.common.v1 import common_pb2 as common
-from toolwire.decode.v1 import decode_pb2, decode_pb2_grpc
-from toolwire.extractor.v1 import extractor_pb2, extractor_pb2_grpc
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.decode.v1 import decode_pb2, decode_pb2_grpc
+from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
 from toolwire.internal_security import TOKEN_ENV, TOKEN_KEY, ClientSecurity
 from toolwire.launcher import free_port
-from toolwire.template.v1 import template_pb2_grpc
+from toolwire.grpc_gen.template.v1 import template_pb2_grpc
 
 
 def _extract_once(stub, metadata=None) -> str:
@@ -145,7 +145,7 @@ def test_keys_and_prompts_stay_out_of_logs_metrics_and_health(client, stack):
     client.chat.completions.create(model=stack.model, max_tokens=2,
                                    messages=[{"role": "user", "content": secret_prompt}])
     with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:  # a refused gRPC call
-        from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
+        from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
         with pytest.raises(grpc.RpcError):
             chat_pb2_grpc.ChatServiceStub(ch).CreateChatCompletion(
                 chat_pb2.ChatCompletionRequest(model=stack.model),

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.limits import Limits
 
 LIMITS = Limits()  # the stack runs with the defaults for these

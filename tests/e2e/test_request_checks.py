@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from tests.tools_fixtures import WEATHER
-from toolwire.chat.v1 import chat_pb2, chat_pb2_grpc
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 SAY = [{"role": "user", "content": "Hi"}]
 CALL = {"id": "call_1", "type": "function",

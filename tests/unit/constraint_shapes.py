@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, ToolChoice
 from toolwire.formats.deepseek_v3 import DeepSeekV3Format
 from toolwire.formats.hermes import HermesFormat

@@ -11,7 +11,7 @@ import json
 import pytest
 import xgrammar as xgr
 
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.constraint_dialect import (EBNF, STRUCTURAL_TAG, DialectError, accepts,
                                          common_dialect, engine_dialect, to_ebnf_0125)
 from toolwire.errors import RequestError

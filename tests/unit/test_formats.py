@@ -12,7 +12,7 @@ import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, ToolChoice, detect_format, get_format
 from toolwire.grammar import ConstraintCompiler
 from toolwire.services.template.constraint_builder import build_constraint

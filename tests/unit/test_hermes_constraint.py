@@ -9,7 +9,7 @@ import pytest
 import xgrammar as xgr
 
 from toolwire.services.template.constraint_builder import build_constraint
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.grammar import ConstraintCompiler
 

@@ -9,8 +9,8 @@ import pytest
 
 from toolwire.gateway.metrics import Metrics
 from toolwire.gateway.orchestrator import Orchestrator
-from toolwire.chat.v1 import chat_pb2
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
 from toolwire.limits import Limits, _depth, check_max_tokens, check_request
 

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
 from toolwire.formats import Tool, get_format
 from toolwire.grammar import ConstraintCompiler
 from toolwire.services.template.server import TemplateServicer
-from toolwire.template.v1 import template_pb2
+from toolwire.grpc_gen.template.v1 import template_pb2
 
 from .family_tokenizers import FAMILIES, family_tokenizer
 from .test_formats import WRITE, _run

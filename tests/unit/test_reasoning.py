@@ -9,12 +9,12 @@ import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, get_format
 from toolwire.formats.reasoning import STARTED, ReasoningExtractor
 from toolwire.grammar import ConstraintCompiler
 from toolwire.services.template.server import TemplateServicer
-from toolwire.template.v1 import template_pb2
+from toolwire.grpc_gen.template.v1 import template_pb2
 
 from .family_tokenizers import thinking_tokenizer
 

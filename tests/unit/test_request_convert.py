@@ -9,7 +9,7 @@ from toolwire.gateway.request_convert import to_proto
 from toolwire.errors import RequestError
 from toolwire.limits import Limits
 from toolwire.request.checks import check_render, check_request
-from toolwire.template.v1 import template_pb2
+from toolwire.grpc_gen.template.v1 import template_pb2
 
 
 def convert(**body):

@@ -17,8 +17,8 @@ import json
 import re
 from typing import Any
 
-from toolwire.chat.v1 import chat_pb2
-from toolwire.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.chat.v1 import chat_pb2
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
 from toolwire.limits import Limits
 from toolwire.limits import check_request as check_limits
