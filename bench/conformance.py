@@ -21,8 +21,8 @@ import xgrammar as xgr
 
 from toolwire import model_source
 from toolwire.formats.base import schema_content
-from toolwire.grammar import ConstraintCompiler
-from toolwire.schema_support import first_unsupported
+from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.constraints.schemas import first_unsupported
 
 # The suite files of keywords a strict tool may use (claimed), and of ones toolwire refuses.
 CLAIMED = ["type", "enum", "const", "properties", "required", "additionalProperties", "items",
@@ -68,7 +68,7 @@ _PY_TYPES = {"string": (str,), "number": (int, float), "array": (list,), "object
 def typed_variant(schema, tests, keyword: str):
     """The suite mostly writes typed keywords without "type", which toolwire refuses (xgrammar
     would ignore them). The variant declares the type and keeps the instances of that type."""
-    from toolwire.schema_support import TYPED
+    from toolwire.constraints.schemas import TYPED
 
     group = next((g for g, kws in TYPED.items() if keyword in kws), None)
     if group is None or not isinstance(schema, dict) or "type" in schema:

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from toolwire.constraint_dialect import STRUCTURAL_TAG
+from toolwire.constraints.ebnf import STRUCTURAL_TAG
 
 
 @dataclass

@@ -23,8 +23,8 @@ import torch
 import xgrammar as xgr
 
 from toolwire import model_source
-from toolwire.constraint_dialect import engine_dialect
-from toolwire.grammar import ConstraintCompiler
+from toolwire.constraints.ebnf import engine_dialect
+from toolwire.constraints.compiler import ConstraintCompiler
 
 from . import llama_step
 from .hf_step import HFStep

@@ -15,7 +15,7 @@ import logging
 import re
 from typing import AsyncIterator
 
-from toolwire.constraint_dialect import EBNF
+from toolwire.constraints.ebnf import EBNF
 
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
 

@@ -11,7 +11,7 @@ import jinja2
 
 from toolwire import model_source, request_context
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraint_dialect import DIALECTS, STRUCTURAL_TAG, engine_dialect
+from toolwire.constraints.ebnf import DIALECTS, STRUCTURAL_TAG, engine_dialect
 from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
@@ -25,8 +25,8 @@ from toolwire.service_metrics import ServiceMetrics
 from toolwire.grpc_gen.template.v1 import template_pb2 as pb
 from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
 
-from .compile_pool import CompilePool, CompileTimeout
-from .constraint_builder import build_constraint
+from toolwire.constraints.pool import CompilePool, CompileTimeout
+from toolwire.constraints.build import build_constraint
 
 log = logging.getLogger("toolwire.template")
 

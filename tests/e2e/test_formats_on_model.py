@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraint_dialect import EBNF, STRUCTURAL_TAG
+from toolwire.constraints.ebnf import EBNF, STRUCTURAL_TAG
 from toolwire.formats import FORMATS, get_format
-from toolwire.grammar import in_dialect
+from toolwire.constraints.compiler import in_dialect
 from toolwire.services.decode.engine import EngineRequest
 from toolwire.services.template.server import TemplateServicer
 from toolwire.grpc_gen.template.v1 import template_pb2

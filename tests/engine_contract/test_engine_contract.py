@@ -14,7 +14,7 @@ import os
 import jsonschema
 import pytest
 
-from toolwire.grammar import in_dialect
+from toolwire.constraints.compiler import in_dialect
 from toolwire.services.decode.engine import EngineRequest
 
 ENGINES = [

@@ -15,7 +15,7 @@ from toolwire.formats.llama3_json import Llama3JsonFormat
 from toolwire.formats.mistral import MistralFormat
 from toolwire.formats.pythonic import PythonicFormat
 from toolwire.formats.reasoning import NONE, OPTIONAL, STARTED
-from toolwire.services.template.constraint_builder import build_constraint
+from toolwire.constraints.build import build_constraint
 
 FORMATS = {
     "hermes": HermesFormat(),

@@ -12,13 +12,13 @@ import pytest
 import xgrammar as xgr
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraint_dialect import (EBNF, STRUCTURAL_TAG, DialectError, accepts,
+from toolwire.constraints.ebnf import (EBNF, STRUCTURAL_TAG, DialectError, accepts,
                                          common_dialect, engine_dialect, to_ebnf_0125)
 from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.services.decode.trtllm_engine import guided_decoding
 from toolwire.services.decode.engine import EngineRequestError
-from toolwire.services.template.constraint_builder import build_constraint
+from toolwire.constraints.build import build_constraint
 from toolwire.gateway.decode_pool import DecodePool, Replica
 from toolwire.internal_security import ClientSecurity
 
@@ -99,7 +99,7 @@ def test_what_the_old_version_cannot_read_is_refused_not_loosened():
 
 
 def test_a_schema_pattern_the_old_version_misreads_is_refused():
-    from toolwire.grammar import in_dialect
+    from toolwire.constraints.compiler import in_dialect
 
     def schema(pattern):
         return json.dumps({"type": "object", "properties": {
@@ -117,7 +117,7 @@ def test_a_schema_pattern_the_old_version_misreads_is_refused():
 
 
 def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
-    from toolwire.services.template.compile_pool import CompilePool
+    from toolwire.constraints.pool import CompilePool
     from toolwire.services.template.server import TemplateServicer
 
     info = xgr.TokenizerInfo(VOCAB + ["<eos>"], stop_token_ids=[len(VOCAB)])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from toolwire.constraint_dialect import EBNF, DialectError
-from toolwire.grammar import in_dialect
+from toolwire.constraints.ebnf import EBNF, DialectError
+from toolwire.constraints.compiler import in_dialect
 
 from .constraint_shapes import shapes
 

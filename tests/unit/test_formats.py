@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, ToolChoice, detect_format, get_format
-from toolwire.grammar import ConstraintCompiler
-from toolwire.services.template.constraint_builder import build_constraint
+from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.constraints.build import build_constraint
 
 from .family_tokenizers import FAMILIES, family_tokenizer
 

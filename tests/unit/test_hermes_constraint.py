@@ -8,10 +8,10 @@ import json
 import pytest
 import xgrammar as xgr
 
-from toolwire.services.template.constraint_builder import build_constraint
+from toolwire.constraints.build import build_constraint
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, ToolChoice, get_format
-from toolwire.grammar import ConstraintCompiler
+from toolwire.constraints.compiler import ConstraintCompiler
 
 WEATHER = Tool("get_weather", parameters={
     "type": "object", "properties": {"city": {"type": "string"},

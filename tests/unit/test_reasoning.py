@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, get_format
 from toolwire.formats.reasoning import STARTED, ReasoningExtractor
-from toolwire.grammar import ConstraintCompiler
+from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.services.template.server import TemplateServicer
 from toolwire.grpc_gen.template.v1 import template_pb2
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from toolwire.services.extractor.detokenizer import IncrementalDetokenizer
 from toolwire.services.extractor.stop_strings import StopStrings
-from toolwire.schema_support import unsupported_keywords
+from toolwire.constraints.schemas import unsupported_keywords
 
 TEXT = "Grüße aus Zürich ☕ — 東京 🌧️ {\"a\": \"\\u00e9\"}\n<tool_call>"
 

@@ -22,7 +22,7 @@ from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.errors import RequestError
 from toolwire.limits import Limits
 from toolwire.limits import check_request as check_limits
-from toolwire.schema_support import first_unsupported
+from toolwire.constraints.schemas import first_unsupported
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TEXT_PARTS = ("text", "refusal")  # content part types served; the rest is refused

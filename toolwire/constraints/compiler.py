@@ -9,7 +9,7 @@ from typing import Any
 import xgrammar as xgr
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraint_dialect import EBNF, STRUCTURAL_TAG, to_ebnf_0125
+from toolwire.constraints.ebnf import EBNF, STRUCTURAL_TAG, to_ebnf_0125
 
 # How toolwire compiles a JSON schema, on every engine: non-strict (extra properties where the
 # schema allows them) and one whitespace at most between tokens (compact arguments).

@@ -12,7 +12,7 @@ from toolwire.formats import Tool, ToolChoice, ToolFormat
 from toolwire.formats.base import schema_content
 from toolwire.formats.reasoning import NONE, wrap_constraint
 from toolwire.request.checks import check_response_format, check_strict_schema
-from toolwire.schema_support import first_unsupported
+from toolwire.constraints.schemas import first_unsupported
 
 NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
 ANY_OBJECT = {"type": "object"}

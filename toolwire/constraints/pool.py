@@ -30,8 +30,8 @@ def _worker(conn: Connection, info_json: str) -> None:
     "dialect-schema", why not)."""
     import xgrammar as xgr
 
-    from toolwire.constraint_dialect import DialectError
-    from toolwire.grammar import grammar_of, in_dialect
+    from toolwire.constraints.ebnf import DialectError
+    from toolwire.constraints.compiler import grammar_of, in_dialect
 
     compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1,
                                    cache_enabled=False)
