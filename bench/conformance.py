@@ -22,6 +22,7 @@ import xgrammar as xgr
 from toolwire import model_source
 from toolwire.formats.base import schema_content
 from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.constraints.schemas import first_unsupported
 
 # The suite files of keywords a strict tool may use (claimed), and of ones toolwire refuses.
@@ -54,7 +55,7 @@ class Row:
 
 def compile_schema(compiler: ConstraintCompiler, schema) -> xgr.CompiledGrammar:
     tag = {"type": "structural_tag", "format": schema_content(schema)}  # as a tool's arguments
-    return compiler.compile("structural_tag", json.dumps(tag))
+    return compiler.compile(Constraint(Kind.STRUCTURAL_TAG, json.dumps(tag)))
 
 
 def accepts(grammar, stop: int, instance) -> bool:

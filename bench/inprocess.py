@@ -32,6 +32,7 @@ def engine_request(renderer, body: dict, rid: str):
     from toolwire.gateway.openai_models import ChatCompletionRequest
     from toolwire.gateway.request_convert import to_proto
     from toolwire.services.decode.engine import EngineRequest
+    from toolwire.constraints.kinds import Constraint
     from toolwire.grpc_gen.template.v1 import template_pb2
 
     req = to_proto(ChatCompletionRequest.model_validate(body))
@@ -39,10 +40,9 @@ def engine_request(renderer, body: dict, rid: str):
         model=req.model, messages=req.messages, tools=req.tools, tool_choice=req.tool_choice,
         parallel_tool_calls=req.parallel_tool_calls if req.HasField("parallel_tool_calls")
         else None, response_format=req.response_format))
-    kind = rendered.constraint.WhichOneof("kind") if rendered.HasField("constraint") else None
     return EngineRequest(rid, list(rendered.prompt_token_ids), req.max_completion_tokens,
                          list(rendered.stop_token_ids), temperature=req.temperature,
-                         constraint=(kind, getattr(rendered.constraint, kind)) if kind else None)
+                         constraint=Constraint.from_proto(rendered.constraint))
 
 
 async def run_load(engine, renderer, bodies: list[dict]) -> dict:

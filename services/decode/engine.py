@@ -11,7 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from toolwire.constraints.ebnf import STRUCTURAL_TAG
+from toolwire.constraints.dialects import STRUCTURAL_TAG
+from toolwire.constraints.kinds import Constraint
 
 
 @dataclass
@@ -23,7 +24,7 @@ class EngineRequest:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
-    constraint: tuple[str, str] | None = None  # (kind, text): json_schema | structural_tag | ebnf | regex
+    constraint: Constraint | None = None  # in the engine's dialect (info.constraint_dialect)
 
 
 @dataclass
@@ -47,7 +48,7 @@ class EngineInfo:
     max_model_len: int
     vocab_size: int
     max_batch: int
-    constraint_dialect: str = STRUCTURAL_TAG  # see toolwire/constraint_dialect.py
+    constraint_dialect: str = STRUCTURAL_TAG  # see toolwire/constraints/dialects.py
 
 
 class Engine(ABC):

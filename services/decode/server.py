@@ -8,6 +8,7 @@ import logging
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc as pb_grpc
+from toolwire.constraints.kinds import Constraint
 from toolwire.errors import RequestError, abort_with, overloaded, unavailable
 from toolwire.grpc_server import GrpcServer, wait_for_signal
 from toolwire.internal_security import ServerSecurity
@@ -20,7 +21,6 @@ log = logging.getLogger("toolwire.decode")
 
 
 def engine_request(r: pb.GenerateRequest) -> EngineRequest:
-    kind = r.constraint.WhichOneof("kind")
     return EngineRequest(
         request_id=r.request_id,
         prompt_ids=list(r.prompt_token_ids),
@@ -29,7 +29,7 @@ def engine_request(r: pb.GenerateRequest) -> EngineRequest:
         temperature=r.sampling.temperature,
         top_p=r.sampling.top_p,
         seed=r.sampling.seed if r.sampling.HasField("seed") else None,
-        constraint=(kind, getattr(r.constraint, kind)) if kind else None,
+        constraint=Constraint.from_proto(r.constraint),
     )
 
 

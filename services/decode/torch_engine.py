@@ -23,7 +23,7 @@ import torch
 import xgrammar as xgr
 
 from toolwire import model_source
-from toolwire.constraints.ebnf import engine_dialect
+from toolwire.constraints.dialects import engine_dialect
 from toolwire.constraints.compiler import ConstraintCompiler
 
 from . import llama_step
@@ -199,7 +199,7 @@ class TorchEngine(Engine):
         matcher = None
         if request.constraint:
             try:
-                grammar = await asyncio.to_thread(self.compiler.compile, *request.constraint)
+                grammar = await asyncio.to_thread(self.compiler.compile, request.constraint)
             except Exception as e:
                 raise EngineRequestError(f"invalid constraint: {e}", "constraint")
             matcher = xgr.GrammarMatcher(grammar, override_stop_tokens=request.stop_ids or None)

@@ -15,7 +15,8 @@ import logging
 import re
 from typing import AsyncIterator
 
-from toolwire.constraints.ebnf import EBNF
+from toolwire.constraints.dialects import EBNF
+from toolwire.constraints.kinds import Constraint, Kind
 
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
 
@@ -35,7 +36,7 @@ def _import():
     return tensorrt_llm, LLM, SamplingParams, GuidedDecodingParams, KvCacheConfig
 
 
-def guided_decoding(params_cls, constraint: tuple[str, str] | None):
+def guided_decoding(params_cls, constraint: Constraint | None):
     """The request's constraint as GuidedDecodingParams (None when unconstrained).
 
     Only grammars (the EBNF dialect, which the template builds with toolwire's own options)
@@ -44,13 +45,13 @@ def guided_decoding(params_cls, constraint: tuple[str, str] | None):
     engine, and its xgrammar 0.1.25 reads toolwire's structural tags differently or not at all."""
     if constraint is None:
         return None
-    kind, text = constraint
-    if kind == "ebnf":
-        return params_cls(grammar=text)
-    if kind == "regex":
-        return params_cls(regex=text)
+    if constraint.kind is Kind.EBNF:
+        return params_cls(grammar=constraint.text)
+    if constraint.kind is Kind.REGEX:
+        return params_cls(regex=constraint.text)
     raise EngineRequestError(
-        f"the trtllm engine takes constraints as grammars (dialect {EBNF}), not {kind}: "
+        f"the trtllm engine takes constraints as grammars (dialect {EBNF}), not "
+        f"{constraint.kind}: "
         "build them with the template service, passing the engine's constraint_dialect",
         "constraint")
 

@@ -11,7 +11,7 @@ import jinja2
 
 from toolwire import model_source, request_context
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraints.ebnf import DIALECTS, STRUCTURAL_TAG, engine_dialect
+from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_dialect
 from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
@@ -25,7 +25,9 @@ from toolwire.service_metrics import ServiceMetrics
 from toolwire.grpc_gen.template.v1 import template_pb2 as pb
 from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
 
-from toolwire.constraints.pool import CompilePool, CompileTimeout
+from toolwire.constraints.compiler import Outcome
+from toolwire.constraints.kinds import Constraint
+from toolwire.constraints.pool import CompilePool
 from toolwire.constraints.build import build_constraint
 
 log = logging.getLogger("toolwire.template")
@@ -90,29 +92,28 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         """The constraint in the engine's dialect; refuse (400) one xgrammar cannot compile, or
         not within the deadline, or that the dialect cannot state."""
         param = "tools" if has_tools else "response_format"
-        kind = c.WhichOneof("kind")
-        try:
-            result = await self.compiles.check(kind, getattr(c, kind), dialect)
-        except CompileTimeout:
+        result = await self.compiles.check(Constraint.from_proto(c), dialect)
+        if result.outcome is Outcome.TIMEOUT:
             raise RequestError(
                 f"The schema in '{param}' did not compile within "
                 f"{self.compiles.timeout_s:g} s (--grammar-timeout); simplify it (fewer "
                 "properties with patterns, smaller repetition bounds)", param=param,
-                code="schema_too_complex") from None
-        if result[0] == "invalid":
-            raise RequestError(f"Invalid schema: {result[1]}", param=param, code="invalid_schema")
-        if result[0] == "dialect-schema":  # a pattern in a schema, not the tool format
+                code="schema_too_complex")
+        if result.outcome is Outcome.INVALID:
+            raise RequestError(f"Invalid schema: {result.message}", param=param,
+                               code="invalid_schema")
+        if result.outcome is Outcome.DIALECT_SCHEMA:  # a pattern in a schema, not the format
             raise RequestError(
                 f"Invalid schema for this model's decode engine (constraint dialect "
-                f"{dialect}): {result[1]}. Use ASCII in character classes, or set strict to "
-                "false.", param=param, code="unsupported_by_engine")
-        if result[0] == "dialect":
+                f"{dialect}): {result.message}. Use ASCII in character classes, or set strict "
+                "to false.", param=param, code="unsupported_by_engine")
+        if result.outcome is Outcome.DIALECT:
             raise RequestError(
                 f"This request cannot be enforced by the decode engine's constrained decoding "
-                f"(constraint dialect {dialect}): {result[1]}. With the {self.format.name} tool "
-                "format that engine enforces tool_choice 'required' or a named function.",
+                f"(constraint dialect {dialect}): {result.message}. With the {self.format.name} "
+                "tool format that engine enforces tool_choice 'required' or a named function.",
                 param="tool_choice" if has_tools else "messages", code="unsupported_by_engine")
-        return common.Constraint(**{result[1]: result[2]})
+        return result.constraint.to_proto()
 
     async def Tokenize(self, request, context):
         ids = self.tokenizer.encode(request.text, add_special_tokens=request.add_special_tokens)

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraints.ebnf import EBNF, STRUCTURAL_TAG
+from toolwire.constraints.dialects import EBNF, STRUCTURAL_TAG
 from toolwire.grpc_gen.decode.v1 import decode_pb2, decode_pb2_grpc
 from toolwire.formats import Tool, get_format
 from toolwire.internal_security import TOKEN_KEY

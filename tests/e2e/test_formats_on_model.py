@@ -10,7 +10,8 @@ import jsonschema
 import pytest
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraints.ebnf import EBNF, STRUCTURAL_TAG
+from toolwire.constraints.dialects import EBNF, STRUCTURAL_TAG
+from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.formats import FORMATS, get_format
 from toolwire.constraints.compiler import in_dialect
 from toolwire.services.decode.engine import EngineRequest
@@ -45,9 +46,9 @@ def generate(engine, tokenizer, fmt_name, mode, seed, dialect=STRUCTURAL_TAG):
                                    parameters_json=json.dumps(t["parameters"])
                                    if "parameters" in t else "") for t in TOOLS],
         tool_choice=choice, parallel_tool_calls=parallel))
-    kind = rendered.constraint.WhichOneof("kind")
-    constraint = in_dialect(kind, getattr(rendered.constraint, kind), dialect)
-    assert constraint[0] == ("ebnf" if dialect == EBNF else kind)
+    native = Constraint.from_proto(rendered.constraint)
+    constraint = in_dialect(native, dialect)
+    assert constraint.kind == (Kind.EBNF if dialect == EBNF else native.kind)
     req = EngineRequest(f"{fmt_name}-{mode}-{seed}-{dialect}", list(rendered.prompt_token_ids),
                         160, list(rendered.stop_token_ids), temperature=1.0, seed=seed,
                         constraint=constraint)

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 from toolwire.constraints.compiler import in_dialect
+from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.services.decode.engine import EngineRequest
 
 ENGINES = [
@@ -64,9 +65,9 @@ async def collect(engine, req, stop_after=None):
     return outs
 
 
-def _in(engine, kind: str, text: str) -> tuple[str, str]:
+def _in(engine, kind: str, text: str) -> Constraint:
     """The constraint as the template service would send it to this engine (its dialect)."""
-    return in_dialect(kind, text, engine.info.constraint_dialect)
+    return in_dialect(Constraint(Kind(kind), text), engine.info.constraint_dialect)
 
 
 def req(rid, prompt, **kw):

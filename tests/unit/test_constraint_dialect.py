@@ -12,8 +12,10 @@ import pytest
 import xgrammar as xgr
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraints.ebnf import (EBNF, STRUCTURAL_TAG, DialectError, accepts,
-                                         common_dialect, engine_dialect, to_ebnf_0125)
+from toolwire.constraints.dialects import (EBNF, STRUCTURAL_TAG, DialectError, accepts,
+                                           common_dialect, engine_dialect)
+from toolwire.constraints.ebnf import to_ebnf_0125
+from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.services.decode.trtllm_engine import guided_decoding
@@ -102,18 +104,19 @@ def test_a_schema_pattern_the_old_version_misreads_is_refused():
     from toolwire.constraints.compiler import in_dialect
 
     def schema(pattern):
-        return json.dumps({"type": "object", "properties": {
-            "word": {"type": "string", "pattern": pattern}}, "required": ["word"]})
+        return Constraint(Kind.JSON_SCHEMA, json.dumps({"type": "object", "properties": {
+            "word": {"type": "string", "pattern": pattern}}, "required": ["word"]}))
 
     cyrillic = schema("^[а-я]+$")
     with pytest.raises(DialectError) as e:
-        in_dialect("json_schema", cyrillic, EBNF)
+        in_dialect(cyrillic, EBNF)
     assert e.value.schema
-    assert in_dialect("json_schema", schema("^[a-z]+$"), EBNF)[0] == "ebnf"
+    assert in_dialect(schema("^[a-z]+$"), EBNF).kind is Kind.EBNF
     # Every character (plain free text), and non-ASCII text in string literals (an enum), read
     # alike in both versions.
     assert to_ebnf_0125("root ::= (([\\0-\\U0010ffff]*))") == "root ::= (([\\0-\\U0010ffff]*))"
-    assert in_dialect("json_schema", json.dumps({"enum": ["éte", "｜"]}), EBNF)[0] == "ebnf"
+    assert in_dialect(Constraint(Kind.JSON_SCHEMA, json.dumps({"enum": ["éte", "｜"]})),
+                      EBNF).kind is Kind.EBNF
 
 
 def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
@@ -159,10 +162,11 @@ class _Tok:
 
 
 def test_trtllm_takes_grammars_only():
-    assert guided_decoding(dict, ("ebnf", 'root ::= "a"')) == {"grammar": 'root ::= "a"'}
-    assert guided_decoding(dict, ("regex", "a+")) == {"regex": "a+"}
+    assert guided_decoding(dict, Constraint(Kind.EBNF, 'root ::= "a"')) == \
+        {"grammar": 'root ::= "a"'}
+    assert guided_decoding(dict, Constraint(Kind.REGEX, "a+")) == {"regex": "a+"}
     assert guided_decoding(dict, None) is None
-    for kind in ("json_schema", "structural_tag"):
+    for kind in (Kind.JSON_SCHEMA, Kind.STRUCTURAL_TAG):
         with pytest.raises(EngineRequestError) as e:
-            guided_decoding(dict, (kind, json.dumps({"type": "object"})))
+            guided_decoding(dict, Constraint(kind, json.dumps({"type": "object"})))
         assert e.value.param == "constraint" and EBNF in str(e.value)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from toolwire.constraints.ebnf import EBNF, DialectError
 from toolwire.constraints.compiler import in_dialect
+from toolwire.constraints.dialects import EBNF, DialectError
+from toolwire.constraints.kinds import Constraint, Kind
 
 from .constraint_shapes import shapes
 
@@ -67,8 +68,8 @@ def test_every_constraint_means_the_same_in_both_dialects(tmp_path, old_xgrammar
     grammars, refused = {}, {}
     for sid, s in native.items():
         try:
-            kind, text = in_dialect(s["kind"], s["text"], EBNF)
-            grammars[sid] = {"id": sid, "kind": kind, "text": text}
+            c = in_dialect(Constraint(Kind(s["kind"]), s["text"]), EBNF)
+            grammars[sid] = {"id": sid, "kind": c.kind.value, "text": c.text}
         except DialectError as e:
             refused[sid] = str(e)
 

@@ -1,15 +1,20 @@
-"""Compiling decoding constraints with xgrammar, shared by the template service (to refuse a bad
-schema before any token is generated) and the torch engine (to decode with it)."""
+"""Compiling decoding constraints with xgrammar: toolwire's one reading of each kind
+(`grammar_of`), the template's check (`check_in_dialect`, run in the compile pool's workers:
+pool.py) and the torch engine's compiler with its cache (`ConstraintCompiler`)."""
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import xgrammar as xgr
 
+from toolwire.constraints.dialects import EBNF, STRUCTURAL_TAG, DialectError
+from toolwire.constraints.ebnf import to_ebnf_0125
+from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraints.ebnf import EBNF, STRUCTURAL_TAG, to_ebnf_0125
 
 # How toolwire compiles a JSON schema, on every engine: non-strict (extra properties where the
 # schema allows them) and one whitespace at most between tokens (compact arguments).
@@ -17,8 +22,8 @@ JSON_SCHEMA_OPTIONS = dict(strict_mode=False, any_whitespace=True, max_whitespac
 
 
 class ConstraintCompiler:
-    """Compiles constraints with xgrammar, caching by their text: a repeated tool set compiles
-    once. Used by the template service to refuse bad schemas and by the torch engine to decode."""
+    """The torch engine's compiler: xgrammar, cached by constraint, so a repeated tool set
+    compiles once."""
 
     def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int],
                  cache_size: int = 256, info: xgr.TokenizerInfo | None = None):
@@ -28,36 +33,65 @@ class ConstraintCompiler:
         self.compiles = 0
         self.compile = functools.lru_cache(maxsize=cache_size)(self._compile)
 
-    def _compile(self, kind: str, text: str) -> xgr.CompiledGrammar:
+    def _compile(self, constraint: Constraint) -> xgr.CompiledGrammar:
         self.compiles += 1
-        return self.compiler.compile_grammar(grammar_of(kind, text))
+        return self.compiler.compile_grammar(grammar_of(constraint))
 
     def compile_constraint(self, c: common.Constraint) -> xgr.CompiledGrammar | None:
-        kind = c.WhichOneof("kind")
-        return self.compile(kind, getattr(c, kind)) if kind else None
+        constraint = Constraint.from_proto(c)
+        return self.compile(constraint) if constraint else None
 
 
-def grammar_of(kind: str, text: str) -> xgr.Grammar:
+def grammar_of(c: Constraint) -> xgr.Grammar:
     """toolwire's one reading of each constraint kind: the template's check, the torch engine
     and the EBNF dialect all start from it."""
-    if kind == "json_schema":
-        return xgr.Grammar.from_json_schema(text, **JSON_SCHEMA_OPTIONS)
-    if kind == "structural_tag":
-        return xgr.Grammar.from_structural_tag(text)
-    if kind == "ebnf":
-        return xgr.Grammar.from_ebnf(text)
-    if kind == "regex":
-        return xgr.Grammar.from_regex(text)
-    raise ValueError(f"unknown constraint kind {kind!r}")
+    if c.kind is Kind.JSON_SCHEMA:
+        return xgr.Grammar.from_json_schema(c.text, **JSON_SCHEMA_OPTIONS)
+    if c.kind is Kind.STRUCTURAL_TAG:
+        return xgr.Grammar.from_structural_tag(c.text)
+    if c.kind is Kind.EBNF:
+        return xgr.Grammar.from_ebnf(c.text)
+    if c.kind is Kind.REGEX:
+        return xgr.Grammar.from_regex(c.text)
+    raise ValueError(f"unknown constraint kind {c.kind!r}")
 
 
-def in_dialect(kind: str, text: str, dialect: str,
-               grammar: xgr.Grammar | None = None) -> tuple[str, str]:
-    """The constraint as an engine of `dialect` takes it (kind, text); raises DialectError
-    where the dialect cannot state it, xgrammar's error where the constraint is invalid.
-    `grammar`: grammar_of(kind, text), where the caller has already built it."""
+def in_dialect(c: Constraint, dialect: str, grammar: xgr.Grammar | None = None) -> Constraint:
+    """The constraint as an engine of `dialect` takes it; raises DialectError where the dialect
+    cannot state it, xgrammar's error where the constraint is invalid.
+    `grammar`: grammar_of(c), where the caller has already built it."""
     if dialect == STRUCTURAL_TAG:
-        return kind, text
+        return c
     if dialect != EBNF:
         raise ValueError(f"unknown constraint dialect {dialect!r}")
-    return "ebnf", to_ebnf_0125(str(grammar or grammar_of(kind, text)))
+    return Constraint(Kind.EBNF, to_ebnf_0125(str(grammar or grammar_of(c))))
+
+
+class Outcome(Enum):
+    OK = "ok"  # compiled: `constraint` is it in the dialect asked for
+    INVALID = "invalid"  # xgrammar refuses it (or crashed on it): the request's fault
+    DIALECT = "dialect"  # the dialect cannot state the tool format's free text
+    DIALECT_SCHEMA = "dialect-schema"  # the dialect cannot state a pattern in a schema
+    TIMEOUT = "timeout"  # not compiled within the deadline
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    outcome: Outcome
+    constraint: Constraint | None = None  # OK only
+    message: str = ""  # why not, for the others
+
+
+def check_in_dialect(compiler: xgr.GrammarCompiler, c: Constraint,
+                     dialect: str) -> CompileResult:
+    """Compile the constraint (so that what xgrammar refuses is refused before any token is
+    generated) and write it in the engine's dialect."""
+    try:
+        grammar = grammar_of(c)
+        compiler.compile_grammar(grammar)
+        return CompileResult(Outcome.OK, in_dialect(c, dialect, grammar))
+    except DialectError as e:
+        return CompileResult(Outcome.DIALECT_SCHEMA if e.schema else Outcome.DIALECT,
+                             message=str(e))
+    except Exception as e:  # xgrammar refuses the schema: the request's fault
+        return CompileResult(Outcome.INVALID, message=str(e) or type(e).__name__)

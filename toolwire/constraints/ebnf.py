@@ -1,21 +1,10 @@
-"""Constraint dialects: the form of decoding constraint each decode engine accepts.
+"""The EBNF dialect's rewrite: xgrammar 0.2.8's printing of a grammar, as xgrammar 0.1.25 reads
+it with the same meaning (dialects.py says why the dialect exists).
 
-The decode service reports its engine's dialect in GetModelInfo; the gateway passes it to the
-template service, which builds every constraint in it:
-
-- STRUCTURAL_TAG (`xgrammar-structural-tag-0.2`): xgrammar 0.2 structural tags and JSON schemas,
-  compiled by toolwire's own code (the torch engine).
-- EBNF (`xgrammar-ebnf-0.1.25`): one EBNF grammar per request, in the syntax xgrammar 0.1.25
-  parses, built by the template's xgrammar 0.2 from the structural tag or schema with toolwire's
-  options. TensorRT-LLM 1.2 pins xgrammar 0.1.25, whose structural tags lack `optional`, `star`,
-  `any_text.excludes`, an empty `const_string` or `separator`, and would compile a JSON schema
-  with its own whitespace rules; as a grammar the request is enforced exactly as the torch engine
-  enforces it. Every engine accepts it, so it is the common dialect of a mixed pool.
-
-The grammar is xgrammar 0.2.8's own printing, with what 0.1.25 would misread rewritten:
-`x{n, -1}` repetition, and TagDispatch (free text with triggers and excluded strings), whose
-`excludes` 0.1.25 ignores without a word. A TagDispatch becomes plain rules: one per state of
-the Aho-Corasick automaton over its triggers and excluded strings (`_dispatch_rules`).
+What 0.1.25 would misread is rewritten: `x{n, -1}` repetition, and TagDispatch (free text with
+triggers and excluded strings), whose `excludes` 0.1.25 ignores without a word. A TagDispatch
+becomes plain rules: one per state of the Aho-Corasick automaton over its triggers and excluded
+strings (`_dispatch_rules`). Anything else 0.1.25 would read differently is a DialectError.
 """
 
 from __future__ import annotations
@@ -24,36 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-STRUCTURAL_TAG = "xgrammar-structural-tag-0.2"
-EBNF = "xgrammar-ebnf-0.1.25"
-DIALECTS = (STRUCTURAL_TAG, EBNF)  # most capable first
-
-
-def engine_dialect(xgrammar_version: str) -> str:
-    """The dialect of an engine that compiles constraints with this xgrammar version itself."""
-    major, minor = (int(p) for p in re.findall(r"\d+", xgrammar_version)[:2])
-    return STRUCTURAL_TAG if (major, minor) >= (0, 2) else EBNF
-
-
-def accepts(engine: str, constraint: str) -> bool:
-    """Whether an engine of dialect `engine` takes constraints built in `constraint`."""
-    return engine == constraint or constraint == EBNF
-
-
-def common_dialect(dialects: list[str]) -> str:
-    """The dialect every engine of a pool accepts: EBNF as soon as one engine needs it."""
-    known = [d for d in dialects if d in DIALECTS]
-    return max(known, key=DIALECTS.index) if known else STRUCTURAL_TAG
-
-
-class DialectError(ValueError):
-    """A constraint holds something the dialect cannot state: refused, never loosened.
-    `schema`: the cause is in a JSON schema (a pattern), not in the tool format's free text."""
-
-    def __init__(self, message: str, schema: bool = False):
-        super().__init__(message)
-        self.schema = schema
-
+from toolwire.constraints.dialects import DialectError
 
 # -- xgrammar 0.2 grammar text -> xgrammar 0.1.25 grammar text --------------------------------
 _DISPATCH = re.compile(r"^(\w+) ::= TagDispatch\(\n(.*?)\n\)$", re.M | re.S)

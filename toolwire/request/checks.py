@@ -129,7 +129,7 @@ def check_sampling(req: chat_pb2.ChatCompletionRequest) -> None:
 
 
 def check_schemas(req) -> None:
-    """Each schema is JSON, and a strict one is enforceable exactly (toolwire/schema_support.py).
+    """Each schema is JSON, and a strict one is enforceable exactly (toolwire/constraints/schemas.py).
     """
     for i, t in enumerate(req.tools):
         if t.parameters_json:
