@@ -26,7 +26,7 @@ protos:
 	$(PY) protos/generate.py
 
 up: install
-	$(PY) -m toolwire.demo --port $(PORT)
+	$(PY) -m toolwire.stack.demo --port $(PORT)
 
 test: install
 	$(PY) -m pytest -q

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import xgrammar as xgr
 
-from toolwire import model_source
+from toolwire.stack import model_source
 from toolwire.formats.base import schema_content
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.constraints.kinds import Constraint, Kind

@@ -18,8 +18,8 @@ import pathlib
 import signal
 import sys
 
-from toolwire import model_source
-from toolwire.launcher import free_port, wait_for_health
+from toolwire.stack import model_source
+from toolwire.stack.launcher import free_port, wait_for_health
 
 from . import llama_cpp, remote
 from .run import KEY, OUT, median_summary, start_stack

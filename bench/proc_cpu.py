@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from toolwire.launcher import child_pids
+from toolwire.stack.launcher import child_pids
 
 TICK = os.sysconf("SC_CLK_TCK")
 SERVICES = ("template", "decode", "extractor", "gateway")

@@ -22,7 +22,7 @@ import time
 
 import httpx
 
-from toolwire.launcher import free_port, wait_for_health
+from toolwire.stack.launcher import free_port, wait_for_health
 
 from .remote import run_load
 from .workloads import body
@@ -34,7 +34,7 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 def start(model: str, replicas: int, max_batch: int) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "toolwire.cli", "up", "--model", model, "--port", str(port),
+        [sys.executable, "-m", "toolwire.stack.cli", "up", "--model", model, "--port", str(port),
          "--grpc-port", str(free_port()), "--decode-replicas", str(replicas), "--max-batch",
          str(max_batch)], env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from toolwire.launcher import free_port, wait_for_health
+from toolwire.stack.launcher import free_port, wait_for_health
 
 from . import inprocess, proc_cpu, remote
 from .workloads import body
@@ -84,7 +84,7 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
 def start_stack(args) -> tuple[subprocess.Popen, str, str]:
     """`toolwire up` for the load: (process, base URL, served model id)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
+    cmd = [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(port), "--grpc-port",
            str(free_port()), "--model", args.model, "--dtype", args.dtype, "--max-batch",
            str(max(args.concurrency))]
     proc = subprocess.Popen(cmd, env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),

@@ -24,7 +24,7 @@ import time
 
 import httpx
 
-from toolwire.launcher import child_pids, free_port, wait_for_health
+from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 from .measure import pct
 from .proc_cpu import service_pids
@@ -142,7 +142,7 @@ def main() -> int:
     args = p.parse_args()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
+        [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(port), "--grpc-port",
          str(free_port()), "--model", args.model],
         env=dict(os.environ, TOOLWIRE_API_KEYS=KEY), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)

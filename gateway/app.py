@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from toolwire.errors import RequestError
+from toolwire.request.errors import RequestError
 
 from . import request_log
 from .auth import Auth

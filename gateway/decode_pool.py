@@ -21,8 +21,8 @@ import grpc
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.constraints.dialects import STRUCTURAL_TAG, accepts, common_dialect
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc
-from toolwire.grpc_server import check_serving
-from toolwire.internal_security import ClientSecurity
+from toolwire.plumbing.grpc_server import check_serving
+from toolwire.plumbing.internal_security import ClientSecurity
 
 log = logging.getLogger("toolwire.gateway")
 REFRESH_S = 2.0  # health checks and DNS

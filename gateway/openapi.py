@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from toolwire import __version__
-from toolwire.limits import Limits
+from toolwire.request.limits import Limits
 
 from .openai_models import ChatCompletionRequest
 

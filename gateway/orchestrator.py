@@ -19,15 +19,15 @@ import jsonschema
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.convert import choice_from_proto
+from toolwire.request.convert import choice_from_proto
 from toolwire.grpc_gen.decode.v1 import decode_pb2
-from toolwire.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
+from toolwire.request.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
-from toolwire.grpc_server import check_serving
-from toolwire.internal_security import ClientSecurity
-from toolwire.limits import Limits, check_max_tokens
+from toolwire.plumbing.grpc_server import check_serving
+from toolwire.plumbing.internal_security import ClientSecurity
+from toolwire.request.limits import Limits, check_max_tokens
 from toolwire.request.checks import check_request
-from toolwire.request_context import REQUEST_ID_KEY
+from toolwire.plumbing.request_context import REQUEST_ID_KEY
 from toolwire.grpc_gen.template.v1 import template_pb2, template_pb2_grpc
 
 from .decode_pool import DecodePool

@@ -9,9 +9,9 @@ import os
 import uvicorn
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
-from toolwire.grpc_server import GrpcServer, wait_for_signal
-from toolwire.internal_security import ClientSecurity
-from toolwire.limits import Limits
+from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
+from toolwire.plumbing.internal_security import ClientSecurity
+from toolwire.request.limits import Limits
 
 from . import request_log
 from .app import build_app

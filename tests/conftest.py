@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from toolwire.launcher import child_pids, free_port, wait_for_health
+from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 API_KEY = "sk-toolwire-test"
 INTERNAL_TOKEN = "internal-token-for-tests"
@@ -82,7 +82,7 @@ def stack(tmp_path_factory):
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in STACK_LIMITS.items()]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "toolwire.cli", "up", "--port", str(port), "--grpc-port",
+            [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(port), "--grpc-port",
              str(grpc_port), "--served-model-name", ALIAS, *flags], env=env, stdout=out,
             stderr=subprocess.STDOUT)
     s = Stack(port, grpc_port, proc, log)
@@ -109,7 +109,7 @@ def client(stack):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from toolwire import model_source
+    from toolwire.stack import model_source
 
     return model_source.load_tokenizer(model_source.resolve("embedded"))
 

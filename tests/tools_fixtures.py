@@ -1,6 +1,6 @@
 """Tool definitions the tests share (OpenAI's guide examples and edge cases)."""
 
-from toolwire.demo import TOOLS
+from toolwire.stack.demo import TOOLS
 
 WEATHER = TOOLS[0]  # the guide's get_weather, as the demo runs it
 

@@ -9,11 +9,11 @@ from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc as pb_grpc
 from toolwire.constraints.kinds import Constraint
-from toolwire.errors import RequestError, abort_with, overloaded, unavailable
-from toolwire.grpc_server import GrpcServer, wait_for_signal
-from toolwire.internal_security import ServerSecurity
-from toolwire import request_context
-from toolwire.service_metrics import ServiceMetrics
+from toolwire.request.errors import RequestError, abort_with, overloaded, unavailable
+from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
+from toolwire.plumbing.internal_security import ServerSecurity
+from toolwire.plumbing import request_context
+from toolwire.plumbing.service_metrics import ServiceMetrics
 
 from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
 

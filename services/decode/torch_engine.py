@@ -22,7 +22,7 @@ from typing import AsyncIterator
 import torch
 import xgrammar as xgr
 
-from toolwire import model_source
+from toolwire.stack import model_source
 from toolwire.constraints.dialects import engine_dialect
 from toolwire.constraints.compiler import ConstraintCompiler
 

@@ -9,19 +9,20 @@ import logging
 import jinja2
 
 
-from toolwire import model_source, request_context
+from toolwire.plumbing import request_context
+from toolwire.stack import model_source
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_dialect
-from toolwire.convert import choice_from_proto, message_to_dict, tool_from_proto
-from toolwire.errors import RequestError, abort_with
+from toolwire.request.convert import choice_from_proto, message_to_dict, tool_from_proto
+from toolwire.request.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
 from toolwire.formats.reasoning import reasoning_mode
 import xgrammar as xgr
 
-from toolwire.grpc_server import GrpcServer, wait_for_signal
-from toolwire.internal_security import ServerSecurity
+from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
+from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.request.checks import check_render
-from toolwire.service_metrics import ServiceMetrics
+from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.grpc_gen.template.v1 import template_pb2 as pb
 from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from toolwire.launcher import child_pids, free_port, wait_for_health
+from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 KEY = "sk-replicas"
 REPLICAS = 3
@@ -29,7 +29,7 @@ def replicas(tmp_path_factory):
     log = tmp_path_factory.mktemp("replicas") / "stack.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "toolwire.cli", "up", "--model", "random:tiny", "--port",
+            [sys.executable, "-m", "toolwire.stack.cli", "up", "--model", "random:tiny", "--port",
              str(port), "--grpc-port", str(free_port()), "--decode-replicas", str(REPLICAS),
              "--max-batch", "4"], env=dict(os.environ, TOOLWIRE_API_KEYS=KEY), stdout=out,
             stderr=subprocess.STDOUT)

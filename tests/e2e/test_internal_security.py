@@ -19,8 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2, decode_pb2_grpc
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
-from toolwire.internal_security import TOKEN_ENV, TOKEN_KEY, ClientSecurity
-from toolwire.launcher import free_port
+from toolwire.plumbing.internal_security import TOKEN_ENV, TOKEN_KEY, ClientSecurity
+from toolwire.stack.launcher import free_port
 from toolwire.grpc_gen.template.v1 import template_pb2_grpc
 
 
@@ -65,7 +65,7 @@ def test_the_container_health_check_needs_no_token(stack):
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
     for address, expected in ((stack.service_addresses()["decode"], 0),
                               (f"127.0.0.1:{free_port()}", 1)):
-        done = subprocess.run([sys.executable, "-m", "toolwire.cli", "health", address],
+        done = subprocess.run([sys.executable, "-m", "toolwire.stack.cli", "health", address],
                               env=env, capture_output=True, timeout=30)
         assert done.returncode == expected, (address, done.stderr)
 
@@ -73,7 +73,7 @@ def test_the_container_health_check_needs_no_token(stack):
 def _serve_extractor(*flags: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in (env or os.environ).items() if k != TOKEN_ENV}
-    proc = subprocess.Popen([sys.executable, "-m", "toolwire.cli", "serve", "extractor",
+    proc = subprocess.Popen([sys.executable, "-m", "toolwire.stack.cli", "serve", "extractor",
                              "--port", str(port), *flags], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     return proc, port

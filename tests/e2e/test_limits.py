@@ -13,7 +13,7 @@ import pytest
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.limits import Limits
+from toolwire.request.limits import Limits
 
 LIMITS = Limits()  # the stack runs with the defaults for these
 SAY = [{"role": "user", "content": "Hi"}]

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from toolwire.launcher import free_port
+from toolwire.stack.launcher import free_port
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "strict": True, "parameters": {

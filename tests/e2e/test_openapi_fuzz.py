@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from toolwire.limits import Limits
+from toolwire.request.limits import Limits
 
 MAX_TOKENS = 3
 

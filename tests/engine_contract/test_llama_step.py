@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolwire import model_source
+from toolwire.stack import model_source
 from toolwire.services.decode.llama_step import LlamaStep, Span
 
 N = 24

@@ -16,13 +16,13 @@ from toolwire.constraints.dialects import (EBNF, STRUCTURAL_TAG, DialectError, a
                                            common_dialect, engine_dialect)
 from toolwire.constraints.ebnf import to_ebnf_0125
 from toolwire.constraints.kinds import Constraint, Kind
-from toolwire.errors import RequestError
+from toolwire.request.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.services.decode.trtllm_engine import guided_decoding
 from toolwire.services.decode.engine import EngineRequestError
 from toolwire.constraints.build import build_constraint
 from toolwire.gateway.decode_pool import DecodePool, Replica
-from toolwire.internal_security import ClientSecurity
+from toolwire.plumbing.internal_security import ClientSecurity
 
 VOCAB = ["<", "/", "t", "o", "l", "x", "_", "c", "a", ">"]
 

@@ -83,7 +83,7 @@ def test_named_forces_that_tool(compiler):
 
 
 def test_strict_schema_with_unenforceable_keyword_is_refused():
-    from toolwire.errors import RequestError
+    from toolwire.request.errors import RequestError
 
     bad = Tool("t", parameters={"type": "object", "properties": {
         "xs": {"type": "array", "uniqueItems": True}}}, strict=True)

@@ -11,8 +11,8 @@ from toolwire.gateway.metrics import Metrics
 from toolwire.gateway.orchestrator import Orchestrator
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.errors import RequestError
-from toolwire.limits import Limits, _depth, check_max_tokens, check_request
+from toolwire.request.errors import RequestError
+from toolwire.request.limits import Limits, _depth, check_max_tokens, check_request
 
 SMALL = Limits(max_messages=2, max_tools=1, max_schema_bytes=200, max_schema_depth=3,
                max_enum_values=2, max_stop=1, max_stop_chars=3, max_concurrent_requests=1)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.errors import RequestError
+from toolwire.request.errors import RequestError
 from toolwire.formats import Tool, get_format
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.services.template.server import TemplateServicer

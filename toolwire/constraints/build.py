@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.errors import RequestError
+from toolwire.request.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, ToolFormat
 from toolwire.formats.base import schema_content
 from toolwire.formats.reasoning import NONE, wrap_constraint

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from toolwire.launcher import wait_for_health
+from toolwire.stack.launcher import wait_for_health
 
 TOOLS = [{
     "type": "function",
@@ -61,7 +61,7 @@ def main() -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--exit-after-demo", action="store_true")
     args, rest = p.parse_known_args()
-    cmd = [sys.executable, "-m", "toolwire.cli", "up", "--port", str(args.port), *rest]
+    cmd = [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(args.port), *rest]
     proc = subprocess.Popen(cmd)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:

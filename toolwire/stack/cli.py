@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 
-from toolwire import model_source
-from toolwire.internal_security import add_client_arguments, add_server_arguments
-from toolwire.limits import Limits
+from toolwire.stack import model_source
+from toolwire.plumbing.internal_security import add_client_arguments, add_server_arguments
+from toolwire.request.limits import Limits
 
 SERVICES = ("template", "decode", "extractor", "gateway")
 
@@ -105,7 +105,7 @@ def setup_logging() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from toolwire.request_context import RequestIdFilter
+    from toolwire.plumbing.request_context import RequestIdFilter
 
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s%(request_id)s: %(message)s",
@@ -120,7 +120,7 @@ def setup_logging() -> None:
 async def _health(address: str, timeout: float) -> int:
     import grpc
 
-    from toolwire.grpc_server import check_serving
+    from toolwire.plumbing.grpc_server import check_serving
 
     async with grpc.aio.insecure_channel(address) as channel:  # health needs no token
         return 0 if await check_serving(channel, timeout) else 1
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_health(args.address, args.timeout))
     setup_logging()
     if args.command == "up":
-        from toolwire.launcher import up
+        from toolwire.stack.launcher import up
 
         return up(args)
     if args.service == "template":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Iterator
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
-from toolwire.errors import RequestError
+from toolwire.request.errors import RequestError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from toolwire.internal_security import CHANNEL_OPTIONS, ServerSecurity
+from toolwire.plumbing.internal_security import CHANNEL_OPTIONS, ServerSecurity
 
 log = logging.getLogger("toolwire")
 

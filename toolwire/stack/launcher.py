@@ -16,8 +16,8 @@ import sys
 import time
 import urllib.request
 
-from toolwire.internal_security import TOKEN_ENV
-from toolwire.limits import Limits
+from toolwire.plumbing.internal_security import TOKEN_ENV
+from toolwire.request.limits import Limits
 
 CHILD_GRACE_S = 10
 BACKOFF_S = (1, 2, 4, 8, 16, 30)  # delay before the n-th restart in a row
@@ -82,7 +82,7 @@ def commands(args) -> dict[str, list[str]]:
     picked = free_ports(2 * len(names))
     ports = dict(zip(names, picked))
     metrics_ports = dict(zip(names, picked[len(names):]))
-    base = [sys.executable, "-m", "toolwire.cli", "serve"]
+    base = [sys.executable, "-m", "toolwire.stack.cli", "serve"]
     common = _common(args)
     # Every service serves /metrics too (the gateway on its HTTP port).
     cmds = {name: base + [name.split("-")[0], "--port", str(port), "--metrics-port",
