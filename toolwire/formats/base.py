@@ -13,34 +13,18 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+# Tool, ToolChoice and message_text are named here too, where the formats have always found them.
+from .inputs import Tool as Tool
+from .inputs import ToolChoice as ToolChoice
+from .inputs import message_text as message_text
+from .plain_render import render_native, render_plain, template_renders_tools
+
 _ALNUM = string.ascii_letters + string.digits
 
 
 def new_call_id() -> str:
     """OpenAI's shape: call_ + 24 letters and digits."""
     return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
-
-
-@dataclass
-class Tool:
-    name: str
-    description: str = ""
-    parameters: dict | None = None  # None: the tool takes no parameters
-    strict: bool = False
-
-    def openai_dict(self) -> dict:
-        fn: dict[str, Any] = {"name": self.name}
-        if self.description:
-            fn["description"] = self.description
-        fn["parameters"] = self.parameters if self.parameters is not None else {
-            "type": "object", "properties": {}}
-        return {"type": "function", "function": fn}
-
-
-@dataclass
-class ToolChoice:
-    mode: str = "auto"  # auto | none | required | named
-    name: str | None = None  # the forced tool when mode == "named"
 
 
 @dataclass
@@ -100,8 +84,6 @@ class ToolFormat(ABC):
     def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
         added: the model's own template where it renders tools, else this format's plain style."""
-        from .plain_render import render_native, render_plain, template_renders_tools
-
         if template_renders_tools(tokenizer):
             return render_native(tokenizer, messages, tools)
         return render_plain(tokenizer, messages, tools, self.plain_style())
@@ -130,16 +112,6 @@ def partial_suffix(text: str, marker: str) -> int:
         if marker.startswith(text[-n:]):
             return n
     return 0
-
-
-def message_text(message: dict) -> str:
-    """A message's content as one string (text parts joined)."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content)
 
 
 def arguments_text(arguments: str) -> str:

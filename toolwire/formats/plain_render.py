@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .base import Tool, message_text
+from .inputs import Tool, message_text
 
 
 @dataclass(frozen=True)
