@@ -24,7 +24,7 @@ def make_renderer(engine):
     from toolwire.formats import get_format
     from toolwire.services.template.server import TemplateServicer
 
-    return TemplateServicer(engine.tokenizer, get_format("hermes"), engine.source.default_id,
+    return TemplateServicer(engine.tokenizer, get_format("hermes"), engine.model_id,
                             engine.info.max_model_len, engine.info.vocab_size)
 
 

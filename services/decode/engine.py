@@ -1,8 +1,18 @@
-"""The engine contract of the decode service.
+"""The engine contract of the decode service: everything its server relies on, in one place.
 
 Shaped after TensorRT-LLM's LLM API (generate_async with streaming, abort by request): token ids
 in, new token ids out, a decoding constraint passed as text so each engine compiles it its own
 way (xgrammar bitmasks in torch; GuidedDecodingParams in TensorRT-LLM).
+
+What the server (services/decode/server.py) does with an engine, in order:
+1. `make_engine` builds it (cheap: nothing loads yet); `model_id` names it from then on.
+2. `await start()` loads the model, once, before the server takes requests; `info` is set when
+   it returns.
+3. While serving: `generate()` per request, `abort()` from the Abort RPC, `active_requests()` for
+   the queue bound (--max-queue) and GetModelInfo, `occupancy()` and `stats` for /metrics.
+4. `await stop()`, once, after the gRPC server has stopped taking requests.
+Every method is called on the server's event loop; an engine that runs its model elsewhere (a
+thread, TensorRT-LLM's executor) hands results back to that loop itself.
 """
 
 from __future__ import annotations
@@ -43,6 +53,18 @@ class EngineLoad:
 
 
 @dataclass
+class EngineStats:
+    """Counters of where decode time goes, for /metrics and the bench; each only grows."""
+
+    steps: int = 0  # batched forward passes
+    forward_s: float = 0.0  # time in them
+    mask_s: float = 0.0  # time applying grammar masks
+    tokens: int = 0  # tokens generated
+    aborts: int = 0  # requests ended early (client gone, Abort), slot freed
+    queue_timeouts: int = 0  # requests that waited past the queue timeout
+
+
+@dataclass
 class EngineInfo:
     name: str
     max_model_len: int
@@ -52,25 +74,45 @@ class EngineInfo:
 
 
 class Engine(ABC):
-    info: EngineInfo
+    info: EngineInfo  # set by start(); read only after it
+    # Where decode time goes, kept up to date while serving; None: the engine cannot tell
+    # (its counters are then left out of /metrics).
+    stats: EngineStats | None = None
+
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """The id the decode service reports (GetModelInfo, the metrics' model label); known
+        before start()."""
 
     @abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Load the model and get ready to generate; sets `info`. Called once. Raising (or
+        SystemExit) fails the service's start."""
 
     @abstractmethod
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Stop generating and let go of the model (threads, executors, GPU memory). Called
+        once, after start(), when no new request can arrive."""
 
     @abstractmethod
     def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
-        """Stream outputs; the last has finish_reason. Closing the iterator early aborts."""
+        """Stream outputs; the last has finish_reason (stop | length | abort) and the token
+        counts. Closing the iterator early aborts the request and frees its slot. Raises
+        EngineRequestError for a request it cannot run (the caller's 400) and EngineBusy when
+        no slot came free in time (503)."""
 
     @abstractmethod
-    async def abort(self, request_id: str) -> bool: ...
+    async def abort(self, request_id: str) -> bool:
+        """End a queued or running request: its generate() ends with finish_reason "abort".
+        False (and nothing else) for an id that is unknown or already finished."""
 
+    @abstractmethod
     def active_requests(self) -> int:
-        return 0
+        """Requests accepted and not finished: holding a slot or waiting for one. The decode
+        queue's bound is this minus info.max_batch, so an engine must count what it queues."""
 
-    def occupancy(self) -> "EngineLoad":
+    def occupancy(self) -> EngineLoad:
         """What the scheduler holds now, for /metrics (engines that cannot tell: all running)."""
         return EngineLoad(running=self.active_requests(), waiting=0, cache_used=float("nan"))
 

@@ -89,7 +89,7 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
             lambda: engine.occupancy().running / batch)
     m.gauge("toolwire_kv_cache_usage_ratio", "KV-cache positions in use, of all slots' "
             "(NaN where the engine cannot tell)", lambda: engine.occupancy().cache_used)
-    stats = getattr(engine, "stats", None)
+    stats = engine.stats
     if stats is not None:
         m.counter("toolwire_decode_steps", "Batched forward passes", lambda: stats.steps)
         m.counter("toolwire_generation_tokens", "Tokens generated", lambda: stats.tokens)
@@ -123,7 +123,7 @@ async def serve(args) -> None:
     security.check_address(args.host)  # before the model loads: fail fast
     engine = make_engine(args)
     await engine.start()
-    model_id = getattr(getattr(engine, "source", None), "default_id", args.model)
+    model_id = engine.model_id
     server = GrpcServer(f"{args.host}:{args.port}", security)
     server.add(pb_grpc.add_DecodeServiceServicer_to_server,
                DecodeServicer(engine, model_id, args.max_queue),

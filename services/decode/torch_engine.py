@@ -30,7 +30,7 @@ from . import llama_step
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
 from .engine import (Engine, EngineBusy, EngineInfo, EngineLoad, EngineOutput, EngineRequest,
-                     EngineRequestError)
+                     EngineRequestError, EngineStats)
 
 log = logging.getLogger("toolwire.decode")
 
@@ -75,17 +75,6 @@ class _Seq:
     timed_out: bool = False  # waited longer than queue_timeout for a slot
 
 
-@dataclass
-class StepStats:
-    """Where decode time goes, for the bench and /metrics."""
-    steps: int = 0
-    forward_s: float = 0.0
-    mask_s: float = 0.0
-    tokens: int = 0
-    aborts: int = 0  # requests ended early (client gone, Abort), slot freed
-    queue_timeouts: int = 0
-
-
 class TorchEngine(Engine):
     def __init__(self, model: str = model_source.EMBEDDED, dtype: str = "auto",
                  max_batch: int = 32, max_model_len: int | None = None, threads: int | None = None,
@@ -111,8 +100,12 @@ class TorchEngine(Engine):
         self.wake = threading.Condition()
         self.stopping = False
         self.thread: threading.Thread | None = None
-        self.stats = StepStats()
+        self.stats = EngineStats()
         self.outbox: list[tuple] = []  # (loop, queue, output) until the step ends
+
+    @property
+    def model_id(self) -> str:
+        return self.source.default_id
 
     # -- lifecycle -----------------------------------------------------------------------
     def load(self) -> None:

@@ -68,6 +68,10 @@ class TrtllmEngine(Engine):
         self.aborted: dict[str, asyncio.Event] = {}
         self.llm = None
 
+    @property
+    def model_id(self) -> str:
+        return self.model_path  # the checkpoint folder, as given
+
     @classmethod
     def from_args(cls, args) -> "TrtllmEngine":
         if args.model == "embedded" or args.model.startswith("random:"):

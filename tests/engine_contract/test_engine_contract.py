@@ -181,3 +181,25 @@ def test_concurrent_requests_each_keep_their_own_constraint(engine, prompt, toke
     for word, outs in zip(words, run(engine, all_of())):
         assert outs[-1].finish_reason == "stop"
         assert json.loads(tokenizer.decode(_ids(outs))) == {"w": word}
+
+
+def test_what_the_server_reads_is_there(engine, prompt):
+    """services/decode/engine.py's contract, as the decode service reads it: a model id, the
+    engine's info, stats (or None), a load that counts a request while it runs, and abort of
+    an unknown id answering False."""
+    from toolwire.services.decode.engine import EngineLoad, EngineStats
+
+    assert isinstance(engine.model_id, str) and engine.model_id
+    assert engine.info.max_batch > 0 and engine.info.max_model_len > len(prompt)
+    assert engine.stats is None or isinstance(engine.stats, EngineStats)
+    assert isinstance(engine.occupancy(), EngineLoad)
+    assert not run(engine, engine.abort("never-started"))
+
+    async def load_while_running():
+        seen = None
+        async for _ in engine.generate(req("counted", prompt, max_tokens=3)):
+            seen = engine.active_requests() if seen is None else seen
+        return seen
+
+    assert run(engine, load_while_running()) == 1
+    assert engine.active_requests() == 0
