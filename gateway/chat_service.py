@@ -17,16 +17,17 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self.orch = orchestrator
         self.auth = auth
 
-    async def _check(self, context) -> None:
+    async def _check(self, context, rid, request, started, stream) -> None:
+        """Refuse a missing or wrong key: counted and logged as REST logs its refusals."""
         md = dict(context.invocation_metadata() or ())
         err = self.auth.check(md.get("authorization"))
         if err:
-            self.orch.metrics.count("grpc", 401, err.code)
+            self._done(rid, request, err.status, err.code, started, None, stream)
             await abort_with(context, err)
 
     async def CreateChatCompletion(self, request, context):
-        await self._check(context)
         rid, started = new_request_id(), time.perf_counter()
+        await self._check(context, rid, request, started, False)
         try:
             run = await self.orch.open(request, rid)
             result = await run.completion()
@@ -42,8 +43,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
                           code=code, stream=stream, started=started, run=run)
 
     async def StreamChatCompletion(self, request, context):
-        await self._check(context)
         rid, started, run = new_request_id(), time.perf_counter(), None
+        await self._check(context, rid, request, started, True)
         try:
             run = await self.orch.open(request, rid)
             async for chunk in run.chunks():

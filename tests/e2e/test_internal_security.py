@@ -86,6 +86,20 @@ def test_refuses_an_open_address_without_tls_or_token():
     assert "refusing to serve on 0.0.0.0" in out and "--insecure" in out
 
 
+def test_insecure_serves_an_open_address_without_tls_or_token():
+    """--insecure: the same address starts without TLS or a token, says so in its log, and
+    takes calls with no token."""
+    proc, port = _serve_extractor("--host", "0.0.0.0", "--insecure")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            _wait_serving(ch, proc)
+            assert _extract_once(extractor_pb2_grpc.ExtractorServiceStub(ch)) == "stop"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "serving on 0.0.0.0 with neither TLS nor a token (--insecure)" in out
+
+
 def _wait_serving(channel: grpc.Channel, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

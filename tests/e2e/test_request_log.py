@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 import time
 
+import grpc
 import httpx
+import pytest
+
+from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 SLOW_TOOL = {"type": "function", "function": {"name": "slow", "parameters": {
     "type": "object", "required": [f"p{i}" for i in range(60)], "properties": {
@@ -66,3 +71,20 @@ def test_the_request_id_reaches_the_services_log_lines(stack):
     lines = _log_lines(stack, r.headers["x-request-id"])
     # The template service's warning about the stuck compile names the request.
     assert any(f"toolwire.template [{r.headers['x-request-id']}]" in ln for ln in lines), lines
+
+
+def test_a_grpc_refusal_for_the_key_is_logged_like_rest(stack):
+    """A ChatService call without a key, or with a wrong one: one JSON line, as REST writes."""
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:
+        stub = chat_pb2_grpc.ChatServiceStub(ch)
+        for label, metadata in (("none", None), ("wrong", (("authorization", "Bearer sk-no"),))):
+            model = f"log-me-{label}-{time.monotonic_ns()}"  # the line is found by its model
+            request = chat_pb2.ChatCompletionRequest(
+                model=model, messages=[common.ChatMessage(role="user", content="x")])
+            with pytest.raises(grpc.RpcError) as e:
+                stub.CreateChatCompletion(request, metadata=metadata, timeout=30)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            record = _json_line(_log_lines(stack, model))
+            assert (record["api"], record["status"], record["error_code"]) == (
+                "grpc", 401, "invalid_api_key")
+            assert record["request_id"].startswith("chatcmpl-") and not record["stream"]
