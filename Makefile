@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.toolwire-installed
 
-.PHONY: install up test bench conformance protos clean
+.PHONY: install up lint test bench conformance protos clean
 
 install: $(STAMP) protos
 
@@ -28,7 +28,12 @@ protos:
 up: install
 	$(PY) -m toolwire.stack.demo --port $(PORT)
 
-test: install
+# The lint gate (ruff, configured in pyproject.toml); `make test` runs it before pytest.
+lint: install
+	$(VENV)/bin/ruff check .
+	@# enabled after merge (the tree is formatted once then): $(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
 bench: install

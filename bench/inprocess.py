@@ -29,11 +29,11 @@ def make_renderer(engine):
 
 
 def engine_request(renderer, body: dict, rid: str):
+    from toolwire.constraints.kinds import Constraint
     from toolwire.gateway.openai_models import ChatCompletionRequest
     from toolwire.gateway.request_convert import to_proto
-    from toolwire.services.decode.engine import EngineRequest
-    from toolwire.constraints.kinds import Constraint
     from toolwire.grpc_gen.template.v1 import template_pb2
+    from toolwire.services.decode.engine import EngineRequest
 
     req = to_proto(ChatCompletionRequest.model_validate(body))
     rendered = renderer.render(template_pb2.RenderChatRequest(

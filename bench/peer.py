@@ -38,7 +38,7 @@ def ratio_table(res: dict, levels: list[int]) -> str:
 
 
 async def measure(servers: dict, args) -> dict:
-    for name, (url, model) in servers.items():  # warm both
+    for url, model in servers.values():  # warm both
         await remote.run_load(url, KEY, [body(args.kind, i, model, 8) for i in range(2)])
     res: dict = {name: {} for name in servers}
     for c in args.concurrency:

@@ -20,8 +20,8 @@ from toolwire.request.errors import RequestError
 
 from . import request_log
 from .auth import Auth
-from .openapi import openapi_document
 from .openai_models import ChatCompletionRequest
+from .openapi import openapi_document
 from .orchestrator import Orchestrator, new_request_id
 from .request_convert import to_proto
 from .wire import chunk_dict, completion_dict
@@ -105,14 +105,14 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                raise RequestError("The request body is not valid JSON.", param=None)
+                raise RequestError("The request body is not valid JSON.", param=None) from None
             if not isinstance(body, dict):
                 raise RequestError("The request body must be a JSON object.")
             model, streamed = str(body.get("model", "")), body.get("stream") is True
             try:
                 req = ChatCompletionRequest.model_validate(body)
             except pydantic.ValidationError as e:
-                raise validation_error(e)
+                raise validation_error(e) from None
             run = await orch.open(to_proto(req), rid)
             if not req.stream:
                 result = completion_dict(await run.completion())

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.constraints.dialects import STRUCTURAL_TAG, accepts, common_dialect
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc
 from toolwire.plumbing.grpc_server import check_serving
 from toolwire.plumbing.internal_security import ClientSecurity

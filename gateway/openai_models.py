@@ -6,7 +6,7 @@ are repeated here as JSON Schema annotations, for the OpenAPI document, without 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,7 +43,7 @@ class Message(BaseModel):
     # function_call set to null: accept and ignore what does not change the prompt.
     model_config = ConfigDict(extra="ignore")
     role: str = Field(json_schema_extra={"enum": list(rules.ROLES)})
-    content: Union[str, list[ContentPart], None] = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
@@ -95,7 +95,7 @@ class ChatCompletionRequest(BaseModel):
     model: str
     messages: list[Message] = Field(json_schema_extra={"minItems": 1})
     tools: list[FunctionTool] | None = None
-    tool_choice: Union[Literal["auto", "none", "required"], NamedToolChoice, None] = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     stream: bool | None = False
@@ -105,7 +105,7 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, json_schema_extra={
         "exclusiveMinimum": rules.TOP_P[0], "maximum": rules.TOP_P[1]})
     seed: int | None = Field(default=None, ge=-2**63, le=2**64 - 1)
-    stop: Union[str, list[str], None] = None
+    stop: str | list[str] | None = None
     # Past any context window; the context check gives the precise refusal.
     # Above 0: what a uint32 holds; 0 itself is the check's to refuse.
     max_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1,

@@ -12,23 +12,23 @@ import functools
 import json
 import secrets
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 import jsonschema
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.convert import choice_from_proto
 from toolwire.grpc_gen.decode.v1 import decode_pb2
-from toolwire.request.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
+from toolwire.grpc_gen.template.v1 import template_pb2, template_pb2_grpc
 from toolwire.plumbing.grpc_server import check_serving
 from toolwire.plumbing.internal_security import ClientSecurity
-from toolwire.request.limits import Limits, check_max_tokens
-from toolwire.request.checks import check_request
 from toolwire.plumbing.request_context import REQUEST_ID_KEY
-from toolwire.grpc_gen.template.v1 import template_pb2, template_pb2_grpc
+from toolwire.request.checks import check_request
+from toolwire.request.convert import choice_from_proto
+from toolwire.request.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
+from toolwire.request.limits import Limits, check_max_tokens
 
 from .decode_pool import DecodePool
 from .metrics import Metrics
@@ -100,7 +100,7 @@ class Orchestrator:
         return ((REQUEST_ID_KEY, request_id),) + (self.security.metadata or ())
 
     async def open(self, req: chat_pb2.ChatCompletionRequest,
-                   request_id: str | None = None) -> "Run":
+                   request_id: str | None = None) -> Run:
         """Render, start decoding and wait for the first token. The returned Run holds one of
         the gateway's in-flight places until its stream ends (`Run.chunks`' finally)."""
         request_id = request_id or new_request_id()
@@ -119,7 +119,7 @@ class Orchestrator:
             self.in_flight -= 1
             raise
 
-    async def _open(self, req: chat_pb2.ChatCompletionRequest, request_id: str) -> "Run":
+    async def _open(self, req: chat_pb2.ChatCompletionRequest, request_id: str) -> Run:
         started = time.perf_counter()
         md = self.call_metadata(request_id)
         dialect = self.decode.dialect()  # constraints in the form the decode engines take

@@ -18,8 +18,8 @@ thread, TensorRT-LLM's executor) hands results back to that loop itself.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from toolwire.constraints.dialects import STRUCTURAL_TAG
 from toolwire.constraints.kinds import Constraint

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 
-
+from toolwire.constraints.kinds import Constraint
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc as pb_grpc
-from toolwire.constraints.kinds import Constraint
-from toolwire.request.errors import RequestError, abort_with, overloaded, unavailable
+from toolwire.plumbing import request_context
 from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
-from toolwire.plumbing import request_context
 from toolwire.plumbing.service_metrics import ServiceMetrics
+from toolwire.request.errors import RequestError, abort_with, overloaded, unavailable
 
 from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
 

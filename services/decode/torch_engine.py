@@ -16,21 +16,29 @@ import importlib.metadata
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import torch
 import xgrammar as xgr
 
-from toolwire.stack import model_source
-from toolwire.constraints.dialects import engine_dialect
 from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.constraints.dialects import engine_dialect
+from toolwire.stack import model_source
 
 from . import llama_step
+from .engine import (
+    Engine,
+    EngineBusy,
+    EngineInfo,
+    EngineLoad,
+    EngineOutput,
+    EngineRequest,
+    EngineRequestError,
+    EngineStats,
+)
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
-from .engine import (Engine, EngineBusy, EngineInfo, EngineLoad, EngineOutput, EngineRequest,
-                     EngineRequestError, EngineStats)
 
 log = logging.getLogger("toolwire.decode")
 
@@ -194,7 +202,7 @@ class TorchEngine(Engine):
             try:
                 grammar = await asyncio.to_thread(self.compiler.compile, request.constraint)
             except Exception as e:
-                raise EngineRequestError(f"invalid constraint: {e}", "constraint")
+                raise EngineRequestError(f"invalid constraint: {e}", "constraint") from e
             matcher = xgr.GrammarMatcher(grammar, override_stop_tokens=request.stop_ids or None)
         generator = None
         if request.seed is not None and request.temperature > 0:

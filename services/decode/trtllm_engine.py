@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from toolwire.constraints.dialects import EBNF
 from toolwire.constraints.kinds import Constraint, Kind
@@ -73,7 +73,7 @@ class TrtllmEngine(Engine):
         return self.model_path  # the checkpoint folder, as given
 
     @classmethod
-    def from_args(cls, args) -> "TrtllmEngine":
+    def from_args(cls, args) -> TrtllmEngine:
         if args.model == "embedded" or args.model.startswith("random:"):
             raise SystemExit("--engine trtllm needs a Hugging Face checkpoint folder as --model "
                              "(TensorRT-LLM's PyTorch backend loads Hugging Face checkpoints, "
@@ -121,7 +121,9 @@ class TrtllmEngine(Engine):
             result = self.llm.generate_async({"prompt_token_ids": request.prompt_ids},
                                              sampling_params=params, streaming=True)
         except Exception as e:
-            raise request_error(e) or e
+            if (err := request_error(e)) is None:
+                raise
+            raise err from e
         self.running[request.request_id] = result
         aborted = self.aborted[request.request_id] = asyncio.Event()
         sent, finished = 0, False
@@ -132,7 +134,9 @@ class TrtllmEngine(Engine):
                 except StopAsyncIteration:
                     return
                 except Exception as e:
-                    raise request_error(e) or e
+                    if (err := request_error(e)) is None:
+                        raise
+                    raise err from e
                 if out is None:  # aborted while queued: TensorRT-LLM sends no final response
                     finished = True
                     yield EngineOutput([], "abort", len(request.prompt_ids), sent)

@@ -7,29 +7,26 @@ import importlib.metadata
 import logging
 
 import jinja2
-
-
-from toolwire.plumbing import request_context
-from toolwire.stack import model_source
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_dialect
-from toolwire.request.convert import choice_from_proto, message_to_dict, tool_from_proto
-from toolwire.request.errors import RequestError, abort_with
-from toolwire.formats import ToolFormat, detect_format, get_format
-from toolwire.formats.reasoning import reasoning_mode
 import xgrammar as xgr
 
-from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
-from toolwire.plumbing.internal_security import ServerSecurity
-from toolwire.request.checks import check_render
-from toolwire.plumbing.service_metrics import ServiceMetrics
-from toolwire.grpc_gen.template.v1 import template_pb2 as pb
-from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
-
+from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import Outcome
+from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_dialect
 from toolwire.constraints.kinds import Constraint
 from toolwire.constraints.pool import CompilePool
-from toolwire.constraints.build import build_constraint
+from toolwire.formats import ToolFormat, detect_format, get_format
+from toolwire.formats.reasoning import reasoning_mode
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.template.v1 import template_pb2 as pb
+from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
+from toolwire.plumbing import request_context
+from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
+from toolwire.plumbing.internal_security import ServerSecurity
+from toolwire.plumbing.service_metrics import ServiceMetrics
+from toolwire.request.checks import check_render
+from toolwire.request.convert import choice_from_proto, message_to_dict, tool_from_proto
+from toolwire.request.errors import RequestError, abort_with
+from toolwire.stack import model_source
 
 log = logging.getLogger("toolwire.template")
 

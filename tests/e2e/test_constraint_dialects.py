@@ -10,12 +10,12 @@ import grpc
 import jsonschema
 import pytest
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.constraints.dialects import EBNF, STRUCTURAL_TAG
-from toolwire.grpc_gen.decode.v1 import decode_pb2, decode_pb2_grpc
 from toolwire.formats import Tool, get_format
-from toolwire.plumbing.internal_security import TOKEN_KEY
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.decode.v1 import decode_pb2, decode_pb2_grpc
 from toolwire.grpc_gen.template.v1 import template_pb2, template_pb2_grpc
+from toolwire.plumbing.internal_security import TOKEN_KEY
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"},
                                            "unit": {"enum": ["celsius", "fahrenheit"]}},

@@ -9,14 +9,14 @@ import json
 import jsonschema
 import pytest
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.constraints.compiler import in_dialect
 from toolwire.constraints.dialects import EBNF, STRUCTURAL_TAG
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.formats import FORMATS, get_format
-from toolwire.constraints.compiler import in_dialect
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.grpc_gen.template.v1 import template_pb2
 from toolwire.services.decode.engine import EngineRequest
 from toolwire.services.template.server import TemplateServicer
-from toolwire.grpc_gen.template.v1 import template_pb2
 
 WEATHER = {"name": "get_weather", "description": "Get the weather in a city.", "strict": True,
            "parameters": {"type": "object", "properties": {

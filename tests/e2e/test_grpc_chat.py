@@ -7,9 +7,9 @@ import json
 import grpc
 import pytest
 
+from tests.tools_fixtures import WEATHER
 from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from tests.tools_fixtures import WEATHER
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2, decode_pb2_grpc
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
+from toolwire.grpc_gen.template.v1 import template_pb2_grpc
 from toolwire.plumbing.internal_security import TOKEN_ENV, TOKEN_KEY, ClientSecurity
 from toolwire.stack.launcher import free_port
-from toolwire.grpc_gen.template.v1 import template_pb2_grpc
 
 
 def _extract_once(stub, metadata=None) -> str:

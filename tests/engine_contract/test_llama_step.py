@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolwire.stack import model_source
 from toolwire.services.decode.llama_step import LlamaStep, Span
+from toolwire.stack import model_source
 
 N = 24
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.constraints.build import build_constraint
 from toolwire.formats import Tool, ToolChoice
 from toolwire.formats.deepseek_v3 import DeepSeekV3Format
 from toolwire.formats.hermes import HermesFormat
@@ -15,7 +15,7 @@ from toolwire.formats.llama3_json import Llama3JsonFormat
 from toolwire.formats.mistral import MistralFormat
 from toolwire.formats.pythonic import PythonicFormat
 from toolwire.formats.reasoning import NONE, OPTIONAL, STARTED
-from toolwire.constraints.build import build_constraint
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 FORMATS = {
     "hermes": HermesFormat(),

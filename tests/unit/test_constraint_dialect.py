@@ -11,18 +11,24 @@ import json
 import pytest
 import xgrammar as xgr
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.constraints.dialects import (EBNF, STRUCTURAL_TAG, DialectError, accepts,
-                                           common_dialect, engine_dialect)
+from toolwire.constraints.build import build_constraint
+from toolwire.constraints.dialects import (
+    EBNF,
+    STRUCTURAL_TAG,
+    DialectError,
+    accepts,
+    common_dialect,
+    engine_dialect,
+)
 from toolwire.constraints.ebnf import to_ebnf_0125
 from toolwire.constraints.kinds import Constraint, Kind
-from toolwire.request.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
-from toolwire.services.decode.trtllm_engine import guided_decoding
-from toolwire.services.decode.engine import EngineRequestError
-from toolwire.constraints.build import build_constraint
 from toolwire.gateway.decode_pool import DecodePool, Replica
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.plumbing.internal_security import ClientSecurity
+from toolwire.request.errors import RequestError
+from toolwire.services.decode.engine import EngineRequestError
+from toolwire.services.decode.trtllm_engine import guided_decoding
 
 VOCAB = ["<", "/", "t", "o", "l", "x", "_", "c", "a", ">"]
 

@@ -12,10 +12,10 @@ import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.formats import Tool, ToolChoice, detect_format, get_format
-from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.constraints.build import build_constraint
+from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.formats import Tool, ToolChoice, detect_format, get_format
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 from .family_tokenizers import FAMILIES, family_tokenizer
 

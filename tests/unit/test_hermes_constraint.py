@@ -9,9 +9,9 @@ import pytest
 import xgrammar as xgr
 
 from toolwire.constraints.build import build_constraint
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.formats import Tool, ToolChoice, get_format
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 WEATHER = Tool("get_weather", parameters={
     "type": "object", "properties": {"city": {"type": "string"},

@@ -9,12 +9,12 @@ import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.formats import Tool, get_format
 from toolwire.formats.reasoning import STARTED, ReasoningExtractor
-from toolwire.constraints.compiler import ConstraintCompiler
-from toolwire.services.template.server import TemplateServicer
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.template.v1 import template_pb2
+from toolwire.services.template.server import TemplateServicer
 
 from .family_tokenizers import thinking_tokenizer
 

@@ -6,10 +6,10 @@ import pytest
 
 from toolwire.gateway.openai_models import ChatCompletionRequest
 from toolwire.gateway.request_convert import to_proto
+from toolwire.grpc_gen.template.v1 import template_pb2
+from toolwire.request.checks import check_render, check_request
 from toolwire.request.errors import RequestError
 from toolwire.request.limits import Limits
-from toolwire.request.checks import check_render, check_request
-from toolwire.grpc_gen.template.v1 import template_pb2
 
 
 def convert(**body):

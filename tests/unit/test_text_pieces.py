@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolwire.constraints.schemas import unsupported_keywords
 from toolwire.services.extractor.detokenizer import IncrementalDetokenizer
 from toolwire.services.extractor.stop_strings import StopStrings
-from toolwire.constraints.schemas import unsupported_keywords
 
 TEXT = "Grüße aus Zürich ☕ — 東京 🌧️ {\"a\": \"\\u00e9\"}\n<tool_call>"
 

@@ -11,8 +11,12 @@ import pytest
 from transformers import LlamaConfig
 
 from toolwire.services.decode.engine import EngineRequest, EngineRequestError
-from toolwire.services.decode.trtllm_engine import (TrtllmEngine, model_limits,
-                                                     next_or_aborted, request_error)
+from toolwire.services.decode.trtllm_engine import (
+    TrtllmEngine,
+    model_limits,
+    next_or_aborted,
+    request_error,
+)
 
 
 def test_a_per_request_seed_is_refused_not_ignored():

@@ -29,7 +29,7 @@ def to_ebnf_0125(grammar_text: str) -> str:
     """xgrammar 0.2.8's printing of a grammar, as xgrammar 0.1.25 reads it with the same
     meaning; DialectError for anything left that 0.1.25 would read differently."""
     text = _DISPATCH.sub(lambda m: _dispatch_rules(m.group(1), m.group(2)), grammar_text)
-    text = _REPEAT.sub(lambda m: {"0": "*", "1": "+"}.get(m.group(1), "{%s,}" % m.group(1)),
+    text = _REPEAT.sub(lambda m: {"0": "*", "1": "+"}.get(m.group(1), f"{{{m.group(1)},}}"),
                        text)
     if "TagDispatch" in text or re.search(r"\{\d+, ?-\d+\}", text):
         raise DialectError("the grammar holds a construct xgrammar 0.1.25 does not read alike")

@@ -8,7 +8,8 @@ Suite.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 # Keywords that only annotate: nothing to enforce.
 ANNOTATIONS = frozenset({

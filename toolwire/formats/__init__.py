@@ -6,7 +6,8 @@ llama3_json, mistral, pythonic, deepseek_v3.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat
 from .deepseek_v3 import CALLS_BEGIN, DeepSeekV3Format
@@ -41,7 +42,8 @@ def get_format(name: str, tokenizer: Any = None) -> ToolFormat:
     try:
         factory = FORMATS[name]
     except KeyError:
-        raise ValueError(f"unknown tool format {name!r}; known: {', '.join(sorted(FORMATS))}")
+        raise ValueError(
+            f"unknown tool format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
     return factory(tokenizer)
 
 

@@ -44,7 +44,7 @@ class Delta:
     def __bool__(self) -> bool:
         return bool(self.content or self.reasoning or self.calls)
 
-    def extend(self, other: "Delta") -> None:
+    def extend(self, other: Delta) -> None:
         self.content += other.content
         self.reasoning += other.reasoning
         self.calls.extend(other.calls)

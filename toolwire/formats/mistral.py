@@ -15,8 +15,17 @@ import re
 import string
 from typing import Any
 
-from .base import (Tool, ToolChoice, ToolFormat, arguments_text, block_constraint,
-                   calls_constraint, chosen_tools, message_text, schema_content)
+from .base import (
+    Tool,
+    ToolChoice,
+    ToolFormat,
+    arguments_text,
+    block_constraint,
+    calls_constraint,
+    chosen_tools,
+    message_text,
+    schema_content,
+)
 from .marked_calls import CallSyntax, MarkedCallExtractor
 from .plain_render import PlainStyle
 

@@ -8,8 +8,9 @@ into turns of the format's result role.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .inputs import Tool, message_text
 

@@ -14,8 +14,18 @@ from typing import Any
 
 import regex
 
-from .base import (CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat,
-                   chosen_tools, message_text, new_call_id, schema_content)
+from .base import (
+    CallDelta,
+    Delta,
+    StreamingExtractor,
+    Tool,
+    ToolChoice,
+    ToolFormat,
+    chosen_tools,
+    message_text,
+    new_call_id,
+    schema_content,
+)
 from .plain_render import PlainStyle
 
 MAX_OPTIONAL = 10  # optional properties expand the grammar 2^n; beyond this, refuse strict

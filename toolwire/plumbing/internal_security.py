@@ -67,7 +67,7 @@ class ServerSecurity:
     insecure: bool = False
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ServerSecurity":
+    def from_args(cls, args: argparse.Namespace) -> ServerSecurity:
         if bool(args.tls_cert) != bool(args.tls_key):
             raise SystemExit("--tls-cert and --tls-key go together")
         if args.tls_client_ca and not args.tls_cert:
@@ -106,7 +106,7 @@ class ClientSecurity:
     key: bytes | None = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ClientSecurity":
+    def from_args(cls, args: argparse.Namespace) -> ClientSecurity:
         if bool(args.internal_tls_cert) != bool(args.internal_tls_key):
             raise SystemExit("--internal-tls-cert and --internal-tls-key go together")
         return cls(token=os.environ.get(TOKEN_ENV, ""), ca=_read(args.internal_tls_ca),

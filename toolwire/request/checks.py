@@ -17,12 +17,12 @@ import json
 import re
 from typing import Any
 
+from toolwire.constraints.schemas import first_unsupported
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.errors import RequestError
 from toolwire.request.limits import Limits
 from toolwire.request.limits import check_request as check_limits
-from toolwire.constraints.schemas import first_unsupported
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TEXT_PARTS = ("text", "refusal")  # content part types served; the rest is refused

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.formats import Tool, ToolChoice
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 
 def message_to_dict(m: common.ChatMessage) -> dict:

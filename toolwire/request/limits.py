@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Iterator
+from typing import Any
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.request.errors import RequestError
@@ -46,7 +47,7 @@ class Limits:
                            help=f"{cls.HELP[f.name]} (default {f.default})")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Limits":
+    def from_args(cls, args: argparse.Namespace) -> Limits:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
     def as_flags(self) -> list[str]:

@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 
-from toolwire.stack import model_source
 from toolwire.plumbing.internal_security import add_client_arguments, add_server_arguments
 from toolwire.request.limits import Limits
+from toolwire.stack import model_source
 
 SERVICES = ("template", "decode", "extractor", "gateway")
 
