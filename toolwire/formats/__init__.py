@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import CallDelta, Delta, StreamingExtractor, Tool, ToolChoice, ToolFormat
+from .base import CallDelta, Delta, StreamingExtractor, ToolFormat
 from .deepseek_v3 import CALLS_BEGIN, DeepSeekV3Format
 from .hermes import HermesFormat
+from .inputs import Tool, ToolChoice
 from .llama3_json import PYTHON_TAG, Llama3JsonFormat
 from .mistral import MistralFormat
 from .pythonic import PythonicFormat

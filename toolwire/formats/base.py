@@ -13,10 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-# Tool, ToolChoice and message_text are named here too, where the formats have always found them.
-from .inputs import Tool as Tool
-from .inputs import ToolChoice as ToolChoice
-from .inputs import message_text as message_text
+from .inputs import Tool, ToolChoice
 from .plain_render import render_native, render_plain, template_renders_tools
 
 _ALNUM = string.ascii_letters + string.digits

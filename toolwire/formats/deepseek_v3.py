@@ -13,16 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import (
-    Tool,
-    ToolChoice,
-    ToolFormat,
-    arguments_text,
-    block_constraint,
-    chosen_tools,
-    message_text,
-    schema_content,
-)
+from .base import ToolFormat, arguments_text, block_constraint, chosen_tools, schema_content
+from .inputs import Tool, ToolChoice, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
 from .plain_render import PlainStyle
 

@@ -16,16 +16,14 @@ import string
 from typing import Any
 
 from .base import (
-    Tool,
-    ToolChoice,
     ToolFormat,
     arguments_text,
     block_constraint,
     calls_constraint,
     chosen_tools,
-    message_text,
     schema_content,
 )
+from .inputs import Tool, ToolChoice, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
 from .plain_render import PlainStyle
 

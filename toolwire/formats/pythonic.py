@@ -18,14 +18,12 @@ from .base import (
     CallDelta,
     Delta,
     StreamingExtractor,
-    Tool,
-    ToolChoice,
     ToolFormat,
     chosen_tools,
-    message_text,
     new_call_id,
     schema_content,
 )
+from .inputs import Tool, ToolChoice, message_text
 from .plain_render import PlainStyle
 
 MAX_OPTIONAL = 10  # optional properties expand the grammar 2^n; beyond this, refuse strict
