@@ -6,7 +6,7 @@ The gateway runs `check_request` on the ChatService request whichever surface it
 shape), and the template service runs `check_render` on what reaches it, for callers that reach
 it directly. So a rule has one message, and a gRPC client cannot get past a check that a REST
 client meets. Left elsewhere, on purpose: REST parameters the proto cannot carry (n > 1,
-logprobs, unknown names: gateway/openai_models.py), sizes (toolwire/limits.py, run from here),
+logprobs, unknown names: gateway/openai_models.py), sizes (limits.py, run from here),
 the served model (the orchestrator knows it) and what needs the rendered prompt or the tool
 format (context length, a format's own limits on strict schemas).
 """
