@@ -14,6 +14,10 @@ ROOT = pathlib.Path(__file__).resolve().parent
 class BuildWithStubs(build_py):
     def run(self):
         runpy.run_path(str(ROOT / "protos" / "generate.py"))["generate"]()
+        # The generated packages exist only now, after `packages` below was listed from a
+        # clean checkout: add them, or the wheel ships without its stubs.
+        generated = find_packages(include=["toolwire.grpc_gen.*"])
+        self.packages = list(self.packages) + [p for p in generated if p not in self.packages]
         super().run()
 
 
