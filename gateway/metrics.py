@@ -26,6 +26,10 @@ class Metrics:
                                registry=r)
         self.success = Counter("toolwire_request_success", "Requests finished, by finish reason",
                                m + ["finish_reason"], registry=r)
+        self.length_capped = Counter(
+            "toolwire_request_length_capped", "Requests without max_tokens that ended at the "
+            "server's limit: --default-max-tokens (server_default) or the context (context)",
+            m + ["limit"], registry=r)
         self.time_to_first_token = Histogram(
             "toolwire_time_to_first_token_seconds", "From request to the first generated token",
             m, buckets=LATENCY_BUCKETS, registry=r)
@@ -69,3 +73,5 @@ class Metrics:
         for counter in (self.strict_violations, self.unparsed_arguments, self.tokens_generated,
                         self.client_disconnects):
             counter.labels(model)
+        for limit in ("server_default", "context"):
+            self.length_capped.labels(model, limit)

@@ -28,7 +28,7 @@ from toolwire.plumbing.request_context import REQUEST_ID_KEY
 from toolwire.request.checks import check_request
 from toolwire.request.convert import choice_from_proto
 from toolwire.request.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
-from toolwire.request.limits import Limits, check_max_tokens
+from toolwire.request.limits import Limits, completion_budget
 
 from .decode_pool import DecodePool
 from .metrics import Metrics
@@ -132,8 +132,9 @@ class Orchestrator:
                 response_format=req.response_format, constraint_dialect=dialect), metadata=md)
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "template") from None
-        check_max_tokens(req, len(rendered.prompt_token_ids), self.max_model_len)
-        run = Run(self, req, rendered, started, request_id, dialect)
+        budget = completion_budget(req, len(rendered.prompt_token_ids), self.max_model_len,
+                                   self.limits)
+        run = Run(self, req, rendered, started, request_id, dialect, budget)
         try:
             await run.start()
         except BaseException:
@@ -147,9 +148,10 @@ class Run:
 
     def __init__(self, orch: Orchestrator, req: chat_pb2.ChatCompletionRequest,
                  rendered: template_pb2.RenderChatResponse, started: float, request_id: str,
-                 dialect: str):
+                 dialect: str, budget: tuple[int, str]):
         self.orch = orch
         self.dialect = dialect  # the constraint's: only replicas taking it may run it
+        self.max_tokens, self.budget_source = budget  # completion_budget()
         self.req = req
         self.rendered = rendered
         self.started = started
@@ -200,7 +202,7 @@ class Run:
             raise from_rpc_error(e, "extractor") from None
         request = decode_pb2.GenerateRequest(
             request_id=self.id, prompt_token_ids=self.rendered.prompt_token_ids,
-            sampling=sampling, max_tokens=req.max_completion_tokens,
+            sampling=sampling, max_tokens=self.max_tokens,
             stop_token_ids=self.rendered.stop_token_ids, constraint=self.rendered.constraint
             if self.rendered.HasField("constraint") else None)
         await self._start_decode(request, md)
@@ -341,6 +343,9 @@ class Run:
         m.generation_tokens.labels(model).observe(self.completion_tokens)
         m.tokens_generated.labels(model).inc(self.completion_tokens)
         m.success.labels(model, finish).inc()
+        if finish == "length" and self.budget_source != "request":
+            # Ended by the server's limit, not the client's: a model that would have run on.
+            m.length_capped.labels(model, self.budget_source).inc()
         if self.tool_calls:
             mode = choice_from_proto(self.req.tool_choice, has_tools=True).mode
             m.tool_calls.labels(model, self.rendered.tool_format, mode).inc(self.tool_calls)

@@ -57,8 +57,10 @@ async def serve(args) -> None:
         await asyncio.sleep(0.05)
     if task.done():
         raise SystemExit(f"gateway could not listen on {host}:{args.port}")
-    log.info("gateway on http://%s:%s/v1 (gRPC ChatService on %s:%s), model %s", host,
-             args.port, host, args.grpc_port, ", ".join(orch.names))
+    log.info("gateway on http://%s:%s/v1 (gRPC ChatService on %s:%s), model %s; a request "
+             "without max_tokens stops at %d tokens (--default-max-tokens), max_tokens above %d "
+             "is refused", host, args.port, host, args.grpc_port, ", ".join(orch.names),
+             orch.limits.default_max_tokens, orch.limits.max_tokens_ceiling)
     await wait_for_signal()
     server.should_exit = True
     await task

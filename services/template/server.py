@@ -49,7 +49,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         choice = choice_from_proto(request.tool_choice, bool(tools))
         parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
         try:
-            prompt = self.format.render(self.tokenizer, messages, tools)
+            prompt = self.format.render(self.tokenizer, messages, tools, choice.mode)
         except jinja2.TemplateError as e:  # the model's own template refuses this conversation
             raise RequestError(f"The model's chat template cannot render these messages: {e}",
                                param="messages") from None

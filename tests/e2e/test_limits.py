@@ -50,7 +50,8 @@ CASES = [
          "name": "deep", "schema": _nested(LIMITS.max_schema_depth + 1)}}}, "schema_too_deep"),
     ("stop", {"stop": ["a", "b", "c", "d", "e"]}, "too_many_stop_sequences"),
     ("stop[1]", {"stop": ["a", "x" * (LIMITS.max_stop_chars + 1)]}, "stop_too_long"),
-    ("max_tokens", {"max_tokens": 10_000_000}, "context_length_exceeded"),
+    ("max_tokens", {"max_tokens": 10_000_000}, "invalid_value"),  # over --max-tokens-ceiling
+    ("max_tokens", {"max_tokens": LIMITS.max_tokens_ceiling}, "context_length_exceeded"),
 ]
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.formats import Tool, ToolChoice, detect_format, get_format
+from toolwire.formats.hermes import narrated_calls
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 from .family_tokenizers import FAMILIES, family_tokenizer
@@ -95,12 +96,18 @@ def test_golden_prompt(family):
 
 def test_plain_rendering_round_trips_past_calls(family, tokenizer):
     """On a template without tools (the embedded model's), past calls render the way the
-    format writes them, and the extractor reads them back as the same calls."""
+    format writes them, and the extractor reads them back as the same calls; hermes tells them
+    in words (formats/hermes.py says why), which no extractor reads as a call."""
     name, _, _, _ = family
     fmt = get_format(name, tokenizer)
     rendered = fmt.render(tokenizer, CONVERSATION[:3], [WEATHER])
     written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
     delta = fmt.extractor([WEATHER]).parse_complete(written)
+    if fmt.plain_style().calls_text is narrated_calls:  # hermes tells finished rounds in words
+        assert written == ('Let me call get_weather({"city": "Paris", "unit": "c"}). '
+                           'Let me call get_weather({"city": "Rome", "unit": "c"}).')
+        assert not delta.calls
+        return
     assert [(c.name, json.loads(c.arguments)) for c in delta.calls] == \
         [("get_weather", {"city": "Paris", "unit": "c"}), ("get_weather", {"city": "Rome", "unit": "c"})]
 

@@ -17,11 +17,11 @@ GOLDEN = (
     " and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
     "<|im_start|>user\nWeather in Paris and Rome?<|im_end|>\n"
-    "<|im_start|>assistant\n<tool_call>\n"
-    '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n'
-    '{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call><|im_end|>\n'
-    "<|im_start|>user\n<tool_response>\n14C\n</tool_response>\n<tool_response>\n18C\n"
-    "</tool_response><|im_end|>\n"
+    "<|im_start|>assistant\n"
+    'Let me call get_weather({"city": "Paris"}). Let me call get_weather({"city": "Rome"}).'
+    "<|im_end|>\n"
+    "<|im_start|>user\nThe get_weather tool returned: 14C\nThe get_weather tool returned: 18C"
+    "<|im_end|>\n"
     "<|im_start|>assistant\n"
 )
 
@@ -51,13 +51,22 @@ def test_without_tools_the_model_template_is_untouched(tokenizer):
     assert get_format("hermes").render(tokenizer, messages, []) == expected
 
 
-def test_past_call_renders_exactly_as_the_constraint_makes_the_model_write_it(tokenizer):
+def test_a_past_call_is_told_in_words_that_never_read_back_as_a_call(tokenizer):
+    """bench/tool_rounds.py: told in words, the 135M model answers from the result; in markup it
+    calls again or loops on markup (formats/hermes.py has the figures)."""
     fmt = get_format("hermes")
     rendered = fmt.render(tokenizer, [
         {"role": "user", "content": "x"},
         {"role": "assistant", "content": None, "tool_calls": [_call(1, "Oslo")]}], [WEATHER])
-    # What the extractor turns back into the same call, when the model writes this text.
     written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+    assert written == 'Let me call get_weather({"city": "Oslo"}).'
     delta = fmt.extractor([WEATHER]).parse_complete(written)
-    assert delta.content == ""
-    assert [(c.name, c.arguments) for c in delta.calls] == [("get_weather", '{"city": "Oslo"}')]
+    assert not delta.calls and delta.content == written
+
+
+def test_tool_choice_none_leaves_out_the_block_that_says_how_to_call(tokenizer):
+    messages = [{"role": "user", "content": "hi"}]
+    fmt = get_format("hermes")
+    assert "<tools>" in fmt.render(tokenizer, messages, [WEATHER], "auto")
+    assert fmt.render(tokenizer, messages, [WEATHER], "none") == fmt.render(
+        tokenizer, messages, [])

@@ -12,7 +12,7 @@ from toolwire.gateway.orchestrator import Orchestrator
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.errors import RequestError
-from toolwire.request.limits import Limits, _depth, check_max_tokens, check_request
+from toolwire.request.limits import Limits, _depth, check_request, completion_budget
 
 SMALL = Limits(max_messages=2, max_tools=1, max_schema_bytes=200, max_schema_depth=3,
                max_enum_values=2, max_stop=1, max_stop_chars=3, max_concurrent_requests=1)
@@ -56,11 +56,23 @@ def test_each_limit_names_its_parameter():
 
 
 def test_max_tokens_must_fit_the_context_with_the_prompt():
-    check_max_tokens(_request(max_completion_tokens=90), 10, 100)
+    limits = Limits()
+    assert completion_budget(_request(max_completion_tokens=90), 10, 100, limits) == (
+        90, "request")
     with pytest.raises(RequestError) as e:
-        check_max_tokens(_request(max_completion_tokens=91), 10, 100)
+        completion_budget(_request(max_completion_tokens=91), 10, 100, limits)
     assert (e.value.param, e.value.code) == ("max_tokens", "context_length_exceeded")
-    check_max_tokens(_request(), 99, 100)  # unset: up to the context
+
+
+def test_a_request_without_max_tokens_gets_the_server_default_or_what_the_context_has_left():
+    limits = Limits(default_max_tokens=50, max_tokens_ceiling=500)
+    assert completion_budget(_request(), 10, 1000, limits) == (50, "server_default")
+    assert completion_budget(_request(), 980, 1000, limits) == (20, "context")
+    assert completion_budget(_request(max_completion_tokens=500), 10, 1000, limits) == (
+        500, "request")
+    with pytest.raises(RequestError) as e:
+        completion_budget(_request(max_completion_tokens=501), 10, 1000, limits)
+    assert (e.value.param, e.value.code) == ("max_tokens", "invalid_value")
 
 
 def test_limits_are_flags_that_round_trip():

@@ -78,12 +78,14 @@ class ToolFormat(ABC):
     # (a small model invents neighbours such as <tool_call_response>).
     tag_prefixes: tuple[str, ...] = ()
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
+    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool],
+               choice_mode: str = "auto") -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
-        added: the model's own template where it renders tools, else this format's plain style."""
+        added: the model's own template where it renders tools, else this format's plain style
+        (which may leave the tools out under tool_choice none)."""
         if template_renders_tools(tokenizer):
             return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, self.plain_style())
+        return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode)
 
     @abstractmethod
     def plain_style(self) -> Any:

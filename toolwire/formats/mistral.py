@@ -64,8 +64,9 @@ class MistralFormat(ToolFormat):
     def __init__(self, args_token: bool = True):
         self.args_token = args_token  # [TOOL_CALLS]name[ARGS]{...}; else the JSON list
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> str:
-        return super().render(tokenizer, _mapped_ids(messages), tools)
+    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool],
+               choice_mode: str = "auto") -> str:
+        return super().render(tokenizer, _mapped_ids(messages), tools, choice_mode)
 
     def plain_style(self) -> PlainStyle:
         return PlainStyle(

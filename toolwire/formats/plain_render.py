@@ -22,17 +22,21 @@ class PlainStyle:
     result_text: Callable[[dict, dict | None], str]  # a tool message (and the call it answers)
     result_role: str = "user"
     results_joiner: str | None = "\n"  # consecutive results share one turn; None: a turn each
+    # With tool_choice none no call can be made, and a block that tells the model how to write
+    # one contradicts the constraint that bans it: a small model then loops on markup.
+    tools_with_choice_none: bool = True
 
 
 def template_renders_tools(tokenizer: Any) -> bool:
     return "tools" in (getattr(tokenizer, "chat_template", None) or "")
 
 
-def render_plain(tokenizer: Any, messages: list[dict], tools: list[Tool], style: PlainStyle) -> str:
+def render_plain(tokenizer: Any, messages: list[dict], tools: list[Tool], style: PlainStyle,
+                 choice_mode: str = "auto") -> str:
     out: list[dict] = []
     rest = list(messages)
     system = message_text(rest.pop(0)) if rest and rest[0]["role"] in ("system", "developer") else None
-    if tools:
+    if tools and (choice_mode != "none" or style.tools_with_choice_none):
         block = style.tools_block(tools)
         system = f"{system}\n\n{block}" if system else block
     if system is not None:

@@ -27,6 +27,11 @@ class Limits:
     max_stop: int = 4  # OpenAI's own limit
     max_stop_chars: int = 256  # one stop string
     max_concurrent_requests: int = 256  # in flight at the gateway; 429 above it
+    # A request without max_tokens ends here, not at the end of the context: a small model that
+    # loops (inside a JSON string, say) would otherwise run for minutes (vLLM takes a default
+    # from the generation config, llama.cpp has -n, Ollama num_predict).
+    default_max_tokens: int = 512
+    max_tokens_ceiling: int = 8192  # OpenAI's "max_tokens is too large" 400 above it
 
     HELP = {
         "max_body_bytes": "largest REST request body in bytes (413 above it)",
@@ -38,6 +43,8 @@ class Limits:
         "max_stop": "most stop strings",
         "max_stop_chars": "longest stop string, in characters",
         "max_concurrent_requests": "requests in flight at the gateway before new ones get 429",
+        "default_max_tokens": "completion tokens for a request that sets no max_tokens",
+        "max_tokens_ceiling": "largest max_tokens a request may ask for (400 above it)",
     }
 
     @classmethod
@@ -126,15 +133,27 @@ def check_request(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
             raise RequestError(f"stop[{i}] is empty", param=f"stop[{i}]")
 
 
-def check_max_tokens(req: chat_pb2.ChatCompletionRequest, prompt_tokens: int,
-                     max_model_len: int) -> None:
-    """OpenAI's context check: the prompt and max_tokens together must fit the context."""
-    if not req.HasField("max_completion_tokens") or not max_model_len:
-        return
-    wanted = req.max_completion_tokens
-    if prompt_tokens + wanted > max_model_len:
-        raise RequestError(
-            f"This model's maximum context length is {max_model_len} tokens. However, you "
-            f"requested {prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, "
-            f"{wanted} in the completion). Please reduce the length of the messages or "
-            "max_tokens.", param="max_tokens", code="context_length_exceeded")
+def completion_budget(req: chat_pb2.ChatCompletionRequest, prompt_tokens: int,
+                      max_model_len: int, limits: Limits) -> tuple[int, str]:
+    """The request's completion token budget and what set it: `request` (its max_tokens),
+    `server_default` (--default-max-tokens) or `context` (what the context has left).
+    OpenAI's checks: max_tokens over the model's output ceiling, or with the prompt over the
+    context, is a 400; a server default shrinks to fit the context instead."""
+    room = max_model_len - prompt_tokens if max_model_len else None
+    if req.HasField("max_completion_tokens"):
+        wanted = req.max_completion_tokens
+        if wanted > limits.max_tokens_ceiling:
+            raise RequestError(
+                f"max_tokens is too large: {wanted}. This model supports at most "
+                f"{limits.max_tokens_ceiling} completion tokens.", param="max_tokens",
+                code="invalid_value")
+        if room is not None and wanted > room:
+            raise RequestError(
+                f"This model's maximum context length is {max_model_len} tokens. However, you "
+                f"requested {prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, "
+                f"{wanted} in the completion). Please reduce the length of the messages or "
+                "max_tokens.", param="max_tokens", code="context_length_exceeded")
+        return wanted, "request"
+    if room is not None and room < limits.default_max_tokens:
+        return room, "context"
+    return limits.default_max_tokens, "server_default"

@@ -50,7 +50,7 @@ def weather_flow(base_url: str, model: str, api_key: str) -> None:
         print(f">>> tool result: {result}")
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
     final = client.chat.completions.create(model=model, messages=messages, tools=TOOLS,
-                                           tool_choice="none", temperature=0, max_tokens=80)
+                                           tool_choice="none", temperature=0)
     print(f"<<< assistant: {final.choices[0].message.content}")
     print(f"    (finish_reason={final.choices[0].finish_reason}, usage={final.usage.total_tokens} "
           "tokens)\n")
