@@ -31,7 +31,7 @@ up: install
 # The lint gate (ruff, configured in pyproject.toml); `make test` runs it before pytest.
 lint: install
 	$(VENV)/bin/ruff check .
-	@# enabled after merge (the tree is formatted once then): $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check .
 
 test: lint
 	$(PY) -m pytest -q

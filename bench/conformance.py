@@ -26,15 +26,66 @@ from toolwire.formats.base import schema_content
 from toolwire.stack import model_source
 
 # The suite files of keywords a strict tool may use (claimed), and of ones toolwire refuses.
-CLAIMED = ["type", "enum", "const", "properties", "required", "additionalProperties", "items",
-           "prefixItems", "anyOf", "ref", "defs", "pattern", "minLength", "maxLength",
-           "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-           "minItems", "maxItems", "minProperties", "maxProperties", "boolean_schema", "default"]
-FORMATS = ["date", "time", "date-time", "duration", "email", "ipv4", "ipv6", "hostname", "uuid",
-           "uri", "uri-reference", "uri-template", "json-pointer", "relative-json-pointer"]
-REFUSED = ["allOf", "oneOf", "not", "if-then-else", "uniqueItems", "contains", "minContains",
-           "maxContains", "patternProperties", "propertyNames", "dependentRequired",
-           "dependentSchemas", "unevaluatedItems", "unevaluatedProperties", "dynamicRef"]
+CLAIMED = [
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "anyOf",
+    "ref",
+    "defs",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "boolean_schema",
+    "default",
+]
+FORMATS = [
+    "date",
+    "time",
+    "date-time",
+    "duration",
+    "email",
+    "ipv4",
+    "ipv6",
+    "hostname",
+    "uuid",
+    "uri",
+    "uri-reference",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+]
+REFUSED = [
+    "allOf",
+    "oneOf",
+    "not",
+    "if-then-else",
+    "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "patternProperties",
+    "propertyNames",
+    "dependentRequired",
+    "dependentSchemas",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "dynamicRef",
+]
 
 
 @dataclass
@@ -49,8 +100,10 @@ class Row:
     errors: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        return (f"| {self.name} | {self.cases} | {self.valid_accepted}/{self.valid} | "
-                f"{self.invalid_refused}/{self.invalid} | {self.refused_schema} |")
+        return (
+            f"| {self.name} | {self.cases} | {self.valid_accepted}/{self.valid} | "
+            f"{self.invalid_refused}/{self.invalid} | {self.refused_schema} |"
+        )
 
 
 def compile_schema(compiler: ConstraintCompiler, schema) -> xgr.CompiledGrammar:
@@ -74,8 +127,11 @@ def typed_variant(schema, tests, keyword: str):
     group = next((g for g, kws in TYPED.items() if keyword in kws), None)
     if group is None or not isinstance(schema, dict) or "type" in schema:
         return schema, tests
-    kept = [t for t in tests if isinstance(t["data"], _PY_TYPES[group])
-            and not isinstance(t["data"], bool)]
+    kept = [
+        t
+        for t in tests
+        if isinstance(t["data"], _PY_TYPES[group]) and not isinstance(t["data"], bool)
+    ]
     return {**schema, "type": "number" if group == "number" else group}, kept
 
 
@@ -106,8 +162,11 @@ def run(data: pathlib.Path) -> tuple[list[Row], Row, list[Row]]:
     compiler = ConstraintCompiler(tok, len(tok), [stop], cache_size=8192)
     suite = data / "json-schema-test-suite" / "tests" / "draft2020-12"
     rows, refused = [], []
-    for names, folder, out in ((CLAIMED, suite, rows), (FORMATS, suite / "optional" / "format", rows),
-                               (REFUSED, suite, refused)):
+    for names, folder, out in (
+        (CLAIMED, suite, rows),
+        (FORMATS, suite / "optional" / "format", rows),
+        (REFUSED, suite, refused),
+    ):
         for name in names:
             is_format = folder.name == "format"
             row = Row(f"format: {name}" if is_format else name)
@@ -125,8 +184,10 @@ def run(data: pathlib.Path) -> tuple[list[Row], Row, list[Row]]:
 
 
 def report(rows: list[Row], glaive: Row, refused: list[Row]) -> str:
-    head = ("| keyword | cases | valid accepted | invalid refused | refused with 400 |\n"
-            "|---|---|---|---|---|")
+    head = (
+        "| keyword | cases | valid accepted | invalid refused | refused with 400 |\n"
+        "|---|---|---|---|---|"
+    )
     out = ["Claimed keywords (strict tools may use them):", head] + [r.line() for r in rows]
     out += ["", "Keywords refused with a 400 for strict tools:", head] + [r.line() for r in refused]
     out += ["", head, glaive.line()]

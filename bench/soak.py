@@ -48,8 +48,11 @@ def processes(up: int) -> dict[str, int]:
     """The services of a `toolwire up`, and the template's grammar workers."""
     pids = service_pids(up)
     if "template" in pids:
-        workers = [pid for pid in sorted(child_pids(pids["template"]))
-                   if b"spawn_main" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()]
+        workers = [
+            pid
+            for pid in sorted(child_pids(pids["template"]))
+            if b"spawn_main" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
         for i, pid in enumerate(workers):
             pids[f"grammar worker {i}"] = pid
     return pids
@@ -78,17 +81,24 @@ async def one(http: httpx.AsyncClient, req: dict) -> dict:
     except httpx.HTTPError as e:
         outcome = f"transport {type(e).__name__}"
     done = time.perf_counter()
-    return {"outcome": outcome, "e2e": done - t0, "ttft": first - t0 if first else None,
-            "tokens": tokens}
+    return {
+        "outcome": outcome,
+        "e2e": done - t0,
+        "ttft": first - t0 if first else None,
+        "tokens": tokens,
+    }
 
 
-async def soak(base_url: str, model: str, streams: int, duration: float, max_tokens: int,
-               on_minute) -> list[dict]:
+async def soak(
+    base_url: str, model: str, streams: int, duration: float, max_tokens: int, on_minute
+) -> list[dict]:
     results: list[dict] = []
     deadline = time.monotonic() + duration
     limits = httpx.Limits(max_connections=streams + 4)
-    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits,
-                                 headers={"Authorization": f"Bearer {KEY}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=600, limits=limits, headers={"Authorization": f"Bearer {KEY}"}
+    ) as http:
+
         async def worker(w: int) -> None:
             i = 0
             while time.monotonic() < deadline:
@@ -110,27 +120,37 @@ def report(results: list[dict], wall: float, rss: dict[str, list[float]]) -> dic
     ttft = [r["ttft"] for r in ok if r["ttft"] is not None]
     e2e = [r["e2e"] for r in ok]
     return {
-        "requests": len(results), "errors": len(results) - len(ok), "outcomes": dict(outcomes),
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "outcomes": dict(outcomes),
         "tokens_per_s": sum(r["tokens"] for r in ok) / wall,
         **{f"ttft_p{q}_ms": 1000 * pct(ttft, q / 100) for q in (50, 95, 99)},
         **{f"e2e_p{q}_ms": 1000 * pct(e2e, q / 100) for q in (50, 95, 99)},
-        "rss_mb": {name: {"after_warmup": v[0], "after_1_min": v[1], "end": v[2]}
-                   for name, v in rss.items()},
+        "rss_mb": {
+            name: {"after_warmup": v[0], "after_1_min": v[1], "end": v[2]}
+            for name, v in rss.items()
+        },
     }
 
 
 def print_report(rep: dict, args) -> None:
-    print(f"\n{args.streams} streams, {args.duration:.0f} s, max_tokens {args.max_tokens}: "
-          f"{rep['requests']} requests, {rep['errors']} errors {rep['outcomes']}, "
-          f"{rep['tokens_per_s']:.1f} tok/s")
-    print(f"TTFT p50/p95/p99 {rep['ttft_p50_ms']:.0f} / {rep['ttft_p95_ms']:.0f} / "
-          f"{rep['ttft_p99_ms']:.0f} ms; end to end {rep['e2e_p50_ms']:.0f} / "
-          f"{rep['e2e_p95_ms']:.0f} / {rep['e2e_p99_ms']:.0f} ms")
+    print(
+        f"\n{args.streams} streams, {args.duration:.0f} s, max_tokens {args.max_tokens}: "
+        f"{rep['requests']} requests, {rep['errors']} errors {rep['outcomes']}, "
+        f"{rep['tokens_per_s']:.1f} tok/s"
+    )
+    print(
+        f"TTFT p50/p95/p99 {rep['ttft_p50_ms']:.0f} / {rep['ttft_p95_ms']:.0f} / "
+        f"{rep['ttft_p99_ms']:.0f} ms; end to end {rep['e2e_p50_ms']:.0f} / "
+        f"{rep['e2e_p95_ms']:.0f} / {rep['e2e_p99_ms']:.0f} ms"
+    )
     print("\n| process | RSS after warm-up | after 1 min | end | growth after 1 min |")
     print("|---|---|---|---|---|")
     for name, v in rep["rss_mb"].items():
-        print(f"| {name} | {v['after_warmup']:.0f} MB | {v['after_1_min']:.0f} MB | "
-              f"{v['end']:.0f} MB | {v['end'] - v['after_1_min']:+.1f} MB |")
+        print(
+            f"| {name} | {v['after_warmup']:.0f} MB | {v['after_1_min']:.0f} MB | "
+            f"{v['end']:.0f} MB | {v['end'] - v['after_1_min']:+.1f} MB |"
+        )
 
 
 def main() -> int:
@@ -142,10 +162,22 @@ def main() -> int:
     args = p.parse_args()
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(port), "--grpc-port",
-         str(free_port()), "--model", args.model],
-        env=dict(os.environ, TOOLWIRE_API_KEYS=KEY), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "toolwire.stack.cli",
+            "up",
+            "--port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--model",
+            args.model,
+        ],
+        env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         model = wait_for_health(f"http://127.0.0.1:{port}/health", proc)["models"][0]
         base_url = f"http://127.0.0.1:{port}/v1"
@@ -159,8 +191,9 @@ def main() -> int:
                 rss[name].append(rss_mb(pid))
 
         t0 = time.perf_counter()
-        results = asyncio.run(soak(base_url, model, args.streams, args.duration,
-                                   args.max_tokens, sample))
+        results = asyncio.run(
+            soak(base_url, model, args.streams, args.duration, args.max_tokens, sample)
+        )
         wall = time.perf_counter() - t0
         sample()
         rep = report(results, wall, rss)

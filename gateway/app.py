@@ -52,8 +52,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(size: int, limit: int) -> RequestError:
-    return RequestError(f"The request body is {size} bytes or more; the limit is {limit} bytes.",
-                        status=413, code="request_too_large")
+    return RequestError(
+        f"The request body is {size} bytes or more; the limit is {limit} bytes.",
+        status=413,
+        code="request_too_large",
+    )
 
 
 def _param(loc: tuple) -> str:
@@ -62,7 +65,8 @@ def _param(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part not in ("function-after", "union", "literal") and not str(part).startswith(
-                ("str", "list[", "NamedToolChoice", "Literal[")):
+            ("str", "list[", "NamedToolChoice", "Literal[")
+        ):
             out += ("." if out else "") + str(part)
     return out
 
@@ -70,8 +74,11 @@ def _param(loc: tuple) -> str:
 def validation_error(e: pydantic.ValidationError) -> RequestError:
     first = e.errors()[0]
     param = _param(first["loc"])
-    return RequestError(f"Invalid value for '{param}': {first['msg']}", param=param,
-                        code="invalid_value" if first["type"] != "missing" else "missing_required_parameter")
+    return RequestError(
+        f"Invalid value for '{param}': {first['msg']}",
+        param=param,
+        code="invalid_value" if first["type"] != "missing" else "missing_required_parameter",
+    )
 
 
 def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
@@ -91,8 +98,15 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
 
         def refused(e: RequestError) -> Response:
             metrics.count("rest", e.status, e.code)
-            request_log.write(request_id=rid, api="rest", model=model, status=e.status,
-                              code=e.code, stream=streamed, started=started)
+            request_log.write(
+                request_id=rid,
+                api="rest",
+                model=model,
+                status=e.status,
+                code=e.code,
+                stream=streamed,
+                started=started,
+            )
             response = error_response(e)
             response.headers.update(headers)
             return response
@@ -117,8 +131,9 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             if not req.stream:
                 result = completion_dict(await run.completion())
                 metrics.count("rest", 200)
-                request_log.write(request_id=rid, api="rest", model=model, status=200,
-                                  started=started, run=run)
+                request_log.write(
+                    request_id=rid, api="rest", model=model, status=200, started=started, run=run
+                )
                 return JSONResponse(result, headers=headers)
         except RequestError as e:
             return refused(e)
@@ -141,29 +156,49 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             except Exception:  # never hang a stream: end it with an error event
                 log.exception("stream failed")
                 status, code = 500, "internal_error"
-                yield "data: " + json.dumps(error_body(RequestError(
-                    "internal error", status=500, type="server_error"))) + "\n\n"
+                yield (
+                    "data: "
+                    + json.dumps(
+                        error_body(RequestError("internal error", status=500, type="server_error"))
+                    )
+                    + "\n\n"
+                )
             finally:
                 run.close()
                 metrics.count("rest", status, code)
-                request_log.write(request_id=rid, api="rest", model=model, status=status,
-                                  code=code, stream=True, started=started, run=run)
+                request_log.write(
+                    request_id=rid,
+                    api="rest",
+                    model=model,
+                    status=status,
+                    code=code,
+                    stream=True,
+                    started=started,
+                    run=run,
+                )
 
         stream = events()
         # A client gone before the first write leaves the generator unstarted, so its finally
         # never runs: free the decode slot and the in-flight place when it is collected.
         weakref.finalize(stream, run.close)
-        return StreamingResponse(stream, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", **headers})
+        return StreamingResponse(
+            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
+        )
 
     async def models(request: Request) -> Response:
         err = authorized(request)
         if err:
             return error_response(err)
         now = int(time.time())
-        return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": now, "owned_by": "toolwire"}
-            for name in orch.names]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": now, "owned_by": "toolwire"}
+                    for name in orch.names
+                ],
+            }
+        )
 
     async def model(request: Request) -> Response:
         err = authorized(request)
@@ -171,21 +206,26 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             return error_response(err)
         name = request.path_params["name"]
         if name not in orch.names:
-            return error_response(RequestError(f"The model `{name}` does not exist", "model",
-                                               "model_not_found", 404))
-        return JSONResponse({"id": name, "object": "model", "created": int(time.time()),
-                             "owned_by": "toolwire"})
+            return error_response(
+                RequestError(f"The model `{name}` does not exist", "model", "model_not_found", 404)
+            )
+        return JSONResponse(
+            {"id": name, "object": "model", "created": int(time.time()), "owned_by": "toolwire"}
+        )
 
     async def health(request: Request) -> Response:
         services, replicas = await orch.healthy()
         ok = all(services.values())
-        body = {"status": "ok" if ok else "unavailable", "services": services,
-                "decode_replicas": len(replicas),
-                "decode_replicas_serving": sum(replicas.values()), "models": orch.names}
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "services": services,
+            "decode_replicas": len(replicas),
+            "decode_replicas_serving": sum(replicas.values()),
+            "models": orch.names,
+        }
         if ok:
             body["decode_active_requests"] = await orch.decode_load()
-        return JSONResponse(body,
-                            status_code=200 if ok else 503)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     document = openapi_document(orch.limits)
 
@@ -196,14 +236,18 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def not_found(request: Request, exc) -> Response:
-        return error_response(RequestError(f"Unknown path {request.url.path}", status=404,
-                                           code="not_found"))
+        return error_response(
+            RequestError(f"Unknown path {request.url.path}", status=404, code="not_found")
+        )
 
-    return Starlette(routes=[
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/models/{name:path}", model, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ], exception_handlers={404: not_found})
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{name:path}", model, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        exception_handlers={404: not_found},
+    )

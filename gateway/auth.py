@@ -19,9 +19,11 @@ class Auth:
         if not self.keys:
             return None
         if not header or not header.lower().startswith("bearer "):
-            return RequestError("You didn't provide an API key. Provide it as "
-                                "'Authorization: Bearer YOUR_KEY'.", status=401,
-                                code="invalid_api_key")
+            return RequestError(
+                "You didn't provide an API key. Provide it as 'Authorization: Bearer YOUR_KEY'.",
+                status=401,
+                code="invalid_api_key",
+            )
         given = header[7:].strip().encode()
         if any(hmac.compare_digest(given, k.encode()) for k in self.keys):
             return None

@@ -39,8 +39,16 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
 
     def _done(self, rid, request, status, code, started, run, stream) -> None:
         self.orch.metrics.count("grpc", status, code)
-        request_log.write(request_id=rid, api="grpc", model=request.model, status=status,
-                          code=code, stream=stream, started=started, run=run)
+        request_log.write(
+            request_id=rid,
+            api="grpc",
+            model=request.model,
+            status=status,
+            code=code,
+            stream=stream,
+            started=started,
+            run=run,
+        )
 
     async def StreamChatCompletion(self, request, context):
         rid, started, run = new_request_id(), time.perf_counter(), None

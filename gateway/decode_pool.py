@@ -60,14 +60,18 @@ class DecodePool:
 
     def dialect(self) -> str:
         """The constraint dialect every serving replica takes."""
-        return common_dialect([r.dialect for r in self.replicas.values()
-                               if r.healthy and r.dialect])
+        return common_dialect(
+            [r.dialect for r in self.replicas.values() if r.healthy and r.dialect]
+        )
 
     def pick(self, dialect: str, exclude: set[str] = frozenset()) -> Replica | None:
         """The healthy replica taking `dialect` with the fewest outstanding requests (then the
         least used)."""
-        ready = [r for r in self.replicas.values() if r.healthy and r.address not in exclude
-                 and r.dialect and accepts(r.dialect, dialect)]
+        ready = [
+            r
+            for r in self.replicas.values()
+            if r.healthy and r.address not in exclude and r.dialect and accepts(r.dialect, dialect)
+        ]
         if not ready:
             return None
         best = min(ready, key=lambda r: (r.outstanding, r.picks))
@@ -76,14 +80,14 @@ class DecodePool:
 
     def mark_down(self, replica: Replica) -> None:
         if replica.healthy and replica.served:
-            log.warning("decode replica %s is not answering; sending requests elsewhere",
-                        replica.address)
+            log.warning(
+                "decode replica %s is not answering; sending requests elsewhere", replica.address
+            )
         replica.healthy = False
         replica.dialect = None  # it may come back with another engine
 
     async def check(self) -> dict[str, bool]:
-        results = await asyncio.gather(*(check_serving(r.channel)
-                                         for r in self.replicas.values()))
+        results = await asyncio.gather(*(check_serving(r.channel) for r in self.replicas.values()))
         for r, ok in zip(list(self.replicas.values()), results):
             if ok and not r.healthy and r.served:
                 log.info("decode replica %s is serving again", r.address)
@@ -91,17 +95,27 @@ class DecodePool:
             r.served = r.served or ok
             if not ok:
                 r.dialect = None
-        await asyncio.gather(*(self._read_dialect(r) for r in self.replicas.values()
-                               if r.healthy and r.dialect is None))
+        await asyncio.gather(
+            *(
+                self._read_dialect(r)
+                for r in self.replicas.values()
+                if r.healthy and r.dialect is None
+            )
+        )
         return {r.address: r.healthy for r in self.replicas.values()}
 
     async def _read_dialect(self, replica: Replica) -> None:
         try:
-            info = await replica.stub.GetModelInfo(common.GetModelInfoRequest(), timeout=5,
-                                                   metadata=self.security.metadata)
+            info = await replica.stub.GetModelInfo(
+                common.GetModelInfoRequest(), timeout=5, metadata=self.security.metadata
+            )
         except grpc.aio.AioRpcError as e:
-            log.warning("decode replica %s did not say its constraint dialect (%s); not "
-                        "sending it requests yet", replica.address, e.code().name)
+            log.warning(
+                "decode replica %s did not say its constraint dialect (%s); not "
+                "sending it requests yet",
+                replica.address,
+                e.code().name,
+            )
             return
         # A decode service from before dialects takes xgrammar 0.2 structural tags.
         replica.dialect = info.constraint_dialect or STRUCTURAL_TAG
@@ -136,8 +150,7 @@ class DecodePool:
         for address in addresses:
             if address not in self.replicas:
                 ch = self.security.channel(address)
-                self.replicas[address] = Replica(address, ch,
-                                                 decode_pb2_grpc.DecodeServiceStub(ch))
+                self.replicas[address] = Replica(address, ch, decode_pb2_grpc.DecodeServiceStub(ch))
         for address in set(self.replicas) - set(addresses):
             replica = self.replicas.pop(address)
             asyncio.get_running_loop().create_task(replica.channel.close(grace=30))

@@ -100,18 +100,24 @@ class ChatCompletionRequest(BaseModel):
     response_format: ResponseFormat | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(default=None, json_schema_extra={
-        "minimum": rules.TEMPERATURE[0], "maximum": rules.TEMPERATURE[1]})
-    top_p: float | None = Field(default=None, json_schema_extra={
-        "exclusiveMinimum": rules.TOP_P[0], "maximum": rules.TOP_P[1]})
-    seed: int | None = Field(default=None, ge=-2**63, le=2**64 - 1)
+    temperature: float | None = Field(
+        default=None,
+        json_schema_extra={"minimum": rules.TEMPERATURE[0], "maximum": rules.TEMPERATURE[1]},
+    )
+    top_p: float | None = Field(
+        default=None,
+        json_schema_extra={"exclusiveMinimum": rules.TOP_P[0], "maximum": rules.TOP_P[1]},
+    )
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = None
     # Past any context window; the context check gives the precise refusal.
     # Above 0: what a uint32 holds; 0 itself is the check's to refuse.
-    max_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1,
-                                   json_schema_extra={"minimum": 1})
-    max_completion_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1,
-                                              json_schema_extra={"minimum": 1})
+    max_tokens: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, json_schema_extra={"minimum": 1}
+    )
+    max_completion_tokens: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, json_schema_extra={"minimum": 1}
+    )
     # Accepted so that SDK requests pass; each is checked by `unsupported_parameters`.
     n: int | None = None
     logprobs: bool | None = None
@@ -138,10 +144,16 @@ def unsupported_parameters(req: ChatCompletionRequest) -> tuple[str, str] | None
         ("n", req.n not in (None, 1), "n > 1 is not supported"),
         ("logprobs", bool(req.logprobs), "logprobs is not supported"),
         ("top_logprobs", req.top_logprobs is not None, "top_logprobs is not supported"),
-        ("presence_penalty", req.presence_penalty not in (None, 0),
-         "presence_penalty is not supported"),
-        ("frequency_penalty", req.frequency_penalty not in (None, 0),
-         "frequency_penalty is not supported"),
+        (
+            "presence_penalty",
+            req.presence_penalty not in (None, 0),
+            "presence_penalty is not supported",
+        ),
+        (
+            "frequency_penalty",
+            req.frequency_penalty not in (None, 0),
+            "frequency_penalty is not supported",
+        ),
         ("logit_bias", bool(req.logit_bias), "logit_bias is not supported"),
         ("store", bool(req.store), "store is not supported"),
     ]
@@ -152,6 +164,8 @@ def unsupported_parameters(req: ChatCompletionRequest) -> tuple[str, str] | None
         for j, part in enumerate(m.content if isinstance(m.content, list) else []):
             # A part of a served type carries its text (other types: the proto check).
             if part.type in rules.TEXT_PARTS and part.text is None:
-                return (f"messages[{i}].content[{j}].text",
-                        f"a content part of type {part.type!r} needs its text")
+                return (
+                    f"messages[{i}].content[{j}].text",
+                    f"a content part of type {part.type!r} needs its text",
+                )
     return None

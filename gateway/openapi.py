@@ -16,40 +16,89 @@ from .openai_models import ChatCompletionRequest
 
 REF = "#/components/schemas/{model}"
 
-ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
-    "type": "object", "required": ["message", "type", "param", "code"], "properties": {
-        "message": {"type": "string"}, "type": {"type": "string"},
-        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
 
-TOOL_CALL = {"type": "object", "required": ["id", "type", "function"], "properties": {
-    "id": {"type": "string"}, "type": {"const": "function"},
-    "function": {"type": "object", "required": ["name", "arguments"], "properties": {
-        "name": {"type": "string"}, "arguments": {"type": "string"}}}}}
+TOOL_CALL = {
+    "type": "object",
+    "required": ["id", "type", "function"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "required": ["name", "arguments"],
+            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+        },
+    },
+}
 
-USAGE = {"type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-         "properties": {k: {"type": "integer"} for k in
-                        ("prompt_tokens", "completion_tokens", "total_tokens")}}
+USAGE = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {
+        k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    },
+}
 
-CHAT_COMPLETION = {"type": "object", "required": ["id", "object", "created", "model", "choices"],
-                   "properties": {
-    "id": {"type": "string"}, "object": {"const": "chat.completion"},
-    "created": {"type": "integer"}, "model": {"type": "string"},
-    "choices": {"type": "array", "items": {"type": "object", "required": [
-        "index", "message", "finish_reason"], "properties": {
-        "index": {"type": "integer"},
-        "finish_reason": {"enum": ["stop", "length", "tool_calls", "content_filter"]},
-        "message": {"type": "object", "required": ["role", "content"], "properties": {
-            "role": {"const": "assistant"}, "content": {"type": ["string", "null"]},
-            "tool_calls": {"type": "array", "items": {
-                "$ref": REF.format(model="ResponseToolCall")}}}}}}},
-    "usage": {"$ref": REF.format(model="Usage")}}}
+CHAT_COMPLETION = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "message", "finish_reason"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "finish_reason": {"enum": ["stop", "length", "tool_calls", "content_filter"]},
+                    "message": {
+                        "type": "object",
+                        "required": ["role", "content"],
+                        "properties": {
+                            "role": {"const": "assistant"},
+                            "content": {"type": ["string", "null"]},
+                            "tool_calls": {
+                                "type": "array",
+                                "items": {"$ref": REF.format(model="ResponseToolCall")},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "usage": {"$ref": REF.format(model="Usage")},
+    },
+}
 
 # The request model accepts these parameters only to refuse other values with a clear message;
 # the document states the values that are served.
 SERVED = {
-    "n": {"enum": [1, None]}, "logprobs": {"enum": [False, None]},
-    "top_logprobs": {"type": "null"}, "presence_penalty": {"enum": [0, None]},
-    "frequency_penalty": {"enum": [0, None]}, "store": {"enum": [False, None]},
+    "n": {"enum": [1, None]},
+    "logprobs": {"enum": [False, None]},
+    "top_logprobs": {"type": "null"},
+    "presence_penalty": {"enum": [0, None]},
+    "frequency_penalty": {"enum": [0, None]},
+    "store": {"enum": [False, None]},
     "logit_bias": {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]},
 }
 
@@ -61,74 +110,159 @@ def _served_request(request: dict, schemas: dict, limits: Limits) -> None:
     props["messages"]["maxItems"] = limits.max_messages
     props["tools"]["anyOf"][0]["maxItems"] = limits.max_tools
     props["stop"]["anyOf"][1]["maxItems"] = limits.max_stop
-    schemas["ContentPart"] = {"type": "object", "required": ["type", "text"], "properties": {
-        "type": {"enum": ["text", "refusal"]}, "text": {"type": "string"}}}
+    schemas["ContentPart"] = {
+        "type": "object",
+        "required": ["type", "text"],
+        "properties": {"type": {"enum": ["text", "refusal"]}, "text": {"type": "string"}},
+    }
     # A tool result must say which call it answers.
     schemas["Message"]["if"] = {"properties": {"role": {"const": "tool"}}}
-    schemas["Message"]["then"] = {"required": ["tool_call_id"],
-                                  "properties": {"tool_call_id": {"type": "string", "minLength": 1}}}
+    schemas["Message"]["then"] = {
+        "required": ["tool_call_id"],
+        "properties": {"tool_call_id": {"type": "string", "minLength": 1}},
+    }
 
 
-MODEL = {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
-    "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
-    "owned_by": {"type": "string"}}}
+MODEL = {
+    "type": "object",
+    "required": ["id", "object", "created", "owned_by"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    },
+}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    what = {400: "Invalid request; `param` names the parameter", 401: "Missing or wrong API key",
-            404: "Unknown model or path", 413: "Request body over the limit",
-            429: "Overloaded: retry after `Retry-After` seconds",
-            503: "A service is down: retry after `Retry-After` seconds"}
-    return {str(s): {"description": what[s], "content": {"application/json": {
-        "schema": {"$ref": REF.format(model="Error")}}}} for s in statuses}
+    what = {
+        400: "Invalid request; `param` names the parameter",
+        401: "Missing or wrong API key",
+        404: "Unknown model or path",
+        413: "Request body over the limit",
+        429: "Overloaded: retry after `Retry-After` seconds",
+        503: "A service is down: retry after `Retry-After` seconds",
+    }
+    return {
+        str(s): {
+            "description": what[s],
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+        }
+        for s in statuses
+    }
 
 
 def openapi_document(limits: Limits) -> dict[str, Any]:
     request = ChatCompletionRequest.model_json_schema(ref_template=REF, by_alias=True)
     schemas = request.pop("$defs", {})
     _served_request(request, schemas, limits)
-    schemas.update(ChatCompletionRequest=request, Error=ERROR, ResponseToolCall=TOOL_CALL,
-                   Usage=USAGE, ChatCompletion=CHAT_COMPLETION, Model=MODEL)
+    schemas.update(
+        ChatCompletionRequest=request,
+        Error=ERROR,
+        ResponseToolCall=TOOL_CALL,
+        Usage=USAGE,
+        ChatCompletion=CHAT_COMPLETION,
+        Model=MODEL,
+    )
     bearer = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
-        "info": {"title": "toolwire", "version": __version__,
-                 "description": "OpenAI-compatible chat completions with function calling."},
-        "components": {"schemas": schemas, "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"}}},
+        "info": {
+            "title": "toolwire",
+            "version": __version__,
+            "description": "OpenAI-compatible chat completions with function calling.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "paths": {
-            "/v1/chat/completions": {"post": {
-                "operationId": "createChatCompletion", "security": bearer,
-                "requestBody": {"required": True, "description": f"At most "
-                                f"{limits.max_body_bytes} bytes", "content": {
-                    "application/json": {"schema": {"$ref": REF.format(
-                        model="ChatCompletionRequest")}}}},
-                "responses": {
-                    "200": {"description": "A completion, or with `stream: true` server-sent "
-                                           "events of chat.completion.chunk objects",
-                            "content": {"application/json": {"schema": {
-                                "$ref": REF.format(model="ChatCompletion")}},
-                                "text/event-stream": {"schema": {"type": "string"}}}},
-                    **_errors(400, 401, 404, 413, 429, 503)}}},
-            "/v1/models": {"get": {
-                "operationId": "listModels", "security": bearer,
-                "responses": {"200": {"description": "The served model and its aliases",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object", "properties": {
-                                              "object": {"const": "list"},
-                                              "data": {"type": "array", "items": {
-                                                  "$ref": REF.format(model="Model")}}}}}}},
-                              **_errors(401)}}},
-            "/v1/models/{model}": {"get": {
-                "operationId": "retrieveModel", "security": bearer,
-                "parameters": [{"name": "model", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "One model", "content": {
-                    "application/json": {"schema": {"$ref": REF.format(model="Model")}}}},
-                    **_errors(401, 404)}}},
-            "/health": {"get": {
-                "operationId": "health",
-                "responses": {"200": {"description": "Every service is serving"},
-                              "503": {"description": "`services` says which one is down"}}}},
+            "/v1/chat/completions": {
+                "post": {
+                    "operationId": "createChatCompletion",
+                    "security": bearer,
+                    "requestBody": {
+                        "required": True,
+                        "description": f"At most {limits.max_body_bytes} bytes",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": REF.format(model="ChatCompletionRequest")}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "A completion, or with `stream: true` server-sent "
+                            "events of chat.completion.chunk objects",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": REF.format(model="ChatCompletion")}
+                                },
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_errors(400, 401, 404, 413, 429, 503),
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "security": bearer,
+                    "responses": {
+                        "200": {
+                            "description": "The served model and its aliases",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "object": {"const": "list"},
+                                            "data": {
+                                                "type": "array",
+                                                "items": {"$ref": REF.format(model="Model")},
+                                            },
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(401),
+                    },
+                }
+            },
+            "/v1/models/{model}": {
+                "get": {
+                    "operationId": "retrieveModel",
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "model",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "One model",
+                            "content": {
+                                "application/json": {"schema": {"$ref": REF.format(model="Model")}}
+                            },
+                        },
+                        **_errors(401, 404),
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "responses": {
+                        "200": {"description": "Every service is serving"},
+                        "503": {"description": "`services` says which one is down"},
+                    },
+                }
+            },
         },
     }

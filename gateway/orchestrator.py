@@ -35,9 +35,16 @@ from .metrics import Metrics
 
 
 class Orchestrator:
-    def __init__(self, template: str, decode: str | list[str], extractor: str,
-                 served_names: list[str], metrics: Metrics, limits: Limits | None = None,
-                 security: ClientSecurity | None = None):
+    def __init__(
+        self,
+        template: str,
+        decode: str | list[str],
+        extractor: str,
+        served_names: list[str],
+        metrics: Metrics,
+        limits: Limits | None = None,
+        security: ClientSecurity | None = None,
+    ):
         self.addresses = {"template": template, "extractor": extractor}
         self.decode_addresses = [decode] if isinstance(decode, str) else list(decode)
         self.extra_names = served_names
@@ -56,8 +63,9 @@ class Orchestrator:
         self.decode = DecodePool(self.decode_addresses, self.security)
         await self.decode.start()
         self.extractor = extractor_pb2_grpc.ExtractorServiceStub(self.channels["extractor"])
-        info = await self.template.GetModelInfo(common.GetModelInfoRequest(), metadata=md,
-                                                wait_for_ready=True, timeout=600)
+        info = await self.template.GetModelInfo(
+            common.GetModelInfoRequest(), metadata=md, wait_for_ready=True, timeout=600
+        )
         self.model_id = info.model_id
         self.max_model_len = info.max_model_len
         self.metrics.init_model(self.model_id)
@@ -74,17 +82,23 @@ class Orchestrator:
         replica does."""
         names = list(self.addresses)
         results, replicas = await asyncio.gather(
-            asyncio.gather(*(check_serving(self.channels[n]) for n in names)), self.decode.check())
+            asyncio.gather(*(check_serving(self.channels[n]) for n in names)), self.decode.check()
+        )
         services = dict(zip(names, results))
         services["decode"] = any(replicas.values())
         return services, replicas
 
     async def decode_load(self) -> int:
         """Requests holding a decode slot now, over the serving replicas (for /health)."""
-        infos = await asyncio.gather(*(
-            r.stub.GetModelInfo(common.GetModelInfoRequest(), timeout=2,
-                                metadata=self.security.metadata)
-            for r in self.decode.replicas.values() if r.healthy))
+        infos = await asyncio.gather(
+            *(
+                r.stub.GetModelInfo(
+                    common.GetModelInfoRequest(), timeout=2, metadata=self.security.metadata
+                )
+                for r in self.decode.replicas.values()
+                if r.healthy
+            )
+        )
         return sum(i.active_requests for i in infos)
 
     def strict_validator(self, tools, name: str):
@@ -99,19 +113,23 @@ class Orchestrator:
         internal token."""
         return ((REQUEST_ID_KEY, request_id),) + (self.security.metadata or ())
 
-    async def open(self, req: chat_pb2.ChatCompletionRequest,
-                   request_id: str | None = None) -> Run:
+    async def open(self, req: chat_pb2.ChatCompletionRequest, request_id: str | None = None) -> Run:
         """Render, start decoding and wait for the first token. The returned Run holds one of
         the gateway's in-flight places until its stream ends (`Run.chunks`' finally)."""
         request_id = request_id or new_request_id()
         if req.model not in self.names:
-            raise RequestError(f"The model `{req.model}` does not exist. Served: "
-                               f"{', '.join(self.names)}", param="model",
-                               code="model_not_found", status=404)
+            raise RequestError(
+                f"The model `{req.model}` does not exist. Served: {', '.join(self.names)}",
+                param="model",
+                code="model_not_found",
+                status=404,
+            )
         check_request(req, self.limits)
         if self.in_flight >= self.limits.max_concurrent_requests:
-            raise overloaded(f"the server has {self.in_flight} requests in flight, its limit; "
-                             "retry shortly", code="too_many_requests")
+            raise overloaded(
+                f"the server has {self.in_flight} requests in flight, its limit; retry shortly",
+                code="too_many_requests",
+            )
         self.in_flight += 1
         try:
             return await self._open(req, request_id)
@@ -124,16 +142,25 @@ class Orchestrator:
         md = self.call_metadata(request_id)
         dialect = self.decode.dialect()  # constraints in the form the decode engines take
         try:
-            rendered = await self.template.RenderChat(template_pb2.RenderChatRequest(
-                model=self.model_id, messages=req.messages, tools=req.tools,
-                tool_choice=req.tool_choice,
-                parallel_tool_calls=req.parallel_tool_calls if req.HasField(
-                    "parallel_tool_calls") else None,
-                response_format=req.response_format, constraint_dialect=dialect), metadata=md)
+            rendered = await self.template.RenderChat(
+                template_pb2.RenderChatRequest(
+                    model=self.model_id,
+                    messages=req.messages,
+                    tools=req.tools,
+                    tool_choice=req.tool_choice,
+                    parallel_tool_calls=req.parallel_tool_calls
+                    if req.HasField("parallel_tool_calls")
+                    else None,
+                    response_format=req.response_format,
+                    constraint_dialect=dialect,
+                ),
+                metadata=md,
+            )
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "template") from None
-        budget = completion_budget(req, len(rendered.prompt_token_ids), self.max_model_len,
-                                   self.limits)
+        budget = completion_budget(
+            req, len(rendered.prompt_token_ids), self.max_model_len, self.limits
+        )
         run = Run(self, req, rendered, started, request_id, dialect, budget)
         try:
             await run.start()
@@ -146,9 +173,16 @@ class Orchestrator:
 class Run:
     """One request in flight."""
 
-    def __init__(self, orch: Orchestrator, req: chat_pb2.ChatCompletionRequest,
-                 rendered: template_pb2.RenderChatResponse, started: float, request_id: str,
-                 dialect: str, budget: tuple[int, str]):
+    def __init__(
+        self,
+        orch: Orchestrator,
+        req: chat_pb2.ChatCompletionRequest,
+        rendered: template_pb2.RenderChatResponse,
+        started: float,
+        request_id: str,
+        dialect: str,
+        budget: tuple[int, str],
+    ):
         self.orch = orch
         self.dialect = dialect  # the constraint's: only replicas taking it may run it
         self.max_tokens, self.budget_source = budget  # completion_budget()
@@ -187,7 +221,8 @@ class Run:
         req = self.req
         sampling = decode_pb2.SamplingParams(
             temperature=req.temperature if req.HasField("temperature") else 1.0,
-            top_p=req.top_p if req.HasField("top_p") else 1.0)
+            top_p=req.top_p if req.HasField("top_p") else 1.0,
+        )
         if req.HasField("seed"):
             sampling.seed = req.seed
         md = self.orch.call_metadata(self.id)
@@ -195,16 +230,28 @@ class Run:
         # before any SSE response starts.
         self.extract = self.orch.extractor.Extract(metadata=md)
         try:
-            await self.extract.write(extractor_pb2.ExtractRequest(setup=extractor_pb2.ExtractSetup(
-                model=req.model, tool_format=self.rendered.tool_format, tools=req.tools,
-                tool_choice=req.tool_choice, stop=req.stop, reasoning=self.rendered.reasoning)))
+            await self.extract.write(
+                extractor_pb2.ExtractRequest(
+                    setup=extractor_pb2.ExtractSetup(
+                        model=req.model,
+                        tool_format=self.rendered.tool_format,
+                        tools=req.tools,
+                        tool_choice=req.tool_choice,
+                        stop=req.stop,
+                        reasoning=self.rendered.reasoning,
+                    )
+                )
+            )
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "extractor") from None
         request = decode_pb2.GenerateRequest(
-            request_id=self.id, prompt_token_ids=self.rendered.prompt_token_ids,
-            sampling=sampling, max_tokens=self.max_tokens,
-            stop_token_ids=self.rendered.stop_token_ids, constraint=self.rendered.constraint
-            if self.rendered.HasField("constraint") else None)
+            request_id=self.id,
+            prompt_token_ids=self.rendered.prompt_token_ids,
+            sampling=sampling,
+            max_tokens=self.max_tokens,
+            stop_token_ids=self.rendered.stop_token_ids,
+            constraint=self.rendered.constraint if self.rendered.HasField("constraint") else None,
+        )
         await self._start_decode(request, md)
         self.ttft = time.perf_counter() - self.started
         self.orch.metrics.time_to_first_token.labels(self.orch.model_id).observe(self.ttft)
@@ -233,7 +280,8 @@ class Run:
                 if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                     full = e  # its queue is full: another replica may have room
                 elif e.code() == grpc.StatusCode.UNAVAILABLE and CODE_KEY not in dict(
-                        e.trailing_metadata() or ()):
+                    e.trailing_metadata() or ()
+                ):
                     pool.mark_down(replica)  # unreachable: the request never started there
                 else:
                     raise from_rpc_error(e, "decode") from None
@@ -252,26 +300,38 @@ class Run:
         while msg is not grpc.aio.EOF:
             if msg.WhichOneof("response") == "chunk":
                 self.completion_tokens += len(msg.chunk.token_ids)
-                await extract.write(extractor_pb2.ExtractRequest(
-                    tokens=extractor_pb2.TokenChunk(token_ids=msg.chunk.token_ids)))
+                await extract.write(
+                    extractor_pb2.ExtractRequest(
+                        tokens=extractor_pb2.TokenChunk(token_ids=msg.chunk.token_ids)
+                    )
+                )
             else:
                 self.decode_done = msg.complete
-                await extract.write(extractor_pb2.ExtractRequest(
-                    end=extractor_pb2.ExtractEnd(finish_reason=msg.complete.finish_reason)))
+                await extract.write(
+                    extractor_pb2.ExtractRequest(
+                        end=extractor_pb2.ExtractEnd(finish_reason=msg.complete.finish_reason)
+                    )
+                )
                 await extract.done_writing()
                 return
             msg = await self.generate.read()
-        raise RequestError("the decode service ended the stream without finishing", status=500,
-                           type="server_error")
+        raise RequestError(
+            "the decode service ended the stream without finishing", status=500, type="server_error"
+        )
 
-    def _chunk(self, delta: chat_pb2.Delta | None = None,
-               finish: str | None = None) -> chat_pb2.ChatCompletionChunk:
+    def _chunk(
+        self, delta: chat_pb2.Delta | None = None, finish: str | None = None
+    ) -> chat_pb2.ChatCompletionChunk:
         choice = chat_pb2.ChunkChoice(index=0, delta=delta or chat_pb2.Delta())
         if finish:
             choice.finish_reason = finish
-        return chat_pb2.ChatCompletionChunk(id=self.id, object="chat.completion.chunk",
-                                            created=self.created, model=self.req.model,
-                                            choices=[choice])
+        return chat_pb2.ChatCompletionChunk(
+            id=self.id,
+            object="chat.completion.chunk",
+            created=self.created,
+            model=self.req.model,
+            choices=[choice],
+        )
 
     def _deltas(self, resp: extractor_pb2.ExtractResponse):
         """One extractor response as chunks. A call's first chunk carries its id, type, name and
@@ -287,11 +347,21 @@ class Run:
             self.call_text.setdefault(c.index, [c.name, ""])[1] += c.arguments
             if c.id:
                 self.tool_calls += 1
-                yield self._chunk(chat_pb2.Delta(tool_calls=[chat_pb2.ToolCallChunk(
-                    index=c.index, id=c.id, type="function", name=c.name, arguments="")]))
+                yield self._chunk(
+                    chat_pb2.Delta(
+                        tool_calls=[
+                            chat_pb2.ToolCallChunk(
+                                index=c.index, id=c.id, type="function", name=c.name, arguments=""
+                            )
+                        ]
+                    )
+                )
             if c.arguments:
-                yield self._chunk(chat_pb2.Delta(tool_calls=[chat_pb2.ToolCallChunk(
-                    index=c.index, arguments=c.arguments)]))
+                yield self._chunk(
+                    chat_pb2.Delta(
+                        tool_calls=[chat_pb2.ToolCallChunk(index=c.index, arguments=c.arguments)]
+                    )
+                )
 
     async def chunks(self) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         orch = self.orch
@@ -313,8 +383,9 @@ class Run:
                     yield chunk
                 finish = resp.finish_reason or None
             if finish == "abort":
-                raise RequestError("generation was aborted by the decode service", status=500,
-                                   type="server_error")
+                raise RequestError(
+                    "generation was aborted by the decode service", status=500, type="server_error"
+                )
             if pump.done() and pump.exception():
                 raise pump.exception()
             yield self._chunk(finish=finish)
@@ -323,8 +394,12 @@ class Run:
             self._observe(finish)
             if self.req.include_usage:
                 yield chat_pb2.ChatCompletionChunk(
-                    id=self.id, object="chat.completion.chunk", created=self.created,
-                    model=self.req.model, usage=self.usage())
+                    id=self.id,
+                    object="chat.completion.chunk",
+                    created=self.created,
+                    model=self.req.model,
+                    usage=self.usage(),
+                )
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "extractor") from None
         finally:
@@ -361,9 +436,11 @@ class Run:
                 m.strict_violations.labels(model).inc()
 
     def usage(self) -> common.Usage:
-        return common.Usage(prompt_tokens=self.prompt_tokens,
-                            completion_tokens=self.completion_tokens,
-                            total_tokens=self.prompt_tokens + self.completion_tokens)
+        return common.Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
 
     async def completion(self) -> chat_pb2.ChatCompletion:
         """The non-streamed response: the same chunks, accumulated."""
@@ -382,16 +459,21 @@ class Run:
                     call.function.arguments += c.arguments
                 if ch.HasField("finish_reason"):
                     finish = ch.finish_reason
-        message = chat_pb2.ChoiceMessage(role="assistant",
-                                         tool_calls=[calls[i] for i in sorted(calls)])
+        message = chat_pb2.ChoiceMessage(
+            role="assistant", tool_calls=[calls[i] for i in sorted(calls)]
+        )
         if content or not calls:
             message.content = "".join(content)
         if reasoning:
             message.reasoning_content = "".join(reasoning)
         return chat_pb2.ChatCompletion(
-            id=self.id, object="chat.completion", created=self.created, model=self.req.model,
+            id=self.id,
+            object="chat.completion",
+            created=self.created,
+            model=self.req.model,
             choices=[chat_pb2.Choice(index=0, message=message, finish_reason=finish)],
-            usage=self.usage())
+            usage=self.usage(),
+        )
 
 
 @functools.lru_cache(maxsize=256)
@@ -424,6 +506,7 @@ async def _read(extract, pump: asyncio.Task):
     if resp is grpc.aio.EOF:
         if (exc := _pump_error(pump)) is not None:
             raise exc
-        raise RequestError("the extractor service ended the stream early", status=500,
-                           type="server_error")
+        raise RequestError(
+            "the extractor service ended the stream early", status=500, type="server_error"
+        )
     return resp

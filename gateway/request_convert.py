@@ -14,8 +14,11 @@ from toolwire.request.errors import RequestError
 
 from .openai_models import ChatCompletionRequest, Message, unsupported_parameters
 
-_MODES = {"auto": common.ToolChoice.MODE_AUTO, "none": common.ToolChoice.MODE_NONE,
-          "required": common.ToolChoice.MODE_REQUIRED}
+_MODES = {
+    "auto": common.ToolChoice.MODE_AUTO,
+    "none": common.ToolChoice.MODE_NONE,
+    "required": common.ToolChoice.MODE_REQUIRED,
+}
 
 
 def message_proto(m: Message) -> common.ChatMessage:
@@ -24,16 +27,21 @@ def message_proto(m: Message) -> common.ChatMessage:
         msg.content = m.content
     elif isinstance(m.content, list):
         # Served part types are text to the prompt; others reach the check, which names them.
-        msg.content_parts.extend(common.ContentPart(
-            type="text" if p.type in TEXT_PARTS else p.type, text=p.text or "")
-            for p in m.content)
+        msg.content_parts.extend(
+            common.ContentPart(type="text" if p.type in TEXT_PARTS else p.type, text=p.text or "")
+            for p in m.content
+        )
     for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
         if getattr(m, key) is not None:
             setattr(msg, key, getattr(m, key))
     for c in m.tool_calls or []:
-        msg.tool_calls.append(common.ToolCall(
-            id=c.id, type=c.type,
-            function=common.FunctionCall(name=c.function.name, arguments=c.function.arguments)))
+        msg.tool_calls.append(
+            common.ToolCall(
+                id=c.id,
+                type=c.type,
+                function=common.FunctionCall(name=c.function.name, arguments=c.function.arguments),
+            )
+        )
     return msg
 
 
@@ -45,9 +53,14 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
     out.messages.extend(message_proto(m) for m in req.messages)
     for t in req.tools or []:
         fn = t.function
-        out.tools.append(common.FunctionTool(
-            name=fn.name, description=fn.description or "", strict=bool(fn.strict),
-            parameters_json=json.dumps(fn.parameters) if fn.parameters is not None else ""))
+        out.tools.append(
+            common.FunctionTool(
+                name=fn.name,
+                description=fn.description or "",
+                strict=bool(fn.strict),
+                parameters_json=json.dumps(fn.parameters) if fn.parameters is not None else "",
+            )
+        )
     if isinstance(req.tool_choice, str):
         out.tool_choice.mode = _MODES[req.tool_choice]
     elif req.tool_choice is not None:
@@ -59,8 +72,10 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
         out.response_format.type = rf.type
         if rf.type == "json_schema":
             if rf.json_schema is None:
-                raise RequestError("response_format.json_schema is required for type json_schema",
-                                   param="response_format.json_schema")
+                raise RequestError(
+                    "response_format.json_schema is required for type json_schema",
+                    param="response_format.json_schema",
+                )
             out.response_format.name = rf.json_schema.name
             out.response_format.strict = bool(rf.json_schema.strict)
             out.response_format.schema_json = json.dumps(rf.json_schema.schema_ or {})
@@ -75,6 +90,7 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
         out.max_completion_tokens = limit
     out.include_usage = bool(req.stream_options and req.stream_options.include_usage)
     if req.stream_options is not None and not req.stream:
-        raise RequestError("stream_options is only allowed when stream is true",
-                           param="stream_options")
+        raise RequestError(
+            "stream_options is only allowed when stream is true", param="stream_options"
+        )
     return out

@@ -34,22 +34,39 @@ async def serve(args) -> None:
     auth = Auth(api_keys(args))
     host = args.host
     if not auth.enabled and host not in LOOPBACK:
-        log.warning("no API key configured (TOOLWIRE_API_KEYS or --api-key): binding to "
-                    "127.0.0.1 only, not %s", host)
+        log.warning(
+            "no API key configured (TOOLWIRE_API_KEYS or --api-key): binding to "
+            "127.0.0.1 only, not %s",
+            host,
+        )
         host = "127.0.0.1"
     elif not auth.enabled:
         log.warning("no API key configured: serving without authentication on loopback only")
-    orch = Orchestrator(args.template_addr, args.decode_addr or ["127.0.0.1:50062"],
-                        args.extractor_addr,
-                        list(args.served_model_name or []), Metrics(), Limits.from_args(args),
-                        ClientSecurity.from_args(args))
+    orch = Orchestrator(
+        args.template_addr,
+        args.decode_addr or ["127.0.0.1:50062"],
+        args.extractor_addr,
+        list(args.served_model_name or []),
+        Metrics(),
+        Limits.from_args(args),
+        ClientSecurity.from_args(args),
+    )
     await orch.connect()
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")
-    grpc_server.add(chat_pb2_grpc.add_ChatServiceServicer_to_server, ChatServicer(orch, auth),
-                    chat_pb2.DESCRIPTOR)
+    grpc_server.add(
+        chat_pb2_grpc.add_ChatServiceServicer_to_server,
+        ChatServicer(orch, auth),
+        chat_pb2.DESCRIPTOR,
+    )
     await grpc_server.start()
-    config = uvicorn.Config(build_app(orch, auth), host=host, port=args.port,
-                            log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        build_app(orch, auth),
+        host=host,
+        port=args.port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # our own handler stops both servers
     task = asyncio.create_task(server.serve())
@@ -57,10 +74,18 @@ async def serve(args) -> None:
         await asyncio.sleep(0.05)
     if task.done():
         raise SystemExit(f"gateway could not listen on {host}:{args.port}")
-    log.info("gateway on http://%s:%s/v1 (gRPC ChatService on %s:%s), model %s; a request "
-             "without max_tokens stops at %d tokens (--default-max-tokens), max_tokens above %d "
-             "is refused", host, args.port, host, args.grpc_port, ", ".join(orch.names),
-             orch.limits.default_max_tokens, orch.limits.max_tokens_ceiling)
+    log.info(
+        "gateway on http://%s:%s/v1 (gRPC ChatService on %s:%s), model %s; a request "
+        "without max_tokens stops at %d tokens (--default-max-tokens), max_tokens above %d "
+        "is refused",
+        host,
+        args.port,
+        host,
+        args.grpc_port,
+        ", ".join(orch.names),
+        orch.limits.default_max_tokens,
+        orch.limits.max_tokens_ceiling,
+    )
     await wait_for_signal()
     server.should_exit = True
     await task

@@ -21,8 +21,13 @@ ALIAS = "gpt-4o-mini"  # served as an alias: users keep the model name their cod
 
 # Small limits, so that the backpressure and limit tests can reach them with a few requests.
 # No other test runs requests concurrently, so none of them waits on these.
-STACK_LIMITS = {"max_batch": 4, "max_queue": 4, "queue_timeout": 8, "grammar_timeout": 3,
-                "max_concurrent_requests": 9}
+STACK_LIMITS = {
+    "max_batch": 4,
+    "max_queue": 4,
+    "queue_timeout": 8,
+    "grammar_timeout": 3,
+    "max_concurrent_requests": 9,
+}
 
 
 class Stack:
@@ -76,15 +81,33 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     port, grpc_port = free_port(), free_port()
-    env = dict(os.environ, TOOLWIRE_API_KEYS=API_KEY, PYTHONUNBUFFERED="1",
-               TOOLWIRE_INTERNAL_TOKEN=INTERNAL_TOKEN)
+    env = dict(
+        os.environ,
+        TOOLWIRE_API_KEYS=API_KEY,
+        PYTHONUNBUFFERED="1",
+        TOOLWIRE_INTERNAL_TOKEN=INTERNAL_TOKEN,
+    )
     log = tmp_path_factory.mktemp("stack") / "stack.log"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in STACK_LIMITS.items()]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(port), "--grpc-port",
-             str(grpc_port), "--served-model-name", ALIAS, *flags], env=env, stdout=out,
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "toolwire.stack.cli",
+                "up",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port),
+                "--served-model-name",
+                ALIAS,
+                *flags,
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     s = Stack(port, grpc_port, proc, log)
     try:
         wait_for_health(f"http://127.0.0.1:{port}/health", proc)

@@ -27,8 +27,12 @@ class HFStep:
                 self.caches[s.slot] = DynamicCache()
             ids = torch.tensor([s.tokens], device=self.device)
             positions = torch.arange(s.start, s.start + len(s.tokens), device=self.device)[None]
-            out = self.model(input_ids=ids, position_ids=positions,
-                             past_key_values=self.caches[s.slot], use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(
+                input_ids=ids,
+                position_ids=positions,
+                past_key_values=self.caches[s.slot],
+                use_cache=True,
+                logits_to_keep=1,
+            )
             rows.append(out.logits[0, -1])
         return torch.stack(rows).float()

@@ -32,8 +32,11 @@ def supports(config) -> str | None:
     if getattr(config, "hidden_act", "silu") != "silu":
         return f"activation {config.hidden_act!r}"
     window = getattr(config, "sliding_window", None)
-    if window and getattr(config, "use_sliding_window", True) and \
-            window < config.max_position_embeddings:
+    if (
+        window
+        and getattr(config, "use_sliding_window", True)
+        and window < config.max_position_embeddings
+    ):
         return "sliding-window attention"
     return None
 
@@ -84,6 +87,7 @@ class _Layer:
 @dataclass
 class Span:
     """New tokens for one cache slot, starting at position `start` of that slot."""
+
     slot: int
     tokens: list[int]
     start: int
@@ -130,10 +134,12 @@ class LlamaStep:
         return _Layer(
             ln1=layer.input_layernorm.weight,
             qkv=torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).contiguous(),
-            qkv_bias=bias, o=att.o_proj.weight,
+            qkv_bias=bias,
+            o=att.o_proj.weight,
             ln2=layer.post_attention_layernorm.weight,
             gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
-            down=mlp.down_proj.weight)
+            down=mlp.down_proj.weight,
+        )
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy a slot's first `length` positions to another slot (compaction)."""
@@ -177,7 +183,9 @@ class LlamaStep:
             dec_pos = pos_t[:nd]
             dec_len = max(s.start for s in decode) + 1
             # (rows, 1, 1, len): each row sees its own positions 0..start only.
-            dec_mask = (torch.arange(dec_len, device=dev)[None, :] <= dec_pos[:, None])[:, None, None]
+            dec_mask = (torch.arange(dec_len, device=dev)[None, :] <= dec_pos[:, None])[
+                :, None, None
+            ]
         pre_masks = []
         for s in prefill:
             n, end = len(s.tokens), s.start + len(s.tokens)
@@ -191,8 +199,8 @@ class LlamaStep:
             h = self._norm(x, layer.ln1)
             qkv = linear(h, layer.qkv, layer.qkv_bias, nd)
             q = qkv[:, :qw].view(-1, self.heads, self.head_dim)
-            k = qkv[:, qw:qw + kw].view(-1, self.kv_heads, self.head_dim)
-            v = qkv[:, qw + kw:].view(-1, self.kv_heads, self.head_dim)
+            k = qkv[:, qw : qw + kw].view(-1, self.kv_heads, self.head_dim)
+            v = qkv[:, qw + kw :].view(-1, self.kv_heads, self.head_dim)
             q = self._rotate(q, cos, sin)
             k = self._rotate(k, cos, sin)
             kc, vc = self.keys[li], self.values[li]
@@ -202,17 +210,25 @@ class LlamaStep:
                 kc[slots, :, dec_pos] = k[:nd]
                 vc[slots, :, dec_pos] = v[:nd]
                 att = F.scaled_dot_product_attention(
-                    q[:nd, :, None, :], kc[dec_rows, :, :dec_len], vc[dec_rows, :, :dec_len],
-                    attn_mask=dec_mask, enable_gqa=True)
+                    q[:nd, :, None, :],
+                    kc[dec_rows, :, :dec_len],
+                    vc[dec_rows, :, :dec_len],
+                    attn_mask=dec_mask,
+                    enable_gqa=True,
+                )
                 outs.append(att.reshape(nd, qw))
             at = nd
             for s, mask in zip(prefill, pre_masks):
                 n, end = len(s.tokens), s.start + len(s.tokens)
-                kc[s.slot, :, s.start:end] = k[at:at + n].transpose(0, 1)
-                vc[s.slot, :, s.start:end] = v[at:at + n].transpose(0, 1)
+                kc[s.slot, :, s.start : end] = k[at : at + n].transpose(0, 1)
+                vc[s.slot, :, s.start : end] = v[at : at + n].transpose(0, 1)
                 att = F.scaled_dot_product_attention(
-                    q[at:at + n].transpose(0, 1)[None], kc[s.slot:s.slot + 1, :, :end],
-                    vc[s.slot:s.slot + 1, :, :end], attn_mask=mask, enable_gqa=True)
+                    q[at : at + n].transpose(0, 1)[None],
+                    kc[s.slot : s.slot + 1, :, :end],
+                    vc[s.slot : s.slot + 1, :, :end],
+                    attn_mask=mask,
+                    enable_gqa=True,
+                )
                 outs.append(att[0].transpose(0, 1).reshape(n, qw))
                 at += n
             att = outs[0] if len(outs) == 1 else torch.cat(outs)

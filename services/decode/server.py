@@ -46,18 +46,27 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
         # refuse at once (the gateway answers 429 with Retry-After) instead of holding memory.
         waiting = self.engine.active_requests() - self.engine.info.max_batch
         if waiting >= self.max_queue:
-            await abort_with(context, overloaded(
-                f"the decode queue is full ({waiting} requests waiting for a slot); retry "
-                "shortly", code="queue_full"))
+            await abort_with(
+                context,
+                overloaded(
+                    f"the decode queue is full ({waiting} requests waiting for a slot); retry "
+                    "shortly",
+                    code="queue_full",
+                ),
+            )
         stream = self.engine.generate(engine_request(request))
         try:
             async for out in stream:
                 if out.token_ids:
                     yield pb.GenerateResponse(chunk=pb.GenerateChunk(token_ids=out.token_ids))
                 if out.finish_reason:
-                    yield pb.GenerateResponse(complete=pb.GenerateComplete(
-                        finish_reason=out.finish_reason, prompt_tokens=out.prompt_tokens,
-                        completion_tokens=out.completion_tokens))
+                    yield pb.GenerateResponse(
+                        complete=pb.GenerateComplete(
+                            finish_reason=out.finish_reason,
+                            prompt_tokens=out.prompt_tokens,
+                            completion_tokens=out.completion_tokens,
+                        )
+                    )
         except EngineRequestError as e:
             await abort_with(context, RequestError(str(e), e.param))
         except EngineBusy as e:
@@ -71,35 +80,59 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
 
     async def GetModelInfo(self, request, context):
         info = self.engine.info
-        return common.ModelInfo(model_id=self.model_id, max_model_len=info.max_model_len,
-                                vocab_size=info.vocab_size, engine=info.name,
-                                active_requests=self.engine.active_requests(),
-                                constraint_dialect=info.constraint_dialect)
+        return common.ModelInfo(
+            model_id=self.model_id,
+            max_model_len=info.max_model_len,
+            vocab_size=info.vocab_size,
+            engine=info.name,
+            active_requests=self.engine.active_requests(),
+            constraint_dialect=info.constraint_dialect,
+        )
 
 
 def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
     m = ServiceMetrics(model_id)
     batch = engine.info.max_batch
-    m.gauge("toolwire_num_requests_running", "Requests holding a batch slot (prefilling or "
-            "decoding)", lambda: engine.occupancy().running)
-    m.gauge("toolwire_num_requests_waiting", "Requests queued for a slot",
-            lambda: engine.occupancy().waiting)
-    m.gauge("toolwire_batch_occupancy_ratio", "Batch slots in use, of --max-batch",
-            lambda: engine.occupancy().running / batch)
-    m.gauge("toolwire_kv_cache_usage_ratio", "KV-cache positions in use, of all slots' "
-            "(NaN where the engine cannot tell)", lambda: engine.occupancy().cache_used)
+    m.gauge(
+        "toolwire_num_requests_running",
+        "Requests holding a batch slot (prefilling or decoding)",
+        lambda: engine.occupancy().running,
+    )
+    m.gauge(
+        "toolwire_num_requests_waiting",
+        "Requests queued for a slot",
+        lambda: engine.occupancy().waiting,
+    )
+    m.gauge(
+        "toolwire_batch_occupancy_ratio",
+        "Batch slots in use, of --max-batch",
+        lambda: engine.occupancy().running / batch,
+    )
+    m.gauge(
+        "toolwire_kv_cache_usage_ratio",
+        "KV-cache positions in use, of all slots' (NaN where the engine cannot tell)",
+        lambda: engine.occupancy().cache_used,
+    )
     stats = engine.stats
     if stats is not None:
         m.counter("toolwire_decode_steps", "Batched forward passes", lambda: stats.steps)
         m.counter("toolwire_generation_tokens", "Tokens generated", lambda: stats.tokens)
-        m.counter("toolwire_decode_forward_seconds", "Time in forward passes",
-                  lambda: stats.forward_s)
-        m.counter("toolwire_decode_mask_seconds", "Time applying grammar masks",
-                  lambda: stats.mask_s)
-        m.counter("toolwire_decode_aborts", "Requests ended early (client gone or Abort); each "
-                  "frees its slot at the next step", lambda: stats.aborts)
-        m.counter("toolwire_decode_queue_timeouts", "Requests that waited past --queue-timeout",
-                  lambda: stats.queue_timeouts)
+        m.counter(
+            "toolwire_decode_forward_seconds", "Time in forward passes", lambda: stats.forward_s
+        )
+        m.counter(
+            "toolwire_decode_mask_seconds", "Time applying grammar masks", lambda: stats.mask_s
+        )
+        m.counter(
+            "toolwire_decode_aborts",
+            "Requests ended early (client gone or Abort); each frees its slot at the next step",
+            lambda: stats.aborts,
+        )
+        m.counter(
+            "toolwire_decode_queue_timeouts",
+            "Requests that waited past --queue-timeout",
+            lambda: stats.queue_timeouts,
+        )
     return m
 
 
@@ -107,9 +140,14 @@ def make_engine(args) -> Engine:
     if args.engine == "torch":
         from .torch_engine import TorchEngine
 
-        return TorchEngine(args.model, dtype=args.dtype, max_batch=args.max_batch,
-                           max_model_len=args.max_model_len, device=args.device,
-                           queue_timeout=args.queue_timeout)
+        return TorchEngine(
+            args.model,
+            dtype=args.dtype,
+            max_batch=args.max_batch,
+            max_model_len=args.max_model_len,
+            device=args.device,
+            queue_timeout=args.queue_timeout,
+        )
     if args.engine == "trtllm":
         from .trtllm_engine import TrtllmEngine
 
@@ -124,9 +162,11 @@ async def serve(args) -> None:
     await engine.start()
     model_id = engine.model_id
     server = GrpcServer(f"{args.host}:{args.port}", security)
-    server.add(pb_grpc.add_DecodeServiceServicer_to_server,
-               DecodeServicer(engine, model_id, args.max_queue),
-               pb.DESCRIPTOR)
+    server.add(
+        pb_grpc.add_DecodeServiceServicer_to_server,
+        DecodeServicer(engine, model_id, args.max_queue),
+        pb.DESCRIPTOR,
+    )
     await server.start()
     decode_metrics(engine, model_id).serve(args.metrics_port, args.host)
     log.info("decode service (%s engine) on %s:%s", engine.info.name, args.host, args.port)

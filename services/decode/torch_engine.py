@@ -46,8 +46,13 @@ log = logging.getLogger("toolwire.decode")
 def pick_dtype(name: str) -> torch.dtype:
     """auto: bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32."""
     if name != "auto":
-        return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
-                "float32": torch.float32, "fp16": torch.float16}[name]
+        return {
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp32": torch.float32,
+            "float32": torch.float32,
+            "fp16": torch.float16,
+        }[name]
     if torch.cuda.is_available():
         return torch.bfloat16
     try:
@@ -84,9 +89,17 @@ class _Seq:
 
 
 class TorchEngine(Engine):
-    def __init__(self, model: str = model_source.EMBEDDED, dtype: str = "auto",
-                 max_batch: int = 32, max_model_len: int | None = None, threads: int | None = None,
-                 device: str = "cpu", prefill_chunk: int = 256, queue_timeout: float = 120.0):
+    def __init__(
+        self,
+        model: str = model_source.EMBEDDED,
+        dtype: str = "auto",
+        max_batch: int = 32,
+        max_model_len: int | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+        prefill_chunk: int = 256,
+        queue_timeout: float = 120.0,
+    ):
         self.source = model_source.resolve(model)
         # int8: weight-only int8 matmuls, fp32 everywhere else (LlamaStep only). `auto` on a
         # CPU takes it where the step supports the model: decode there is bound by the bytes
@@ -130,12 +143,20 @@ class TorchEngine(Engine):
             model = model_source.load_model(self.source, self.dtype)
         model.to(self.device).eval()
         cfg = model.config
-        max_len = min(self.requested_len or cfg.max_position_embeddings, cfg.max_position_embeddings)
+        max_len = min(
+            self.requested_len or cfg.max_position_embeddings, cfg.max_position_embeddings
+        )
         # The dialect of the xgrammar this process compiles with (an older one takes EBNF).
-        self.info = EngineInfo("torch", max_len, cfg.vocab_size, self.max_batch,
-                               engine_dialect(importlib.metadata.version("xgrammar")))
-        self.compiler = ConstraintCompiler(self.tokenizer, cfg.vocab_size,
-                                           [self.tokenizer.eos_token_id])
+        self.info = EngineInfo(
+            "torch",
+            max_len,
+            cfg.vocab_size,
+            self.max_batch,
+            engine_dialect(importlib.metadata.version("xgrammar")),
+        )
+        self.compiler = ConstraintCompiler(
+            self.tokenizer, cfg.vocab_size, [self.tokenizer.eos_token_id]
+        )
         why_not = llama_step.supports(cfg)
         with torch.inference_mode():
             # One slot more than the batch: room to swap two sequences' caches.
@@ -145,15 +166,24 @@ class TorchEngine(Engine):
                 raise SystemExit(f"--dtype int8 needs the Llama-family step: {why_not}")
             else:
                 self.int8 = False
-                log.warning("%s: %s; decoding one sequence per forward pass (transformers)",
-                            self.source.default_id, why_not)
+                log.warning(
+                    "%s: %s; decoding one sequence per forward pass (transformers)",
+                    self.source.default_id,
+                    why_not,
+                )
                 self.step = HFStep(model, self.max_batch + 1, max_len + 1)
             self.slots = [None] * self.max_batch
             self.bitmask = xgr.allocate_token_bitmask(self.max_batch, cfg.vocab_size)
             self._warm_up()
         dtype = "int8" if self.int8 else str(self.dtype).removeprefix("torch.")
-        log.info("loaded %s (%s, %s, %s) in %.1fs", self.source.default_id, dtype, self.device,
-                 type(self.step).__name__, time.perf_counter() - t0)
+        log.info(
+            "loaded %s (%s, %s, %s) in %.1fs",
+            self.source.default_id,
+            dtype,
+            self.device,
+            type(self.step).__name__,
+            time.perf_counter() - t0,
+        )
 
     def _warm_up(self) -> None:
         """First calls of the kernels pay set-up costs: pay them here, not in a request."""
@@ -181,8 +211,11 @@ class TorchEngine(Engine):
         # Read from another thread without the lock: a scrape may be off by a step, no more.
         held = list(self.running) + list(self.prefilling)
         cells = self.max_batch * (self.info.max_model_len + 1)
-        return EngineLoad(running=len(held), waiting=len(self.pending),
-                          cache_used=sum(s.position for s in held) / cells)
+        return EngineLoad(
+            running=len(held),
+            waiting=len(self.pending),
+            cache_used=sum(s.position for s in held) / cells,
+        )
 
     # -- requests ------------------------------------------------------------------------
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
@@ -190,13 +223,18 @@ class TorchEngine(Engine):
         if n == 0:
             raise EngineRequestError("the prompt is empty", "prompt_token_ids")
         if n >= self.info.max_model_len:
-            raise EngineRequestError(f"the prompt has {n} tokens; this model's context is "
-                                     f"{self.info.max_model_len}", "messages")
+            raise EngineRequestError(
+                f"the prompt has {n} tokens; this model's context is {self.info.max_model_len}",
+                "messages",
+            )
         if any(t >= self.info.vocab_size for t in request.prompt_ids):
-            raise EngineRequestError("a prompt token id is outside the vocabulary", "prompt_token_ids")
+            raise EngineRequestError(
+                "a prompt token id is outside the vocabulary", "prompt_token_ids"
+            )
         if request.request_id in self.by_id:
-            raise EngineRequestError(f"request id {request.request_id!r} is already running",
-                                     "request_id")
+            raise EngineRequestError(
+                f"request id {request.request_id!r} is already running", "request_id"
+            )
         matcher = None
         if request.constraint:
             try:
@@ -210,8 +248,16 @@ class TorchEngine(Engine):
         room = self.info.max_model_len - n
         max_tokens = min(request.max_tokens, room) if request.max_tokens else room
         queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
-        seq = _Seq(request, asyncio.get_running_loop(), queue, matcher, generator,
-                   frozenset(request.stop_ids), max_tokens, enqueued=time.monotonic())
+        seq = _Seq(
+            request,
+            asyncio.get_running_loop(),
+            queue,
+            matcher,
+            generator,
+            frozenset(request.stop_ids),
+            max_tokens,
+            enqueued=time.monotonic(),
+        )
         with self.wake:
             self.by_id[request.request_id] = seq
             self.pending.append(seq)
@@ -223,8 +269,12 @@ class TorchEngine(Engine):
                 # Coalesce what queued up while the consumer was busy.
                 while not queue.empty() and out.finish_reason is None:
                     nxt = queue.get_nowait()
-                    out = EngineOutput(out.token_ids + nxt.token_ids, nxt.finish_reason,
-                                       nxt.prompt_tokens, nxt.completion_tokens)
+                    out = EngineOutput(
+                        out.token_ids + nxt.token_ids,
+                        nxt.finish_reason,
+                        nxt.prompt_tokens,
+                        nxt.completion_tokens,
+                    )
                 finished = out.finish_reason is not None
                 if seq.timed_out:
                     raise EngineBusy(f"no decode slot came free in {self.queue_timeout:g} s")
@@ -252,8 +302,9 @@ class TorchEngine(Engine):
             with torch.inference_mode():
                 while True:
                     with self.wake:
-                        while not (self.stopping or self.pending or self.prefilling
-                                   or self.running):
+                        while not (
+                            self.stopping or self.pending or self.prefilling or self.running
+                        ):
                             self.wake.wait()
                         if self.stopping:
                             break
@@ -266,8 +317,9 @@ class TorchEngine(Engine):
         except Exception:  # a fault here must not hang every stream: end them all
             log.exception("engine loop failed")
             for seq in list(self.by_id.values()):
-                self._emit(seq, EngineOutput([], "abort", len(seq.request.prompt_ids),
-                                             seq.completion))
+                self._emit(
+                    seq, EngineOutput([], "abort", len(seq.request.prompt_ids), seq.completion)
+                )
             self.by_id.clear()
             self._flush()
             raise
@@ -304,7 +356,7 @@ class TorchEngine(Engine):
                 break
             prompt = seq.request.prompt_ids
             n = min(budget, len(prompt) - seq.position)
-            spans.append(Span(seq.slot, prompt[seq.position:seq.position + n], seq.position))
+            spans.append(Span(seq.slot, prompt[seq.position : seq.position + n], seq.position))
             budget -= n
         return spans
 
@@ -345,8 +397,9 @@ class TorchEngine(Engine):
             t0 = time.perf_counter()
             for i in constrained:
                 seqs[i].matcher.fill_next_token_bitmask(self.bitmask, i)
-            xgr.apply_token_bitmask_inplace(logits, self.bitmask[:len(seqs)].to(logits.device),
-                                            indices=constrained)
+            xgr.apply_token_bitmask_inplace(
+                logits, self.bitmask[: len(seqs)].to(logits.device), indices=constrained
+            )
             self.stats.mask_s += time.perf_counter() - t0
         greedy = logits.argmax(dim=-1).tolist()
         tokens = []
@@ -405,8 +458,9 @@ class TorchEngine(Engine):
     def _finish(self, seq: _Seq, reason: str, last: list[int] | None = None) -> None:
         seq.finish = reason
         self.stats.aborts += reason == "abort" and not seq.timed_out
-        self._emit(seq, EngineOutput(last or [], reason, len(seq.request.prompt_ids),
-                                     seq.completion))
+        self._emit(
+            seq, EngineOutput(last or [], reason, len(seq.request.prompt_ids), seq.completion)
+        )
         with self.wake:
             self.by_id.pop(seq.request.request_id, None)
 

@@ -32,7 +32,8 @@ def _import():
         raise SystemExit(
             "--engine trtllm needs TensorRT-LLM, which is not installed here "
             f"({e}). Install toolwire[trtllm] on a machine with an NVIDIA GPU, or use the "
-            "decode image built from k8s/images/decode-trtllm.Dockerfile.") from None
+            "decode image built from k8s/images/decode-trtllm.Dockerfile."
+        ) from None
     return tensorrt_llm, LLM, SamplingParams, GuidedDecodingParams, KvCacheConfig
 
 
@@ -53,12 +54,19 @@ def guided_decoding(params_cls, constraint: Constraint | None):
         f"the trtllm engine takes constraints as grammars (dialect {EBNF}), not "
         f"{constraint.kind}: "
         "build them with the template service, passing the engine's constraint_dialect",
-        "constraint")
+        "constraint",
+    )
 
 
 class TrtllmEngine(Engine):
-    def __init__(self, model: str, tensor_parallel_size: int = 1, max_batch: int = 64,
-                 kv_cache_fraction: float = 0.85, max_model_len: int | None = None):
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        max_batch: int = 64,
+        kv_cache_fraction: float = 0.85,
+        max_model_len: int | None = None,
+    ):
         self.model_path = model
         self.tp = tensor_parallel_size
         self.max_batch = max_batch
@@ -75,20 +83,31 @@ class TrtllmEngine(Engine):
     @classmethod
     def from_args(cls, args) -> TrtllmEngine:
         if args.model == "embedded" or args.model.startswith("random:"):
-            raise SystemExit("--engine trtllm needs a Hugging Face checkpoint folder as --model "
-                             "(TensorRT-LLM's PyTorch backend loads Hugging Face checkpoints, "
-                             "not prebuilt engine folders); the embedded GGUF and random: "
-                             "presets are for the torch engine")
-        return cls(args.model, args.tensor_parallel_size, args.max_batch,
-                   args.kv_cache_fraction, args.max_model_len)
+            raise SystemExit(
+                "--engine trtllm needs a Hugging Face checkpoint folder as --model "
+                "(TensorRT-LLM's PyTorch backend loads Hugging Face checkpoints, "
+                "not prebuilt engine folders); the embedded GGUF and random: "
+                "presets are for the torch engine"
+            )
+        return cls(
+            args.model,
+            args.tensor_parallel_size,
+            args.max_batch,
+            args.kv_cache_fraction,
+            args.max_model_len,
+        )
 
     async def start(self) -> None:
         trtllm, LLM, self._SamplingParams, self._Guided, KvCacheConfig = _import()
-        kwargs = dict(model=self.model_path, backend="pytorch",
-                      tensor_parallel_size=self.tp, max_batch_size=self.max_batch,
-                      kv_cache_config=KvCacheConfig(free_gpu_memory_fraction=self.kv_fraction),
-                      # Set explicitly: without a backend TensorRT-LLM ignores constraints.
-                      guided_decoding_backend="xgrammar")
+        kwargs = dict(
+            model=self.model_path,
+            backend="pytorch",
+            tensor_parallel_size=self.tp,
+            max_batch_size=self.max_batch,
+            kv_cache_config=KvCacheConfig(free_gpu_memory_fraction=self.kv_fraction),
+            # Set explicitly: without a backend TensorRT-LLM ignores constraints.
+            guided_decoding_backend="xgrammar",
+        )
         max_len, vocab = model_limits(self.model_path, self.max_model_len)
         kwargs["max_seq_len"] = max_len  # left None, TensorRT-LLM reports no length to us
         self.llm = await asyncio.to_thread(LLM, **kwargs)
@@ -106,8 +125,11 @@ class TrtllmEngine(Engine):
         if request.seed is not None:
             # TensorRT-LLM 1.2's default TorchSampler draws from one generator for the whole
             # batch: a per-request seed would be silently ignored, so it is refused.
-            raise EngineRequestError("seed is not supported by the trtllm engine (TensorRT-LLM's "
-                                     "sampler ignores per-request seeds)", "seed")
+            raise EngineRequestError(
+                "seed is not supported by the trtllm engine (TensorRT-LLM's "
+                "sampler ignores per-request seeds)",
+                "seed",
+            )
         params = self._SamplingParams(
             max_tokens=request.max_tokens or None,
             temperature=request.temperature if request.temperature > 0 else None,
@@ -116,10 +138,12 @@ class TrtllmEngine(Engine):
             seed=request.seed,
             stop_token_ids=list(request.stop_ids) or None,
             detokenize=False,
-            guided_decoding=guided_decoding(self._Guided, request.constraint))
+            guided_decoding=guided_decoding(self._Guided, request.constraint),
+        )
         try:
-            result = self.llm.generate_async({"prompt_token_ids": request.prompt_ids},
-                                             sampling_params=params, streaming=True)
+            result = self.llm.generate_async(
+                {"prompt_token_ids": request.prompt_ids}, sampling_params=params, streaming=True
+            )
         except Exception as e:
             if (err := request_error(e)) is None:
                 raise
@@ -148,8 +172,12 @@ class TrtllmEngine(Engine):
                 reason = completion.finish_reason
                 if reason is not None or out.finished:
                     finished = True
-                    yield EngineOutput(new, _finish(reason), len(request.prompt_ids),
-                                       len([t for t in ids if t not in request.stop_ids]))
+                    yield EngineOutput(
+                        new,
+                        _finish(reason),
+                        len(request.prompt_ids),
+                        len([t for t in ids if t not in request.stop_ids]),
+                    )
                     return
                 if new:
                     yield EngineOutput(new)

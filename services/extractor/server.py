@@ -33,7 +33,7 @@ class MarkerWatch:
         if self.marker and not self.seen and content:
             text = self.tail + content
             self.seen = self.marker in text
-            self.tail = text[len(text) - len(self.marker) + 1:]
+            self.tail = text[len(text) - len(self.marker) + 1 :]
         return self.seen
 
 
@@ -74,9 +74,15 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
         def respond(delta: Delta, final: bool) -> pb.ExtractResponse:
             content = stops.feed(delta.content) + (stops.flush() if final and not stops.hit else "")
             return pb.ExtractResponse(
-                content=content, reasoning_content=delta.reasoning,
-                tool_calls=[pb.ToolCallDelta(index=c.index, id=c.id or "", name=c.name or "",
-                                             arguments=c.arguments) for c in delta.calls])
+                content=content,
+                reasoning_content=delta.reasoning,
+                tool_calls=[
+                    pb.ToolCallDelta(
+                        index=c.index, id=c.id or "", name=c.name or "", arguments=c.arguments
+                    )
+                    for c in delta.calls
+                ],
+            )
 
         def parse(text: str, final: bool) -> Delta:
             if extractor is None:
@@ -102,8 +108,9 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
                 calls = extractor.call_count if extractor else 0
                 if seen.marker_in(resp.content):
                     self.unparsed += 1
-                resp.finish_reason = "stop" if stops.hit else finish_reason(
-                    message.end.finish_reason, calls)
+                resp.finish_reason = (
+                    "stop" if stops.hit else finish_reason(message.end.finish_reason, calls)
+                )
                 yield resp
                 return
 
@@ -125,11 +132,15 @@ async def serve(args) -> None:
     server.add(pb_grpc.add_ExtractorServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
     metrics = ServiceMetrics(source.default_id)
-    metrics.counter("toolwire_extractor_streams", "Extraction streams served",
-                    lambda: servicer.streams)
-    metrics.counter("toolwire_extractor_unparsed_calls", "Streams whose text held the format's "
-                    "call marker but no call could be parsed from it (left as content)",
-                    lambda: servicer.unparsed)
+    metrics.counter(
+        "toolwire_extractor_streams", "Extraction streams served", lambda: servicer.streams
+    )
+    metrics.counter(
+        "toolwire_extractor_unparsed_calls",
+        "Streams whose text held the format's "
+        "call marker but no call could be parsed from it (left as content)",
+        lambda: servicer.unparsed,
+    )
     metrics.serve(args.metrics_port, args.host)
     log.info("extractor service on %s:%s", args.host, args.port)
     await wait_for_signal()

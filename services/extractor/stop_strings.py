@@ -20,10 +20,10 @@ class StopStrings:
         if found:
             self.hit = True
             self.held = ""
-            return text[:min(found)[0]]
+            return text[: min(found)[0]]
         keep = max(partial_suffix(text, s) for s in self.stops)
-        self.held = text[len(text) - keep:]
-        return text[:len(text) - keep]
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep]
 
     def flush(self) -> str:
         out, self.held = self.held, ""

@@ -32,8 +32,15 @@ log = logging.getLogger("toolwire.template")
 
 
 class TemplateServicer(pb_grpc.TemplateServiceServicer):
-    def __init__(self, tokenizer, fmt: ToolFormat, model_id: str, max_model_len: int,
-                 vocab_size: int, compiles: CompilePool | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        fmt: ToolFormat,
+        model_id: str,
+        max_model_len: int,
+        vocab_size: int,
+        compiles: CompilePool | None = None,
+    ):
         self.tokenizer = tokenizer
         self.format = fmt
         self.model_id = model_id
@@ -51,20 +58,35 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         try:
             prompt = self.format.render(self.tokenizer, messages, tools, choice.mode)
         except jinja2.TemplateError as e:  # the model's own template refuses this conversation
-            raise RequestError(f"The model's chat template cannot render these messages: {e}",
-                               param="messages") from None
+            raise RequestError(
+                f"The model's chat template cannot render these messages: {e}", param="messages"
+            ) from None
         reasoning = reasoning_mode(self.tokenizer, prompt)
-        constraint = build_constraint(self.format, tools, choice, parallel,
-                                      request.response_format, reasoning,
-                                      any(m.get("role") == "tool" for m in messages))
+        constraint = build_constraint(
+            self.format,
+            tools,
+            choice,
+            parallel,
+            request.response_format,
+            reasoning,
+            any(m.get("role") == "tool" for m in messages),
+        )
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         if len(ids) >= self.max_model_len:
             raise RequestError(
                 f"This model's maximum context length is {self.max_model_len} tokens; the "
-                f"messages take {len(ids)}.", param="messages", code="context_length_exceeded")
-        return pb.RenderChatResponse(prompt_token_ids=ids, stop_token_ids=self.stop_ids,
-                                     tool_format=self.format.name, constraint=constraint,
-                                     prompt_text=prompt, reasoning=reasoning)
+                f"messages take {len(ids)}.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return pb.RenderChatResponse(
+            prompt_token_ids=ids,
+            stop_token_ids=self.stop_ids,
+            tool_format=self.format.name,
+            constraint=constraint,
+            prompt_text=prompt,
+            reasoning=reasoning,
+        )
 
     async def RenderChat(self, request, context):
         request_context.bind(context)
@@ -75,18 +97,23 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 raise RequestError(
                     f"the decode engine asks for constraint dialect {dialect!r}, which this "
                     f"template service cannot build (it builds {', '.join(DIALECTS)}); run "
-                    "matching toolwire versions", param=None, code="unknown_constraint_dialect",
-                    status=500)
+                    "matching toolwire versions",
+                    param=None,
+                    code="unknown_constraint_dialect",
+                    status=500,
+                )
             response = await asyncio.to_thread(self.render, request)
             if response.HasField("constraint"):
-                response.constraint.CopyFrom(await self.check_constraint(
-                    response.constraint, bool(request.tools), dialect))
+                response.constraint.CopyFrom(
+                    await self.check_constraint(response.constraint, bool(request.tools), dialect)
+                )
             return response
         except RequestError as e:
             await abort_with(context, e)
 
-    async def check_constraint(self, c: common.Constraint, has_tools: bool,
-                               dialect: str) -> common.Constraint:
+    async def check_constraint(
+        self, c: common.Constraint, has_tools: bool, dialect: str
+    ) -> common.Constraint:
         """The constraint in the engine's dialect; refuse (400) one xgrammar cannot compile, or
         not within the deadline, or that the dialect cannot state."""
         param = "tools" if has_tools else "response_format"
@@ -95,22 +122,30 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
             raise RequestError(
                 f"The schema in '{param}' did not compile within "
                 f"{self.compiles.timeout_s:g} s (--grammar-timeout); simplify it (fewer "
-                "properties with patterns, smaller repetition bounds)", param=param,
-                code="schema_too_complex")
+                "properties with patterns, smaller repetition bounds)",
+                param=param,
+                code="schema_too_complex",
+            )
         if result.outcome is Outcome.INVALID:
-            raise RequestError(f"Invalid schema: {result.message}", param=param,
-                               code="invalid_schema")
+            raise RequestError(
+                f"Invalid schema: {result.message}", param=param, code="invalid_schema"
+            )
         if result.outcome is Outcome.DIALECT_SCHEMA:  # a pattern in a schema, not the format
             raise RequestError(
                 f"Invalid schema for this model's decode engine (constraint dialect "
                 f"{dialect}): {result.message}. Use ASCII in character classes, or set strict "
-                "to false.", param=param, code="unsupported_by_engine")
+                "to false.",
+                param=param,
+                code="unsupported_by_engine",
+            )
         if result.outcome is Outcome.DIALECT:
             raise RequestError(
                 f"This request cannot be enforced by the decode engine's constrained decoding "
                 f"(constraint dialect {dialect}): {result.message}. With the {self.format.name} "
                 "tool format that engine enforces tool_choice 'required' or a named function.",
-                param="tool_choice" if has_tools else "messages", code="unsupported_by_engine")
+                param="tool_choice" if has_tools else "messages",
+                code="unsupported_by_engine",
+            )
         return result.constraint.to_proto()
 
     async def Tokenize(self, request, context):
@@ -118,15 +153,19 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         return pb.TokenizeResponse(token_ids=ids)
 
     async def Detokenize(self, request, context):
-        text = self.tokenizer.decode(list(request.token_ids),
-                                     skip_special_tokens=request.skip_special_tokens)
+        text = self.tokenizer.decode(
+            list(request.token_ids), skip_special_tokens=request.skip_special_tokens
+        )
         return pb.DetokenizeResponse(text=text)
 
     async def GetModelInfo(self, request, context):
-        return common.ModelInfo(model_id=self.model_id, tool_format=self.format.name,
-                                max_model_len=self.max_model_len,
-                                vocab_size=self.vocab_size,
-                                stop_token_ids=self.stop_ids)
+        return common.ModelInfo(
+            model_id=self.model_id,
+            tool_format=self.format.name,
+            max_model_len=self.max_model_len,
+            vocab_size=self.vocab_size,
+            stop_token_ids=self.stop_ids,
+        )
 
 
 def model_config(source: model_source.ModelSource, tokenizer) -> tuple[int, int]:
@@ -142,8 +181,10 @@ def resolve_format(name: str | None, tokenizer) -> ToolFormat:
         return get_format(name, tokenizer)
     detected = detect_format(tokenizer)
     if detected is None:
-        raise SystemExit("cannot tell this model's tool format from its chat template; name "
-                         "it with --tool-format")
+        raise SystemExit(
+            "cannot tell this model's tool format from its chat template; name "
+            "it with --tool-format"
+        )
     return get_format(detected, tokenizer)
 
 
@@ -152,8 +193,10 @@ async def serve(args) -> None:
     security.check_address(args.host)  # before the model loads: fail fast
     version = importlib.metadata.version("xgrammar")
     if engine_dialect(version) != STRUCTURAL_TAG:  # it writes every dialect from 0.2's forms
-        raise SystemExit(f"the template service builds constraints with xgrammar 0.2; this "
-                         f"environment has {version} (pip install 'xgrammar==0.2.8')")
+        raise SystemExit(
+            f"the template service builds constraints with xgrammar 0.2; this "
+            f"environment has {version} (pip install 'xgrammar==0.2.8')"
+        )
     source = model_source.resolve(args.model)
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source, tokenizer)
@@ -161,22 +204,40 @@ async def serve(args) -> None:
     stop_ids = sorted({tokenizer.eos_token_id} - {None})
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop_ids)
     metrics = ServiceMetrics(source.default_id)
-    compile_seconds = metrics.histogram("toolwire_constraint_compile_seconds",
-                                        "Compiling one request's constraint (cache misses)")
-    compiles = CompilePool(info.serialize_json(), args.grammar_workers, args.grammar_timeout,
-                           observe=compile_seconds.observe)
+    compile_seconds = metrics.histogram(
+        "toolwire_constraint_compile_seconds", "Compiling one request's constraint (cache misses)"
+    )
+    compiles = CompilePool(
+        info.serialize_json(),
+        args.grammar_workers,
+        args.grammar_timeout,
+        observe=compile_seconds.observe,
+    )
     await compiles.start()
-    servicer = TemplateServicer(tokenizer, resolve_format(args.tool_format, tokenizer),
-                                source.default_id, args.max_model_len or max_len, vocab, compiles)
+    servicer = TemplateServicer(
+        tokenizer,
+        resolve_format(args.tool_format, tokenizer),
+        source.default_id,
+        args.max_model_len or max_len,
+        vocab,
+        compiles,
+    )
     server = GrpcServer(f"{args.host}:{args.port}", security)
     server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
-    metrics.counter("toolwire_constraint_cache_misses", "Constraints compiled",
-                    lambda: compiles.compiles)
-    metrics.counter("toolwire_constraint_cache_hits", "Constraints found in the compile cache",
-                    lambda: compiles.cache_hits)
-    metrics.counter("toolwire_constraint_compile_timeouts", "Constraints refused for compiling "
-                    "past --grammar-timeout", lambda: compiles.timeouts)
+    metrics.counter(
+        "toolwire_constraint_cache_misses", "Constraints compiled", lambda: compiles.compiles
+    )
+    metrics.counter(
+        "toolwire_constraint_cache_hits",
+        "Constraints found in the compile cache",
+        lambda: compiles.cache_hits,
+    )
+    metrics.counter(
+        "toolwire_constraint_compile_timeouts",
+        "Constraints refused for compiling past --grammar-timeout",
+        lambda: compiles.timeouts,
+    )
     metrics.serve(args.metrics_port, args.host)
     log.info("template service on %s:%s (format %s)", args.host, args.port, servicer.format.name)
     await wait_for_signal()

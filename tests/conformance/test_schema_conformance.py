@@ -11,9 +11,12 @@ import pytest
 
 from bench.conformance import run
 
-DATA = pathlib.Path(os.environ.get(
-    "TOOLWIRE_CONFORMANCE_DATA",
-    pathlib.Path(__file__).resolve().parents[3] / "shared" / "conformance"))
+DATA = pathlib.Path(
+    os.environ.get(
+        "TOOLWIRE_CONFORMANCE_DATA",
+        pathlib.Path(__file__).resolve().parents[3] / "shared" / "conformance",
+    )
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +28,11 @@ def results():
 
 def test_claimed_keywords_refuse_every_invalid_instance(results):
     rows, _, _ = results
-    wider = {r.name: f"{r.invalid - r.invalid_refused} of {r.invalid}" for r in rows
-             if r.invalid_refused != r.invalid}
+    wider = {
+        r.name: f"{r.invalid - r.invalid_refused} of {r.invalid}"
+        for r in rows
+        if r.invalid_refused != r.invalid
+    }
     assert not wider, f"invalid instances accepted: {wider}"
 
 

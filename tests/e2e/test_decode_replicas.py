@@ -29,10 +29,26 @@ def replicas(tmp_path_factory):
     log = tmp_path_factory.mktemp("replicas") / "stack.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "toolwire.stack.cli", "up", "--model", "random:tiny", "--port",
-             str(port), "--grpc-port", str(free_port()), "--decode-replicas", str(REPLICAS),
-             "--max-batch", "4"], env=dict(os.environ, TOOLWIRE_API_KEYS=KEY), stdout=out,
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "toolwire.stack.cli",
+                "up",
+                "--model",
+                "random:tiny",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(free_port()),
+                "--decode-replicas",
+                str(REPLICAS),
+                "--max-batch",
+                "4",
+            ],
+            env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_health(f"{base}/health", proc, timeout=300)
@@ -54,17 +70,30 @@ def replicas(tmp_path_factory):
 
 def _running(metrics_port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-    return sum(float(ln.split()[-1]) for ln in text.splitlines()
-               if ln.startswith("toolwire_num_requests_running{"))
+    return sum(
+        float(ln.split()[-1])
+        for ln in text.splitlines()
+        if ln.startswith("toolwire_num_requests_running{")
+    )
 
 
 def _stream(base: str, results: list, i: int) -> None:
-    body = {"model": "random-tiny", "stream": True, "max_tokens": 1500, "temperature": 1.0,
-            "messages": [{"role": "user", "content": f"Story number {i}."}]}
+    body = {
+        "model": "random-tiny",
+        "stream": True,
+        "max_tokens": 1500,
+        "temperature": 1.0,
+        "messages": [{"role": "user", "content": f"Story number {i}."}],
+    }
     last = None
     try:
-        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120,
-                          headers={"Authorization": f"Bearer {KEY}"}) as r:
+        with httpx.stream(
+            "POST",
+            f"{base}/v1/chat/completions",
+            json=body,
+            timeout=120,
+            headers={"Authorization": f"Bearer {KEY}"},
+        ) as r:
             for line in r.iter_lines():
                 if line:
                     last = line
@@ -88,10 +117,16 @@ def test_requests_spread_and_a_dead_replica_loses_only_its_own(replicas):
     os.kill(victim, signal.SIGKILL)
     t0 = time.monotonic()
     # A new request right away goes to a live replica (the dead one is skipped or retried).
-    r = httpx.post(f"{base}/v1/chat/completions", timeout=60,
-                   headers={"Authorization": f"Bearer {KEY}"},
-                   json={"model": "random-tiny", "max_tokens": 4,
-                         "messages": [{"role": "user", "content": "Hi"}]})
+    r = httpx.post(
+        f"{base}/v1/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": "random-tiny",
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hi"}],
+        },
+    )
     assert r.status_code == 200, r.text
     for t in threads:
         t.join(120)

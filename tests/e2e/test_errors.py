@@ -12,10 +12,12 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def _post(stack, body, key="default"):
-    headers = {} if key is None else {
-        "Authorization": f"Bearer {stack.api_key if key == 'default' else key}"}
-    return httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=headers,
-                      timeout=120)
+    headers = (
+        {}
+        if key is None
+        else {"Authorization": f"Bearer {stack.api_key if key == 'default' else key}"}
+    )
+    return httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=headers, timeout=120)
 
 
 def _error(r, status):
@@ -44,15 +46,27 @@ def test_404_unknown_model(client):
     assert e.value.body["code"] == "model_not_found" and e.value.body["param"] == "model"
 
 
-STRICT_UNIQUE = {"type": "function", "function": {
-    "name": "tags", "strict": True, "parameters": {
-        "type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True,
-                                                  "items": {"type": "string"}}},
-        "required": ["tags"], "additionalProperties": False}}}
+STRICT_UNIQUE = {
+    "type": "function",
+    "function": {
+        "name": "tags",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "tags": {"type": "array", "uniqueItems": True, "items": {"type": "string"}}
+            },
+            "required": ["tags"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 BAD_REQUESTS = [
-    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
-     "tool_choice"),
+    (
+        {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+        "tool_choice",
+    ),
     ({"tool_choice": "required"}, "tool_choice"),
     ({"n": 2}, "n"),
     ({"logprobs": True}, "logprobs"),
@@ -61,16 +75,36 @@ BAD_REQUESTS = [
     ({"frobnicate": 1}, "frobnicate"),
     ({"functions": [{"name": "f"}]}, "functions"),
     ({"tools": [STRICT_UNIQUE], "tool_choice": "required"}, "tools[0].function.parameters"),
-    ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]},
-     "tools[0].function.name"),
+    (
+        {"tools": [{"type": "function", "function": {"name": "bad name!"}}]},
+        "tools[0].function.name",
+    ),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
-     "messages[0].content[0].type"),
+    (
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                }
+            ]
+        },
+        "messages[0].content[0].type",
+    ),
     ({"messages": []}, "messages"),
-    ({"response_format": {"type": "json_schema", "json_schema": {
-        "name": "x", "strict": True, "schema": {"type": "object", "not": {"required": ["a"]}}}}},
-     "response_format.json_schema.schema"),
+    (
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "x",
+                    "strict": True,
+                    "schema": {"type": "object", "not": {"required": ["a"]}},
+                },
+            }
+        },
+        "response_format.json_schema.schema",
+    ),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
 ]
 
@@ -84,15 +118,18 @@ def test_400_names_the_parameter(stack, extra, param):
 
 
 def test_unenforceable_keyword_is_named(stack):
-    err = _error(_post(stack, {"model": stack.model, "messages": MSG, "tools": [STRICT_UNIQUE]}),
-                 400)
+    err = _error(
+        _post(stack, {"model": stack.model, "messages": MSG, "tools": [STRICT_UNIQUE]}), 400
+    )
     assert "uniqueItems" in err["message"]
 
 
 def test_400_for_a_body_that_is_not_json(stack):
-    r = httpx.post(f"{stack.base_url}/chat/completions", content=b"{not json",
-                   headers={"Authorization": f"Bearer {stack.api_key}",
-                            "Content-Type": "application/json"})
+    r = httpx.post(
+        f"{stack.base_url}/chat/completions",
+        content=b"{not json",
+        headers={"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"},
+    )
     _error(r, 400)
 
 

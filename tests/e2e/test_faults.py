@@ -16,9 +16,12 @@ LONG = [{"role": "user", "content": "Write a very long story about ships."}]
 
 
 def _post(stack, **body):
-    return httpx.post(f"{stack.base_url}/chat/completions", timeout=60,
-                      headers={"Authorization": f"Bearer {stack.api_key}"},
-                      json={"model": stack.model, "messages": LONG, **body})
+    return httpx.post(
+        f"{stack.base_url}/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+        json={"model": stack.model, "messages": LONG, **body},
+    )
 
 
 def _down_then_back(stack, service: str) -> None:
@@ -37,10 +40,19 @@ def _down_then_back(stack, service: str) -> None:
 
 @pytest.mark.parametrize("service", ["decode", "extractor"])
 def test_killed_mid_stream_the_stream_ends_with_an_error_and_the_stack_recovers(stack, service):
-    with httpx.stream("POST", f"{stack.base_url}/chat/completions", timeout=60,
-                      headers={"Authorization": f"Bearer {stack.api_key}"},
-                      json={"model": stack.model, "messages": LONG, "stream": True,
-                            "max_tokens": 3000, "temperature": 1.0}) as r:
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+        json={
+            "model": stack.model,
+            "messages": LONG,
+            "stream": True,
+            "max_tokens": 3000,
+            "temperature": 1.0,
+        },
+    ) as r:
         lines = (ln for ln in r.iter_lines() if ln)
         for _ in range(4):
             next(lines)

@@ -18,14 +18,23 @@ from toolwire.grpc_gen.template.v1 import template_pb2
 from toolwire.services.decode.engine import EngineRequest
 from toolwire.services.template.server import TemplateServicer
 
-WEATHER = {"name": "get_weather", "description": "Get the weather in a city.", "strict": True,
-           "parameters": {"type": "object", "properties": {
-               "city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
-               "required": ["city", "unit"], "additionalProperties": False}}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the weather in a city.",
+    "strict": True,
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+}
 TIME = {"name": "get_time", "description": "The current time."}
 TOOLS = [WEATHER, TIME]
-SCHEMAS = {"get_weather": WEATHER["parameters"],
-           "get_time": {"type": "object", "properties": {}, "additionalProperties": False}}
+SCHEMAS = {
+    "get_weather": WEATHER["parameters"],
+    "get_time": {"type": "object", "properties": {}, "additionalProperties": False},
+}
 
 MODES = {
     "required-single": (common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED), False),
@@ -39,19 +48,34 @@ def generate(engine, tokenizer, fmt_name, mode, seed, dialect=STRUCTURAL_TAG):
     choice, parallel = MODES[mode]
     fmt = get_format(fmt_name, tokenizer)
     servicer = TemplateServicer(tokenizer, fmt, "m", 8192, 49152)
-    rendered = servicer.render(template_pb2.RenderChatRequest(
-        messages=[common.ChatMessage(role="user", content="What's the weather in Paris?")],
-        tools=[common.FunctionTool(name=t["name"], description=t["description"],
-                                   strict=t.get("strict", False),
-                                   parameters_json=json.dumps(t["parameters"])
-                                   if "parameters" in t else "") for t in TOOLS],
-        tool_choice=choice, parallel_tool_calls=parallel))
+    rendered = servicer.render(
+        template_pb2.RenderChatRequest(
+            messages=[common.ChatMessage(role="user", content="What's the weather in Paris?")],
+            tools=[
+                common.FunctionTool(
+                    name=t["name"],
+                    description=t["description"],
+                    strict=t.get("strict", False),
+                    parameters_json=json.dumps(t["parameters"]) if "parameters" in t else "",
+                )
+                for t in TOOLS
+            ],
+            tool_choice=choice,
+            parallel_tool_calls=parallel,
+        )
+    )
     native = Constraint.from_proto(rendered.constraint)
     constraint = in_dialect(native, dialect)
     assert constraint.kind == (Kind.EBNF if dialect == EBNF else native.kind)
-    req = EngineRequest(f"{fmt_name}-{mode}-{seed}-{dialect}", list(rendered.prompt_token_ids),
-                        160, list(rendered.stop_token_ids), temperature=1.0, seed=seed,
-                        constraint=constraint)
+    req = EngineRequest(
+        f"{fmt_name}-{mode}-{seed}-{dialect}",
+        list(rendered.prompt_token_ids),
+        160,
+        list(rendered.stop_token_ids),
+        temperature=1.0,
+        seed=seed,
+        constraint=constraint,
+    )
 
     async def run():
         ids, finish = [], None
@@ -63,6 +87,7 @@ def generate(engine, tokenizer, fmt_name, mode, seed, dialect=STRUCTURAL_TAG):
     ids, finish = engine.loop.run_until_complete(run())
     text = tokenizer.decode(ids)
     from toolwire.formats import Tool
+
     delta = fmt.extractor([Tool(t["name"]) for t in TOOLS]).parse_complete(text)
     return text, delta, finish
 
@@ -77,8 +102,13 @@ def test_format_mode_on_the_embedded_model(torch_engine, tokenizer, fmt_name, mo
 # free text, deepseek_v3 named (its free text is refused in this dialect: non-ASCII markers).
 # Every shape is compared with its structural tag under both xgrammar versions in
 # test_dialect_compat.
-EBNF_SAMPLE = [("hermes", "auto"), ("hermes", "none"), ("hermes", "required-single"),
-               ("pythonic", "auto"), ("deepseek_v3", "named")]
+EBNF_SAMPLE = [
+    ("hermes", "auto"),
+    ("hermes", "none"),
+    ("hermes", "required-single"),
+    ("pythonic", "auto"),
+    ("deepseek_v3", "named"),
+]
 
 
 @pytest.mark.parametrize("fmt_name,mode", EBNF_SAMPLE)
@@ -106,4 +136,3 @@ def check_output(text, delta, finish, mode):
     done = calls if finish == "stop" else calls[:-1]
     for c in done:
         jsonschema.validate(json.loads(args[c.index]), SCHEMAS[c.name])
-

@@ -22,11 +22,20 @@ def stub(stack):
 def _request(stack) -> chat_pb2.ChatCompletionRequest:
     fn = WEATHER["function"]
     return chat_pb2.ChatCompletionRequest(
-        model=stack.model, temperature=0, include_usage=True,
+        model=stack.model,
+        temperature=0,
+        include_usage=True,
         messages=[common.ChatMessage(role="user", content="Weather in Paris?")],
-        tools=[common.FunctionTool(name=fn["name"], description=fn["description"],
-                                   parameters_json=json.dumps(fn["parameters"]), strict=True)],
-        tool_choice=common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED))
+        tools=[
+            common.FunctionTool(
+                name=fn["name"],
+                description=fn["description"],
+                parameters_json=json.dumps(fn["parameters"]),
+                strict=True,
+            )
+        ],
+        tool_choice=common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED),
+    )
 
 
 def _auth(stack):
@@ -54,8 +63,9 @@ def test_streamed_tool_call_matches_unary(stub, stack):
     assert chunks[-2].choices[0].finish_reason == "tool_calls"
     assert chunks[-1].HasField("usage") and not chunks[-1].choices
     unary = stub.CreateChatCompletion(_request(stack), metadata=_auth(stack), timeout=300)
-    assert [args[i] for i in sorted(args)] == \
-        [c.function.arguments for c in unary.choices[0].message.tool_calls]
+    assert [args[i] for i in sorted(args)] == [
+        c.function.arguments for c in unary.choices[0].message.tool_calls
+    ]
 
 
 def test_errors_map_to_grpc_status(stub, stack):

@@ -26,10 +26,12 @@ from toolwire.stack.launcher import free_port
 
 def _extract_once(stub, metadata=None) -> str:
     """One Extract call: setup, a token, the end; returns the finish reason."""
+
     def requests():
         yield extractor_pb2.ExtractRequest(setup=extractor_pb2.ExtractSetup(model="m"))
         yield extractor_pb2.ExtractRequest(tokens=extractor_pb2.TokenChunk(token_ids=[28]))
         yield extractor_pb2.ExtractRequest(end=extractor_pb2.ExtractEnd(finish_reason="stop"))
+
     return [r.finish_reason for r in stub.Extract(requests(), metadata=metadata, timeout=10)][-1]
 
 
@@ -49,8 +51,13 @@ def test_internal_services_refuse_calls_without_the_token(stack):
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     with grpc.insecure_channel(addrs["decode"]) as ch:
         with pytest.raises(grpc.RpcError) as e:
-            list(decode_pb2_grpc.DecodeServiceStub(ch).Generate(decode_pb2.GenerateRequest(
-                request_id="intruder", prompt_token_ids=[1, 2, 3], max_tokens=1)))
+            list(
+                decode_pb2_grpc.DecodeServiceStub(ch).Generate(
+                    decode_pb2.GenerateRequest(
+                        request_id="intruder", prompt_token_ids=[1, 2, 3], max_tokens=1
+                    )
+                )
+            )
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with grpc.insecure_channel(addrs["extractor"]) as ch:
         stub = extractor_pb2_grpc.ExtractorServiceStub(ch)
@@ -63,19 +70,38 @@ def test_internal_services_refuse_calls_without_the_token(stack):
 def test_the_container_health_check_needs_no_token(stack):
     """`toolwire health ADDR` (the TensorRT-LLM image's HEALTHCHECK): 0 when serving, else 1."""
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    for address, expected in ((stack.service_addresses()["decode"], 0),
-                              (f"127.0.0.1:{free_port()}", 1)):
-        done = subprocess.run([sys.executable, "-m", "toolwire.stack.cli", "health", address],
-                              env=env, capture_output=True, timeout=30)
+    for address, expected in (
+        (stack.service_addresses()["decode"], 0),
+        (f"127.0.0.1:{free_port()}", 1),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "toolwire.stack.cli", "health", address],
+            env=env,
+            capture_output=True,
+            timeout=30,
+        )
         assert done.returncode == expected, (address, done.stderr)
 
 
 def _serve_extractor(*flags: str, env: dict | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {k: v for k, v in (env or os.environ).items() if k != TOKEN_ENV}
-    proc = subprocess.Popen([sys.executable, "-m", "toolwire.stack.cli", "serve", "extractor",
-                             "--port", str(port), *flags], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toolwire.stack.cli",
+            "serve",
+            "extractor",
+            "--port",
+            str(port),
+            *flags,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return proc, port
 
 
@@ -118,34 +144,51 @@ def test_mutual_tls(tmp_path):
     server = ca.issue_cert("127.0.0.1", "localhost")
     client = ca.issue_cert("toolwire-gateway")
     paths = {}
-    for name, blob in {"ca": ca.cert_pem, "cert": server.cert_chain_pems[0],
-                       "key": server.private_key_pem, "ccert": client.cert_chain_pems[0],
-                       "ckey": client.private_key_pem}.items():
+    for name, blob in {
+        "ca": ca.cert_pem,
+        "cert": server.cert_chain_pems[0],
+        "key": server.private_key_pem,
+        "ccert": client.cert_chain_pems[0],
+        "ckey": client.private_key_pem,
+    }.items():
         paths[name] = tmp_path / f"{name}.pem"
         blob.write_to_path(str(paths[name]))
-    proc, port = _serve_extractor("--host", "0.0.0.0", "--tls-cert", str(paths["cert"]),
-                                  "--tls-key", str(paths["key"]),
-                                  "--tls-client-ca", str(paths["ca"]))
+    proc, port = _serve_extractor(
+        "--host",
+        "0.0.0.0",
+        "--tls-cert",
+        str(paths["cert"]),
+        "--tls-key",
+        str(paths["key"]),
+        "--tls-client-ca",
+        str(paths["ca"]),
+    )
     try:
         ca_pem = paths["ca"].read_bytes()
-        with_cert = grpc.ssl_channel_credentials(ca_pem, paths["ckey"].read_bytes(),
-                                                 paths["ccert"].read_bytes())
+        with_cert = grpc.ssl_channel_credentials(
+            ca_pem, paths["ckey"].read_bytes(), paths["ccert"].read_bytes()
+        )
         with grpc.secure_channel(f"127.0.0.1:{port}", with_cert) as ch:
             _wait_serving(ch, proc)
             assert _extract_once(extractor_pb2_grpc.ExtractorServiceStub(ch)) == "stop"
         # The gateway's own channel (ClientSecurity), as `--internal-tls-*` configure it.
-        security = ClientSecurity(ca=ca_pem, cert=paths["ccert"].read_bytes(),
-                                  key=paths["ckey"].read_bytes())
+        security = ClientSecurity(
+            ca=ca_pem, cert=paths["ccert"].read_bytes(), key=paths["ckey"].read_bytes()
+        )
 
         async def gateway_health() -> int:
             async with security.channel(f"127.0.0.1:{port}") as ch:
-                r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                               timeout=5)
+                r = await health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
                 return r.status
+
         assert asyncio.run(gateway_health()) == health_pb2.HealthCheckResponse.SERVING
         # Without a client certificate, or over plain text, nothing gets through.
-        for ch in (grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ca_pem)),
-                   grpc.insecure_channel(f"127.0.0.1:{port}")):
+        for ch in (
+            grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ca_pem)),
+            grpc.insecure_channel(f"127.0.0.1:{port}"),
+        ):
             with ch, pytest.raises(grpc.RpcError) as e:
                 _extract_once(extractor_pb2_grpc.ExtractorServiceStub(ch))
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -156,17 +199,22 @@ def test_mutual_tls(tmp_path):
 
 def test_keys_and_prompts_stay_out_of_logs_metrics_and_health(client, stack):
     secret_prompt = "the launch code is 7f3a9c"
-    client.chat.completions.create(model=stack.model, max_tokens=2,
-                                   messages=[{"role": "user", "content": secret_prompt}])
+    client.chat.completions.create(
+        model=stack.model, max_tokens=2, messages=[{"role": "user", "content": secret_prompt}]
+    )
     with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}") as ch:  # a refused gRPC call
         from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
+
         with pytest.raises(grpc.RpcError):
             chat_pb2_grpc.ChatServiceStub(ch).CreateChatCompletion(
                 chat_pb2.ChatCompletionRequest(model=stack.model),
-                metadata=[("authorization", "Bearer sk-wrong-key-1234")])
-    seen = [httpx.get(f"http://127.0.0.1:{stack.port}/metrics").text,
-            httpx.get(f"http://127.0.0.1:{stack.port}/health").text,
-            stack.log.read_text(errors="replace")]
+                metadata=[("authorization", "Bearer sk-wrong-key-1234")],
+            )
+    seen = [
+        httpx.get(f"http://127.0.0.1:{stack.port}/metrics").text,
+        httpx.get(f"http://127.0.0.1:{stack.port}/health").text,
+        stack.log.read_text(errors="replace"),
+    ]
     for text in seen:
         for secret in (stack.api_key, stack.internal_token, "sk-wrong-key-1234", secret_prompt):
             assert secret not in text

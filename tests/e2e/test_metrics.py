@@ -18,30 +18,55 @@ import pytest
 
 from toolwire.stack.launcher import free_port
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "strict": True, "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-        "additionalProperties": False}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 # Series that must exist after one tool call and one prose answer, by the service that exports
 # them (gateway on its HTTP port, the others on their metrics ports).
 EXPECTED = {
-    "gateway": ["toolwire_requests_total", "toolwire_request_errors_total",
-                "toolwire_request_success_total", "toolwire_time_to_first_token_seconds_bucket",
-                "toolwire_inter_token_latency_seconds_bucket",
-                "toolwire_e2e_request_latency_seconds_bucket",
-                "toolwire_request_prompt_tokens_bucket",
-                "toolwire_request_generation_tokens_bucket", "toolwire_tokens_generated_total",
-                "toolwire_tool_calls_total", "toolwire_strict_violations_total",
-                "toolwire_client_disconnects_total", "toolwire_requests_in_flight",
-                "toolwire_request_length_capped_total"],
-    "decode": ["toolwire_num_requests_running", "toolwire_num_requests_waiting",
-               "toolwire_batch_occupancy_ratio", "toolwire_kv_cache_usage_ratio",
-               "toolwire_decode_steps_total", "toolwire_generation_tokens_total",
-               "toolwire_decode_aborts_total", "toolwire_decode_queue_timeouts_total"],
-    "template": ["toolwire_constraint_compile_seconds_bucket",
-                 "toolwire_constraint_cache_hits_total", "toolwire_constraint_cache_misses_total",
-                 "toolwire_constraint_compile_timeouts_total"],
+    "gateway": [
+        "toolwire_requests_total",
+        "toolwire_request_errors_total",
+        "toolwire_request_success_total",
+        "toolwire_time_to_first_token_seconds_bucket",
+        "toolwire_inter_token_latency_seconds_bucket",
+        "toolwire_e2e_request_latency_seconds_bucket",
+        "toolwire_request_prompt_tokens_bucket",
+        "toolwire_request_generation_tokens_bucket",
+        "toolwire_tokens_generated_total",
+        "toolwire_tool_calls_total",
+        "toolwire_strict_violations_total",
+        "toolwire_client_disconnects_total",
+        "toolwire_requests_in_flight",
+        "toolwire_request_length_capped_total",
+    ],
+    "decode": [
+        "toolwire_num_requests_running",
+        "toolwire_num_requests_waiting",
+        "toolwire_batch_occupancy_ratio",
+        "toolwire_kv_cache_usage_ratio",
+        "toolwire_decode_steps_total",
+        "toolwire_generation_tokens_total",
+        "toolwire_decode_aborts_total",
+        "toolwire_decode_queue_timeouts_total",
+    ],
+    "template": [
+        "toolwire_constraint_compile_seconds_bucket",
+        "toolwire_constraint_cache_hits_total",
+        "toolwire_constraint_cache_misses_total",
+        "toolwire_constraint_compile_timeouts_total",
+    ],
     "extractor": ["toolwire_extractor_streams_total", "toolwire_extractor_unparsed_calls_total"],
 }
 
@@ -58,12 +83,19 @@ def traffic(client, stack):
     """One strict tool call and one prose answer, streamed, so every series has a sample."""
     for kwargs in ({"tools": [WEATHER], "tool_choice": "required"}, {}):
         stream = client.chat.completions.create(
-            model=stack.model, stream=True, max_tokens=24,
-            messages=[{"role": "user", "content": "Weather in Paris?"}], **kwargs)
+            model=stack.model,
+            stream=True,
+            max_tokens=24,
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            **kwargs,
+        )
         for _ in stream:
             pass
-    httpx.post(f"{stack.base_url}/chat/completions", json={"model": stack.model},
-               headers={"Authorization": f"Bearer {stack.api_key}"})  # a 400: an error series
+    httpx.post(
+        f"{stack.base_url}/chat/completions",
+        json={"model": stack.model},
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+    )  # a 400: an error series
 
 
 def test_every_service_exports_its_series_and_promtool_accepts_them(stack, traffic):
@@ -73,8 +105,9 @@ def test_every_service_exports_its_series_and_promtool_accepts_them(stack, traff
         for name in EXPECTED[service]:
             assert f"\n{name}" in text, f"{service} does not export {name}"
         assert 'model_name="' in text
-        check = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
-                               capture_output=True)
+        check = subprocess.run(
+            [promtool, "check", "metrics"], input=text, text=True, capture_output=True
+        )
         assert check.returncode == 0, f"{service}: {check.stdout}{check.stderr}"
 
 
@@ -85,14 +118,27 @@ def prometheus_api(stack, traffic, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("prometheus")
     targets = [urllib.parse.urlsplit(u).netloc for u in metrics_urls(stack).values()]
     config = tmp / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "toolwire", "static_configs": [{"targets": targets}]}]}))
+    config.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "toolwire", "static_configs": [{"targets": targets}]}
+                ],
+            }
+        )
+    )
     port = free_port()
-    proc = subprocess.Popen([prometheus, f"--config.file={config}",
-                             f"--storage.tsdb.path={tmp / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     yield f"http://127.0.0.1:{port}/api/v1"
     proc.terminate()
     proc.wait(10)
@@ -123,8 +169,11 @@ def _dashboard_queries() -> list[str]:
 def test_every_dashboard_query_resolves(prometheus_api, stack):
     exported = set()
     for url in metrics_urls(stack).values():
-        exported |= {ln.split("{")[0].split()[0] for ln in httpx.get(url).text.splitlines()
-                     if ln and not ln.startswith("#")}
+        exported |= {
+            ln.split("{")[0].split()[0]
+            for ln in httpx.get(url).text.splitlines()
+            if ln and not ln.startswith("#")
+        }
     queries = _dashboard_queries()
     assert len(queries) >= 20
     for expr in queries:

@@ -39,20 +39,28 @@ def _is_openai_error(text: str) -> bool:
         err = json.loads(text)["error"]
     except (ValueError, KeyError, TypeError):
         return False
-    return (isinstance(err.get("message"), str) and isinstance(err.get("type"), str)
-            and {"param", "code"} <= err.keys())
+    return (
+        isinstance(err.get("message"), str)
+        and isinstance(err.get("type"), str)
+        and {"param", "code"} <= err.keys()
+    )
 
 
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 # (method, path, examples, mode): invalid inputs only where an operation takes any.
-CASES = [("POST", "/v1/chat/completions", 30, POSITIVE),
-         ("POST", "/v1/chat/completions", 30, NEGATIVE),
-         ("GET", "/v1/models", 3, POSITIVE), ("GET", "/v1/models/{model}", 10, POSITIVE),
-         ("GET", "/v1/models/{model}", 10, NEGATIVE), ("GET", "/health", 3, POSITIVE)]
+CASES = [
+    ("POST", "/v1/chat/completions", 30, POSITIVE),
+    ("POST", "/v1/chat/completions", 30, NEGATIVE),
+    ("GET", "/v1/models", 3, POSITIVE),
+    ("GET", "/v1/models/{model}", 10, POSITIVE),
+    ("GET", "/v1/models/{model}", 10, NEGATIVE),
+    ("GET", "/health", 3, POSITIVE),
+]
 
 
-@pytest.mark.parametrize("method,path,examples,mode", CASES,
-                         ids=[f"{m} {p} {g.value}" for m, p, _, g in CASES])
+@pytest.mark.parametrize(
+    "method,path,examples,mode", CASES, ids=[f"{m} {p} {g.value}" for m, p, _, g in CASES]
+)
 def test_no_5xx_and_every_4xx_is_an_openai_error(stack, method, path, examples, mode):
     # The schema is loaded from the running gateway (the pytest plugin's lazy fixture loader
     # does not work with this pytest), and each operation's strategy drives hypothesis.
@@ -62,8 +70,13 @@ def test_no_5xx_and_every_4xx_is_an_openai_error(stack, method, path, examples, 
     statuses: list[int] = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def check(case):
         if mode == POSITIVE and isinstance(case.body, dict) and "messages" in case.body:
             case.body["model"] = stack.model  # a served model, so requests reach the model
@@ -77,17 +90,23 @@ def test_no_5xx_and_every_4xx_is_an_openai_error(stack, method, path, examples, 
 
 def _check(case, stack) -> int:
     _bound(case)
-    response = case.call(base_url=f"http://127.0.0.1:{stack.port}", timeout=120,
-                         headers={"Authorization": f"Bearer {stack.api_key}"})
-    detail = f"{case.method} {case.path} {str(case.body)[:500]} -> {response.status_code} " \
-             f"{response.text[:500]}"
+    response = case.call(
+        base_url=f"http://127.0.0.1:{stack.port}",
+        timeout=120,
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+    )
+    detail = (
+        f"{case.method} {case.path} {str(case.body)[:500]} -> {response.status_code} "
+        f"{response.text[:500]}"
+    )
     assert response.status_code < 500, detail
     if response.status_code >= 400 and case.path != "/health":
         assert _is_openai_error(response.text), detail
     if response.status_code == 413:
         assert len(json.dumps(case.body)) > Limits().max_body_bytes
     if response.status_code == 200 and "text/event-stream" in response.headers.get(
-            "content-type", ""):
+        "content-type", ""
+    ):
         events = [ln for ln in response.text.splitlines() if ln.startswith("data: ")]
         assert events[-1] == "data: [DONE]" or _is_openai_error(events[-1][6:]), detail
     return response.status_code

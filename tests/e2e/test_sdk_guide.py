@@ -24,8 +24,8 @@ USER = {"role": "user", "content": "What is the weather like in Paris today?"}
 def test_weather_flow_step_by_step(client, stack):
     messages = [dict(USER)]
     completion = client.chat.completions.create(
-        model=stack.model, messages=messages, tools=[WEATHER], tool_choice="required",
-        temperature=0)
+        model=stack.model, messages=messages, tools=[WEATHER], tool_choice="required", temperature=0
+    )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content is None
@@ -35,19 +35,19 @@ def test_weather_flow_step_by_step(client, stack):
     for call in choice.message.tool_calls:
         assert call.type == "function" and call.function.name == "get_weather"
         assert isinstance(call.function.arguments, str)
-        jsonschema.validate(json.loads(call.function.arguments),
-                            WEATHER["function"]["parameters"])
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
     assert completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
 
     # The guide appends the SDK's own message object, then one tool message per call.
     messages.append(choice.message)
     for call in choice.message.tool_calls:
-        messages.append({"role": "tool", "tool_call_id": call.id,
-                         "content": "14 degrees Celsius, light rain"})
+        messages.append(
+            {"role": "tool", "tool_call_id": call.id, "content": "14 degrees Celsius, light rain"}
+        )
     # As the guide writes it: no max_tokens. The model answers from the result and stops.
     second = client.chat.completions.create(
-        model=stack.model, messages=messages, tools=[WEATHER], tool_choice="none",
-        temperature=0)
+        model=stack.model, messages=messages, tools=[WEATHER], tool_choice="none", temperature=0
+    )
     answer = second.choices[0]
     assert answer.message.tool_calls is None
     assert answer.finish_reason == "stop", answer.message.content
@@ -62,26 +62,43 @@ def test_tool_rounds_are_answered_grounded_and_clean(client, stack):
     against llama.cpp; one round loops in both servers, so the bar is 14 of 16)."""
     answers = tool_rounds.run(client, stack.model, max_tokens=None)
     assert tool_rounds.summary(answers)["all_three"] >= 14, [
-        (a.round, a.mode, a.finish, a.text[:80]) for a in answers if not a.good]
-    assert all(a.finish in ("stop", "length") and a.tokens <= LIMITS.default_max_tokens
-               for a in answers)
+        (a.round, a.mode, a.finish, a.text[:80]) for a in answers if not a.good
+    ]
+    assert all(
+        a.finish in ("stop", "length") and a.tokens <= LIMITS.default_max_tokens for a in answers
+    )
 
 
 def test_answers_after_a_tool_result_never_write_its_markup(client, stack):
     """Tool results are rendered in <tool_response> blocks; the answer may not write one (the
     135M model echoes the block verbatim when nothing stops it), with or without tools."""
     first = client.chat.completions.create(
-        model=stack.model, messages=[dict(USER)], tools=[WEATHER], tool_choice="required",
-        temperature=0, parallel_tool_calls=False)
+        model=stack.model,
+        messages=[dict(USER)],
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+        parallel_tool_calls=False,
+    )
     call = first.choices[0].message.tool_calls[0]
-    messages = [dict(USER), first.choices[0].message,
-                {"role": "tool", "tool_call_id": call.id,
-                 "content": "14 degrees Celsius and light rain in Paris"}]
+    messages = [
+        dict(USER),
+        first.choices[0].message,
+        {
+            "role": "tool",
+            "tool_call_id": call.id,
+            "content": "14 degrees Celsius and light rain in Paris",
+        },
+    ]
     for kw in ({"tools": [WEATHER], "tool_choice": "none"}, {"tools": [WEATHER]}, {}):
         for sampling in ({"temperature": 0}, {"temperature": 1.0, "seed": 1}):
-            answer = client.chat.completions.create(
-                model=stack.model, messages=messages, max_tokens=40, **sampling,
-                **kw).choices[0].message
+            answer = (
+                client.chat.completions.create(
+                    model=stack.model, messages=messages, max_tokens=40, **sampling, **kw
+                )
+                .choices[0]
+                .message
+            )
             text = answer.content or ""
             assert "<tool_response" not in text and "</tool_response>" not in text, (kw, text)
             if kw.get("tool_choice") == "none":
@@ -92,10 +109,15 @@ def test_strict_enum_arguments_hold_when_sampling(client, stack):
     schema = UNITS["function"]["parameters"]
     for seed in (1, 2, 3):
         completion = client.chat.completions.create(
-            model=stack.model, tools=[UNITS], temperature=1.0, seed=seed,
-            parallel_tool_calls=False, max_tokens=200,
+            model=stack.model,
+            tools=[UNITS],
+            temperature=1.0,
+            seed=seed,
+            parallel_tool_calls=False,
+            max_tokens=200,
             messages=[{"role": "user", "content": "How warm is it in Oslo, in fahrenheit?"}],
-            tool_choice={"type": "function", "function": {"name": "get_temperature"}})
+            tool_choice={"type": "function", "function": {"name": "get_temperature"}},
+        )
         for call in completion.choices[0].message.tool_calls:
             args = json.loads(call.function.arguments)
             jsonschema.validate(args, schema)
@@ -116,8 +138,12 @@ def test_pydantic_function_tool_and_parse(client, stack):
     tool = openai.pydantic_function_tool(GetWeather)
     assert "$defs" in tool["function"]["parameters"]  # $ref, titles, nullable anyOf
     completion = client.chat.completions.parse(
-        model=stack.model, messages=[dict(USER)], tools=[tool], tool_choice="required",
-        temperature=0)
+        model=stack.model,
+        messages=[dict(USER)],
+        tools=[tool],
+        tool_choice="required",
+        temperature=0,
+    )
     calls = completion.choices[0].message.tool_calls
     assert calls
     for call in calls:
@@ -126,8 +152,13 @@ def test_pydantic_function_tool_and_parse(client, stack):
 
 
 def test_streaming_accumulation_loop_matches_non_streamed(client, stack):
-    kwargs = dict(model=stack.model, messages=[dict(USER)], tools=[WEATHER],
-                  tool_choice="required", temperature=0)
+    kwargs = dict(
+        model=stack.model,
+        messages=[dict(USER)],
+        tools=[WEATHER],
+        tool_choice="required",
+        temperature=0,
+    )
     stream = client.chat.completions.create(stream=True, **kwargs)
     final_tool_calls = {}
     finish = None
@@ -141,15 +172,21 @@ def test_streaming_accumulation_loop_matches_non_streamed(client, stack):
     assert finish == "tool_calls"
     whole = client.chat.completions.create(**kwargs).choices[0].message.tool_calls
     streamed = [final_tool_calls[i] for i in sorted(final_tool_calls)]
-    assert [(c.function.name, c.function.arguments) for c in streamed] == \
-        [(c.function.name, c.function.arguments) for c in whole]
+    assert [(c.function.name, c.function.arguments) for c in streamed] == [
+        (c.function.name, c.function.arguments) for c in whole
+    ]
 
 
 def test_stream_helper_gives_parsed_calls(client, stack):
     tool = openai.pydantic_function_tool(GetWeather)
     events = []
-    with client.chat.completions.stream(model=stack.model, messages=[dict(USER)], tools=[tool],
-                                        tool_choice="required", temperature=0) as stream:
+    with client.chat.completions.stream(
+        model=stack.model,
+        messages=[dict(USER)],
+        tools=[tool],
+        tool_choice="required",
+        temperature=0,
+    ) as stream:
         for event in stream:
             events.append(event.type)
         final = stream.get_final_completion()

@@ -25,20 +25,31 @@ def test_models_lists_the_served_names(client, stack):
 
 def test_alias_and_served_id_both_answer(client):
     for name in ("SmolLM2-135M-Instruct", "gpt-4o-mini"):
-        r = client.chat.completions.create(model=name, max_tokens=2,
-                                           messages=[{"role": "user", "content": "hi"}])
+        r = client.chat.completions.create(
+            model=name, max_tokens=2, messages=[{"role": "user", "content": "hi"}]
+        )
         assert r.model == name
 
 
 def test_metrics_count_requests_tokens_and_calls(client, stack):
-    client.chat.completions.create(model=stack.model, tools=[WEATHER], tool_choice="required",
-                                   messages=[{"role": "user", "content": "Paris?"}],
-                                   parallel_tool_calls=False, temperature=0)
+    client.chat.completions.create(
+        model=stack.model,
+        tools=[WEATHER],
+        tool_choice="required",
+        messages=[{"role": "user", "content": "Paris?"}],
+        parallel_tool_calls=False,
+        temperature=0,
+    )
     text = httpx.get(f"http://127.0.0.1:{stack.port}/metrics").text
-    assert any(ln.startswith("toolwire_requests_total{") and 'api="rest"' in ln
-               and 'status="200"' in ln for ln in text.splitlines())
-    for name in ("toolwire_time_to_first_token_seconds_bucket",
-                 "toolwire_tokens_generated_total", "toolwire_tool_calls_total"):
+    assert any(
+        ln.startswith("toolwire_requests_total{") and 'api="rest"' in ln and 'status="200"' in ln
+        for ln in text.splitlines()
+    )
+    for name in (
+        "toolwire_time_to_first_token_seconds_bucket",
+        "toolwire_tokens_generated_total",
+        "toolwire_tool_calls_total",
+    ):
         assert name in text
     calls = [ln for ln in text.splitlines() if ln.startswith("toolwire_tool_calls_total")]
     assert float(calls[0].split()[-1]) >= 1
@@ -51,10 +62,20 @@ def _counter(stack, name: str) -> float:
 
 def test_cancelled_stream_frees_its_decode_slot(stack):
     disconnects = _counter(stack, "toolwire_client_disconnects_total")
-    body = {"model": stack.model, "stream": True, "max_tokens": 2000, "temperature": 1.0,
-            "messages": [{"role": "user", "content": "Write a very long story about ships."}]}
-    with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=120,
-                      headers={"Authorization": f"Bearer {stack.api_key}"}) as r:
+    body = {
+        "model": stack.model,
+        "stream": True,
+        "max_tokens": 2000,
+        "temperature": 1.0,
+        "messages": [{"role": "user", "content": "Write a very long story about ships."}],
+    }
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url}/chat/completions",
+        json=body,
+        timeout=120,
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+    ) as r:
         lines = r.iter_lines()
         for _ in range(6):
             next(lines)
@@ -67,21 +88,33 @@ def test_cancelled_stream_frees_its_decode_slot(stack):
 
 
 # A constraint that pins the text, so stop strings and limits act on known output.
-PINNED = {"type": "json_schema", "json_schema": {"name": "pinned", "strict": True, "schema": {
-    "type": "string", "enum": ["alpha beta gamma delta"]}}}
+PINNED = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "pinned",
+        "strict": True,
+        "schema": {"type": "string", "enum": ["alpha beta gamma delta"]},
+    },
+}
 SAY = [{"role": "user", "content": "Say something."}]
 
 
 def test_stop_string_cuts_content(client, stack):
-    r = client.chat.completions.create(model=stack.model, messages=SAY, response_format=PINNED,
-                                       stop=["gamma"], temperature=0)
+    r = client.chat.completions.create(
+        model=stack.model, messages=SAY, response_format=PINNED, stop=["gamma"], temperature=0
+    )
     assert r.choices[0].message.content == '"alpha beta '
     assert r.choices[0].finish_reason == "stop"
 
 
 def test_max_tokens_gives_length(client, stack):
-    r = client.chat.completions.create(model=stack.model, messages=SAY, response_format=PINNED,
-                                       max_completion_tokens=3, temperature=0)
+    r = client.chat.completions.create(
+        model=stack.model,
+        messages=SAY,
+        response_format=PINNED,
+        max_completion_tokens=3,
+        temperature=0,
+    )
     assert r.choices[0].finish_reason == "length"
     assert r.usage.completion_tokens == 3
 
@@ -93,16 +126,26 @@ def test_seed_makes_sampling_repeatable(client, stack):
 
 
 def test_response_format_json_schema_strict(client, stack):
-    schema = {"type": "object", "properties": {"city": {"type": "string"},
-                                               "rain": {"type": "boolean"}},
-              "required": ["city", "rain"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "rain": {"type": "boolean"}},
+        "required": ["city", "rain"],
+        "additionalProperties": False,
+    }
     rf = {"type": "json_schema", "json_schema": {"name": "w", "strict": True, "schema": schema}}
     for stream in (False, True):
-        kwargs = dict(model=stack.model, temperature=0, response_format=rf,
-                      messages=[{"role": "user", "content": "Is it raining in Paris?"}])
+        kwargs = dict(
+            model=stack.model,
+            temperature=0,
+            response_format=rf,
+            messages=[{"role": "user", "content": "Is it raining in Paris?"}],
+        )
         if stream:
-            text = "".join(c.choices[0].delta.content or "" for c in
-                           client.chat.completions.create(stream=True, **kwargs) if c.choices)
+            text = "".join(
+                c.choices[0].delta.content or ""
+                for c in client.chat.completions.create(stream=True, **kwargs)
+                if c.choices
+            )
         else:
             text = client.chat.completions.create(**kwargs).choices[0].message.content
         jsonschema.validate(json.loads(text), schema)
@@ -110,8 +153,13 @@ def test_response_format_json_schema_strict(client, stack):
 
 def test_response_format_json_object(client, stack):
     r = client.chat.completions.create(
-        model=stack.model, temperature=1.0, seed=5, response_format={"type": "json_object"},
-        messages=[{"role": "user", "content": "Describe Paris as JSON."}], max_tokens=200)
+        model=stack.model,
+        temperature=1.0,
+        seed=5,
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "Describe Paris as JSON."}],
+        max_tokens=200,
+    )
     if r.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(r.choices[0].message.content), dict)
     else:

@@ -24,9 +24,15 @@ def _validate(calls):
 
 def test_none_never_calls_even_when_sampling(client, stack):
     for seed in (1, 2, 3):
-        r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
-                                           tool_choice="none", temperature=1.0, seed=seed,
-                                           max_tokens=40)
+        r = client.chat.completions.create(
+            model=stack.model,
+            messages=ASK,
+            tools=ALL,
+            tool_choice="none",
+            temperature=1.0,
+            seed=seed,
+            max_tokens=40,
+        )
         assert not _calls(r)
         assert "<tool_call>" not in (r.choices[0].message.content or "")
         assert r.choices[0].finish_reason in ("stop", "length")
@@ -34,9 +40,16 @@ def test_none_never_calls_even_when_sampling(client, stack):
 
 def test_required_without_parallel_gives_exactly_one_valid_call(client, stack):
     for seed in (1, 2, 3):
-        r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
-                                           tool_choice="required", parallel_tool_calls=False,
-                                           temperature=1.0, seed=seed, max_tokens=300)
+        r = client.chat.completions.create(
+            model=stack.model,
+            messages=ASK,
+            tools=ALL,
+            tool_choice="required",
+            parallel_tool_calls=False,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=300,
+        )
         calls = _calls(r)
         assert len(calls) == 1
         assert r.choices[0].finish_reason == "tool_calls"
@@ -44,8 +57,14 @@ def test_required_without_parallel_gives_exactly_one_valid_call(client, stack):
 
 
 def test_required_with_parallel_gives_valid_calls(client, stack):
-    r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
-                                       tool_choice="required", temperature=0, max_tokens=400)
+    r = client.chat.completions.create(
+        model=stack.model,
+        messages=ASK,
+        tools=ALL,
+        tool_choice="required",
+        temperature=0,
+        max_tokens=400,
+    )
     assert r.choices[0].finish_reason == "tool_calls"
     calls = _calls(r)
     assert calls and r.choices[0].message.content is None
@@ -56,9 +75,15 @@ def test_required_with_parallel_gives_valid_calls(client, stack):
 def test_named_forces_that_tool(client, stack):
     for seed in (1, 2):
         r = client.chat.completions.create(
-            model=stack.model, messages=ASK, tools=ALL, temperature=1.0, seed=seed,
-            parallel_tool_calls=False, max_tokens=300,
-            tool_choice={"type": "function", "function": {"name": "send_email"}})
+            model=stack.model,
+            messages=ASK,
+            tools=ALL,
+            temperature=1.0,
+            seed=seed,
+            parallel_tool_calls=False,
+            max_tokens=300,
+            tool_choice={"type": "function", "function": {"name": "send_email"}},
+        )
         calls = _calls(r)
         assert calls and all(c.function.name == "send_email" for c in calls)
         _validate(calls)
@@ -66,8 +91,9 @@ def test_named_forces_that_tool(client, stack):
 
 def test_auto_gives_text_or_valid_calls(client, stack):
     for seed in (1, 2, 3):
-        r = client.chat.completions.create(model=stack.model, messages=ASK, tools=ALL,
-                                           temperature=1.0, seed=seed, max_tokens=120)
+        r = client.chat.completions.create(
+            model=stack.model, messages=ASK, tools=ALL, temperature=1.0, seed=seed, max_tokens=120
+        )
         calls = _calls(r)
         _validate(calls)
         if r.choices[0].finish_reason == "tool_calls":
@@ -78,16 +104,26 @@ def test_auto_gives_text_or_valid_calls(client, stack):
 
 def test_tool_without_parameters_gets_empty_object(client, stack):
     r = client.chat.completions.create(
-        model=stack.model, messages=[{"role": "user", "content": "What time is it?"}],
-        tools=[NO_PARAMS], tool_choice={"type": "function", "function": {"name": "get_time"}},
-        parallel_tool_calls=False, temperature=0)
+        model=stack.model,
+        messages=[{"role": "user", "content": "What time is it?"}],
+        tools=[NO_PARAMS],
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        parallel_tool_calls=False,
+        temperature=0,
+    )
     assert [c.function.arguments for c in _calls(r)] == ["{}"]
 
 
 def test_streamed_equals_non_streamed_at_temperature_zero(client, stack):
     for choice in ("required", "none"):
-        kwargs = dict(model=stack.model, messages=ASK, tools=ALL, tool_choice=choice,
-                      temperature=0, max_tokens=60)
+        kwargs = dict(
+            model=stack.model,
+            messages=ASK,
+            tools=ALL,
+            tool_choice=choice,
+            temperature=0,
+            max_tokens=60,
+        )
         whole = client.chat.completions.create(**kwargs).choices[0]
         content, calls, finish = "", {}, None
         for chunk in client.chat.completions.create(stream=True, **kwargs):
@@ -103,5 +139,6 @@ def test_streamed_equals_non_streamed_at_temperature_zero(client, stack):
             finish = chunk.choices[0].finish_reason or finish
         assert finish == whole.finish_reason
         assert content == (whole.message.content or "")
-        assert [calls[i] for i in sorted(calls)] == \
-            [[c.function.name, c.function.arguments] for c in whole.message.tool_calls or []]
+        assert [calls[i] for i in sorted(calls)] == [
+            [c.function.name, c.function.arguments] for c in whole.message.tool_calls or []
+        ]

@@ -12,15 +12,23 @@ import pytest
 from tests.e2e.sse import post_stream, read_recorded
 from tests.tools_fixtures import NO_PARAMS, WEATHER
 
-RECORDED = pathlib.Path(os.environ.get(
-    "TOOLWIRE_RECORDED_STREAMS",
-    pathlib.Path(__file__).resolve().parents[3] / "shared/reference/openai-recorded-streams"))
+RECORDED = pathlib.Path(
+    os.environ.get(
+        "TOOLWIRE_RECORDED_STREAMS",
+        pathlib.Path(__file__).resolve().parents[3] / "shared/reference/openai-recorded-streams",
+    )
+)
 
 
 def _tool_stream(stack, **extra):
-    body = {"model": stack.model, "stream": True, "temperature": 0,
-            "messages": [{"role": "user", "content": "Weather in Paris and in Rome?"}],
-            "tools": [WEATHER], "tool_choice": "required"}
+    body = {
+        "model": stack.model,
+        "stream": True,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Weather in Paris and in Rome?"}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+    }
     body.update(extra)
     return post_stream(stack, body)
 
@@ -33,8 +41,11 @@ def test_tool_call_stream_shape(stack):
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
     usage = chunks[-1]
-    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == \
-        usage["usage"]["prompt_tokens"] + usage["usage"]["completion_tokens"]
+    assert (
+        usage["choices"] == []
+        and usage["usage"]["total_tokens"]
+        == usage["usage"]["prompt_tokens"] + usage["usage"]["completion_tokens"]
+    )
     last = chunks[-2]["choices"][0]
     assert last["delta"] == {} and last["finish_reason"] == "tool_calls"
     seen: dict[int, str] = {}
@@ -62,12 +73,23 @@ def test_no_usage_chunk_unless_asked(stack):
 
 
 def test_tool_without_parameters_streams_empty_object(stack):
-    events = post_stream(stack, {
-        "model": stack.model, "stream": True, "temperature": 0,
-        "messages": [{"role": "user", "content": "What time is it?"}], "tools": [NO_PARAMS],
-        "tool_choice": "required", "parallel_tool_calls": False})
-    args = "".join(d["function"]["arguments"] for c in events[:-1]
-                   for d in c["choices"][0]["delta"].get("tool_calls", []))
+    events = post_stream(
+        stack,
+        {
+            "model": stack.model,
+            "stream": True,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "What time is it?"}],
+            "tools": [NO_PARAMS],
+            "tool_choice": "required",
+            "parallel_tool_calls": False,
+        },
+    )
+    args = "".join(
+        d["function"]["arguments"]
+        for c in events[:-1]
+        for d in c["choices"][0]["delta"].get("tool_calls", [])
+    )
     assert args == "{}"
 
 
@@ -76,7 +98,9 @@ def _shape(chunks: list) -> list:
     out = []
     for c in chunks:
         for ch in c["choices"]:
-            keys = tuple(sorted(ch["delta"])) + ((ch["finish_reason"],) if ch["finish_reason"] else ())
+            keys = tuple(sorted(ch["delta"])) + (
+                (ch["finish_reason"],) if ch["finish_reason"] else ()
+            )
             for d in ch["delta"].get("tool_calls", []):
                 keys += tuple(sorted(d)) + tuple(sorted(d["function"]))
             if not out or out[-1] != keys:
@@ -86,7 +110,9 @@ def _shape(chunks: list) -> list:
 
 @pytest.mark.skipif(not RECORDED.is_dir(), reason="recorded OpenAI streams not present")
 def test_same_shape_as_recorded_openai_stream(stack):
-    recorded = read_recorded(RECORDED / "f82268f2fefd5cfbc7eeb59c297688be2f6ca0849a6e4f17851b517310841d9b.bin")
+    recorded = read_recorded(
+        RECORDED / "f82268f2fefd5cfbc7eeb59c297688be2f6ca0849a6e4f17851b517310841d9b.bin"
+    )
     ours = _tool_stream(stack)
     assert recorded[-1] == ours[-1] == "[DONE]"
     # Both: role chunk, then per call a first delta (index,id,type,function{name,arguments})

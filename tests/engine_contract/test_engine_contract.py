@@ -20,11 +20,15 @@ from toolwire.services.decode.engine import EngineRequest
 
 ENGINES = [
     "torch",
-    pytest.param("trtllm", marks=pytest.mark.skipif(
-        importlib.util.find_spec("tensorrt_llm") is None or not os.environ.get(
-            "TOOLWIRE_TRTLLM_MODEL"),
-        reason="TensorRT-LLM is not installed here (no GPU); set TOOLWIRE_TRTLLM_MODEL on a "
-               "GPU machine to run the contract against it")),
+    pytest.param(
+        "trtllm",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("tensorrt_llm") is None
+            or not os.environ.get("TOOLWIRE_TRTLLM_MODEL"),
+            reason="TensorRT-LLM is not installed here (no GPU); set TOOLWIRE_TRTLLM_MODEL on a "
+            "GPU machine to run the contract against it",
+        ),
+    ),
 ]
 
 
@@ -48,7 +52,9 @@ def engine(request):
 def prompt(tokenizer):
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}],
-        add_generation_prompt=True, tokenize=True)
+        add_generation_prompt=True,
+        tokenize=True,
+    )
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
@@ -111,31 +117,72 @@ def _seed(engine, n: int) -> int | None:
     return n if engine.info.name == "torch" else None
 
 
-SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
-                                           "age": {"type": "integer", "minimum": 0}},
-          "required": ["name", "age"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
 
 
 def test_json_schema_constraint_is_obeyed(engine, prompt, tokenizer):
-    outs = run(engine, collect(engine, req("json", prompt, max_tokens=60, stop_ids=[2],
-                                           temperature=1.0, seed=_seed(engine, 3),
-                                           constraint=_in(engine, "json_schema", json.dumps(SCHEMA)))))
+    outs = run(
+        engine,
+        collect(
+            engine,
+            req(
+                "json",
+                prompt,
+                max_tokens=60,
+                stop_ids=[2],
+                temperature=1.0,
+                seed=_seed(engine, 3),
+                constraint=_in(engine, "json_schema", json.dumps(SCHEMA)),
+            ),
+        ),
+    )
     assert outs[-1].finish_reason == "stop"
     jsonschema.validate(json.loads(tokenizer.decode(_ids(outs))), SCHEMA)
 
 
 def test_structural_tag_constraint_is_obeyed(engine, prompt, tokenizer):
-    tag = {"type": "structural_tag", "format": {
-        "type": "tags_with_separator", "separator": "\n", "at_least_one": True,
-        "stop_after_first": True, "tags": [{
-            "type": "tag", "begin": "<call>", "end": "</call>",
-            "content": {"type": "json_schema", "json_schema": SCHEMA}}]}}
-    outs = run(engine, collect(engine, req("tag", prompt, max_tokens=60, stop_ids=[2],
-                                           constraint=_in(engine, "structural_tag", json.dumps(tag)))))
+    tag = {
+        "type": "structural_tag",
+        "format": {
+            "type": "tags_with_separator",
+            "separator": "\n",
+            "at_least_one": True,
+            "stop_after_first": True,
+            "tags": [
+                {
+                    "type": "tag",
+                    "begin": "<call>",
+                    "end": "</call>",
+                    "content": {"type": "json_schema", "json_schema": SCHEMA},
+                }
+            ],
+        },
+    }
+    outs = run(
+        engine,
+        collect(
+            engine,
+            req(
+                "tag",
+                prompt,
+                max_tokens=60,
+                stop_ids=[2],
+                constraint=_in(engine, "structural_tag", json.dumps(tag)),
+            ),
+        ),
+    )
     text = tokenizer.decode(_ids(outs))
     assert outs[-1].finish_reason == "stop"
     assert text.startswith("<call>") and text.endswith("</call>")
-    jsonschema.validate(json.loads(text[len("<call>"):-len("</call>")]), SCHEMA)
+    jsonschema.validate(json.loads(text[len("<call>") : -len("</call>")]), SCHEMA)
 
 
 def test_abort_mid_generation_frees_the_slot(engine, prompt):
@@ -169,11 +216,24 @@ def test_concurrent_requests_each_keep_their_own_constraint(engine, prompt, toke
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
     async def one(i, word):
-        schema = {"type": "object", "properties": {"w": {"const": word}}, "required": ["w"],
-                  "additionalProperties": False}
-        return await collect(engine, req(f"c{i}", prompt, max_tokens=120, stop_ids=[2],
-                                         temperature=1.0, seed=_seed(engine, i),
-                                         constraint=_in(engine, "json_schema", json.dumps(schema))))
+        schema = {
+            "type": "object",
+            "properties": {"w": {"const": word}},
+            "required": ["w"],
+            "additionalProperties": False,
+        }
+        return await collect(
+            engine,
+            req(
+                f"c{i}",
+                prompt,
+                max_tokens=120,
+                stop_ids=[2],
+                temperature=1.0,
+                seed=_seed(engine, i),
+                constraint=_in(engine, "json_schema", json.dumps(schema)),
+            ),
+        )
 
     async def all_of():
         return await asyncio.gather(*(one(i, w) for i, w in enumerate(words)))

@@ -19,23 +19,33 @@ def model():
 
 
 def chat(tokenizer, text):
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                        add_generation_prompt=True, tokenize=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
 @pytest.fixture(scope="module")
 def prompts(tokenizer):
-    return [chat(tokenizer, "Tell me a long story about a lighthouse keeper."),
-            chat(tokenizer, "List three facts about the planet Mars, with a sentence on each "
-                            "explaining why it matters to people planning a visit.")]
+    return [
+        chat(tokenizer, "Tell me a long story about a lighthouse keeper."),
+        chat(
+            tokenizer,
+            "List three facts about the planet Mars, with a sentence on each "
+            "explaining why it matters to people planning a visit.",
+        ),
+    ]
 
 
 @pytest.fixture(scope="module")
 def reference(model, prompts):
     with torch.inference_mode():
-        return [model.generate(torch.tensor([p]), max_new_tokens=N, do_sample=False)[
-            0, len(p):].tolist() for p in prompts]
+        return [
+            model.generate(torch.tensor([p]), max_new_tokens=N, do_sample=False)[
+                0, len(p) :
+            ].tolist()
+            for p in prompts
+        ]
 
 
 def greedy(step, prompts, chunk):
@@ -43,16 +53,24 @@ def greedy(step, prompts, chunk):
     decode them together, each in its own slot."""
     filled, out = [0] * len(prompts), [[] for _ in prompts]
     while any(f < len(p) for f, p in zip(filled, prompts)):
-        spans = [Span(i + 1, p[f:f + chunk], f) for i, (p, f) in enumerate(zip(prompts, filled))
-                 if f < len(p)]
+        spans = [
+            Span(i + 1, p[f : f + chunk], f)
+            for i, (p, f) in enumerate(zip(prompts, filled))
+            if f < len(p)
+        ]
         logits = step.forward([], spans)
         for span, row in zip(spans, logits):
             filled[span.slot - 1] += len(span.tokens)
             if filled[span.slot - 1] == len(prompts[span.slot - 1]):
                 out[span.slot - 1].append(int(row.argmax()))
     for _ in range(N - 1):
-        logits = step.forward([Span(i + 1, [o[-1]], len(p) + len(o) - 1)
-                               for i, (p, o) in enumerate(zip(prompts, out))], [])
+        logits = step.forward(
+            [
+                Span(i + 1, [o[-1]], len(p) + len(o) - 1)
+                for i, (p, o) in enumerate(zip(prompts, out))
+            ],
+            [],
+        )
         for o, row in zip(out, logits):
             o.append(int(row.argmax()))
     return out

@@ -24,8 +24,9 @@ def small_engine():
 
 
 def prompt(tokenizer, text):
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                        add_generation_prompt=True, tokenize=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+    )
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
@@ -37,19 +38,30 @@ async def tokens(engine, rid, ids, max_tokens):
 
 
 def test_interleaved_requests_decode_as_they_do_alone(small_engine, tokenizer):
-    texts = ["Hi.", "Tell me a long story about a lighthouse keeper and the sea.",
-             "What is 2 + 2?", "List the planets of the solar system, one per line, with a "
-                               "short note on each of them and why it is interesting.",
-             "Say yes.", "Write a haiku about autumn leaves."]
+    texts = [
+        "Hi.",
+        "Tell me a long story about a lighthouse keeper and the sea.",
+        "What is 2 + 2?",
+        "List the planets of the solar system, one per line, with a "
+        "short note on each of them and why it is interesting.",
+        "Say yes.",
+        "Write a haiku about autumn leaves.",
+    ]
     lengths = [5, 19, 3, 14, 8, 11]  # different ends: rows leave the batch at different steps
     prompts = [prompt(tokenizer, t) for t in texts]
     run = small_engine.loop.run_until_complete
-    alone = [run(tokens(small_engine, f"alone-{i}", p, n))
-             for i, (p, n) in enumerate(zip(prompts, lengths))]
+    alone = [
+        run(tokens(small_engine, f"alone-{i}", p, n))
+        for i, (p, n) in enumerate(zip(prompts, lengths))
+    ]
 
     async def together():
-        return await asyncio.gather(*(tokens(small_engine, f"together-{i}", p, n)
-                                      for i, (p, n) in enumerate(zip(prompts, lengths))))
+        return await asyncio.gather(
+            *(
+                tokens(small_engine, f"together-{i}", p, n)
+                for i, (p, n) in enumerate(zip(prompts, lengths))
+            )
+        )
 
     assert run(together()) == alone
     assert small_engine.active_requests() == 0

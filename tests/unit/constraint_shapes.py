@@ -27,18 +27,42 @@ FORMATS = {
     "deepseek_v3": DeepSeekV3Format(),
 }
 TOOLS = [
-    Tool("get_weather", "Weather in a city.", {
-        "type": "object", "additionalProperties": False, "required": ["city"],
-        "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}}}, strict=True),
+    Tool(
+        "get_weather",
+        "Weather in a city.",
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["city"],
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+        },
+        strict=True,
+    ),
     Tool("get_time", "The time.", None),
-    Tool("search", "Search.", {"type": "object", "properties": {
-        "q": {"type": "string"}, "limit": {"type": "integer"}}}),
+    Tool(
+        "search",
+        "Search.",
+        {"type": "object", "properties": {"q": {"type": "string"}, "limit": {"type": "integer"}}},
+    ),
 ]
-RESPONSE = common.ResponseFormat(type="json_schema", strict=True, schema_json=json.dumps({
-    "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
-    "additionalProperties": False}))
-MODES = {"auto": ToolChoice("auto"), "none": ToolChoice("none"),
-         "required": ToolChoice("required"), "named": ToolChoice("named", "get_weather")}
+RESPONSE = common.ResponseFormat(
+    type="json_schema",
+    strict=True,
+    schema_json=json.dumps(
+        {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+            "additionalProperties": False,
+        }
+    ),
+)
+MODES = {
+    "auto": ToolChoice("auto"),
+    "none": ToolChoice("none"),
+    "required": ToolChoice("required"),
+    "named": ToolChoice("named", "get_weather"),
+}
 REASONING = {"no-think": NONE, "think-optional": OPTIONAL, "think-started": STARTED}
 
 
@@ -46,16 +70,29 @@ def shapes() -> list[dict]:
     """[{id, kind, text}] for every combination (None constraints left out)."""
     out = []
     for (fname, fmt), (mode, choice), parallel, (rname, reasoning), rf in itertools.product(
-            FORMATS.items(), MODES.items(), (False, True), REASONING.items(), (False, True)):
-        c = build_constraint(fmt, TOOLS, choice, parallel,
-                             RESPONSE if rf else common.ResponseFormat(), reasoning, True)
-        out.append(_shape(f"{fname}/{mode}/parallel={parallel}/{rname}/"
-                          f"{'json_schema' if rf else 'text'}", c))
+        FORMATS.items(), MODES.items(), (False, True), REASONING.items(), (False, True)
+    ):
+        c = build_constraint(
+            fmt,
+            TOOLS,
+            choice,
+            parallel,
+            RESPONSE if rf else common.ResponseFormat(),
+            reasoning,
+            True,
+        )
+        out.append(
+            _shape(
+                f"{fname}/{mode}/parallel={parallel}/{rname}/{'json_schema' if rf else 'text'}", c
+            )
+        )
     for (rname, reasoning), rf, results in itertools.product(
-            REASONING.items(), ("text", "json_object", "json_schema"), (False, True)):
+        REASONING.items(), ("text", "json_object", "json_schema"), (False, True)
+    ):
         response = RESPONSE if rf == "json_schema" else common.ResponseFormat(type=rf)
-        c = build_constraint(HermesFormat(), [], ToolChoice("auto"), True, response, reasoning,
-                             results)
+        c = build_constraint(
+            HermesFormat(), [], ToolChoice("auto"), True, response, reasoning, results
+        )
         if c is not None:
             out.append(_shape(f"no-tools/{rf}/{rname}/results={results}", c))
     return out

@@ -15,10 +15,29 @@ import xgrammar as xgr
 
 # Characters one at a time, and the multi-character tokens the formats use, so a walk can open
 # calls, think, and hit the markers a constraint bans.
-MARKERS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tool",
-           "[TOOL_CALLS]", "[ARGS]", "<think>", "</think>", "<|python_tag|>",
-           '{"name": "', '", "arguments": ', '", "parameters": ', '"city": "', '"unit": "',
-           "get_weather", "get_time", "[get_weather(", "[get_time(", "city=", "\n"]
+MARKERS = [
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<tool",
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "<think>",
+    "</think>",
+    "<|python_tag|>",
+    '{"name": "',
+    '", "arguments": ',
+    '", "parameters": ',
+    '"city": "',
+    '"unit": "',
+    "get_weather",
+    "get_time",
+    "[get_weather(",
+    "[get_time(",
+    "city=",
+    "\n",
+]
 VOCAB = [chr(i) for i in range(32, 127)] + MARKERS
 EOS = len(VOCAB)
 
@@ -28,8 +47,9 @@ def compile_one(compiler: xgr.GrammarCompiler, kind: str, text: str):
         return compiler.compile_grammar(text)
     if kind == "structural_tag":
         return compiler.compile_structural_tag(text)
-    return compiler.compile_json_schema(text, strict_mode=False, any_whitespace=True,
-                                        max_whitespace_cnt=1)
+    return compiler.compile_json_schema(
+        text, strict_mode=False, any_whitespace=True, max_whitespace_cnt=1
+    )
 
 
 def verdict(grammar, s: str) -> str:
@@ -77,7 +97,8 @@ def main(src: str, dst: str) -> None:
         samples = [walk(g, rng) for _ in range(job.get("walks", 0))]
         result[c["id"]] = {
             "verdicts": [verdict(g, s) for s in job["probes"].get(c["id"], [])],
-            "samples": [s for s in samples if s is not None]}
+            "samples": [s for s in samples if s is not None],
+        }
     json.dump(result, open(dst, "w"))
 
 

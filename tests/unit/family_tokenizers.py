@@ -17,13 +17,13 @@ LLAMA31 = (
     "{% if m.role == 'user' and tools and loop.index0 == (1 if messages[0].role == 'system' else 0) %}"
     "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond "
     "with a JSON for a function call with its proper arguments that best answers the given "
-    "prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of "
+    'prompt.\n\nRespond in the format {"name": function name, "parameters": dictionary of '
     "argument name and its value}. Do not use variables.\n\n"
     "{% for t in tools %}{{ t | tojson }}\n\n{% endfor %}{{ m.content }}<|eot_id|>"
     "{% elif m.role == 'assistant' and m.tool_calls %}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
     "{% for c in m.tool_calls %}{% if not loop.first %}; {% endif %}<|python_tag|>"
-    "{\"name\": \"{{ c.function.name }}\", \"parameters\": {{ c.function.arguments | tojson }}}"
+    '{"name": "{{ c.function.name }}", "parameters": {{ c.function.arguments | tojson }}}'
     "{% endfor %}<|eom_id|>"
     "{% elif m.role in ('tool', 'ipython') %}<|start_header_id|>ipython<|end_header_id|>\n\n"
     "{{ m.content }}<|eot_id|>"
@@ -31,8 +31,14 @@ LLAMA31 = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
-LLAMA_TOKENS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-                "<|eom_id|>", "<|python_tag|>"]
+LLAMA_TOKENS = [
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|python_tag|>",
+]
 
 LLAMA32_PYTHONIC = (
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
@@ -66,9 +72,22 @@ MISTRAL = (
     "[/TOOL_RESULTS]"
     "{% else %}{{ m.content }}</s>{% endif %}{% endfor %}"
 )
-MISTRAL_TOKENS = ["<s>", "</s>", "[INST]", "[/INST]", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]",
-                  "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]", "[TOOL_CONTENT]",
-                  "[/TOOL_RESULTS]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]
+MISTRAL_TOKENS = [
+    "<s>",
+    "</s>",
+    "[INST]",
+    "[/INST]",
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "[CALL_ID]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[TOOL_CONTENT]",
+    "[/TOOL_RESULTS]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+]
 
 DEEPSEEK_V3 = (
     "<｜begin▁of▁sentence｜>{% if messages[0].role == 'system' %}{{ messages[0].content }}"
@@ -86,11 +105,21 @@ DEEPSEEK_V3 = (
     "{% elif m.role == 'assistant' %}<｜Assistant｜>{{ m.content }}<｜end▁of▁sentence｜>"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜>{% endif %}"
 )
-DEEPSEEK_TOKENS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>",
-                   "<｜Assistant｜>", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
-                   "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>",
-                   "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>",
-                   "<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>"]
+DEEPSEEK_TOKENS = [
+    "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>",
+    "<｜User｜>",
+    "<｜Assistant｜>",
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁calls▁end｜>",
+    "<｜tool▁call▁begin｜>",
+    "<｜tool▁call▁end｜>",
+    "<｜tool▁sep｜>",
+    "<｜tool▁outputs▁begin｜>",
+    "<｜tool▁outputs▁end｜>",
+    "<｜tool▁output▁begin｜>",
+    "<｜tool▁output▁end｜>",
+]
 
 QWEN25 = (
     "{% if tools %}<|im_start|>system\n{% if messages[0].role == 'system' %}"
@@ -98,14 +127,14 @@ QWEN25 = (
     "assist with the user query.\n\nYou are provided with function signatures within "
     "<tools></tools> XML tags:\n<tools>{% for t in tools %}{{ '\\n' }}{{ t | tojson }}{% endfor %}{{ '\\n' }}"
     "</tools>\n\nFor each function call, return a json object with function name and arguments "
-    "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
-    "\"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n{% endif %}"
+    'within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, '
+    '"arguments": <args-json-object>}\n</tool_call><|im_end|>\n{% endif %}'
     "{% for m in messages %}{% if m.role == 'system' %}{% if not tools %}<|im_start|>system\n"
     "{{ m.content }}<|im_end|>\n{% endif %}"
     "{% elif m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n"
     "{% if m.content %}{{ m.content }}{{ '\\n' }}{% endif %}"
     "{% for c in m.tool_calls %}{% if not loop.first %}{{ '\\n' }}{% endif %}<tool_call>\n"
-    "{\"name\": \"{{ c.function.name }}\", \"arguments\": {{ c.function.arguments | tojson }}}\n"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}\n'
     "</tool_call>{% endfor %}<|im_end|>\n"
     "{% elif m.role == 'tool' %}{% if loop.first or messages[loop.index0 - 1].role != 'tool' %}"
     "<|im_start|>user{% endif %}{{ '\\n' }}<tool_response>\n{{ m.content }}\n</tool_response>"
@@ -131,9 +160,12 @@ def family_tokenizer(base, family: str):
     tok.chat_template = template
     return tok
 
+
 # Qwen3: the Qwen2.5 layout, and a model that thinks first (<think>...</think>).
-QWEN3 = QWEN25.replace("{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
-                       "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}")
+QWEN3 = QWEN25.replace(
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+)
 FAMILIES_THINKING = {"hermes": (QWEN_TOKENS + ["<think>", "</think>"], QWEN3)}
 
 

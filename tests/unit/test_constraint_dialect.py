@@ -65,8 +65,10 @@ def _free_text(words_banned: list[str], triggers: list[str] = ()) -> str:
     pairs = "".join(f'  ("{t}", call_{i}),\n' for i, t in enumerate(triggers))
     calls = "".join(f'call_{i} ::= (("X"))\n' for i in range(len(triggers)))
     banned = ", ".join(f'"{w}"' for w in words_banned)
-    return (f"{calls}text ::= TagDispatch(\n{pairs}  loop_after_dispatch=true,\n"
-            f"  excludes=({banned})\n)\nroot ::= ((text))\n")
+    return (
+        f"{calls}text ::= TagDispatch(\n{pairs}  loop_after_dispatch=true,\n"
+        f"  excludes=({banned})\n)\nroot ::= ((text))\n"
+    )
 
 
 def _matches(compiled, s: str) -> bool:
@@ -93,8 +95,15 @@ def test_banned_strings_never_appear_and_nothing_else_is_refused(compiler):
 def test_a_trigger_goes_on_with_its_rule(compiler):
     text = to_ebnf_0125(_free_text(["</t"], triggers=["<t>"]))
     grammar = compiler.compile_grammar(text)
-    for s, ok in [("<t>X", True), ("o<t>Xt", True), ("<t>", False), ("<t>t", False),
-                  ("</t", False), ("<<t>X<t>X", True), ("<x>", True)]:
+    for s, ok in [
+        ("<t>X", True),
+        ("o<t>Xt", True),
+        ("<t>", False),
+        ("<t>t", False),
+        ("</t", False),
+        ("<<t>X<t>X", True),
+        ("<x>", True),
+    ]:
         assert _matches(grammar, s) == ok, s
 
 
@@ -102,7 +111,7 @@ def test_what_the_old_version_cannot_read_is_refused_not_loosened():
     with pytest.raises(DialectError):
         to_ebnf_0125(_free_text(["<｜tool▁calls▁begin｜>"]))  # non-ASCII: 0.1.25 mis-reads it
     with pytest.raises(DialectError):
-        to_ebnf_0125('t ::= TagDispatch(\n  loop_after_dispatch=true,\n  new_option=1\n)')
+        to_ebnf_0125("t ::= TagDispatch(\n  loop_after_dispatch=true,\n  new_option=1\n)")
     assert to_ebnf_0125('root ::= "a"{0, -1} "b"{1, -1} "c"{2, -1}') == 'root ::= "a"* "b"+ "c"{2,}'
 
 
@@ -110,8 +119,16 @@ def test_a_schema_pattern_the_old_version_misreads_is_refused():
     from toolwire.constraints.compiler import in_dialect
 
     def schema(pattern):
-        return Constraint(Kind.JSON_SCHEMA, json.dumps({"type": "object", "properties": {
-            "word": {"type": "string", "pattern": pattern}}, "required": ["word"]}))
+        return Constraint(
+            Kind.JSON_SCHEMA,
+            json.dumps(
+                {
+                    "type": "object",
+                    "properties": {"word": {"type": "string", "pattern": pattern}},
+                    "required": ["word"],
+                }
+            ),
+        )
 
     cyrillic = schema("^[а-я]+$")
     with pytest.raises(DialectError) as e:
@@ -121,8 +138,10 @@ def test_a_schema_pattern_the_old_version_misreads_is_refused():
     # Every character (plain free text), and non-ASCII text in string literals (an enum), read
     # alike in both versions.
     assert to_ebnf_0125("root ::= (([\\0-\\U0010ffff]*))") == "root ::= (([\\0-\\U0010ffff]*))"
-    assert in_dialect(Constraint(Kind.JSON_SCHEMA, json.dumps({"enum": ["éte", "｜"]})),
-                      EBNF).kind is Kind.EBNF
+    assert (
+        in_dialect(Constraint(Kind.JSON_SCHEMA, json.dumps({"enum": ["éte", "｜"]})), EBNF).kind
+        is Kind.EBNF
+    )
 
 
 def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
@@ -131,8 +150,14 @@ def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
 
     info = xgr.TokenizerInfo(VOCAB + ["<eos>"], stop_token_ids=[len(VOCAB)])
     clock = [Tool("get_time", "", None)]
-    cyrillic = [Tool("spell", "", {"type": "object", "properties": {"w": {
-        "type": "string", "pattern": "^[а-я]+$"}}}, strict=True)]
+    cyrillic = [
+        Tool(
+            "spell",
+            "",
+            {"type": "object", "properties": {"w": {"type": "string", "pattern": "^[а-я]+$"}}},
+            strict=True,
+        )
+    ]
 
     async def check(pool, fmt_name, tools, mode):
         """The constraint the template would send, or the RequestError it would answer."""
@@ -148,15 +173,23 @@ def test_a_mode_the_engine_cannot_enforce_is_a_400_naming_it(tmp_path):
         pool = CompilePool(info.serialize_json(), workers=1)  # a real worker process
         await pool.start()
         try:
-            return [await check(pool, *case) for case in (
-                ("deepseek_v3", clock, "auto"), ("deepseek_v3", clock, "required"),
-                ("hermes", cyrillic, "required"))]
+            return [
+                await check(pool, *case)
+                for case in (
+                    ("deepseek_v3", clock, "auto"),
+                    ("deepseek_v3", clock, "required"),
+                    ("hermes", cyrillic, "required"),
+                )
+            ]
         finally:
             pool.close()
 
     free_text, forced, pattern = asyncio.run(all_three())
     assert (free_text.param, free_text.code, free_text.status) == (
-        "tool_choice", "unsupported_by_engine", 400)
+        "tool_choice",
+        "unsupported_by_engine",
+        400,
+    )
     assert "deepseek_v3" in free_text.message and "required" in free_text.message
     assert forced.WhichOneof("kind") == "ebnf"
     # The cause is the schema: the param says so.
@@ -168,8 +201,9 @@ class _Tok:
 
 
 def test_trtllm_takes_grammars_only():
-    assert guided_decoding(dict, Constraint(Kind.EBNF, 'root ::= "a"')) == \
-        {"grammar": 'root ::= "a"'}
+    assert guided_decoding(dict, Constraint(Kind.EBNF, 'root ::= "a"')) == {
+        "grammar": 'root ::= "a"'
+    }
     assert guided_decoding(dict, Constraint(Kind.REGEX, "a+")) == {"regex": "a+"}
     assert guided_decoding(dict, None) is None
     for kind in (Kind.JSON_SCHEMA, Kind.STRUCTURAL_TAG):

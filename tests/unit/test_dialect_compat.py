@@ -28,9 +28,18 @@ PROBE = Path(__file__).with_name("dialect_probe.py")
 OLD = "0.1.25"
 # Strings each constraint is asked about besides the random samples: the markers the
 # constraints ban from free text, and JSON with more whitespace than toolwire allows.
-PROBES = ["hello", "hi <tool_call>", "x <tool_response>", "a </tool", "<think>a</think>b",
-          '{"answer":  "x"}', '{"answer": "x"}', "[TOOL_CALLS] [", "<|python_tag|>{",
-          '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>']
+PROBES = [
+    "hello",
+    "hi <tool_call>",
+    "x <tool_response>",
+    "a </tool",
+    "<think>a</think>b",
+    '{"answer":  "x"}',
+    '{"answer": "x"}',
+    "[TOOL_CALLS] [",
+    "<|python_tag|>{",
+    '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,27 +47,50 @@ def old_xgrammar(tmp_path_factory) -> Path:
     """xgrammar 0.1.25 alone in a throwaway folder, put first on the path of the probe's
     interpreter (its own dependencies are toolwire's)."""
     target = tmp_path_factory.mktemp("xgrammar-0.1.25")
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                           "--disable-pip-version-check", "--target", str(target),
-                           f"xgrammar=={OLD}"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            f"xgrammar=={OLD}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, f"pip could not install xgrammar {OLD}:\n{done.stderr}"
     return target
 
 
-def probe(tmp_path: Path, constraints: list[dict], probes: dict, walks: int,
-          path: Path | None = None) -> dict:
+def probe(
+    tmp_path: Path, constraints: list[dict], probes: dict, walks: int, path: Path | None = None
+) -> dict:
     job, out = tmp_path / "job.json", tmp_path / "out.json"
-    job.write_text(json.dumps({"constraints": constraints, "probes": probes, "walks": walks,
-                               "seed": 1}))
+    job.write_text(
+        json.dumps({"constraints": constraints, "probes": probes, "walks": walks, "seed": 1})
+    )
     env = dict(os.environ)
     if path:
         env["PYTHONPATH"] = os.pathsep.join([str(path)] + [p for p in sys.path if p])
-    version = subprocess.run([sys.executable, "-c", "import importlib.metadata as m; "
-                              "print(m.version('xgrammar'))"], env=env, capture_output=True,
-                             text=True).stdout.strip()
+    version = subprocess.run(
+        [sys.executable, "-c", "import importlib.metadata as m; print(m.version('xgrammar'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert version == (OLD if path else "0.2.8")
-    done = subprocess.run([sys.executable, str(PROBE), str(job), str(out)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(PROBE), str(job), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -74,25 +106,35 @@ def test_every_constraint_means_the_same_in_both_dialects(tmp_path, old_xgrammar
             refused[sid] = str(e)
 
     # Refused, and only there: deepseek_v3's free text, whose markers are non-ASCII.
-    assert set(refused) == {sid for sid in native if sid.startswith(
-        ("deepseek_v3/auto/", "deepseek_v3/none/")) and sid.endswith("/text")}, refused
+    assert set(refused) == {
+        sid
+        for sid in native
+        if sid.startswith(("deepseek_v3/auto/", "deepseek_v3/none/")) and sid.endswith("/text")
+    }, refused
     assert len(grammars) > 300
 
     ids = sorted(grammars)
     new_samples = probe(tmp_path, [native[i] for i in ids], {}, walks=3)
     old_samples = probe(tmp_path, [grammars[i] for i in ids], {}, walks=3, path=old_xgrammar)
-    errors = {i: r["error"] for r in (new_samples, old_samples) for i, r in r.items()
-              if "error" in r}
+    errors = {
+        i: r["error"] for r in (new_samples, old_samples) for i, r in r.items() if "error" in r
+    }
     assert not errors, errors  # everything compiles under both versions
 
-    asked = {i: sorted(set(PROBES + new_samples[i]["samples"] + old_samples[i]["samples"]))
-             for i in ids}
+    asked = {
+        i: sorted(set(PROBES + new_samples[i]["samples"] + old_samples[i]["samples"])) for i in ids
+    }
     reference = probe(tmp_path, [native[i] for i in ids], asked, walks=0)
     on_old = probe(tmp_path, [grammars[i] for i in ids], asked, walks=0, path=old_xgrammar)
     on_new = probe(tmp_path, [grammars[i] for i in ids], asked, walks=0)
-    differ = [(i, s, a, b, c) for i in ids for s, a, b, c in zip(
-        asked[i], reference[i]["verdicts"], on_old[i]["verdicts"], on_new[i]["verdicts"])
-        if not a == b == c]
+    differ = [
+        (i, s, a, b, c)
+        for i in ids
+        for s, a, b, c in zip(
+            asked[i], reference[i]["verdicts"], on_old[i]["verdicts"], on_new[i]["verdicts"]
+        )
+        if not a == b == c
+    ]
     assert not differ, differ[:10]
 
     # Not vacuous: the walks reached calls, and the probes met both verdicts.

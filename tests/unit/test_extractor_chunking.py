@@ -18,7 +18,7 @@ OUTPUTS = [
     '\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
     '<tool_call>\n{"name": "get_weather", "arguments": {"s": "\\u00e9t\\u00e9\\n", "n": [1, {"a": []}]}}'
     "\n</tool_call>",
-    'I think <tool_call> is a tag.',  # a marker that does not open a real call
+    "I think <tool_call> is a tag.",  # a marker that does not open a real call
     '<tool_call>\n{"name": "unknown_tool", "arguments": {}}\n</tool_call>',
     '<tool_call>\n{"name": "get_weather", "arguments": 42}\n</tool_call>',
     '<tool_call>\n{"name": "get_weather", "arguments": {"cut": "mid',  # max tokens mid-call

@@ -21,21 +21,40 @@ from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from .family_tokenizers import FAMILIES, family_tokenizer
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
-WEATHER = Tool("get_weather", "Get the weather.", {
-    "type": "object", "properties": {"city": {"type": "string"},
-                                     "unit": {"type": "string", "enum": ["c", "f"]}},
-    "required": ["city", "unit"], "additionalProperties": False}, strict=True)
+WEATHER = Tool(
+    "get_weather",
+    "Get the weather.",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+    strict=True,
+)
 TIME = Tool("get_time", "The time.")
 TOOLS = [WEATHER, TIME]
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
     {"role": "user", "content": "Weather in Paris and Rome?"},
-    {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-        {"id": "call_abc", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"city":"Paris","unit":"c"}'}},
-        {"id": "call_def", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"city": "Rome", "unit": "c"}'}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "tool_calls": [
+            {
+                "id": "call_abc",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris","unit":"c"}'},
+            },
+            {
+                "id": "call_def",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Rome", "unit": "c"}'},
+            },
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_abc", "content": "14C"},
     {"role": "tool", "tool_call_id": "call_def", "content": "18C"},
 ]
@@ -43,7 +62,9 @@ CONVERSATION = [
 
 # How each family writes a list of calls [(name, arguments JSON)].
 def _hermes(calls):
-    return "\n".join(f'<tool_call>\n{{"name": "{n}", "arguments": {a}}}\n</tool_call>' for n, a in calls)
+    return "\n".join(
+        f'<tool_call>\n{{"name": "{n}", "arguments": {a}}}\n</tool_call>' for n, a in calls
+    )
 
 
 def _llama(calls):
@@ -57,17 +78,28 @@ def _mistral(calls):
 def _pythonic(calls):
     def kwargs(a):
         return ", ".join(f"{k}={json.dumps(v)}" for k, v in json.loads(a).items())
+
     return "[" + ", ".join(f"{n}({kwargs(a)})" for n, a in calls) + "]"
 
 
 def _deepseek(calls):
-    return "<｜tool▁calls▁begin｜>" + "\n".join(
-        f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{n}\n```json\n{a}\n```<｜tool▁call▁end｜>"
-        for n, a in calls) + "<｜tool▁calls▁end｜>"
+    return (
+        "<｜tool▁calls▁begin｜>"
+        + "\n".join(
+            f"<｜tool▁call▁begin｜>function<｜tool▁sep｜>{n}\n```json\n{a}\n```<｜tool▁call▁end｜>"
+            for n, a in calls
+        )
+        + "<｜tool▁calls▁end｜>"
+    )
 
 
-WRITE = {"hermes": _hermes, "llama3_json": _llama, "mistral": _mistral, "pythonic": _pythonic,
-         "deepseek_v3": _deepseek}
+WRITE = {
+    "hermes": _hermes,
+    "llama3_json": _llama,
+    "mistral": _mistral,
+    "pythonic": _pythonic,
+    "deepseek_v3": _deepseek,
+}
 W = ("get_weather", '{"city": "Paris", "unit": "c"}')
 T = ("get_time", "{}")
 BAD_ENUM = ("get_weather", '{"city": "Paris", "unit": "kelvin"}')
@@ -104,12 +136,16 @@ def test_plain_rendering_round_trips_past_calls(family, tokenizer):
     written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
     delta = fmt.extractor([WEATHER]).parse_complete(written)
     if fmt.plain_style().calls_text is narrated_calls:  # hermes tells finished rounds in words
-        assert written == ('Let me call get_weather({"city": "Paris", "unit": "c"}). '
-                           'Let me call get_weather({"city": "Rome", "unit": "c"}).')
+        assert written == (
+            'Let me call get_weather({"city": "Paris", "unit": "c"}). '
+            'Let me call get_weather({"city": "Rome", "unit": "c"}).'
+        )
         assert not delta.calls
         return
-    assert [(c.name, json.loads(c.arguments)) for c in delta.calls] == \
-        [("get_weather", {"city": "Paris", "unit": "c"}), ("get_weather", {"city": "Rome", "unit": "c"})]
+    assert [(c.name, json.loads(c.arguments)) for c in delta.calls] == [
+        ("get_weather", {"city": "Paris", "unit": "c"}),
+        ("get_weather", {"city": "Rome", "unit": "c"}),
+    ]
 
 
 def _accepts(family, mode, text, parallel=True, name=None):
@@ -119,20 +155,23 @@ def _accepts(family, mode, text, parallel=True, name=None):
     return m.accept_string(text) and m.accept_token(tok.eos_token_id) and m.is_terminated()
 
 
-@pytest.mark.parametrize("mode,calls,ok", [
-    ("auto", None, True),
-    ("auto", [W], True),
-    ("auto", [W, T], True),
-    ("auto", [BAD_ENUM], False),
-    ("auto", [MISSING], False),
-    ("auto", [UNKNOWN], False),
-    ("none", None, True),
-    ("none", [W], False),
-    ("required", [W], True),
-    ("required", [T, W], True),
-    ("required", None, False),
-    ("required", [BAD_ENUM], False),
-])
+@pytest.mark.parametrize(
+    "mode,calls,ok",
+    [
+        ("auto", None, True),
+        ("auto", [W], True),
+        ("auto", [W, T], True),
+        ("auto", [BAD_ENUM], False),
+        ("auto", [MISSING], False),
+        ("auto", [UNKNOWN], False),
+        ("none", None, True),
+        ("none", [W], False),
+        ("required", [W], True),
+        ("required", [T, W], True),
+        ("required", None, False),
+        ("required", [BAD_ENUM], False),
+    ],
+)
 def test_constraint_modes(family, mode, calls, ok):
     name = family[0]
     text = "Just text." if calls is None else WRITE[name](calls)
@@ -143,8 +182,12 @@ def test_constraint_modes(family, mode, calls, ok):
 
 def test_pythonic_auto_leaves_brackets_in_prose_alone(tokenizer):
     tok = family_tokenizer(tokenizer, "pythonic")
-    family = ("pythonic", tok, get_format("pythonic", tok),
-              ConstraintCompiler(tok, len(tok), [tokenizer.eos_token_id]))
+    family = (
+        "pythonic",
+        tok,
+        get_format("pythonic", tok),
+        ConstraintCompiler(tok, len(tok), [tokenizer.eos_token_id]),
+    )
     assert _accepts(family, "auto", "See [1] and [get_time] for details.")
     assert not _accepts(family, "auto", '[get_weather(city=3, unit="c")]')
 
@@ -161,9 +204,17 @@ def test_named_choice_forces_that_tool(family):
     assert not _accepts(family, "named", write([W]), name="get_time")
 
 
-TRICKY = ("get_weather", json.dumps({"city": 'Pa"ris}] </tool_call> [TOOL_CALLS] ```<｜tool▁call▁end｜>',
-                                     "unit": "c", "note": "\u00e9t\u00e9 ☕\nnew line"},
-                                    ensure_ascii=False))
+TRICKY = (
+    "get_weather",
+    json.dumps(
+        {
+            "city": 'Pa"ris}] </tool_call> [TOOL_CALLS] ```<｜tool▁call▁end｜>',
+            "unit": "c",
+            "note": "\u00e9t\u00e9 ☕\nnew line",
+        },
+        ensure_ascii=False,
+    ),
+)
 
 
 def _outputs(name):

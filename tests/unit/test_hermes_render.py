@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from toolwire.formats import Tool, get_format
 
-WEATHER = Tool("get_weather", "Get the weather.", {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+WEATHER = Tool(
+    "get_weather",
+    "Get the weather.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
 
 GOLDEN = (
     "<|im_start|>system\n"
@@ -27,8 +30,11 @@ GOLDEN = (
 
 
 def _call(i, city):
-    return {"id": f"call_{i}", "type": "function",
-            "function": {"name": "get_weather", "arguments": f'{{"city":"{city}"}}'}}
+    return {
+        "id": f"call_{i}",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": f'{{"city":"{city}"}}'},
+    }
 
 
 def test_golden_conversation_with_calls_and_results(tokenizer):
@@ -36,8 +42,12 @@ def test_golden_conversation_with_calls_and_results(tokenizer):
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Weather in Paris and Rome?"}]},
         # As the SDK echoes it: content null, extra null fields.
-        {"role": "assistant", "content": None, "refusal": None,
-         "tool_calls": [_call(1, "Paris"), _call(2, "Rome")]},
+        {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "tool_calls": [_call(1, "Paris"), _call(2, "Rome")],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "14C"},
         {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "18C"}]},
     ]
@@ -46,8 +56,7 @@ def test_golden_conversation_with_calls_and_results(tokenizer):
 
 def test_without_tools_the_model_template_is_untouched(tokenizer):
     messages = [{"role": "user", "content": "hi"}]
-    expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                             tokenize=False)
+    expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert get_format("hermes").render(tokenizer, messages, []) == expected
 
 
@@ -55,9 +64,14 @@ def test_a_past_call_is_told_in_words_that_never_read_back_as_a_call(tokenizer):
     """bench/tool_rounds.py: told in words, the 135M model answers from the result; in markup it
     calls again or loops on markup (formats/hermes.py has the figures)."""
     fmt = get_format("hermes")
-    rendered = fmt.render(tokenizer, [
-        {"role": "user", "content": "x"},
-        {"role": "assistant", "content": None, "tool_calls": [_call(1, "Oslo")]}], [WEATHER])
+    rendered = fmt.render(
+        tokenizer,
+        [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": None, "tool_calls": [_call(1, "Oslo")]},
+        ],
+        [WEATHER],
+    )
     written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
     assert written == 'Let me call get_weather({"city": "Oslo"}).'
     delta = fmt.extractor([WEATHER]).parse_complete(written)
@@ -68,5 +82,4 @@ def test_tool_choice_none_leaves_out_the_block_that_says_how_to_call(tokenizer):
     messages = [{"role": "user", "content": "hi"}]
     fmt = get_format("hermes")
     assert "<tools>" in fmt.render(tokenizer, messages, [WEATHER], "auto")
-    assert fmt.render(tokenizer, messages, [WEATHER], "none") == fmt.render(
-        tokenizer, messages, [])
+    assert fmt.render(tokenizer, messages, [WEATHER], "none") == fmt.render(tokenizer, messages, [])

@@ -46,8 +46,17 @@ def test_every_object_validates_against_the_kubernetes_schemas(objects):
             continue
         kv.validate(obj, version, strict=True)  # raises with the path of what is wrong
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-            "NetworkPolicy", "ServiceMonitor", "Secret", "ConfigMap", "Namespace"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "Secret",
+        "ConfigMap",
+        "Namespace",
+    } <= kinds
 
 
 def test_objects_agree_with_each_other(objects):
@@ -55,8 +64,9 @@ def test_objects_agree_with_each_other(objects):
     services = _by_kind(objects, "Service")
     secrets = _by_kind(objects, "Secret")
     pod_labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deployments.items()}
-    assert set(deployments) == {f"toolwire-{s}" for s in
-                                ("gateway", "template", "decode", "extractor")}
+    assert set(deployments) == {
+        f"toolwire-{s}" for s in ("gateway", "template", "decode", "extractor")
+    }
     for name, svc in services.items():  # every Service selects a Deployment's pods
         sel = svc["spec"]["selector"]
         assert any(sel.items() <= labels.items() for labels in pod_labels.values()), name
@@ -85,8 +95,11 @@ def test_objects_agree_with_each_other(objects):
         sel = pdb["spec"]["selector"]["matchLabels"]
         assert any(sel.items() <= labels.items() for labels in pod_labels.values())
     monitor = _by_kind(objects, "ServiceMonitor")["toolwire"]["spec"]
-    scraped = [s for s in services.values()
-               if monitor["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    scraped = [
+        s
+        for s in services.values()
+        if monitor["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
     assert len(scraped) == 4
     for s in scraped:  # each Service has a port one of the endpoints scrapes
         assert {p["name"] for p in s["spec"]["ports"]} & {e["port"] for e in monitor["endpoints"]}

@@ -14,8 +14,16 @@ from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.errors import RequestError
 from toolwire.request.limits import Limits, _depth, check_request, completion_budget
 
-SMALL = Limits(max_messages=2, max_tools=1, max_schema_bytes=200, max_schema_depth=3,
-               max_enum_values=2, max_stop=1, max_stop_chars=3, max_concurrent_requests=1)
+SMALL = Limits(
+    max_messages=2,
+    max_tools=1,
+    max_schema_bytes=200,
+    max_schema_depth=3,
+    max_enum_values=2,
+    max_stop=1,
+    max_stop_chars=3,
+    max_concurrent_requests=1,
+)
 
 
 def _request(**kw) -> chat_pb2.ChatCompletionRequest:
@@ -39,17 +47,29 @@ def test_depth_counts_objects_and_arrays():
 def test_each_limit_names_its_parameter():
     tool = lambda p: common.FunctionTool(name="f", parameters_json=json.dumps(p))  # noqa: E731
     assert _param(_request(messages=[common.ChatMessage(role="user")] * 3)) == (
-        "messages", "too_many_messages")
+        "messages",
+        "too_many_messages",
+    )
     assert _param(_request(tools=[tool({}), tool({})])) == ("tools", "too_many_tools")
     assert _param(_request(tools=[tool({"description": "x" * 300})])) == (
-        "tools[0].function.parameters", "schema_too_large")
+        "tools[0].function.parameters",
+        "schema_too_large",
+    )
     assert _param(_request(tools=[tool({"a": {"b": {"c": {}}}})])) == (
-        "tools[0].function.parameters", "schema_too_deep")
+        "tools[0].function.parameters",
+        "schema_too_deep",
+    )
     assert _param(_request(tools=[tool({"enum": [1, 2, 3]})])) == (
-        "tools[0].function.parameters", "enum_too_large")
-    assert _param(_request(response_format=common.ResponseFormat(
-        type="json_schema", schema_json='{"enum": [1, 2, 3]}'))) == (
-        "response_format.json_schema.schema", "enum_too_large")
+        "tools[0].function.parameters",
+        "enum_too_large",
+    )
+    assert _param(
+        _request(
+            response_format=common.ResponseFormat(
+                type="json_schema", schema_json='{"enum": [1, 2, 3]}'
+            )
+        )
+    ) == ("response_format.json_schema.schema", "enum_too_large")
     assert _param(_request(stop=["a", "b"])) == ("stop", "too_many_stop_sequences")
     assert _param(_request(stop=["abcd"])) == ("stop[0]", "stop_too_long")
     check_request(_request(stop=["abc"], tools=[tool({"enum": [1, 2]})]), SMALL)  # at the limits
@@ -57,8 +77,7 @@ def test_each_limit_names_its_parameter():
 
 def test_max_tokens_must_fit_the_context_with_the_prompt():
     limits = Limits()
-    assert completion_budget(_request(max_completion_tokens=90), 10, 100, limits) == (
-        90, "request")
+    assert completion_budget(_request(max_completion_tokens=90), 10, 100, limits) == (90, "request")
     with pytest.raises(RequestError) as e:
         completion_budget(_request(max_completion_tokens=91), 10, 100, limits)
     assert (e.value.param, e.value.code) == ("max_tokens", "context_length_exceeded")
@@ -69,7 +88,9 @@ def test_a_request_without_max_tokens_gets_the_server_default_or_what_the_contex
     assert completion_budget(_request(), 10, 1000, limits) == (50, "server_default")
     assert completion_budget(_request(), 980, 1000, limits) == (20, "context")
     assert completion_budget(_request(max_completion_tokens=500), 10, 1000, limits) == (
-        500, "request")
+        500,
+        "request",
+    )
     with pytest.raises(RequestError) as e:
         completion_budget(_request(max_completion_tokens=501), 10, 1000, limits)
     assert (e.value.param, e.value.code) == ("max_tokens", "invalid_value")

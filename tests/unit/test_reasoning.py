@@ -20,9 +20,18 @@ from .family_tokenizers import thinking_tokenizer
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
 THOUGHT = 'The user wants weather. I could write <tool_call>{"name": "x"}</tool_call> but no.'
-TOOLS = [Tool("get_weather", parameters={"type": "object", "properties": {
-    "city": {"type": "string"}}, "required": ["city"], "additionalProperties": False},
-    strict=True)]
+TOOLS = [
+    Tool(
+        "get_weather",
+        parameters={
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        strict=True,
+    )
+]
 
 
 def _run(text, cuts, mode=STARTED):
@@ -60,11 +69,17 @@ def _servicer(tokenizer):
 
 def test_constraint_lets_reasoning_run_free_then_forces_the_call(tokenizer):
     tok, servicer = _servicer(tokenizer)
-    r = servicer.render(template_pb2.RenderChatRequest(
-        messages=[common.ChatMessage(role="user", content="Weather in Paris?")],
-        tools=[common.FunctionTool(name="get_weather", strict=True,
-                                   parameters_json=json.dumps(TOOLS[0].parameters))],
-        tool_choice=common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED)))
+    r = servicer.render(
+        template_pb2.RenderChatRequest(
+            messages=[common.ChatMessage(role="user", content="Weather in Paris?")],
+            tools=[
+                common.FunctionTool(
+                    name="get_weather", strict=True, parameters_json=json.dumps(TOOLS[0].parameters)
+                )
+            ],
+            tool_choice=common.ToolChoice(mode=common.ToolChoice.MODE_REQUIRED),
+        )
+    )
     assert r.reasoning == STARTED and r.prompt_text.endswith("<think>\n")
     compiler = ConstraintCompiler(tok, len(tok), servicer.stop_ids)
     grammar = compiler.compile_constraint(r.constraint)

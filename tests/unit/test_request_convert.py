@@ -19,14 +19,27 @@ def convert(**body):
 
 
 def test_sdk_echoed_assistant_message_is_accepted():
-    p = convert(messages=[
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": None, "refusal": None, "annotations": [],
-         "audio": None, "function_call": None, "tool_calls": [
-             {"id": "call_1", "type": "function",
-              "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "ok"}]},
-    ])
+    p = convert(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "annotations": [],
+                "audio": None,
+                "function_call": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "ok"}]},
+        ]
+    )
     assert p.messages[1].tool_calls[0].function.name == "f"
     assert not p.messages[1].HasField("content")
     assert p.messages[2].content_parts[0].text == "ok"
@@ -34,18 +47,26 @@ def test_sdk_echoed_assistant_message_is_accepted():
 
 def test_sampling_and_limits():
     p = convert(temperature=0.5, top_p=0.9, seed=3, stop="END", max_tokens=7)
-    assert (p.temperature, round(p.top_p, 3), p.seed, list(p.stop), p.max_completion_tokens) == \
-        (0.5, 0.9, 3, ["END"], 7)
+    assert (p.temperature, round(p.top_p, 3), p.seed, list(p.stop), p.max_completion_tokens) == (
+        0.5,
+        0.9,
+        3,
+        ["END"],
+        7,
+    )
     assert convert(max_tokens=7, max_completion_tokens=9).max_completion_tokens == 9
     assert convert(seed=-1).seed == 2**64 - 1
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"n": 3}, "n"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"tool_choice": "auto"}, "tool_choice"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"n": 3}, "n"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+    ],
+)
 def test_refusals_name_the_parameter(body, param):
     with pytest.raises(RequestError) as e:
         check_request(convert(**body), Limits())  # the proto check, for REST and gRPC alike
@@ -60,10 +81,15 @@ def test_the_template_service_runs_the_same_checks():
     assert e.value.param == "tools[1].function.name"
 
 
-@pytest.mark.parametrize("body,param", [({"max_tokens": 2**32}, "max_tokens"),
-                                        ({"max_completion_tokens": 4294967296.0},
-                                         "max_completion_tokens"),
-                                        ({"seed": 2**64}, "seed"), ({"seed": -2**63 - 1}, "seed")])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"max_tokens": 2**32}, "max_tokens"),
+        ({"max_completion_tokens": 4294967296.0}, "max_completion_tokens"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+    ],
+)
 def test_integers_out_of_range_are_400s(body, param):
     # Found by schemathesis: they overflowed the proto's integer fields (a 500).
     import pydantic

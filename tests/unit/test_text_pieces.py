@@ -9,7 +9,7 @@ from toolwire.constraints.schemas import unsupported_keywords
 from toolwire.services.extractor.detokenizer import IncrementalDetokenizer
 from toolwire.services.extractor.stop_strings import StopStrings
 
-TEXT = "Grüße aus Zürich ☕ — 東京 🌧️ {\"a\": \"\\u00e9\"}\n<tool_call>"
+TEXT = 'Grüße aus Zürich ☕ — 東京 🌧️ {"a": "\\u00e9"}\n<tool_call>'
 
 
 @settings(max_examples=100, deadline=None)
@@ -33,13 +33,20 @@ def test_stop_strings_cut_at_the_first_match_across_pieces():
 
 
 def test_keyword_policy():
-    schema = {"type": "object", "title": "T", "properties": {
-        "a": {"type": "array", "uniqueItems": True},
-        "b": {"anyOf": [{"$ref": "#/$defs/X"}, {"type": "null"}]},
-        "c": {"type": "string", "format": "email"},
-        "d": {"type": "string", "format": "credit-card"}},
-        "$defs": {"X": {"type": "object", "patternProperties": {"^x": {}}}}}
+    schema = {
+        "type": "object",
+        "title": "T",
+        "properties": {
+            "a": {"type": "array", "uniqueItems": True},
+            "b": {"anyOf": [{"$ref": "#/$defs/X"}, {"type": "null"}]},
+            "c": {"type": "string", "format": "email"},
+            "d": {"type": "string", "format": "credit-card"},
+        },
+        "$defs": {"X": {"type": "object", "patternProperties": {"^x": {}}}},
+    }
     found = sorted(unsupported_keywords(schema))
-    assert found == [("/$defs/X/patternProperties", "patternProperties"),
-                     ("/properties/a/uniqueItems", "uniqueItems"),
-                     ("/properties/d/format", "format: credit-card")]
+    assert found == [
+        ("/$defs/X/patternProperties", "patternProperties"),
+        ("/properties/a/uniqueItems", "uniqueItems"),
+        ("/properties/d/format", "format: credit-card"),
+    ]

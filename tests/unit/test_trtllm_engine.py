@@ -32,9 +32,14 @@ def test_a_per_request_seed_is_refused_not_ignored():
 
 
 def test_limits_come_from_the_checkpoint_config(tmp_path):
-    LlamaConfig(max_position_embeddings=4096, vocab_size=32064, hidden_size=64,
-                intermediate_size=128, num_hidden_layers=1,
-                num_attention_heads=2).save_pretrained(tmp_path)
+    LlamaConfig(
+        max_position_embeddings=4096,
+        vocab_size=32064,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+    ).save_pretrained(tmp_path)
     assert model_limits(str(tmp_path), None) == (4096, 32064)  # padded vocab, not the tokenizer's
     assert model_limits(str(tmp_path), 2048) == (2048, 32064)
     assert model_limits(str(tmp_path), 10_000) == (4096, 32064)
@@ -42,8 +47,9 @@ def test_limits_come_from_the_checkpoint_config(tmp_path):
 
 @pytest.mark.parametrize("model", ["embedded", "random:tiny"])
 def test_the_embedded_model_is_for_the_torch_engine(model):
-    args = SimpleNamespace(model=model, tensor_parallel_size=1, max_batch=8,
-                           kv_cache_fraction=0.8, max_model_len=None)
+    args = SimpleNamespace(
+        model=model, tensor_parallel_size=1, max_batch=8, kv_cache_fraction=0.8, max_model_len=None
+    )
     with pytest.raises(SystemExit) as e:
         TrtllmEngine.from_args(args)
     assert "Hugging Face checkpoint" in str(e.value) and "engine folder" in str(e.value)
@@ -86,12 +92,17 @@ def test_errors_that_are_the_requests_fault_are_400s():
 
     grammar = request_error(RequestError("Failed to compile the guided decoding grammar"))
     assert grammar is not None and grammar.param == "constraint"
-    too_long = request_error(ValueError("The sum of prompt length (9000) should not exceed "
-                                        "max_num_tokens (8192)"))
+    too_long = request_error(
+        ValueError("The sum of prompt length (9000) should not exceed max_num_tokens (8192)")
+    )
     assert too_long is not None and too_long.param == "messages"
     # Other releases raise the same check as a RequestError (llmapi/llm.py _check_arguments).
-    too_long = request_error(RequestError("The sum of prompt length (9000.0), query length (0) "
-                                          "should not exceed max_num_tokens (8192)"))
+    too_long = request_error(
+        RequestError(
+            "The sum of prompt length (9000.0), query length (0) "
+            "should not exceed max_num_tokens (8192)"
+        )
+    )
     assert too_long is not None and too_long.param == "messages"
     assert request_error(RequestError("executor worker died")) is None  # a real fault: 500
     assert request_error(RuntimeError("CUDA error")) is None

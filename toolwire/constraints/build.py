@@ -33,21 +33,30 @@ def tool_schemas(fmt: ToolFormat, tools: list[Tool]) -> dict[str, Any]:
     schemas = {}
     for i, t in enumerate(tools):
         param = f"tools[{i}].function.parameters"
-        schema = enforceable_schema(t.parameters if t.parameters is not None else NO_PARAMETERS,
-                                    t.strict, param)
+        schema = enforceable_schema(
+            t.parameters if t.parameters is not None else NO_PARAMETERS, t.strict, param
+        )
         why = fmt.unenforceable(schema) if t.strict else None
         if why:
-            raise RequestError(f"Invalid schema for {param}: the {fmt.name} tool format cannot "
-                               f"enforce it in strict mode ({why}).", param=param,
-                               code="unsupported_schema_keyword")
+            raise RequestError(
+                f"Invalid schema for {param}: the {fmt.name} tool format cannot "
+                f"enforce it in strict mode ({why}).",
+                param=param,
+                code="unsupported_schema_keyword",
+            )
         schemas[t.name] = schema
     return schemas
 
 
-def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, parallel: bool,
-                     response_format: common.ResponseFormat,
-                     reasoning: str = NONE, has_tool_results: bool = False
-                     ) -> common.Constraint | None:
+def build_constraint(
+    fmt: ToolFormat,
+    tools: list[Tool],
+    choice: ToolChoice,
+    parallel: bool,
+    response_format: common.ResponseFormat,
+    reasoning: str = NONE,
+    has_tool_results: bool = False,
+) -> common.Constraint | None:
     """The request's constraint; with `reasoning`, free thinking runs first (formats.reasoning).
     `has_tool_results`: the prompt shows tool results, whose markup free text may not echo."""
     text_schema = response_schema(response_format)
@@ -56,21 +65,29 @@ def build_constraint(fmt: ToolFormat, tools: list[Tool], choice: ToolChoice, par
         if text_schema is not None and choice.mode == "auto":
             # A text answer must follow response_format; or the model calls tools.
             forced = fmt.constraint(tools, schemas, ToolChoice("required"), parallel)
-            return _tag({"type": "or", "elements": [forced, schema_content(text_schema)]},
-                        reasoning)
-        return _tag(ban_in_text(fmt.constraint(tools, schemas, choice, parallel),
-                                fmt.result_markers), reasoning)
+            return _tag(
+                {"type": "or", "elements": [forced, schema_content(text_schema)]}, reasoning
+            )
+        return _tag(
+            ban_in_text(fmt.constraint(tools, schemas, choice, parallel), fmt.result_markers),
+            reasoning,
+        )
     if text_schema is not None:
         if reasoning:
             return _tag(schema_content(text_schema), reasoning)
         return common.Constraint(json_schema=json.dumps(text_schema))
     if tools:  # tool_choice none: the call marker is banned (no schema is used)
-        return _tag(ban_in_text(fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice,
-                                               parallel), fmt.result_markers + fmt.tag_prefixes),
-                    reasoning)
+        return _tag(
+            ban_in_text(
+                fmt.constraint(tools, {t.name: ANY_OBJECT for t in tools}, choice, parallel),
+                fmt.result_markers + fmt.tag_prefixes,
+            ),
+            reasoning,
+        )
     if has_tool_results and fmt.result_markers:  # no tools offered: no tag is the model's
-        return _tag(ban_in_text({"type": "any_text"}, fmt.result_markers + fmt.tag_prefixes),
-                    reasoning)
+        return _tag(
+            ban_in_text({"type": "any_text"}, fmt.result_markers + fmt.tag_prefixes), reasoning
+        )
     return None
 
 
@@ -88,10 +105,14 @@ def response_schema(rf: common.ResponseFormat) -> Any | None:
         return None
     if rf.type == "json_object":
         return ANY_OBJECT
-    return enforceable_schema(json.loads(rf.schema_json), rf.strict,
-                              "response_format.json_schema.schema")
+    return enforceable_schema(
+        json.loads(rf.schema_json), rf.strict, "response_format.json_schema.schema"
+    )
 
 
 def _tag(fmt: dict, reasoning: str) -> common.Constraint:
-    return common.Constraint(structural_tag=json.dumps(
-        {"type": "structural_tag", "format": wrap_constraint(fmt, reasoning)}))
+    return common.Constraint(
+        structural_tag=json.dumps(
+            {"type": "structural_tag", "format": wrap_constraint(fmt, reasoning)}
+        )
+    )

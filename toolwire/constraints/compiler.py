@@ -25,10 +25,17 @@ class ConstraintCompiler:
     """The torch engine's compiler: xgrammar, cached by constraint, so a repeated tool set
     compiles once."""
 
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int],
-                 cache_size: int = 256, info: xgr.TokenizerInfo | None = None):
+    def __init__(
+        self,
+        tokenizer: Any,
+        vocab_size: int,
+        stop_token_ids: list[int],
+        cache_size: int = 256,
+        info: xgr.TokenizerInfo | None = None,
+    ):
         self.info = info or xgr.TokenizerInfo.from_huggingface(
-            tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids)
+            tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids
+        )
         self.compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_enabled=False)
         self.compiles = 0
         self.compile = functools.lru_cache(maxsize=cache_size)(self._compile)
@@ -82,8 +89,7 @@ class CompileResult:
     message: str = ""  # why not, for the others
 
 
-def check_in_dialect(compiler: xgr.GrammarCompiler, c: Constraint,
-                     dialect: str) -> CompileResult:
+def check_in_dialect(compiler: xgr.GrammarCompiler, c: Constraint, dialect: str) -> CompileResult:
     """Compile the constraint (so that what xgrammar refuses is refused before any token is
     generated) and write it in the engine's dialect."""
     try:
@@ -91,7 +97,8 @@ def check_in_dialect(compiler: xgr.GrammarCompiler, c: Constraint,
         compiler.compile_grammar(grammar)
         return CompileResult(Outcome.OK, in_dialect(c, dialect, grammar))
     except DialectError as e:
-        return CompileResult(Outcome.DIALECT_SCHEMA if e.schema else Outcome.DIALECT,
-                             message=str(e))
+        return CompileResult(
+            Outcome.DIALECT_SCHEMA if e.schema else Outcome.DIALECT, message=str(e)
+        )
     except Exception as e:  # xgrammar refuses the schema: the request's fault
         return CompileResult(Outcome.INVALID, message=str(e) or type(e).__name__)

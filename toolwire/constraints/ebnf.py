@@ -29,14 +29,16 @@ def to_ebnf_0125(grammar_text: str) -> str:
     """xgrammar 0.2.8's printing of a grammar, as xgrammar 0.1.25 reads it with the same
     meaning; DialectError for anything left that 0.1.25 would read differently."""
     text = _DISPATCH.sub(lambda m: _dispatch_rules(m.group(1), m.group(2)), grammar_text)
-    text = _REPEAT.sub(lambda m: {"0": "*", "1": "+"}.get(m.group(1), f"{{{m.group(1)},}}"),
-                       text)
+    text = _REPEAT.sub(lambda m: {"0": "*", "1": "+"}.get(m.group(1), f"{{{m.group(1)},}}"), text)
     if "TagDispatch" in text or re.search(r"\{\d+, ?-\d+\}", text):
         raise DialectError("the grammar holds a construct xgrammar 0.1.25 does not read alike")
     wide = _wide_class(text)
     if wide:
-        raise DialectError(f"a schema pattern's character class {wide} holds non-ASCII "
-                           "characters, which xgrammar 0.1.25 mis-reads", schema=True)
+        raise DialectError(
+            f"a schema pattern's character class {wide} holds non-ASCII "
+            "characters, which xgrammar 0.1.25 mis-reads",
+            schema=True,
+        )
     return text
 
 
@@ -54,13 +56,13 @@ def _wide_class(text: str) -> str | None:
             j = i + 1
             while j < n and text[j] != "]":
                 j += 2 if text[j] == "\\" else 1
-            body = text[i + 1:j]
+            body = text[i + 1 : j]
             if body == ANY_CHARACTER:  # every character: read alike by both versions
                 i = j + 1
                 continue
             escaped = [int(h, 16) for h in re.findall(r"\\[xuU]\{?([0-9A-Fa-f]+)", body)]
             if any(ord(ch) > 0x7F for ch in body) or any(v > 0x7F for v in escaped):
-                return text[i:j + 1]
+                return text[i : j + 1]
             i = j
         i += 1
     return None
@@ -79,10 +81,11 @@ def _parse_dispatch(body: str) -> _Dispatch:
     rest = _EXCLUDES.sub("", _LOOP.sub("", _PAIR.sub("", body)))
     if loop is None or rest.strip(" ,\n"):
         raise DialectError(f"unknown TagDispatch arguments: {rest.strip()!r}")
-    return _Dispatch([(_unquote(s), rule) for s, rule in _PAIR.findall(body)],
-                     loop.group(1) == "true",
-                     [_unquote(f'"{s}"') for s in _STRING.findall(excludes.group(1))]
-                     if excludes else [])
+    return _Dispatch(
+        [(_unquote(s), rule) for s, rule in _PAIR.findall(body)],
+        loop.group(1) == "true",
+        [_unquote(f'"{s}"') for s in _STRING.findall(excludes.group(1))] if excludes else [],
+    )
 
 
 def _dispatch_rules(name: str, body: str) -> str:
@@ -98,8 +101,10 @@ def _dispatch_rules(name: str, body: str) -> str:
     if wide:
         # xgrammar 0.1.25 mis-reads character classes holding non-ASCII characters (a negated
         # class lets them all through), so such a string cannot be told apart from other text.
-        raise DialectError(f"free text must not hold {wide[0]!r}, which xgrammar 0.1.25 "
-                           "cannot enforce (it mis-reads non-ASCII character classes)")
+        raise DialectError(
+            f"free text must not hold {wide[0]!r}, which xgrammar 0.1.25 "
+            "cannot enforce (it mis-reads non-ASCII character classes)"
+        )
     states, goto = _automaton(list(ends))
     # What each character does in each state: ("go", state), ("call", rule) or ("ban",).
     table = []
@@ -107,8 +112,11 @@ def _dispatch_rules(name: str, body: str) -> str:
         row = {}
         for c in alphabet:
             done = _completed(prefix + c, ends)
-            row[c] = ("go", goto[q][c]) if done is None else (
-                ("call", ends[done]) if ends[done] is not None else ("ban",))
+            row[c] = (
+                ("go", goto[q][c])
+                if done is None
+                else (("call", ends[done]) if ends[done] is not None else ("ban",))
+            )
         table.append(row)
     cls = _minimize(table, alphabet)
     rules = [f"{name} ::= ({_state(name, 0)})"]
@@ -131,8 +139,11 @@ def _dispatch_rules(name: str, body: str) -> str:
                 alts.append(f"{klass} {_state(name, target)}")
         if home not in to:
             klass = _char_class([], negate=True, exclude=alphabet)
-            stay, alts = ([f"{klass}*"], alts) if k == home else (stay, alts + [
-                f"{klass} {_state(name, home)}"])
+            stay, alts = (
+                ([f"{klass}*"], alts)
+                if k == home
+                else (stay, alts + [f"{klass} {_state(name, home)}"])
+            )
         rules.append(f"{_state(name, k)} ::= ({' '.join(stay + ['(' + ' | '.join(alts) + ')'])})")
     return "\n".join(rules)
 
@@ -142,8 +153,11 @@ def _minimize(table: list[dict], alphabet: list[str]) -> list[int]:
     rules, and each rule costs xgrammar a pass over the vocabulary when it compiles."""
     cls = [0] * len(table)
     while True:
-        sig = [tuple((a[0], cls[a[1]]) if a[0] == "go" else a for a in (row[c] for c in alphabet))
-               + (cls[q],) for q, row in enumerate(table)]
+        sig = [
+            tuple((a[0], cls[a[1]]) if a[0] == "go" else a for a in (row[c] for c in alphabet))
+            + (cls[q],)
+            for q, row in enumerate(table)
+        ]
         ids: dict[tuple, int] = {}
         new = [ids.setdefault(s, len(ids)) for s in sig]
         if len(ids) == len(set(cls)):
@@ -159,8 +173,10 @@ def _automaton(words: list[str]) -> tuple[list[str], list[dict[str, int]]]:
     """States: the proper prefixes of the words (the text seen since it last could start one);
     goto[q][c]: the state after reading c in state q (the longest suffix that is a prefix)."""
     # A prefix that holds a whole word is never reached: the word ended the text before it.
-    prefixes = sorted({w[:i] for w in words for i in range(len(w))
-                       if not any(v in w[:i] for v in words)}, key=lambda p: (len(p), p))
+    prefixes = sorted(
+        {w[:i] for w in words for i in range(len(w)) if not any(v in w[:i] for v in words)},
+        key=lambda p: (len(p), p),
+    )
     index = {p: i for i, p in enumerate(prefixes)}
     alphabet = {c for w in words for c in w}
     goto = []

@@ -34,8 +34,9 @@ def _worker(conn: Connection, info_json: str) -> None:
 
     from toolwire.constraints.compiler import check_in_dialect
 
-    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1,
-                                   cache_enabled=False)
+    compiler = xgr.GrammarCompiler(
+        xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1, cache_enabled=False
+    )
     conn.send("ready")
     while True:
         try:
@@ -52,8 +53,9 @@ CRASHED = CompileResult(Outcome.INVALID, message="the constraint compiler crashe
 class _Process:
     def __init__(self, info_json: str):
         self.conn, child = _CTX.Pipe()
-        self.proc = _CTX.Process(target=_worker, args=(child, info_json), daemon=True,
-                                 name="toolwire-grammar")
+        self.proc = _CTX.Process(
+            target=_worker, args=(child, info_json), daemon=True, name="toolwire-grammar"
+        )
         self.proc.start()
         child.close()
         if not self.conn.poll(120) or self.conn.recv() != "ready":
@@ -66,13 +68,20 @@ class _Process:
 
 
 class CompilePool:
-    def __init__(self, info_json: str, workers: int = 1, timeout_s: float = 10.0,
-                 cache_size: int = 512, observe=None):
+    def __init__(
+        self,
+        info_json: str,
+        workers: int = 1,
+        timeout_s: float = 10.0,
+        cache_size: int = 512,
+        observe=None,
+    ):
         self.info_json = info_json
         self.size = max(1, workers)
         self.timeout_s = timeout_s
         self.cache: collections.OrderedDict[tuple[Constraint, str], CompileResult] = (
-            collections.OrderedDict())
+            collections.OrderedDict()
+        )
         self.cache_size = cache_size
         self.idle: asyncio.Queue[_Process] = asyncio.Queue()
         self.compiles = self.cache_hits = self.timeouts = 0
@@ -107,8 +116,11 @@ class CompilePool:
             self.idle.put_nowait(worker)
         else:
             self.timeouts += result.outcome is Outcome.TIMEOUT
-            log.warning("a constraint took over %.1f s to compile (%.1f s): worker replaced",
-                        self.timeout_s, time.perf_counter() - t0)
+            log.warning(
+                "a constraint took over %.1f s to compile (%.1f s): worker replaced",
+                self.timeout_s,
+                time.perf_counter() - t0,
+            )
             asyncio.get_running_loop().create_task(self._replace(worker))
         self._remember(key, result)
         return result

@@ -32,7 +32,8 @@ FORMATS: dict[str, Callable[[Any], ToolFormat]] = {
     "hermes": lambda tok: HermesFormat(),
     "llama3_json": lambda tok: Llama3JsonFormat(python_tag=PYTHON_TAG in _vocab(tok)),
     "mistral": lambda tok: MistralFormat(
-        args_token=tok is None or "[ARGS]" in _vocab(tok) or "[ARGS]" in _template(tok)),
+        args_token=tok is None or "[ARGS]" in _vocab(tok) or "[ARGS]" in _template(tok)
+    ),
     "pythonic": lambda tok: PythonicFormat(),
     "deepseek_v3": lambda tok: DeepSeekV3Format(),
 }
@@ -44,7 +45,8 @@ def get_format(name: str, tokenizer: Any = None) -> ToolFormat:
         factory = FORMATS[name]
     except KeyError:
         raise ValueError(
-            f"unknown tool format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
+            f"unknown tool format {name!r}; known: {', '.join(sorted(FORMATS))}"
+        ) from None
     return factory(tokenizer)
 
 
@@ -68,5 +70,14 @@ def detect_format(tokenizer: Any) -> str | None:
     return None
 
 
-__all__ = ["CallDelta", "Delta", "FORMATS", "StreamingExtractor", "Tool", "ToolChoice",
-           "ToolFormat", "detect_format", "get_format"]
+__all__ = [
+    "CallDelta",
+    "Delta",
+    "FORMATS",
+    "StreamingExtractor",
+    "Tool",
+    "ToolChoice",
+    "ToolFormat",
+    "detect_format",
+    "get_format",
+]

@@ -78,8 +78,9 @@ class ToolFormat(ABC):
     # (a small model invents neighbours such as <tool_call_response>).
     tag_prefixes: tuple[str, ...] = ()
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool],
-               choice_mode: str = "auto") -> str:
+    def render(
+        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+    ) -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
         added: the model's own template where it renders tools, else this format's plain style
         (which may leave the tools out under tool_choice none)."""
@@ -92,8 +93,9 @@ class ToolFormat(ABC):
         """How tools, past calls and results are written for a template without tools."""
 
     @abstractmethod
-    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
-                   parallel: bool) -> dict:
+    def constraint(
+        self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
+    ) -> dict:
         """The xgrammar structural tag (as a dict) enforcing the tool_choice mode."""
 
     @abstractmethod
@@ -131,30 +133,63 @@ def chosen_tools(tools: list[Tool], choice: ToolChoice) -> list[Tool]:
     return [t for t in tools if choice.mode != "named" or t.name == choice.name]
 
 
-def calls_constraint(tags: list[dict], triggers: list[str], separator: str, choice: ToolChoice,
-                     parallel: bool) -> dict:
+def calls_constraint(
+    tags: list[dict], triggers: list[str], separator: str, choice: ToolChoice, parallel: bool
+) -> dict:
     """Formats whose every call carries its marker: free text until a trigger in auto; calls
     only, at least one, in required and named; one call at most without parallel calls."""
     if choice.mode == "none":
         return {"type": "any_text", "excludes": triggers}
     if choice.mode == "auto":
-        return {"type": "triggered_tags", "triggers": triggers, "tags": tags,
-                "at_least_one": False, "stop_after_first": not parallel}
-    return {"type": "tags_with_separator", "tags": tags, "separator": separator,
-            "at_least_one": True, "stop_after_first": not parallel}
+        return {
+            "type": "triggered_tags",
+            "triggers": triggers,
+            "tags": tags,
+            "at_least_one": False,
+            "stop_after_first": not parallel,
+        }
+    return {
+        "type": "tags_with_separator",
+        "tags": tags,
+        "separator": separator,
+        "at_least_one": True,
+        "stop_after_first": not parallel,
+    }
 
 
-def block_constraint(tags: list[dict], begin: str, end: str, separator: str, choice: ToolChoice,
-                     parallel: bool, trigger: str | None = None) -> dict:
+def block_constraint(
+    tags: list[dict],
+    begin: str,
+    end: str,
+    separator: str,
+    choice: ToolChoice,
+    parallel: bool,
+    trigger: str | None = None,
+) -> dict:
     """Formats that put all calls in one marked block (a list): one block, its calls inside."""
     trigger = trigger or begin
     if choice.mode == "none":
         return {"type": "any_text", "excludes": [trigger]}
-    inner = {"type": "tags_with_separator", "tags": tags, "separator": separator,
-             "at_least_one": True, "stop_after_first": not parallel}
+    inner = {
+        "type": "tags_with_separator",
+        "tags": tags,
+        "separator": separator,
+        "at_least_one": True,
+        "stop_after_first": not parallel,
+    }
     block = {"type": "tag", "begin": begin, "content": inner, "end": end}
     if choice.mode == "auto":
-        return {"type": "triggered_tags", "triggers": [trigger], "tags": [block],
-                "at_least_one": False, "stop_after_first": True}
-    return {"type": "tags_with_separator", "tags": [block], "separator": "",
-            "at_least_one": True, "stop_after_first": True}
+        return {
+            "type": "triggered_tags",
+            "triggers": [trigger],
+            "tags": [block],
+            "at_least_one": False,
+            "stop_after_first": True,
+        }
+    return {
+        "type": "tags_with_separator",
+        "tags": [block],
+        "separator": "",
+        "at_least_one": True,
+        "stop_after_first": True,
+    }

@@ -27,8 +27,17 @@ OUTPUTS_BEGIN = "<｜tool▁outputs▁begin｜>"
 OUTPUTS_END = "<｜tool▁outputs▁end｜>"
 OUTPUT_BEGIN = "<｜tool▁output▁begin｜>"
 OUTPUT_END = "<｜tool▁output▁end｜>"
-SPECIAL_TOKENS = [CALLS_BEGIN, CALLS_END, CALL_BEGIN, CALL_END, SEP, OUTPUTS_BEGIN, OUTPUTS_END,
-                  OUTPUT_BEGIN, OUTPUT_END]
+SPECIAL_TOKENS = [
+    CALLS_BEGIN,
+    CALLS_END,
+    CALL_BEGIN,
+    CALL_END,
+    SEP,
+    OUTPUTS_BEGIN,
+    OUTPUTS_END,
+    OUTPUT_BEGIN,
+    OUTPUT_END,
+]
 
 
 def call_begin(name: str) -> str:
@@ -38,24 +47,39 @@ def call_begin(name: str) -> str:
 CALL_CLOSE = f"\n```{CALL_END}"
 
 SYNTAX = CallSyntax(
-    markers=(CALLS_BEGIN,), opener=r"<｜tool▁calls▁begin｜>",
+    markers=(CALLS_BEGIN,),
+    opener=r"<｜tool▁calls▁begin｜>",
     header=r"\s*<｜tool▁call▁begin｜>function<｜tool▁sep｜>(?P<name>[^\n<]+)\n```(?:json)?\n",
-    close=r"\s*```\s*<｜tool▁call▁end｜>", separator=r"\s*", terminator=r"\s*<｜tool▁calls▁end｜>")
+    close=r"\s*```\s*<｜tool▁call▁end｜>",
+    separator=r"\s*",
+    terminator=r"\s*<｜tool▁calls▁end｜>",
+)
 
 
 def _tools_block(tools: list[Tool]) -> str:
-    return "## Tools\n\n### Function\n\nYou have the following functions available:\n\n" + \
-        "\n".join(f"- `{t.name}`:\n```json\n{json.dumps(t.openai_dict()['function'])}\n```"
-                  for t in tools)
+    return (
+        "## Tools\n\n### Function\n\nYou have the following functions available:\n\n"
+        + "\n".join(
+            f"- `{t.name}`:\n```json\n{json.dumps(t.openai_dict()['function'])}\n```" for t in tools
+        )
+    )
 
 
 STYLE = PlainStyle(
     tools_block=_tools_block,
-    calls_text=lambda calls: CALLS_BEGIN + "\n".join(
-        call_begin(c["function"]["name"]) + arguments_text(c["function"]["arguments"])
-        + CALL_CLOSE for c in calls) + CALLS_END,
+    calls_text=lambda calls: (
+        CALLS_BEGIN
+        + "\n".join(
+            call_begin(c["function"]["name"])
+            + arguments_text(c["function"]["arguments"])
+            + CALL_CLOSE
+            for c in calls
+        )
+        + CALLS_END
+    ),
     result_text=lambda m, call: f"{OUTPUT_BEGIN}{message_text(m)}{OUTPUT_END}",
-    results_joiner="")
+    results_joiner="",
+)
 
 
 class DeepSeekV3Format(ToolFormat):
@@ -66,11 +90,18 @@ class DeepSeekV3Format(ToolFormat):
     def plain_style(self) -> PlainStyle:
         return STYLE
 
-    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
-                   parallel: bool) -> dict:
-        tags = [{"type": "tag", "begin": call_begin(t.name),
-                 "content": schema_content(schemas[t.name]), "end": CALL_CLOSE}
-                for t in chosen_tools(tools, choice)]
+    def constraint(
+        self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
+    ) -> dict:
+        tags = [
+            {
+                "type": "tag",
+                "begin": call_begin(t.name),
+                "content": schema_content(schemas[t.name]),
+                "end": CALL_CLOSE,
+            }
+            for t in chosen_tools(tools, choice)
+        ]
         return block_constraint(tags, CALLS_BEGIN, CALLS_END, "\n", choice, parallel)
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:

@@ -41,8 +41,10 @@ def call_begin(name: str) -> str:
 
 
 def narrated_calls(calls: list[dict]) -> str:
-    return " ".join(f"Let me call {c['function']['name']}("
-                    f"{arguments_text(c['function']['arguments'])})." for c in calls)
+    return " ".join(
+        f"Let me call {c['function']['name']}({arguments_text(c['function']['arguments'])})."
+        for c in calls
+    )
 
 
 def narrated_result(message: dict, call: dict | None) -> str:
@@ -59,8 +61,11 @@ def narrated_result(message: dict, call: dict | None) -> str:
 # arguments 14/16, and without the tools block under tool_choice none 15/16. Calls under
 # required, named and strict are still written in markup: the constraint forces it.
 STYLE = PlainStyle(
-    tools_block=lambda tools: TOOLS_PREAMBLE + "".join(
-        "\n" + json.dumps(t.openai_dict(), ensure_ascii=False) for t in tools) + TOOLS_POSTAMBLE,
+    tools_block=lambda tools: (
+        TOOLS_PREAMBLE
+        + "".join("\n" + json.dumps(t.openai_dict(), ensure_ascii=False) for t in tools)
+        + TOOLS_POSTAMBLE
+    ),
     calls_text=narrated_calls,
     result_text=narrated_result,
     tools_with_choice_none=False,
@@ -76,11 +81,18 @@ class HermesFormat(ToolFormat):
     def plain_style(self) -> PlainStyle:
         return STYLE
 
-    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
-                   parallel: bool) -> dict:
-        tags = [{"type": "tag", "begin": call_begin(t.name),
-                 "content": schema_content(schemas[t.name]), "end": CLOSE}
-                for t in chosen_tools(tools, choice)]
+    def constraint(
+        self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
+    ) -> dict:
+        tags = [
+            {
+                "type": "tag",
+                "begin": call_begin(t.name),
+                "content": schema_content(schemas[t.name]),
+                "end": CLOSE,
+            }
+            for t in chosen_tools(tools, choice)
+        ]
         return calls_constraint(tags, [MARKER], "\n", choice, parallel)
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:

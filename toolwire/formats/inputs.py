@@ -22,8 +22,9 @@ class Tool:
         fn: dict[str, Any] = {"name": self.name}
         if self.description:
             fn["description"] = self.description
-        fn["parameters"] = self.parameters if self.parameters is not None else {
-            "type": "object", "properties": {}}
+        fn["parameters"] = (
+            self.parameters if self.parameters is not None else {"type": "object", "properties": {}}
+        )
         return {"type": "function", "function": fn}
 
 

@@ -69,6 +69,6 @@ def scan_json_string(text: str, start: int) -> tuple[str, int] | None:
         elif ch == "\\":
             escape = True
         elif ch == '"':
-            return text[start + 1:i], i + 1
+            return text[start + 1 : i], i + 1
         i += 1
     return None

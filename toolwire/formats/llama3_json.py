@@ -28,10 +28,17 @@ def call_text(name: str, arguments: str, tag: str = "") -> str:
 
 
 def _syntax() -> CallSyntax:
-    header = (r'(?:<\|python_tag\|>\s*)?\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*'
-              r'"(?:parameters|arguments)"\s*:\s*')
-    return CallSyntax(markers=(PYTHON_TAG, JSON_START), header=header, close=r"\s*\}",
-                      separator=r"\s*;\s*", terminator=None)
+    header = (
+        r'(?:<\|python_tag\|>\s*)?\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*'
+        r'"(?:parameters|arguments)"\s*:\s*'
+    )
+    return CallSyntax(
+        markers=(PYTHON_TAG, JSON_START),
+        header=header,
+        close=r"\s*\}",
+        separator=r"\s*;\s*",
+        terminator=None,
+    )
 
 
 class Llama3JsonFormat(ToolFormat):
@@ -44,19 +51,30 @@ class Llama3JsonFormat(ToolFormat):
     def plain_style(self) -> PlainStyle:
         tag = PYTHON_TAG if self.python_tag else ""
         return PlainStyle(
-            tools_block=lambda ts: INSTRUCTIONS + "\n\n".join(
-                json.dumps(t.openai_dict(), indent=4) for t in ts),
+            tools_block=lambda ts: (
+                INSTRUCTIONS + "\n\n".join(json.dumps(t.openai_dict(), indent=4) for t in ts)
+            ),
             calls_text=lambda calls: SEPARATOR.join(
-                call_text(c["function"]["name"], c["function"]["arguments"], tag) for c in calls),
+                call_text(c["function"]["name"], c["function"]["arguments"], tag) for c in calls
+            ),
             result_text=lambda m, call: message_text(m),
-            result_role="ipython", results_joiner=None)
+            result_role="ipython",
+            results_joiner=None,
+        )
 
-    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
-                   parallel: bool) -> dict:
+    def constraint(
+        self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
+    ) -> dict:
         tag = PYTHON_TAG if self.python_tag else ""
-        tags = [{"type": "tag", "begin": f'{tag}{{"name": {json.dumps(t.name)}, "parameters": ',
-                 "content": schema_content(schemas[t.name]), "end": "}"}
-                for t in chosen_tools(tools, choice)]
+        tags = [
+            {
+                "type": "tag",
+                "begin": f'{tag}{{"name": {json.dumps(t.name)}, "parameters": ',
+                "content": schema_content(schemas[t.name]),
+                "end": "}",
+            }
+            for t in chosen_tools(tools, choice)
+        ]
         trigger = PYTHON_TAG if self.python_tag else JSON_START
         if choice.mode == "none":
             return {"type": "any_text", "excludes": [PYTHON_TAG, JSON_START]}

@@ -38,8 +38,14 @@ class CallSyntax:
 
 
 _TEXT, _OPEN, _HEADER, _ARGS, _CLOSE, _AFTER = range(6)
-_STEPS = {_TEXT: "_step_text", _OPEN: "_step_open", _HEADER: "_step_header",
-          _ARGS: "_step_args", _CLOSE: "_step_close", _AFTER: "_step_after"}
+_STEPS = {
+    _TEXT: "_step_text",
+    _OPEN: "_step_open",
+    _HEADER: "_step_header",
+    _ARGS: "_step_args",
+    _CLOSE: "_step_close",
+    _AFTER: "_step_after",
+}
 
 
 def _compile(pattern: str | None):
@@ -105,8 +111,8 @@ class MarkedCallExtractor(StreamingExtractor):
             self.state = _OPEN if self.opener is not None else _HEADER
             return True
         keep = max(partial_suffix(self.buf, m) for m in self.markers)
-        self._content(out, self.buf[:len(self.buf) - keep])
-        self.buf = self.buf[len(self.buf) - keep:]
+        self._content(out, self.buf[: len(self.buf) - keep])
+        self.buf = self.buf[len(self.buf) - keep :]
         return False
 
     def _step_open(self, out: Delta) -> bool:
@@ -191,7 +197,7 @@ class MarkedCallExtractor(StreamingExtractor):
         if self.calls_in_block:
             self.state = _TEXT  # calls already made stay; the rest is content
             return True
-        self.buf = (self.raw + self.buf)[len(self.marker):]
+        self.buf = (self.raw + self.buf)[len(self.marker) :]
         self._content(out, self.marker)
         self.scanner = None
         self.pending = None
@@ -221,8 +227,7 @@ class MarkedCallExtractor(StreamingExtractor):
             text = text.lstrip()
         stripped = text.rstrip()
         if not final:
-            self.pending_ws = text[len(stripped):]
+            self.pending_ws = text[len(stripped) :]
         if stripped:
             out.content += stripped
             self.content_started = True
-

@@ -48,8 +48,10 @@ def _mapped_ids(messages: list[dict]) -> list[dict]:
     out = []
     for m in messages:
         if m.get("tool_calls"):
-            m = {**m, "tool_calls": [{**c, "id": mistral_id(c.get("id", ""))}
-                                     for c in m["tool_calls"]]}
+            m = {
+                **m,
+                "tool_calls": [{**c, "id": mistral_id(c.get("id", ""))} for c in m["tool_calls"]],
+            }
         if m.get("role") == "tool" and m.get("tool_call_id"):
             m = {**m, "tool_call_id": mistral_id(m["tool_call_id"])}
         out.append(m)
@@ -64,51 +66,93 @@ class MistralFormat(ToolFormat):
     def __init__(self, args_token: bool = True):
         self.args_token = args_token  # [TOOL_CALLS]name[ARGS]{...}; else the JSON list
 
-    def render(self, tokenizer: Any, messages: list[dict], tools: list[Tool],
-               choice_mode: str = "auto") -> str:
+    def render(
+        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+    ) -> str:
         return super().render(tokenizer, _mapped_ids(messages), tools, choice_mode)
 
     def plain_style(self) -> PlainStyle:
         return PlainStyle(
-            tools_block=lambda ts: "[AVAILABLE_TOOLS]" + json.dumps(
-                [t.openai_dict() for t in ts], ensure_ascii=False) + "[/AVAILABLE_TOOLS]",
+            tools_block=lambda ts: (
+                "[AVAILABLE_TOOLS]"
+                + json.dumps([t.openai_dict() for t in ts], ensure_ascii=False)
+                + "[/AVAILABLE_TOOLS]"
+            ),
             calls_text=self._calls_text,
-            result_text=lambda m, call: "[TOOL_RESULTS]" + json.dumps(
-                {"content": message_text(m), "call_id": m.get("tool_call_id", "")},
-                ensure_ascii=False) + "[/TOOL_RESULTS]",
-            results_joiner="")
+            result_text=lambda m, call: (
+                "[TOOL_RESULTS]"
+                + json.dumps(
+                    {"content": message_text(m), "call_id": m.get("tool_call_id", "")},
+                    ensure_ascii=False,
+                )
+                + "[/TOOL_RESULTS]"
+            ),
+            results_joiner="",
+        )
 
     def _calls_text(self, calls: list[dict]) -> str:
         if self.args_token:
-            return "".join(f"{MARKER}{c['function']['name']}[ARGS]"
-                           f"{arguments_text(c['function']['arguments'])}" for c in calls)
-        return MARKER + " [" + ", ".join(
-            f'{{"name": {json.dumps(c["function"]["name"])}, "arguments": '
-            f'{arguments_text(c["function"]["arguments"])}, "id": "{c["id"]}"}}'
-            for c in calls) + "]"
+            return "".join(
+                f"{MARKER}{c['function']['name']}[ARGS]{arguments_text(c['function']['arguments'])}"
+                for c in calls
+            )
+        return (
+            MARKER
+            + " ["
+            + ", ".join(
+                f'{{"name": {json.dumps(c["function"]["name"])}, "arguments": '
+                f'{arguments_text(c["function"]["arguments"])}, "id": "{c["id"]}"}}'
+                for c in calls
+            )
+            + "]"
+        )
 
-    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
-                   parallel: bool) -> dict:
+    def constraint(
+        self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
+    ) -> dict:
         chosen = chosen_tools(tools, choice)
         if self.args_token:
-            tags = [{"type": "tag", "begin": f"{MARKER}{t.name}[ARGS]",
-                     "content": schema_content(schemas[t.name]), "end": ""} for t in chosen]
+            tags = [
+                {
+                    "type": "tag",
+                    "begin": f"{MARKER}{t.name}[ARGS]",
+                    "content": schema_content(schemas[t.name]),
+                    "end": "",
+                }
+                for t in chosen
+            ]
             return calls_constraint(tags, [MARKER], "", choice, parallel)
-        tags = [{"type": "tag", "begin": f'{{"name": {json.dumps(t.name)}, "arguments": ',
-                 "content": schema_content(schemas[t.name]), "end": "}"} for t in chosen]
-        return block_constraint(tags, MARKER + " [", "]", ", ", choice, parallel,
-                                trigger=MARKER)
+        tags = [
+            {
+                "type": "tag",
+                "begin": f'{{"name": {json.dumps(t.name)}, "arguments": ',
+                "content": schema_content(schemas[t.name]),
+                "end": "}",
+            }
+            for t in chosen
+        ]
+        return block_constraint(tags, MARKER + " [", "]", ", ", choice, parallel, trigger=MARKER)
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
         names = {t.name for t in tools}
         if self.args_token:
-            return MarkedCallExtractor(CallSyntax(
+            return MarkedCallExtractor(
+                CallSyntax(
+                    markers=(MARKER,),
+                    header=r"\[TOOL_CALLS\]\s*(?P<name>[A-Za-z0-9_.\-]{1,64})"
+                    r"(?:\[CALL_ID\][A-Za-z0-9]{9})?\[ARGS\]",
+                    close=r"",
+                ),
+                names,
+            )
+        return MarkedCallExtractor(
+            CallSyntax(
                 markers=(MARKER,),
-                header=r"\[TOOL_CALLS\]\s*(?P<name>[A-Za-z0-9_.\-]{1,64})"
-                       r"(?:\[CALL_ID\][A-Za-z0-9]{9})?\[ARGS\]",
-                close=r""), names)
-        return MarkedCallExtractor(CallSyntax(
-            markers=(MARKER,), opener=r"\[TOOL_CALLS\]\s*\[",
-            header=r'\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"arguments"\s*:\s*',
-            close=r'\s*(?:,\s*"id"\s*:\s*"[A-Za-z0-9]*"\s*)?\}',
-            separator=r"\s*,\s*", terminator=r"\s*\]"), names)
+                opener=r"\[TOOL_CALLS\]\s*\[",
+                header=r'\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"arguments"\s*:\s*',
+                close=r'\s*(?:,\s*"id"\s*:\s*"[A-Za-z0-9]*"\s*)?\}',
+                separator=r"\s*,\s*",
+                terminator=r"\s*\]",
+            ),
+            names,
+        )

@@ -31,11 +31,18 @@ def template_renders_tools(tokenizer: Any) -> bool:
     return "tools" in (getattr(tokenizer, "chat_template", None) or "")
 
 
-def render_plain(tokenizer: Any, messages: list[dict], tools: list[Tool], style: PlainStyle,
-                 choice_mode: str = "auto") -> str:
+def render_plain(
+    tokenizer: Any,
+    messages: list[dict],
+    tools: list[Tool],
+    style: PlainStyle,
+    choice_mode: str = "auto",
+) -> str:
     out: list[dict] = []
     rest = list(messages)
-    system = message_text(rest.pop(0)) if rest and rest[0]["role"] in ("system", "developer") else None
+    system = (
+        message_text(rest.pop(0)) if rest and rest[0]["role"] in ("system", "developer") else None
+    )
     if tools and (choice_mode != "none" or style.tools_with_choice_none):
         block = style.tools_block(tools)
         system = f"{system}\n\n{block}" if system else block
@@ -78,15 +85,27 @@ def with_parsed_arguments(message: dict) -> dict:
     """Templates that render tools expect a call's arguments as an object, not a JSON string."""
     if not message.get("tool_calls"):
         return message
-    return {**message, "tool_calls": [
-        {**c, "function": {**c["function"],
-                           "arguments": arguments_object(c["function"]["arguments"])}}
-        for c in message["tool_calls"]]}
+    return {
+        **message,
+        "tool_calls": [
+            {
+                **c,
+                "function": {
+                    **c["function"],
+                    "arguments": arguments_object(c["function"]["arguments"]),
+                },
+            }
+            for c in message["tool_calls"]
+        ],
+    }
 
 
 def render_native(tokenizer: Any, messages: list[dict], tools: list[Tool], **extra) -> str:
     """The model's own template, given the tools the way Hugging Face templates take them."""
     return tokenizer.apply_chat_template(
         [with_parsed_arguments(m) for m in messages],
-        tools=[t.openai_dict() for t in tools] or None, add_generation_prompt=True,
-        tokenize=False, **extra)
+        tools=[t.openai_dict() for t in tools] or None,
+        add_generation_prompt=True,
+        tokenize=False,
+        **extra,
+    )

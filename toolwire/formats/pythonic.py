@@ -45,9 +45,10 @@ def python_value(text: str) -> Any:
         pass
     # Mixed spellings ([true, None]): rename JSON's bare words outside strings.
     tokens = regex.split(r'("(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\')', text)
-    fixed = "".join(t if i % 2 else regex.sub(r"\b(true|false|null)\b",
-                                              lambda m: _LITERALS[m.group(1)], t)
-                    for i, t in enumerate(tokens))
+    fixed = "".join(
+        t if i % 2 else regex.sub(r"\b(true|false|null)\b", lambda m: _LITERALS[m.group(1)], t)
+        for i, t in enumerate(tokens)
+    )
     return ast.literal_eval(fixed)
 
 
@@ -122,7 +123,7 @@ class PythonicExtractor(StreamingExtractor):
                 self.buf = ""
                 return False
             self._emit_content(out, self.buf[:at])
-            self.buf, self.raw, self.in_list = self.buf[at + 1:], "[", True
+            self.buf, self.raw, self.in_list = self.buf[at + 1 :], "[", True
             return True
         if self.after_call:
             return self._after_call(out)
@@ -134,8 +135,8 @@ class PythonicExtractor(StreamingExtractor):
                 return False
             self.current, self.first_arg = m.group("name"), True
             out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.current))
-            self.raw += self.buf[:m.end()]
-            self.buf = self.buf[m.end():]
+            self.raw += self.buf[: m.end()]
+            self.buf = self.buf[m.end() :]
             return True
         stripped = self.buf.lstrip()
         if stripped.startswith(")"):
@@ -153,10 +154,10 @@ class PythonicExtractor(StreamingExtractor):
             return self._not_calls(out)
         if m.partial:
             return False
-        end = _value_end(self.buf[m.end():])
+        end = _value_end(self.buf[m.end() :])
         if end is None:
             return False
-        value_text = self.buf[m.end():m.end() + end].strip()
+        value_text = self.buf[m.end() : m.end() + end].strip()
         try:
             value = json.dumps(python_value(value_text), ensure_ascii=False)
         except (ValueError, SyntaxError):
@@ -164,7 +165,7 @@ class PythonicExtractor(StreamingExtractor):
         prefix = "{" if self.first_arg else ", "
         self._args(out, f"{prefix}{json.dumps(m.group('key'))}: {value}")
         self.first_arg = False
-        self.buf = self.buf[m.end() + end:]
+        self.buf = self.buf[m.end() + end :]
         return True
 
     def _after_call(self, out: Delta) -> bool:
@@ -175,7 +176,7 @@ class PythonicExtractor(StreamingExtractor):
         if m.partial:
             return False
         self.after_call = False
-        self.buf = self.buf[m.end():]
+        self.buf = self.buf[m.end() :]
         if m.group("sep") == "]":
             self.in_list = False
         return True
@@ -217,9 +218,13 @@ def _kwargs_format(schema: Any) -> dict:
         return {"type": "regex", "pattern": r"([A-Za-z_][A-Za-z0-9_]*=[^()]*)?"}
 
     def arg(key: str, first: bool) -> dict:
-        return {"type": "sequence", "elements": [
-            {"type": "const_string", "value": ("" if first else ", ") + f"{key}="},
-            schema_content(props[key])]}
+        return {
+            "type": "sequence",
+            "elements": [
+                {"type": "const_string", "value": ("" if first else ", ") + f"{key}="},
+                schema_content(props[key]),
+            ],
+        }
 
     def rest(keys: list[str], first: bool) -> dict:
         if not keys:
@@ -260,10 +265,13 @@ STYLE = PlainStyle(
         "in the format of [func_name1(params_name1=params_value1, params_name2=params_value2"
         "...), func_name2(params)]\nYou SHOULD NOT include any other text in the response if "
         "you call a function.\nHere is a list of functions in JSON format that you can invoke."
-        "\n\n" + json.dumps([t.openai_dict()["function"] for t in ts], indent=4)),
+        "\n\n" + json.dumps([t.openai_dict()["function"] for t in ts], indent=4)
+    ),
     calls_text=lambda calls: "[" + ", ".join(_call_text(c) for c in calls) + "]",
     result_text=lambda m, call: message_text(m),
-    result_role="ipython", results_joiner=None)
+    result_role="ipython",
+    results_joiner=None,
+)
 
 
 class PythonicFormat(ToolFormat):
@@ -273,8 +281,9 @@ class PythonicFormat(ToolFormat):
     def plain_style(self) -> PlainStyle:
         return STYLE
 
-    def constraint(self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice,
-                   parallel: bool) -> dict:
+    def constraint(
+        self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
+    ) -> dict:
         """The list opens with its first call: `[NAME(` is the trigger, so a bracket in prose
         starts nothing; later calls of the list follow ", "."""
         if choice.mode == "none":
@@ -284,20 +293,55 @@ class PythonicFormat(ToolFormat):
         def args_and_close(t: Tool) -> list[dict]:
             return [_kwargs_format(schemas[t.name]), {"type": "const_string", "value": ")"}]
 
-        more = {"type": "star", "content": {"type": "sequence", "elements": [
-            {"type": "const_string", "value": ", "},
-            {"type": "or", "elements": [
-                {"type": "sequence", "elements": [
-                    {"type": "const_string", "value": f"{t.name}("}, *args_and_close(t)]}
-                for t in chosen]}]}}
-        tags = [{"type": "tag", "begin": f"[{t.name}(", "end": "]", "content": {
-            "type": "sequence", "elements": args_and_close(t) + ([more] if parallel else [])}}
-            for t in chosen]
+        more = {
+            "type": "star",
+            "content": {
+                "type": "sequence",
+                "elements": [
+                    {"type": "const_string", "value": ", "},
+                    {
+                        "type": "or",
+                        "elements": [
+                            {
+                                "type": "sequence",
+                                "elements": [
+                                    {"type": "const_string", "value": f"{t.name}("},
+                                    *args_and_close(t),
+                                ],
+                            }
+                            for t in chosen
+                        ],
+                    },
+                ],
+            },
+        }
+        tags = [
+            {
+                "type": "tag",
+                "begin": f"[{t.name}(",
+                "end": "]",
+                "content": {
+                    "type": "sequence",
+                    "elements": args_and_close(t) + ([more] if parallel else []),
+                },
+            }
+            for t in chosen
+        ]
         if choice.mode == "auto":
-            return {"type": "triggered_tags", "triggers": [f"[{t.name}(" for t in chosen],
-                    "tags": tags, "at_least_one": False, "stop_after_first": True}
-        return {"type": "tags_with_separator", "tags": tags, "separator": "",
-                "at_least_one": True, "stop_after_first": True}
+            return {
+                "type": "triggered_tags",
+                "triggers": [f"[{t.name}(" for t in chosen],
+                "tags": tags,
+                "at_least_one": False,
+                "stop_after_first": True,
+            }
+        return {
+            "type": "tags_with_separator",
+            "tags": tags,
+            "separator": "",
+            "at_least_one": True,
+            "stop_after_first": True,
+        }
 
     def unenforceable(self, schema: Any) -> str | None:
         return pythonic_unenforceable(schema)

@@ -26,8 +26,12 @@ def wrap_constraint(fmt: dict, mode: str) -> dict:
     """The structural-tag format `fmt`, preceded by free reasoning."""
     if mode == NONE:
         return fmt
-    think = {"type": "tag", "begin": "" if mode == STARTED else OPEN,
-             "content": {"type": "any_text"}, "end": CLOSE}
+    think = {
+        "type": "tag",
+        "begin": "" if mode == STARTED else OPEN,
+        "content": {"type": "any_text"},
+        "end": CLOSE,
+    }
     if mode == OPTIONAL:
         think = {"type": "optional", "content": think}
     return {"type": "sequence", "elements": [think, fmt]}
@@ -64,7 +68,7 @@ class ReasoningExtractor(StreamingExtractor):
         if self.state == "maybe":
             head = self.buf.lstrip()
             if head.startswith(OPEN):
-                self.buf, self.state = head[len(OPEN):], "think"
+                self.buf, self.state = head[len(OPEN) :], "think"
             elif OPEN.startswith(head):
                 return out  # could still be <think>
             else:
@@ -73,13 +77,13 @@ class ReasoningExtractor(StreamingExtractor):
             at = self.buf.find(CLOSE)
             if at < 0:
                 keep = partial_suffix(self.buf, CLOSE)
-                text = self.buf[:len(self.buf) - keep]
+                text = self.buf[: len(self.buf) - keep]
                 sure = text.rstrip()  # whitespace right before </think> is not reasoning
                 self._reason(out, sure)
-                self.buf = self.buf[len(sure):]
+                self.buf = self.buf[len(sure) :]
                 return out
             self._reason(out, self.buf[:at].rstrip())
-            self.buf, self.state = self.buf[at + len(CLOSE):].lstrip(), "answer"
+            self.buf, self.state = self.buf[at + len(CLOSE) :].lstrip(), "answer"
         if self.state == "answer" and self.buf:
             out.extend(self.inner.feed(self.buf))
             self.buf = ""

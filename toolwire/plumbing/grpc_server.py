@@ -23,12 +23,15 @@ class GrpcServer:
     def __init__(self, address: str, security: ServerSecurity | None = None):
         self.address = address
         self.security = security or ServerSecurity()
-        self.server = grpc.aio.server(options=CHANNEL_OPTIONS,
-                                      interceptors=self.security.interceptors())
+        self.server = grpc.aio.server(
+            options=CHANNEL_OPTIONS, interceptors=self.security.interceptors()
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                      reflection.SERVICE_NAME]
+        self.names = [
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
 
     def add(self, add_fn: Callable, servicer, descriptor) -> None:
         """Register a servicer: add_fn is the generated add_XServicer_to_server."""
@@ -39,8 +42,11 @@ class GrpcServer:
     async def start(self) -> None:
         reflection.enable_server_reflection(self.names, self.server)
         creds = self.security.credentials()
-        port = (self.server.add_secure_port(self.address, creds) if creds
-                else self.server.add_insecure_port(self.address))
+        port = (
+            self.server.add_secure_port(self.address, creds)
+            if creds
+            else self.server.add_insecure_port(self.address)
+        )
         if port == 0:
             raise SystemExit(f"cannot listen on {self.address}")
         await self.server.start()

@@ -46,14 +46,19 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-cert", help="PEM server certificate chain: serve over TLS")
     g.add_argument("--tls-key", help="PEM private key of --tls-cert")
     g.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates (mTLS)")
-    g.add_argument("--insecure", action="store_true",
-                   help="allow a non-loopback address with neither TLS nor a token")
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address with neither TLS nor a token",
+    )
 
 
 def add_client_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("calls to the internal services (token in $TOOLWIRE_INTERNAL_TOKEN)")
-    g.add_argument("--internal-tls-ca", help="PEM CA bundle that signed the services' "
-                                             "certificates: call them over TLS")
+    g.add_argument(
+        "--internal-tls-ca",
+        help="PEM CA bundle that signed the services' certificates: call them over TLS",
+    )
     g.add_argument("--internal-tls-cert", help="PEM client certificate (for mTLS)")
     g.add_argument("--internal-tls-key", help="PEM private key of --internal-tls-cert")
 
@@ -72,9 +77,13 @@ class ServerSecurity:
             raise SystemExit("--tls-cert and --tls-key go together")
         if args.tls_client_ca and not args.tls_cert:
             raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
-        return cls(token=os.environ.get(TOKEN_ENV, ""), cert=_read(args.tls_cert),
-                   key=_read(args.tls_key), client_ca=_read(args.tls_client_ca),
-                   insecure=args.insecure)
+        return cls(
+            token=os.environ.get(TOKEN_ENV, ""),
+            cert=_read(args.tls_cert),
+            key=_read(args.tls_key),
+            client_ca=_read(args.tls_client_ca),
+            insecure=args.insecure,
+        )
 
     def check_address(self, host: str) -> None:
         """Refuse an open door: a non-loopback address needs TLS or a token."""
@@ -84,15 +93,18 @@ class ServerSecurity:
             raise SystemExit(
                 f"refusing to serve on {host} with neither TLS (--tls-cert/--tls-key) nor a "
                 f"token (${TOKEN_ENV}): anyone who can reach it could call it. Pass --insecure "
-                "to do it anyway.")
+                "to do it anyway."
+            )
         log.warning("serving on %s with neither TLS nor a token (--insecure)", host)
 
     def credentials(self) -> grpc.ServerCredentials | None:
         if not self.cert:
             return None
-        return grpc.ssl_server_credentials([(self.key, self.cert)],
-                                           root_certificates=self.client_ca,
-                                           require_client_auth=self.client_ca is not None)
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         return [TokenInterceptor(self.token)] if self.token else []
@@ -109,8 +121,12 @@ class ClientSecurity:
     def from_args(cls, args: argparse.Namespace) -> ClientSecurity:
         if bool(args.internal_tls_cert) != bool(args.internal_tls_key):
             raise SystemExit("--internal-tls-cert and --internal-tls-key go together")
-        return cls(token=os.environ.get(TOKEN_ENV, ""), ca=_read(args.internal_tls_ca),
-                   cert=_read(args.internal_tls_cert), key=_read(args.internal_tls_key))
+        return cls(
+            token=os.environ.get(TOKEN_ENV, ""),
+            ca=_read(args.internal_tls_ca),
+            cert=_read(args.internal_tls_cert),
+            key=_read(args.internal_tls_key),
+        )
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
@@ -119,8 +135,9 @@ class ClientSecurity:
     def channel(self, address: str) -> grpc.aio.Channel:
         if self.ca is None and self.cert is None:
             return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        creds = grpc.ssl_channel_credentials(root_certificates=self.ca, private_key=self.key,
-                                             certificate_chain=self.cert)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
         return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
 
 
@@ -144,16 +161,21 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
 
 def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A handler of the same shape as `handler` that answers UNAUTHENTICATED."""
+
     async def deny(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                            "this service accepts calls from the toolwire gateway only")
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "this service accepts calls from the toolwire gateway only",
+        )
 
     async def deny_stream(request, context):
         await deny(request, context)
         yield  # an async generator, as streaming handlers are
 
-    kw = dict(request_deserializer=handler.request_deserializer,
-              response_serializer=handler.response_serializer)
+    kw = dict(
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(deny, **kw)
     if handler.unary_stream:

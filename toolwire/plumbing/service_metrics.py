@@ -18,8 +18,27 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("toolwire")
 
 # Latency buckets in seconds (vLLM's, for comparable dashboards).
-LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                   5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
 
 
 class ServiceMetrics(Collector):
@@ -44,7 +63,8 @@ class ServiceMetrics(Collector):
     def collect(self) -> Iterator:
         for kind, name, help_text, fn in self._values:
             family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
-                name, help_text, labels=["model_name"])
+                name, help_text, labels=["model_name"]
+            )
             family.add_metric([self.model_name], fn())
             yield family
 

