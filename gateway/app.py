@@ -65,7 +65,16 @@ def _param(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part not in ("function-after", "union", "literal") and not str(part).startswith(
-            ("str", "list[", "NamedToolChoice", "Literal[")
+            (
+                "str",
+                "list[",
+                "NamedToolChoice",
+                "CustomToolChoice",
+                "AllowedToolChoice",
+                "FunctionTool",
+                "CustomTool",
+                "Literal[",
+            )
         ):
             out += ("." if out else "") + str(part)
     return out

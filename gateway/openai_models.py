@@ -31,11 +31,18 @@ class FunctionCall(BaseModel):
     arguments: str
 
 
+class CustomCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    input: str
+
+
 class ToolCall(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
+    type: Literal["function", "custom"] = "function"
+    function: FunctionCall | None = None  # type function
+    custom: CustomCall | None = None  # type custom
 
 
 class Message(BaseModel):
@@ -72,6 +79,43 @@ class NamedToolChoice(_Model):
     function: NamedFunction
 
 
+class CustomToolChoice(_Model):
+    type: Literal["custom"]
+    custom: NamedFunction
+
+
+class AllowedTools(_Model):
+    # Shape only: the mode's value and the entries' names are checked on the proto.
+    mode: str = Field(json_schema_extra={"enum": ["auto", "required"]})
+    tools: list[dict[str, Any]]
+
+
+class AllowedToolChoice(_Model):
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+class Grammar(_Model):
+    syntax: Literal["lark", "regex"]
+    definition: str
+
+
+class CustomFormat(_Model):
+    type: Literal["text", "grammar"]
+    grammar: Grammar | None = None
+
+
+class CustomDefinition(_Model):
+    name: str = Field(json_schema_extra=_NAME)
+    description: str | None = None
+    format: CustomFormat | None = None
+
+
+class CustomTool(_Model):
+    type: Literal["custom"]
+    custom: CustomDefinition
+
+
 class JSONSchemaSpec(_Model):
     name: str = Field(json_schema_extra=_NAME)
     description: str | None = None
@@ -94,8 +138,14 @@ class ChatCompletionRequest(BaseModel):
 
     model: str
     messages: list[Message] = Field(json_schema_extra={"minItems": 1})
-    tools: list[FunctionTool] | None = None
-    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    tools: list[FunctionTool | CustomTool] | None = None
+    tool_choice: (
+        Literal["auto", "none", "required"]
+        | NamedToolChoice
+        | CustomToolChoice
+        | AllowedToolChoice
+        | None
+    ) = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     stream: bool | None = False

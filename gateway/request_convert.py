@@ -12,7 +12,15 @@ from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import TEXT_PARTS
 from toolwire.request.errors import RequestError
 
-from .openai_models import ChatCompletionRequest, Message, unsupported_parameters
+from .openai_models import (
+    AllowedToolChoice,
+    ChatCompletionRequest,
+    CustomTool,
+    CustomToolChoice,
+    FunctionTool,
+    Message,
+    unsupported_parameters,
+)
 
 _MODES = {
     "auto": common.ToolChoice.MODE_AUTO,
@@ -21,7 +29,7 @@ _MODES = {
 }
 
 
-def message_proto(m: Message) -> common.ChatMessage:
+def message_proto(m: Message, i: int = 0) -> common.ChatMessage:
     msg = common.ChatMessage(role=m.role)
     if isinstance(m.content, str):
         msg.content = m.content
@@ -34,15 +42,64 @@ def message_proto(m: Message) -> common.ChatMessage:
     for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
         if getattr(m, key) is not None:
             setattr(msg, key, getattr(m, key))
-    for c in m.tool_calls or []:
-        msg.tool_calls.append(
-            common.ToolCall(
-                id=c.id,
-                type=c.type,
-                function=common.FunctionCall(name=c.function.name, arguments=c.function.arguments),
+    for j, c in enumerate(m.tool_calls or []):
+        body = c.custom if c.type == "custom" else c.function
+        if body is None:
+            param = f"messages[{i}].tool_calls[{j}].{c.type}"
+            raise RequestError(f"'{param}' is required for a {c.type} call", param=param)
+        if c.type == "custom":
+            call = common.ToolCall(
+                id=c.id, type="custom", custom=common.CustomCall(name=body.name, input=body.input)
             )
-        )
+        else:
+            call = common.ToolCall(
+                id=c.id,
+                type="function",
+                function=common.FunctionCall(name=body.name, arguments=body.arguments),
+            )
+        msg.tool_calls.append(call)
     return msg
+
+
+def tool_proto(t: FunctionTool | CustomTool) -> common.FunctionTool:
+    if isinstance(t, CustomTool):
+        cu, out = t.custom, common.FunctionTool(type="custom")
+        out.name, out.description = cu.name, cu.description or ""
+        if cu.format is not None:
+            out.custom_format.type = cu.format.type
+            if cu.format.grammar is not None:
+                out.custom_format.syntax = cu.format.grammar.syntax
+                out.custom_format.definition = cu.format.grammar.definition
+        return out
+    fn = t.function
+    return common.FunctionTool(
+        name=fn.name,
+        description=fn.description or "",
+        strict=bool(fn.strict),
+        parameters_json=json.dumps(fn.parameters) if fn.parameters is not None else "",
+    )
+
+
+def _allowed_name(entry: dict) -> str:
+    """An allowed_tools entry's name: {"type": "function", "function": {"name"}} or the same
+    with "custom"; anything else is "" (refused by the check as not in tools)."""
+    body = entry.get(entry.get("type")) if isinstance(entry.get("type"), str) else None
+    name = body.get("name") if isinstance(body, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def tool_choice_proto(choice, out: common.ToolChoice) -> None:
+    if isinstance(choice, str):
+        out.mode = _MODES[choice]
+    elif isinstance(choice, CustomToolChoice):
+        out.custom_name = choice.custom.name
+    elif isinstance(choice, AllowedToolChoice):
+        a = choice.allowed_tools
+        # An unknown mode stays unspecified: the check refuses it, for gRPC alike.
+        out.allowed_tools.mode = _MODES.get(a.mode, common.ToolChoice.MODE_UNSPECIFIED)
+        out.allowed_tools.tool_names.extend(_allowed_name(e) for e in a.tools)
+    elif choice is not None:
+        out.function_name = choice.function.name
 
 
 def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
@@ -50,21 +107,9 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
     if bad:
         raise RequestError(bad[1], param=bad[0], code="unsupported_parameter")
     out = chat_pb2.ChatCompletionRequest(model=req.model)
-    out.messages.extend(message_proto(m) for m in req.messages)
-    for t in req.tools or []:
-        fn = t.function
-        out.tools.append(
-            common.FunctionTool(
-                name=fn.name,
-                description=fn.description or "",
-                strict=bool(fn.strict),
-                parameters_json=json.dumps(fn.parameters) if fn.parameters is not None else "",
-            )
-        )
-    if isinstance(req.tool_choice, str):
-        out.tool_choice.mode = _MODES[req.tool_choice]
-    elif req.tool_choice is not None:
-        out.tool_choice.function_name = req.tool_choice.function.name
+    out.messages.extend(message_proto(m, i) for i, m in enumerate(req.messages))
+    out.tools.extend(tool_proto(t) for t in req.tools or [])
+    tool_choice_proto(req.tool_choice, out.tool_choice)
     if req.parallel_tool_calls is not None:
         out.parallel_tool_calls = req.parallel_tool_calls
     rf = req.response_format

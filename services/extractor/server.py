@@ -64,7 +64,11 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
         tools = [tool_from_proto(t) for t in setup.tools]
         choice = choice_from_proto(setup.tool_choice, bool(tools))
         # With tool_choice none (or no tools) the call marker is banned: all text is content.
-        extractor = fmt.extractor(tools) if tools and choice.mode != "none" else None
+        # It reads calls of the tools the choice lets the model call (allowed_tools, named):
+        # anything else is content.
+        extractor = (
+            fmt.extractor(choice.callable(tools)) if tools and choice.mode != "none" else None
+        )
         if setup.reasoning:
             extractor = ReasoningExtractor(extractor or ContentOnly(), setup.reasoning)
         detok = IncrementalDetokenizer(self.tokenizer)

@@ -38,6 +38,11 @@ def _tool(name: str, parameters: dict | None = None, strict: bool = False) -> di
     return {"type": "function", "function": fn}
 
 
+def _allowed(mode: str, *names: str) -> dict:
+    tools = [{"type": "function", "function": {"name": n}} for n in names]
+    return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": tools}}
+
+
 # (id, what the REST body adds, the status, the param and code both surfaces must answer)
 CASES = [
     (
@@ -129,6 +134,27 @@ CASES = [
     ("too-many-stops", {"stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "too_many_stop_sequences"),
     ("empty-stop", {"stop": ["a", ""]}, 400, "stop[1]", None),
     ("unknown-model", {"model": "no-such-model"}, 404, "model", "model_not_found"),
+    (
+        "allowed-not-in-tools",
+        {"tools": [WEATHER], "tool_choice": _allowed("required", "nope")},
+        400,
+        "tool_choice.allowed_tools.tools[0]",
+        "invalid_value",
+    ),
+    (
+        "allowed-empty",
+        {"tools": [WEATHER], "tool_choice": _allowed("auto")},
+        400,
+        "tool_choice.allowed_tools.tools",
+        "invalid_value",
+    ),
+    (
+        "allowed-mode-none",
+        {"tools": [WEATHER], "tool_choice": _allowed("none", "get_weather")},
+        400,
+        "tool_choice.allowed_tools.mode",
+        "invalid_value",
+    ),
 ]
 
 
@@ -172,6 +198,12 @@ def grpc_request(body: dict) -> chat_pb2.ChatCompletionRequest:
     choice = body.get("tool_choice")
     if isinstance(choice, str):
         req.tool_choice.mode = _MODES[choice]
+    elif choice is not None and choice["type"] == "allowed_tools":
+        allowed = choice["allowed_tools"]
+        req.tool_choice.allowed_tools.mode = _MODES[allowed["mode"]]
+        req.tool_choice.allowed_tools.tool_names.extend(
+            t["function"]["name"] for t in allowed["tools"]
+        )
     elif choice is not None:
         req.tool_choice.function_name = choice["function"]["name"]
     if "response_format" in body:

@@ -142,3 +142,52 @@ def test_streamed_equals_non_streamed_at_temperature_zero(client, stack):
         assert [calls[i] for i in sorted(calls)] == [
             [c.function.name, c.function.arguments] for c in whole.message.tool_calls or []
         ]
+
+
+def _allowed(mode: str, *names: str) -> dict:
+    tools = [{"type": "function", "function": {"name": n}} for n in names]
+    return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": tools}}
+
+
+def test_allowed_tools_required_calls_only_the_subset(client, stack):
+    """Every tool stays in the prompt; the calls are of the allowed subset only, at least one,
+    streamed or not, while sampling."""
+    allowed = {"get_temperature", "send_email"}
+    for seed, stream in ((1, False), (2, True), (3, False)):
+        kwargs = dict(
+            model=stack.model,
+            messages=ASK,
+            tools=ALL,
+            tool_choice=_allowed("required", *sorted(allowed)),
+            temperature=1.0,
+            seed=seed,
+            max_tokens=200,
+        )
+        if stream:
+            names = [
+                c.function.name
+                for chunk in client.chat.completions.create(stream=True, **kwargs)
+                for ch in chunk.choices
+                for c in ch.delta.tool_calls or []
+                if c.function and c.function.name
+            ]
+        else:
+            r = client.chat.completions.create(**kwargs)
+            names = [c.function.name for c in _calls(r)]
+            if r.choices[0].finish_reason == "tool_calls":  # not cut by max_tokens
+                _validate(_calls(r))
+        assert names and set(names) <= allowed
+
+
+def test_allowed_tools_auto_never_calls_outside_the_subset(client, stack):
+    for seed in (1, 2):
+        r = client.chat.completions.create(
+            model=stack.model,
+            messages=ASK,
+            tools=ALL,
+            tool_choice=_allowed("auto", "get_temperature"),
+            temperature=1.0,
+            seed=seed,
+            max_tokens=120,
+        )
+        assert {c.function.name for c in _calls(r)} <= {"get_temperature"}

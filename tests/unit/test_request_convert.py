@@ -6,6 +6,7 @@ import pytest
 
 from toolwire.gateway.openai_models import ChatCompletionRequest
 from toolwire.gateway.request_convert import to_proto
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.template.v1 import template_pb2
 from toolwire.request.checks import check_render, check_request
 from toolwire.request.errors import RequestError
@@ -99,3 +100,40 @@ def test_integers_out_of_range_are_400s(body, param):
     with pytest.raises(pydantic.ValidationError) as e:
         convert(**body)
     assert validation_error(e.value).param == param
+
+
+FN = {"type": "function", "function": {"name": "get_time"}}
+TOOLS = [FN, {"type": "function", "function": {"name": "get_weather"}}]
+
+
+def test_allowed_tools_as_the_sdk_sends_them():
+    p = convert(
+        tools=TOOLS,
+        tool_choice={
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [FN]},
+        },
+    )
+    a = p.tool_choice.allowed_tools
+    assert list(a.tool_names) == ["get_time"] and a.mode == common.ToolChoice.MODE_REQUIRED
+    check_request(p, Limits())
+
+
+@pytest.mark.parametrize(
+    "allowed,param",
+    [
+        ({"mode": "none", "tools": [FN]}, "tool_choice.allowed_tools.mode"),
+        ({"mode": "sometimes", "tools": [FN]}, "tool_choice.allowed_tools.mode"),
+        ({"mode": "auto", "tools": []}, "tool_choice.allowed_tools.tools"),
+        ({"mode": "auto", "tools": [{"type": "function"}]}, "tool_choice.allowed_tools.tools[0]"),
+        (
+            {"mode": "auto", "tools": [FN, {"type": "function", "function": {"name": "rm"}}]},
+            "tool_choice.allowed_tools.tools[1]",
+        ),
+    ],
+)
+def test_bad_allowed_tools_name_the_parameter(allowed, param):
+    p = convert(tools=TOOLS, tool_choice={"type": "allowed_tools", "allowed_tools": allowed})
+    with pytest.raises(RequestError) as e:
+        check_request(p, Limits())
+    assert e.value.param == param

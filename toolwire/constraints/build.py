@@ -64,7 +64,9 @@ def build_constraint(
         schemas = tool_schemas(fmt, tools)
         if text_schema is not None and choice.mode == "auto":
             # A text answer must follow response_format; or the model calls tools.
-            forced = fmt.constraint(tools, schemas, ToolChoice("required"), parallel)
+            forced = fmt.constraint(
+                tools, schemas, ToolChoice("required", allowed=choice.allowed), parallel
+            )
             return _tag(
                 {"type": "or", "elements": [forced, schema_content(text_schema)]}, reasoning
             )

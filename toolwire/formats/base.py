@@ -130,7 +130,8 @@ def schema_content(schema: Any) -> dict:
 
 
 def chosen_tools(tools: list[Tool], choice: ToolChoice) -> list[Tool]:
-    return [t for t in tools if choice.mode != "named" or t.name == choice.name]
+    """The tools a call may name: the named one, the allowed_tools subset, or all."""
+    return choice.callable(tools)
 
 
 def calls_constraint(

@@ -17,8 +17,22 @@ class Tool:
     description: str = ""
     parameters: dict | None = None  # None: the tool takes no parameters
     strict: bool = False
+    # A custom tool (OpenAI's {"type": "custom"}): its call's input is raw text, in `grammar`
+    # ("text", "") or ("lark" | "regex", definition).
+    custom: bool = False
+    grammar: tuple[str, str] = ("text", "")
 
     def openai_dict(self) -> dict:
+        if self.custom:
+            syntax, definition = self.grammar
+            fmt: dict[str, Any] = {"type": "text"}
+            if syntax != "text":
+                fmt = {"type": "grammar", "grammar": {"syntax": syntax, "definition": definition}}
+            cu: dict[str, Any] = {"name": self.name}
+            if self.description:
+                cu["description"] = self.description
+            cu["format"] = fmt
+            return {"type": "custom", "custom": cu}
         fn: dict[str, Any] = {"name": self.name}
         if self.description:
             fn["description"] = self.description
@@ -32,6 +46,16 @@ class Tool:
 class ToolChoice:
     mode: str = "auto"  # auto | none | required | named
     name: str | None = None  # the forced tool when mode == "named"
+    # allowed_tools: calls (in auto or required) only of these; every tool stays in the prompt.
+    allowed: tuple[str, ...] | None = None
+
+    def callable(self, tools: list[Tool]) -> list[Tool]:
+        """The tools a call may name under this choice (all of them in the prompt)."""
+        if self.mode == "named":
+            return [t for t in tools if t.name == self.name]
+        if self.allowed is not None:
+            return [t for t in tools if t.name in self.allowed]
+        return list(tools)
 
 
 def message_text(message: dict) -> str:

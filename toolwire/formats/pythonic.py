@@ -328,12 +328,16 @@ class PythonicFormat(ToolFormat):
             for t in chosen
         ]
         if choice.mode == "auto":
+            # allowed_tools: a call of a tool outside the subset may not open in free text
+            # either (the extractor, knowing only the subset, would leave it as content).
+            others = [f"[{t.name}(" for t in tools if t not in chosen]
             return {
                 "type": "triggered_tags",
                 "triggers": [f"[{t.name}(" for t in chosen],
                 "tags": tags,
                 "at_least_one": False,
                 "stop_after_first": True,
+                **({"excludes": others} if others else {}),
             }
         return {
             "type": "tags_with_separator",

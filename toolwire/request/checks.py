@@ -104,11 +104,35 @@ def check_tool_choice(choice: common.ToolChoice, tools) -> None:
         raise RequestError(
             "tool_choice is only allowed when tools are specified", param="tool_choice"
         )
-    if which == "function_name" and choice.function_name not in {t.name for t in tools}:
+    functions = {t.name for t in tools if t.type != "custom"}
+    customs = {t.name for t in tools if t.type == "custom"}
+    if which == "function_name" and choice.function_name not in functions:
         raise RequestError(
             f"tool_choice names function {choice.function_name!r}, which is not in tools",
             param="tool_choice",
         )
+    if which == "custom_name" and choice.custom_name not in customs:
+        raise RequestError(
+            f"tool_choice names custom tool {choice.custom_name!r}, which is not in tools",
+            param="tool_choice",
+        )
+    if which == "allowed_tools":
+        check_allowed_tools(choice.allowed_tools, functions | customs)
+
+
+def check_allowed_tools(allowed: common.ToolChoice.AllowedTools, names: set[str]) -> None:
+    """tool_choice {"type": "allowed_tools"}: mode auto or required, a non-empty subset of
+    the request's tools."""
+    if allowed.mode not in (common.ToolChoice.MODE_AUTO, common.ToolChoice.MODE_REQUIRED):
+        raise _invalid("tool_choice.allowed_tools.mode", "must be 'auto' or 'required'")
+    if not allowed.tool_names:
+        raise _invalid("tool_choice.allowed_tools.tools", "at least one tool is required")
+    for i, name in enumerate(allowed.tool_names):
+        if name not in names:
+            raise _invalid(
+                f"tool_choice.allowed_tools.tools[{i}]",
+                f"names tool {name!r}, which is not in tools",
+            )
 
 
 def check_response_format(rf: common.ResponseFormat) -> None:

@@ -33,16 +33,28 @@ def message_to_dict(m: common.ChatMessage) -> dict:
 
 
 def tool_from_proto(t: common.FunctionTool) -> Tool:
+    if t.type == "custom":
+        f = t.custom_format
+        grammar = (f.syntax, f.definition) if f.type == "grammar" else ("text", "")
+        return Tool(name=t.name, description=t.description, custom=True, grammar=grammar)
     params = json.loads(t.parameters_json) if t.parameters_json else None
     return Tool(name=t.name, description=t.description, parameters=params, strict=t.strict)
 
 
+_MODES = {
+    common.ToolChoice.MODE_AUTO: "auto",
+    common.ToolChoice.MODE_NONE: "none",
+    common.ToolChoice.MODE_REQUIRED: "required",
+}
+
+
 def choice_from_proto(c: common.ToolChoice, has_tools: bool) -> ToolChoice:
-    if c.WhichOneof("choice") == "function_name":
+    which = c.WhichOneof("choice")
+    if which == "function_name":
         return ToolChoice("named", c.function_name)
-    mode = {
-        common.ToolChoice.MODE_AUTO: "auto",
-        common.ToolChoice.MODE_NONE: "none",
-        common.ToolChoice.MODE_REQUIRED: "required",
-    }.get(c.mode)
-    return ToolChoice(mode or ("auto" if has_tools else "none"))
+    if which == "custom_name":
+        return ToolChoice("named", c.custom_name)
+    if which == "allowed_tools":  # checks.py has refused any other mode
+        a = c.allowed_tools
+        return ToolChoice(_MODES.get(a.mode, "auto"), allowed=tuple(a.tool_names))
+    return ToolChoice(_MODES.get(c.mode) or ("auto" if has_tools else "none"))
