@@ -201,6 +201,7 @@ class Run:
         self.replica = None  # the decode replica this request runs on
         self.released = False
         self.call_text: dict[int, list[str]] = {}  # index -> [name, arguments so far]
+        self.custom_calls: set[int] = set()  # indexes of custom tools' calls (raw input)
 
     def cancel_calls(self) -> None:
         for call in (self.generate, self.extract):
@@ -344,14 +345,23 @@ class Run:
                 d.reasoning_content = resp.reasoning_content
             yield self._chunk(d)
         for c in resp.tool_calls:
-            self.call_text.setdefault(c.index, [c.name, ""])[1] += c.arguments
+            if c.custom:  # a custom tool's call (its first delta says): raw input, no JSON
+                self.custom_calls.add(c.index)
+            custom = c.index in self.custom_calls
+            if not custom:
+                self.call_text.setdefault(c.index, [c.name, ""])[1] += c.arguments
             if c.id:
                 self.tool_calls += 1
                 yield self._chunk(
                     chat_pb2.Delta(
                         tool_calls=[
                             chat_pb2.ToolCallChunk(
-                                index=c.index, id=c.id, type="function", name=c.name, arguments=""
+                                index=c.index,
+                                id=c.id,
+                                type="custom" if custom else "function",
+                                name=c.name,
+                                arguments="",
+                                custom=custom,
                             )
                         ]
                     )
@@ -359,7 +369,11 @@ class Run:
             if c.arguments:
                 yield self._chunk(
                     chat_pb2.Delta(
-                        tool_calls=[chat_pb2.ToolCallChunk(index=c.index, arguments=c.arguments)]
+                        tool_calls=[
+                            chat_pb2.ToolCallChunk(
+                                index=c.index, arguments=c.arguments, custom=custom
+                            )
+                        ]
                     )
                 )
 
@@ -453,6 +467,12 @@ class Run:
                     reasoning.append(ch.delta.reasoning_content)
                 for c in ch.delta.tool_calls:
                     call = calls.setdefault(c.index, common.ToolCall(type="function"))
+                    if c.custom:  # raw input into the custom call's fields
+                        call.type = "custom"
+                        if c.HasField("id"):
+                            call.id, call.custom.name = c.id, c.name
+                        call.custom.input += c.arguments
+                        continue
                     if c.HasField("id"):
                         call.id = c.id
                         call.function.name = c.name

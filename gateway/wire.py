@@ -29,6 +29,12 @@ def completion_dict(c: chat_pb2.ChatCompletion) -> dict:
             message["tool_calls"] = [
                 {
                     "id": t.id,
+                    "type": "custom",
+                    "custom": {"name": t.custom.name, "input": t.custom.input},
+                }
+                if t.type == "custom"
+                else {
+                    "id": t.id,
                     "type": "function",
                     "function": {
                         "name": t.function.name,
@@ -88,7 +94,17 @@ def chunk_dict(c: chat_pb2.ChatCompletionChunk) -> dict:
 
 
 def _tool_call_delta(t: chat_pb2.ToolCallChunk) -> dict:
+    """A call's piece. A custom call streams as OpenAI's non-streamed shape does, piece by
+    piece: {"index", "id", "type": "custom", "custom": {"name", "input": ""}} first, then
+    {"index", "custom": {"input": fragment}}. (The SDK's ChoiceDeltaToolCall knows only
+    function calls; it keeps `custom` as an untyped extra, and `type` as sent.)"""
     d: dict = {"index": t.index}
+    if t.custom:
+        if t.HasField("id"):
+            d.update(id=t.id, type="custom", custom={"name": t.name, "input": t.arguments})
+        else:
+            d["custom"] = {"input": t.arguments}
+        return d
     if t.HasField("id"):
         d["id"] = t.id
         d["type"] = "function"

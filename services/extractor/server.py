@@ -82,7 +82,11 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
                 reasoning_content=delta.reasoning,
                 tool_calls=[
                     pb.ToolCallDelta(
-                        index=c.index, id=c.id or "", name=c.name or "", arguments=c.arguments
+                        index=c.index,
+                        id=c.id or "",
+                        name=c.name or "",
+                        arguments=c.arguments,
+                        custom=c.custom,
                     )
                     for c in delta.calls
                 ],

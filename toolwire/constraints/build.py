@@ -29,9 +29,38 @@ def enforceable_schema(schema: Any, strict: bool, param: str) -> Any:
     return ANY_OBJECT
 
 
+def custom_content(tool: Tool) -> dict:
+    """A custom tool's input as structural-tag content: free text, or its regex or Lark
+    grammar (Lark as xgrammar's EBNF; checks.py has parsed both)."""
+    syntax, definition = tool.grammar
+    if syntax == "regex":
+        return {"type": "regex", "pattern": definition}
+    if syntax == "lark":
+        import xgrammar as xgr
+
+        return {"type": "grammar", "grammar": str(xgr.Grammar.from_lark(definition))}
+    return {"type": "any_text"}
+
+
+def check_custom_tools(fmt: ToolFormat, tools: list[Tool]) -> None:
+    """A family without a place for a custom call's raw input refuses custom tools."""
+    for i, t in enumerate(tools):
+        if t.custom and fmt.custom_call(t.name) is None:
+            raise RequestError(
+                f"custom tools are not supported with the {fmt.name} tool format (its calls "
+                "have no place for raw input); use a function tool",
+                param=f"tools[{i}]",
+                code="unsupported_parameter",
+            )
+
+
 def tool_schemas(fmt: ToolFormat, tools: list[Tool]) -> dict[str, Any]:
+    """Each tool's constraint: a function's enforceable schema, a custom tool's input content."""
     schemas = {}
     for i, t in enumerate(tools):
+        if t.custom:
+            schemas[t.name] = custom_content(t)
+            continue
         param = f"tools[{i}].function.parameters"
         schema = enforceable_schema(
             t.parameters if t.parameters is not None else NO_PARAMETERS, t.strict, param
@@ -60,6 +89,7 @@ def build_constraint(
     """The request's constraint; with `reasoning`, free thinking runs first (formats.reasoning).
     `has_tool_results`: the prompt shows tool results, whose markup free text may not echo."""
     text_schema = response_schema(response_format)
+    check_custom_tools(fmt, tools)
     if tools and choice.mode != "none":
         schemas = tool_schemas(fmt, tools)
         if text_schema is not None and choice.mode == "auto":

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolwire.request.errors import RequestError
+
 from .inputs import Tool, ToolChoice
 from .plain_render import render_native, render_plain, template_renders_tools
 
@@ -30,6 +32,7 @@ class CallDelta:
     arguments: str = ""
     id: str | None = None  # first delta of a call only
     name: str | None = None  # first delta of a call only
+    custom: bool = False  # first delta only: a custom tool's call, `arguments` its raw input
 
 
 @dataclass
@@ -84,6 +87,7 @@ class ToolFormat(ABC):
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
         added: the model's own template where it renders tools, else this format's plain style
         (which may leave the tools out under tool_choice none)."""
+        self._check_custom_history(messages)
         if template_renders_tools(tokenizer):
             return render_native(tokenizer, messages, tools)
         return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode)
@@ -104,6 +108,30 @@ class ToolFormat(ABC):
     def unenforceable(self, schema: Any) -> str | None:
         """Why this format cannot write a strict schema's arguments exactly (None: it can)."""
         return None
+
+    def _check_custom_history(self, messages: list[dict]) -> None:
+        if self.custom_call("x") is not None:
+            return
+        for i, m in enumerate(messages):
+            for j, c in enumerate(m.get("tool_calls") or []):
+                if c.get("type") == "custom":
+                    raise RequestError(
+                        f"custom tool calls are not supported with the {self.name} tool "
+                        "format (its calls have no place for raw input)",
+                        param=f"messages[{i}].tool_calls[{j}]",
+                        code="unsupported_parameter",
+                    )
+
+    def custom_call(self, name: str) -> tuple[str, str] | None:
+        """How a custom tool's call is written: (begin, end) around its raw input, the call
+        syntax's own place for a payload. None: the family has no such place (refused, 400)."""
+        return None
+
+
+def custom_tag(fmt: ToolFormat, tool: Tool, content: dict) -> dict:
+    """A custom tool's call as a structural tag: its wrapping, the input's grammar inside."""
+    begin, end = fmt.custom_call(tool.name)
+    return {"type": "tag", "begin": begin, "content": content, "end": end}
 
 
 def partial_suffix(text: str, marker: str) -> int:

@@ -13,7 +13,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import ToolFormat, arguments_text, block_constraint, chosen_tools, schema_content
+from .base import (
+    ToolFormat,
+    arguments_text,
+    block_constraint,
+    chosen_tools,
+    custom_tag,
+    schema_content,
+)
 from .inputs import Tool, ToolChoice, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
 from .plain_render import PlainStyle
@@ -46,6 +53,13 @@ def call_begin(name: str) -> str:
 
 CALL_CLOSE = f"\n```{CALL_END}"
 
+
+def custom_begin(name: str) -> str:
+    """A custom tool's call: the call's type slot says `custom`, its raw input follows the
+    name's line up to <｜tool▁call▁end｜> (which the input may not contain)."""
+    return f"{CALL_BEGIN}custom{SEP}{name}\n"
+
+
 SYNTAX = CallSyntax(
     markers=(CALLS_BEGIN,),
     opener=r"<｜tool▁calls▁begin｜>",
@@ -53,15 +67,25 @@ SYNTAX = CallSyntax(
     close=r"\s*```\s*<｜tool▁call▁end｜>",
     separator=r"\s*",
     terminator=r"\s*<｜tool▁calls▁end｜>",
+    custom_header=r"\s*<｜tool▁call▁begin｜>custom<｜tool▁sep｜>(?P<name>[^\n<]+)\n",
+    custom_end=CALL_END,
 )
+
+
+def _definition(t: Tool) -> dict:
+    """A function's definition; a custom tool's, with how its call is written."""
+    if not t.custom:
+        return t.openai_dict()["function"]
+    return {
+        **t.openai_dict()["custom"],
+        "call": "custom" + SEP + t.name + " then the raw input (not JSON) on the next line",
+    }
 
 
 def _tools_block(tools: list[Tool]) -> str:
     return (
         "## Tools\n\n### Function\n\nYou have the following functions available:\n\n"
-        + "\n".join(
-            f"- `{t.name}`:\n```json\n{json.dumps(t.openai_dict()['function'])}\n```" for t in tools
-        )
+        + "\n".join(f"- `{t.name}`:\n```json\n{json.dumps(_definition(t))}\n```" for t in tools)
     )
 
 
@@ -70,7 +94,9 @@ STYLE = PlainStyle(
     calls_text=lambda calls: (
         CALLS_BEGIN
         + "\n".join(
-            call_begin(c["function"]["name"])
+            custom_begin(c["custom"]["name"]) + c["custom"]["input"] + CALL_END
+            if c.get("type") == "custom"
+            else call_begin(c["function"]["name"])
             + arguments_text(c["function"]["arguments"])
             + CALL_CLOSE
             for c in calls
@@ -94,7 +120,9 @@ class DeepSeekV3Format(ToolFormat):
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
         tags = [
-            {
+            custom_tag(self, t, schemas[t.name])
+            if t.custom
+            else {
                 "type": "tag",
                 "begin": call_begin(t.name),
                 "content": schema_content(schemas[t.name]),
@@ -104,5 +132,12 @@ class DeepSeekV3Format(ToolFormat):
         ]
         return block_constraint(tags, CALLS_BEGIN, CALLS_END, "\n", choice, parallel)
 
+    def custom_call(self, name: str) -> tuple[str, str]:
+        return custom_begin(name), CALL_END
+
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
-        return MarkedCallExtractor(SYNTAX, {t.name for t in tools})
+        return MarkedCallExtractor(
+            SYNTAX,
+            {t.name for t in tools if not t.custom},
+            frozenset(t.name for t in tools if t.custom),
+        )

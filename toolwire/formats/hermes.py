@@ -11,13 +11,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import ToolFormat, arguments_text, calls_constraint, chosen_tools, schema_content
-from .inputs import Tool, ToolChoice, message_text
+from .base import (
+    ToolFormat,
+    arguments_text,
+    calls_constraint,
+    chosen_tools,
+    custom_tag,
+    schema_content,
+)
+from .inputs import Tool, ToolChoice, call_name, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
 from .plain_render import PlainStyle
 
 MARKER = "<tool_call>"
 CLOSE = "}\n</tool_call>"
+# A custom tool's call: <tool_call>\n<custom name="NAME">INPUT</custom>\n</tool_call>, the
+# input raw (it may not contain CUSTOM_END: the extractor reads up to the first one).
+CUSTOM_END = "</custom>\n</tool_call>"
 
 TOOLS_PREAMBLE = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -29,10 +39,17 @@ TOOLS_POSTAMBLE = (
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
 )
 
+CUSTOM_POSTAMBLE = (
+    "\n\nFor a custom tool, write its raw input (not JSON) in its format:\n"
+    '<tool_call>\n<custom name="<tool-name>"><input></custom>\n</tool_call>'
+)
+
 SYNTAX = CallSyntax(
     markers=(MARKER,),
     header=r'<tool_call>\s*\{\s*"name"\s*:\s*"(?P<name>[^"\\]*)"\s*,\s*"(?:arguments|parameters)"\s*:\s*',
     close=r"\s*\}\s*</tool_call>",
+    custom_header=r'<tool_call>\s*<custom name="(?P<name>[^"]*)">',
+    custom_end=CUSTOM_END,
 )
 
 
@@ -42,14 +59,20 @@ def call_begin(name: str) -> str:
 
 def narrated_calls(calls: list[dict]) -> str:
     return " ".join(
-        f"Let me call {c['function']['name']}({arguments_text(c['function']['arguments'])})."
+        f"Let me call {c['custom']['name']} with: {c['custom']['input']}"
+        if c.get("type") == "custom"
+        else f"Let me call {c['function']['name']}({arguments_text(c['function']['arguments'])})."
         for c in calls
     )
 
 
 def narrated_result(message: dict, call: dict | None) -> str:
-    name = call["function"]["name"] if call else "tool"
+    name = call_name(call) if call else "tool"
     return f"The {name} tool returned: {message_text(message)}"
+
+
+def custom_begin(name: str) -> str:
+    return f'{MARKER}\n<custom name="{name}">'
 
 
 # A finished tool round is told in plain words, not in <tool_call>/<tool_response> markup: for
@@ -65,6 +88,7 @@ STYLE = PlainStyle(
         TOOLS_PREAMBLE
         + "".join("\n" + json.dumps(t.openai_dict(), ensure_ascii=False) for t in tools)
         + TOOLS_POSTAMBLE
+        + (CUSTOM_POSTAMBLE if any(t.custom for t in tools) else "")
     ),
     calls_text=narrated_calls,
     result_text=narrated_result,
@@ -85,7 +109,9 @@ class HermesFormat(ToolFormat):
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
         tags = [
-            {
+            custom_tag(self, t, schemas[t.name])
+            if t.custom
+            else {
                 "type": "tag",
                 "begin": call_begin(t.name),
                 "content": schema_content(schemas[t.name]),
@@ -95,5 +121,12 @@ class HermesFormat(ToolFormat):
         ]
         return calls_constraint(tags, [MARKER], "\n", choice, parallel)
 
+    def custom_call(self, name: str) -> tuple[str, str]:
+        return custom_begin(name), CUSTOM_END
+
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
-        return MarkedCallExtractor(SYNTAX, {t.name for t in tools})
+        return MarkedCallExtractor(
+            SYNTAX,
+            {t.name for t in tools if not t.custom},
+            frozenset(t.name for t in tools if t.custom),
+        )

@@ -66,3 +66,8 @@ def message_text(message: dict) -> str:
     if isinstance(content, str):
         return content
     return "".join(p.get("text", "") for p in content)
+
+
+def call_name(call: dict) -> str:
+    """A past call's tool name, function or custom."""
+    return (call.get("custom") if call.get("type") == "custom" else call.get("function"))["name"]

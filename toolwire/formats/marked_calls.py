@@ -35,10 +35,16 @@ class CallSyntax:
     separator: str | None = None  # regex between calls of one marked list
     terminator: str | None = None  # regex that ends a marked list
     # The opener, or else the first header, is matched from the marker on (marker included).
+    # A custom tool's call (raw input, no JSON): its header (a regex with a `name` group) and
+    # the literal text that ends it (format.custom_call's pair). The input is read up to the
+    # first `custom_end`.
+    custom_header: str | None = None
+    custom_end: str | None = None
 
 
-_TEXT, _OPEN, _HEADER, _ARGS, _CLOSE, _AFTER = range(6)
+_TEXT, _OPEN, _HEADER, _ARGS, _CLOSE, _AFTER, _RAW = range(7)
 _STEPS = {
+    _RAW: "_step_raw",
     _TEXT: "_step_text",
     _OPEN: "_step_open",
     _HEADER: "_step_header",
@@ -53,8 +59,12 @@ def _compile(pattern: str | None):
 
 
 class MarkedCallExtractor(StreamingExtractor):
-    def __init__(self, syntax: CallSyntax, tool_names: set[str]):
+    def __init__(
+        self, syntax: CallSyntax, tool_names: set[str], custom_names: frozenset[str] = frozenset()
+    ):
         self.syntax = syntax
+        self.custom_header = _compile(syntax.custom_header) if custom_names else None
+        self.custom_names = custom_names
         self.markers = syntax.markers
         self.marker = ""  # the marker that opened the current block
         self.header = _compile(syntax.header)
@@ -95,6 +105,8 @@ class MarkedCallExtractor(StreamingExtractor):
             rest = self.buf
             if rest.strip() and not self._partial_of_end(rest):
                 self._content(out, rest, final=True)
+        elif self.state == _RAW and self.buf:  # a custom call cut by max tokens: its input
+            self._args(out, self.buf)
         # _ARGS with an announced call: cut by max tokens; what streamed stays, as OpenAI does.
         self.buf = ""
         return out
@@ -126,6 +138,19 @@ class MarkedCallExtractor(StreamingExtractor):
         return True
 
     def _step_header(self, out: Delta) -> bool:
+        if self.custom_header is not None:
+            c = self.custom_header.match(self.buf, partial=True)
+            if c is not None and not c.partial and c.group("name") in self.custom_names:
+                out.calls.append(
+                    CallDelta(index=self.calls, id=new_call_id(), name=c.group("name"), custom=True)
+                )
+                self._consume(c.end())
+                self.state = _RAW
+                return True
+            if c is not None and c.partial:
+                m = self.header.match(self.buf, partial=True)
+                if m is None or m.partial:
+                    return False  # either may still form
         m = self.header.match(self.buf, partial=True)
         if m is None or (not m.partial and m.group("name") not in self.tool_names):
             return self._not_a_call(out)
@@ -152,6 +177,24 @@ class MarkedCallExtractor(StreamingExtractor):
             self.state = _CLOSE
             return True
         return False
+
+    def _step_raw(self, out: Delta) -> bool:
+        """A custom call's raw input, streamed as it arrives, up to its end."""
+        end = self.syntax.custom_end
+        at = self.buf.find(end)
+        if at < 0:
+            keep = partial_suffix(self.buf, end)
+            if len(self.buf) > keep:
+                self._args(out, self.buf[: len(self.buf) - keep])
+                self._consume(len(self.buf) - keep)
+            return False
+        if at:
+            self._args(out, self.buf[:at])
+        self._consume(at + len(end))
+        self.calls += 1
+        self.calls_in_block += 1
+        self.state = _AFTER if self.separator is not None else _TEXT
+        return True
 
     def _step_close(self, out: Delta) -> bool:
         m = self.close.match(self.buf, partial=True)
@@ -180,6 +223,8 @@ class MarkedCallExtractor(StreamingExtractor):
             if m.partial or m.end() == len(self.buf):
                 return False  # wait to see what follows the separator
             h = self.header.match(self.buf, m.end(), partial=True)
+            if h is None and self.custom_header is not None:
+                h = self.custom_header.match(self.buf, m.end(), partial=True)
             if h is not None:
                 self._consume(m.end())
                 self.state = _HEADER

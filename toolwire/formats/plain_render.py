@@ -95,6 +95,8 @@ def with_parsed_arguments(message: dict) -> dict:
                     "arguments": arguments_object(c["function"]["arguments"]),
                 },
             }
+            if c.get("type") != "custom"  # a custom call's input is raw text: as it is
+            else c
             for c in message["tool_calls"]
         ],
     }

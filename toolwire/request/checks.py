@@ -28,6 +28,7 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 TEXT_PARTS = ("text", "refusal")  # content part types served; the rest is refused
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # a function's and a response_format's name
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+GRAMMAR_SYNTAXES = ("lark", "regex")  # a custom tool's grammar
 TEMPERATURE = (0.0, 2.0)  # inclusive
 TOP_P = (0.0, 1.0)  # above the first, up to the second
 _NAME = re.compile(NAME_PATTERN)
@@ -78,6 +79,8 @@ def check_messages(messages) -> None:
                 param=f"messages[{i}].tool_call_id",
             )
         for j, call in enumerate(m.tool_calls):
+            if call.type == "custom":  # raw input: any text
+                continue
             if not isinstance(_json(call.function.arguments or "{}"), dict):
                 param = f"messages[{i}].tool_calls[{j}].function.arguments"
                 raise RequestError(f"{param} must be a JSON object (as a string)", param=param)
@@ -86,7 +89,11 @@ def check_messages(messages) -> None:
 def check_tools(tools) -> None:
     names: set[str] = set()
     for i, t in enumerate(tools):
-        param = f"tools[{i}].function.name"
+        if t.type not in ("", "function", "custom"):
+            raise _invalid(f"tools[{i}].type", f"{t.type!r} is not one of function, custom")
+        if t.type == "custom":
+            check_custom_format(t.custom_format, f"tools[{i}].custom.format")
+        param = f"tools[{i}].{'custom' if t.type == 'custom' else 'function'}.name"
         if not _NAME.match(t.name):
             raise _invalid(
                 param, f"{t.name!r} must be 1 to 64 letters, digits, underscores or dashes"
@@ -94,6 +101,39 @@ def check_tools(tools) -> None:
         if t.name in names:
             raise RequestError(f"tools[{i}]: duplicate function name {t.name!r}", param=param)
         names.add(t.name)
+
+
+def check_custom_format(f: common.CustomFormat, param: str) -> None:
+    """A custom tool's format: text, or a Lark or regex grammar (parsed by check_grammar)."""
+    if f.type in ("", "text"):
+        return
+    if f.type != "grammar":
+        raise _invalid(f"{param}.type", f"{f.type!r} is not one of text, grammar")
+    if f.syntax not in GRAMMAR_SYNTAXES:
+        raise _invalid(
+            f"{param}.grammar.syntax", f"{f.syntax!r} is not one of {', '.join(GRAMMAR_SYNTAXES)}"
+        )
+    if not f.definition.strip():
+        raise _invalid(f"{param}.grammar.definition", "the grammar definition is empty")
+
+
+def check_grammar(f: common.CustomFormat, param: str) -> None:
+    """A custom tool's grammar parses, in xgrammar's own reading (the one the constraint is
+    built with); run after the size limits (limits.py). Compile time: the template's compile
+    pool's deadline (--grammar-timeout)."""
+    if f.type != "grammar":
+        return
+    param = f"{param}.grammar.definition"
+    import xgrammar as xgr
+
+    try:
+        (xgr.Grammar.from_lark if f.syntax == "lark" else xgr.Grammar.from_regex)(f.definition)
+    except Exception as e:  # xgrammar's parse error, with its position
+        why = str(e).split("\n")[0]
+        why = why.split("] ", 1)[-1] if why.startswith("[") else why  # its log prefix
+        raise RequestError(
+            f"Invalid {f.syntax} grammar in '{param}': {why}", param=param, code="invalid_grammar"
+        ) from None
 
 
 def check_tool_choice(choice: common.ToolChoice, tools) -> None:
@@ -168,6 +208,8 @@ def check_sampling(req: chat_pb2.ChatCompletionRequest) -> None:
 def check_schemas(req) -> None:
     """Each schema is JSON, and a strict one is enforceable exactly (toolwire/constraints/schemas.py)."""
     for i, t in enumerate(req.tools):
+        if t.type == "custom":
+            check_grammar(t.custom_format, f"tools[{i}].custom.format")
         if t.parameters_json:
             _schema(t.parameters_json, f"tools[{i}].function.parameters", t.strict)
     rf = req.response_format

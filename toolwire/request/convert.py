@@ -24,6 +24,12 @@ def message_to_dict(m: common.ChatMessage) -> dict:
         d["tool_calls"] = [
             {
                 "id": c.id,
+                "type": "custom",
+                "custom": {"name": c.custom.name, "input": c.custom.input},
+            }
+            if c.type == "custom"
+            else {
+                "id": c.id,
                 "type": c.type or "function",
                 "function": {"name": c.function.name, "arguments": c.function.arguments},
             }

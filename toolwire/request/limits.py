@@ -37,7 +37,8 @@ class Limits:
         "max_body_bytes": "largest REST request body in bytes (413 above it)",
         "max_messages": "most messages in one request",
         "max_tools": "most tools in one request",
-        "max_schema_bytes": "largest JSON schema (a tool's parameters or response_format)",
+        "max_schema_bytes": "largest JSON schema (a tool's parameters or response_format) "
+        "or custom tool grammar",
         "max_schema_depth": "deepest nesting of objects and arrays in one schema",
         "max_enum_values": "most values in one enum of a schema",
         "max_stop": "most stop strings",
@@ -138,6 +139,14 @@ def check_request(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
     for i, tool in enumerate(req.tools):
         if tool.parameters_json:
             check_schema(tool.parameters_json, f"tools[{i}].function.parameters", limits)
+        grammar = tool.custom_format.definition
+        if len(grammar.encode()) > limits.max_schema_bytes:  # a custom tool's grammar
+            raise RequestError(
+                f"'tools[{i}].custom.format.grammar.definition' is {len(grammar.encode())} "
+                f"bytes; the limit is {limits.max_schema_bytes}",
+                param=f"tools[{i}].custom.format.grammar.definition",
+                code="grammar_too_large",
+            )
     if req.response_format.schema_json:
         check_schema(req.response_format.schema_json, "response_format.json_schema.schema", limits)
     if len(req.stop) > limits.max_stop:
