@@ -23,7 +23,7 @@ from toolwire.request.errors import RequestError
 from toolwire.request.limits import Limits
 
 from .family_tokenizers import family_tokenizer
-from .test_formats import TIME, WEATHER, _run
+from .test_formats import TIME, WEATHER
 
 CARRIERS = ("hermes", "deepseek_v3")
 REFUSERS = ("llama3_json", "mistral", "pythonic")
