@@ -34,17 +34,34 @@ ERROR = {
 }
 
 TOOL_CALL = {
-    "type": "object",
-    "required": ["id", "type", "function"],
-    "properties": {
-        "id": {"type": "string"},
-        "type": {"const": "function"},
-        "function": {
+    "anyOf": [
+        {
             "type": "object",
-            "required": ["name", "arguments"],
-            "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+            "required": ["id", "type", "function"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "function"},
+                "function": {
+                    "type": "object",
+                    "required": ["name", "arguments"],
+                    "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
+                },
+            },
         },
-    },
+        {  # a custom tool's call: raw input
+            "type": "object",
+            "required": ["id", "type", "custom"],
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "custom"},
+                "custom": {
+                    "type": "object",
+                    "required": ["name", "input"],
+                    "properties": {"name": {"type": "string"}, "input": {"type": "string"}},
+                },
+            },
+        },
+    ]
 }
 
 USAGE = {
