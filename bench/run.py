@@ -87,7 +87,7 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     return res, vars(cost)
 
 
-def start_stack(args) -> tuple[subprocess.Popen, str, str]:
+def start_stack(args, mux: str | None = None) -> tuple[subprocess.Popen, str, str]:
     """`toolwire up` for the load: (process, base URL, served model id)."""
     port = free_port()
     cmd = [
@@ -105,7 +105,7 @@ def start_stack(args) -> tuple[subprocess.Popen, str, str]:
         args.dtype,
         "--max-batch",
         str(max(args.concurrency)),
-    ]
+    ] + (["--decode-mux", mux] if mux else [])
     proc = subprocess.Popen(
         cmd,
         env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
@@ -204,6 +204,11 @@ def main() -> int:
         action="store_true",
         help="only the in-process engine (e.g. random:<preset> weights on a GPU)",
     )
+    p.add_argument(
+        "--compare-mux",
+        action="store_true",
+        help="measure the gateway twice: --decode-mux off, then on",
+    )
     p.add_argument("--url", help="measure this OpenAI-compatible server instead")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
     args = p.parse_args()
@@ -225,16 +230,21 @@ def main() -> int:
             (OUT / "results.json").write_text(json.dumps(results, indent=2))
             plot({"engine": results["engine"]}, OUT / "bench.png")
             return 0
-        proc, url, model = start_stack(args)
-        try:
-            results["gateway"] = asyncio.run(
-                bench_remote(args, url, KEY, model, "gateway", proc.pid)
-            )
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        print("\n" + table(results["engine"], results["gateway"], "gateway"))
-        print("\n" + cpu_table(results["engine"], results["gateway"]))
+        # --compare-mux: the gateway with its per-request decode calls first, then the
+        # multiplexed stream, in the same run (before and after, one machine state).
+        variants = (
+            {"gateway (mux off)": "off", "gateway": "on"} if args.compare_mux else {"gateway": None}
+        )
+        for label, mux in variants.items():
+            proc, url, model = start_stack(args, mux)
+            try:
+                results[label] = asyncio.run(bench_remote(args, url, KEY, model, label, proc.pid))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        for label in variants:
+            print("\n" + table(results["engine"], results[label], label))
+            print("\n" + cpu_table(results["engine"], results[label]))
         print(
             f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
             f"{cost['forward_ms']:.1f} ms forward ({100 * cost['mask_ms'] / cost['forward_ms']:.1f}%)"
