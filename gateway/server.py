@@ -66,6 +66,7 @@ async def serve(args) -> None:
         port=args.port,
         log_level="warning",
         lifespan="off",
+        http=getattr(args, "http_parser", "auto"),
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

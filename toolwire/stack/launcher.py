@@ -133,6 +133,7 @@ def commands(args) -> dict[str, list[str]]:
     )
     cmds["gateway"] += Limits.from_args(args).as_flags()
     cmds["gateway"] += ["--decode-mux", getattr(args, "decode_mux", "on")]
+    cmds["gateway"] += ["--http-parser", getattr(args, "http_parser", "auto")]
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
     return cmds
