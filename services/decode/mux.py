@@ -21,6 +21,7 @@ import logging
 import grpc
 
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
+from toolwire.plumbing import request_context
 from toolwire.request.errors import (
     CODE_KEY,
     PARAM_KEY,
@@ -171,6 +172,7 @@ class StreamMux:
     async def _start(self, handle: int, request: pb.GenerateRequest) -> None:
         from .server import engine_request  # the same conversion as Generate
 
+        request_context.bind_id(request.request_id)  # this task's log lines name it
         try:
             if not request.request_id:
                 raise RequestError("request_id is required", "request_id")
