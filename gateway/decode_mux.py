@@ -10,6 +10,11 @@ reader is busy are appended to what it has not read yet (merged, not queued per 
 
 A stream that breaks (the replica died) fails every request on it with the stream's error;
 the next request opens a new stream.
+
+Measured (`bench.run --model random:tiny --compare-mux`, 2 loaded cores, one run): the
+gateway's CPU per streamed token 605 -> 464 µs at 16 streams and 485 -> 405 µs at 64 against
+`--decode-mux off`; at one stream no gain (1328 -> 1641 µs, within that run's noise: a frame
+then holds one request's token).
 """
 
 from __future__ import annotations
