@@ -87,7 +87,7 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     return res, vars(cost)
 
 
-def start_stack(args) -> tuple[subprocess.Popen, str, str]:
+def start_stack(args, flags: list[str] | None = None) -> tuple[subprocess.Popen, str, str]:
     """`toolwire up` for the load: (process, base URL, served model id)."""
     port = free_port()
     cmd = [
@@ -105,7 +105,7 @@ def start_stack(args) -> tuple[subprocess.Popen, str, str]:
         args.dtype,
         "--max-batch",
         str(max(args.concurrency)),
-    ]
+    ] + (flags or [])
     proc = subprocess.Popen(
         cmd,
         env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
@@ -130,6 +130,24 @@ async def bench_remote(
         pids = proc_cpu.service_pids(up_pid)
         load = with_cpu(load, lambda: proc_cpu.cpu_seconds(pids))
     return await sweep(load, args.kinds, args.concurrency, args.rounds, args.max_tokens, model)
+
+
+def gateway_variants(compare: bool) -> dict[str, list[str]]:
+    """The gateways to measure, in this order in one run. --compare-mux: the per-request
+    decode calls first (the earlier path), then the multiplexed stream, each with h11, then
+    with httptools where it is installed."""
+    if not compare:
+        return {"gateway": []}
+    out = {
+        "gateway (mux off, h11)": ["--decode-mux", "off", "--http-parser", "h11"],
+        "gateway (mux on, h11)": ["--decode-mux", "on", "--http-parser", "h11"],
+    }
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return out
+    out["gateway (mux on, httptools)"] = ["--decode-mux", "on", "--http-parser", "httptools"]
+    return out
 
 
 def table(inproc: dict, over: dict, label: str) -> str:
@@ -204,6 +222,11 @@ def main() -> int:
         action="store_true",
         help="only the in-process engine (e.g. random:<preset> weights on a GPU)",
     )
+    p.add_argument(
+        "--compare-mux",
+        action="store_true",
+        help="measure the gateway with --decode-mux off, then on (h11, then httptools)",
+    )
     p.add_argument("--url", help="measure this OpenAI-compatible server instead")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
     args = p.parse_args()
@@ -225,16 +248,17 @@ def main() -> int:
             (OUT / "results.json").write_text(json.dumps(results, indent=2))
             plot({"engine": results["engine"]}, OUT / "bench.png")
             return 0
-        proc, url, model = start_stack(args)
-        try:
-            results["gateway"] = asyncio.run(
-                bench_remote(args, url, KEY, model, "gateway", proc.pid)
-            )
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        print("\n" + table(results["engine"], results["gateway"], "gateway"))
-        print("\n" + cpu_table(results["engine"], results["gateway"]))
+        variants = gateway_variants(args.compare_mux)
+        for label, flags in variants.items():
+            proc, url, model = start_stack(args, flags)
+            try:
+                results[label] = asyncio.run(bench_remote(args, url, KEY, model, label, proc.pid))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        for label in variants:
+            print("\n" + table(results["engine"], results[label], label))
+            print("\n" + cpu_table(results["engine"], results[label]))
         print(
             f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
             f"{cost['forward_ms']:.1f} ms forward ({100 * cost['mask_ms'] / cost['forward_ms']:.1f}%)"

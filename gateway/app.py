@@ -24,7 +24,7 @@ from .openai_models import ChatCompletionRequest
 from .openapi import openapi_document
 from .orchestrator import Orchestrator, new_request_id
 from .request_convert import to_proto
-from .wire import chunk_dict, completion_dict
+from .wire import chunk_sse, completion_dict
 
 log = logging.getLogger("toolwire.gateway")
 
@@ -152,7 +152,7 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             try:
                 async for chunk in run.chunks():
                     # orjson: compact UTF-8 as OpenAI sends it, several times json's speed.
-                    yield b"data: " + orjson.dumps(chunk_dict(chunk)) + b"\n\n"
+                    yield chunk_sse(chunk)
                 yield "data: [DONE]\n\n"
             except (GeneratorExit, asyncio.CancelledError):
                 # The client went away (the write failed): chunks()' finally aborts decoding.

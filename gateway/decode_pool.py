@@ -24,6 +24,8 @@ from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc
 from toolwire.plumbing.grpc_server import check_serving
 from toolwire.plumbing.internal_security import ClientSecurity
 
+from .decode_mux import DecodeStream
+
 log = logging.getLogger("toolwire.gateway")
 REFRESH_S = 2.0  # health checks and DNS
 
@@ -38,6 +40,16 @@ class Replica:
     served: bool = False  # has answered a health check: a later loss is worth a log line
     picks: int = field(default=0)  # requests sent to it, for the tie-break
     dialect: str | None = None  # its engine's constraint dialect, once read
+    stream: DecodeStream | None = None  # the multiplexed stream to it (decode_mux.py)
+
+    def open(self, request, metadata, mux: bool):
+        """Start `request` here: on this replica's multiplexed stream, or (mux off) as its own
+        Generate call. Either is read with read() and stopped with cancel()."""
+        if not mux:
+            return self.stub.Generate(request, metadata=metadata)
+        if self.stream is None:
+            self.stream = DecodeStream(self.stub, metadata)
+        return self.stream.open(request)
 
 
 class DecodePool:
@@ -56,6 +68,8 @@ class DecodePool:
         if self.task:
             self.task.cancel()
         for r in self.replicas.values():
+            if r.stream is not None:
+                await r.stream.close()
             await r.channel.close()
 
     def dialect(self) -> str:

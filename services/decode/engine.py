@@ -17,6 +17,7 @@ thread, TensorRT-LLM's executor) hands results back to that loop itself.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -102,6 +103,32 @@ class Engine(ABC):
         EngineRequestError for a request it cannot run (the caller's 400) and EngineBusy when
         no slot came free in time (503)."""
 
+    async def submit(self, request: EngineRequest, sink) -> object:
+        """Start `request` with its outputs pushed to `sink.put_nowait(out)` on this loop
+        instead of pulled from generate() (the multiplexed GenerateStream). Raises as
+        generate() does for a request it cannot take; a failure after that goes to
+        `sink.fail(exc)`. Returns an object whose `timed_out` is true when an "abort" finish
+        was a queue timeout. This default runs generate() in a task; an engine that has all
+        of a step's outputs in one place (torch) pushes them itself, one loop callback per
+        step."""
+        stream = self.generate(request)
+        first = await anext(stream, None)  # raises here what generate() refuses at once
+        done = _Submitted()
+
+        async def pump() -> None:
+            try:
+                out = first
+                while out is not None:
+                    sink.put_nowait(out)
+                    out = await anext(stream, None)
+            except Exception as e:  # noqa: BLE001 - handed to the sink, which reports it
+                sink.fail(e)
+            finally:
+                await stream.aclose()
+
+        done.task = asyncio.get_running_loop().create_task(pump())
+        return done
+
     @abstractmethod
     async def abort(self, request_id: str) -> bool:
         """End a queued or running request: its generate() ends with finish_reason "abort".
@@ -115,6 +142,11 @@ class Engine(ABC):
     def occupancy(self) -> EngineLoad:
         """What the scheduler holds now, for /metrics (engines that cannot tell: all running)."""
         return EngineLoad(running=self.active_requests(), waiting=0, cache_used=float("nan"))
+
+
+class _Submitted:
+    timed_out = False  # the default submit() reports EngineBusy through sink.fail instead
+    task: asyncio.Task | None = None
 
 
 class EngineRequestError(ValueError):

@@ -15,6 +15,7 @@ from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.request.errors import RequestError, abort_with, overloaded, unavailable
 
 from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
+from .mux import complete_message, serve_stream
 
 log = logging.getLogger("toolwire.decode")
 
@@ -60,19 +61,18 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
                 if out.token_ids:
                     yield pb.GenerateResponse(chunk=pb.GenerateChunk(token_ids=out.token_ids))
                 if out.finish_reason:
-                    yield pb.GenerateResponse(
-                        complete=pb.GenerateComplete(
-                            finish_reason=out.finish_reason,
-                            prompt_tokens=out.prompt_tokens,
-                            completion_tokens=out.completion_tokens,
-                        )
-                    )
+                    yield pb.GenerateResponse(complete=complete_message(out))
         except EngineRequestError as e:
             await abort_with(context, RequestError(str(e), e.param))
         except EngineBusy as e:
             await abort_with(context, unavailable(str(e), code="queue_timeout"))
         finally:
             await stream.aclose()  # a cancelled call aborts the request in the engine
+
+    async def GenerateStream(self, request_iterator, context):
+        """The multiplexed form (services/decode/mux.py): the gateway's one stream."""
+        request_context.bind(context)
+        await serve_stream(self.engine, self.max_queue, request_iterator, context)
 
     async def Abort(self, request, context):
         request_context.bind(context)

@@ -73,7 +73,7 @@ def _deliver(items: list) -> None:
 class _Seq:
     request: EngineRequest
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue
+    queue: asyncio.Queue  # or any sink with put_nowait (submit)
     matcher: xgr.GrammarMatcher | None
     generator: torch.Generator | None
     stop_ids: frozenset
@@ -218,7 +218,11 @@ class TorchEngine(Engine):
         )
 
     # -- requests ------------------------------------------------------------------------
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+    async def submit(self, request: EngineRequest, sink) -> _Seq:
+        """Check, compile and queue `request`; its outputs go to `sink.put_nowait` on this
+        event loop, all of a step's outputs in one loop callback (the multiplexed stream
+        builds one frame per step from them). The returned sequence's `timed_out` tells an
+        "abort" finish that was a queue timeout."""
         n = len(request.prompt_ids)
         if n == 0:
             raise EngineRequestError("the prompt is empty", "prompt_token_ids")
@@ -247,11 +251,10 @@ class TorchEngine(Engine):
             generator = torch.Generator().manual_seed(request.seed)
         room = self.info.max_model_len - n
         max_tokens = min(request.max_tokens, room) if request.max_tokens else room
-        queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
         seq = _Seq(
             request,
             asyncio.get_running_loop(),
-            queue,
+            sink,
             matcher,
             generator,
             frozenset(request.stop_ids),
@@ -262,6 +265,11 @@ class TorchEngine(Engine):
             self.by_id[request.request_id] = seq
             self.pending.append(seq)
             self.wake.notify()
+        return seq
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
+        seq = await self.submit(request, queue)
         finished = False
         try:
             while True:

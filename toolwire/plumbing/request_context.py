@@ -19,6 +19,12 @@ def bind(context) -> str:
     return ""
 
 
+def bind_id(request_id: str) -> None:
+    """Bind an id carried in the message itself (a request on a multiplexed stream), for the
+    rest of the current task."""
+    _current.set(request_id)
+
+
 class RequestIdFilter(logging.Filter):
     """Adds ` [<request id>]` to a record logged while a request is bound (else nothing)."""
 

@@ -84,6 +84,20 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
         help="accepted bearer key (repeatable); also TOOLWIRE_API_KEYS",
     )
     Limits.add_arguments(p.add_argument_group("request limits"))
+    p.add_argument(
+        "--decode-mux",
+        choices=["on", "off"],
+        default="on",
+        help="on: one multiplexed GenerateStream per decode replica, one frame per engine "
+        "step; off: one Generate call per request (the earlier path, for comparison)",
+    )
+    p.add_argument(
+        "--http-parser",
+        choices=["auto", "h11", "httptools"],
+        default="auto",
+        help="uvicorn's HTTP parser; auto takes httptools (installed with toolwire) when it "
+        "imports, else h11",
+    )
     if addresses:
         p.add_argument("--template-addr", default="127.0.0.1:50061")
         p.add_argument(

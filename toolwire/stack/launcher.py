@@ -132,6 +132,8 @@ def commands(args) -> dict[str, list[str]]:
         + [f"--{name.split('-')[0]}-addr=127.0.0.1:{port}" for name, port in ports.items()]
     )
     cmds["gateway"] += Limits.from_args(args).as_flags()
+    cmds["gateway"] += ["--decode-mux", getattr(args, "decode_mux", "on")]
+    cmds["gateway"] += ["--http-parser", getattr(args, "http_parser", "auto")]
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
     return cmds
