@@ -105,6 +105,7 @@ def start_stack(args) -> tuple[subprocess.Popen, str, str]:
         args.dtype,
         "--max-batch",
         str(max(args.concurrency)),
+        *getattr(args, "stack_flags", []),
     ]
     proc = subprocess.Popen(
         cmd,
