@@ -12,6 +12,8 @@ class Timing:
     first: float | None = None
     events: list[float] = field(default_factory=list)  # arrival time of each token-bearing event
     tokens: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens, where reported
 
 
 def pct(values: list[float], q: float) -> float:
@@ -35,4 +37,6 @@ def summarize(timings: list[Timing], wall: float) -> dict:
         "itl_p50_ms": 1000 * pct(itl, 0.5),
         "itl_p95_ms": 1000 * pct(itl, 0.95),
         "tokens_per_request": statistics.mean(t.tokens for t in timings) if timings else 0,
+        "prompt_tokens": statistics.mean(t.prompt_tokens for t in timings) if timings else 0,
+        "cached_tokens": statistics.mean(t.cached_tokens for t in timings) if timings else 0,
     }

@@ -3,6 +3,13 @@ alternated so both see the same machine state; one table of ratios and a plot.
 
     python -m bench.peer                                 # C = 1, 4, 16; 3 rounds; 64 tokens
     python -m bench.peer --concurrency 1 16 --rounds 5
+    python -m bench.peer --kinds text tool agent --variants off on --concurrency 1 4
+
+Workloads (bench/workloads.py): `text` prose; `tool` one strict tool under tool_choice
+required, the same tools block each request; `agent` the multi-turn agent (round r is turn r of
+each stream's conversation: the previous request plus the assistant's call, a tool result and
+a new user line). `--variants off on` runs toolwire twice in the same run: `off` with prefix
+reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` as shipped.
 
 llama-server is built once into ~/.cache/toolwire/llama.cpp (bench/llama_cpp.py) or taken from
 TOOLWIRE_LLAMA_SERVER. Both servers run for the whole bench; only one is loaded at a time.
@@ -26,41 +33,55 @@ from .run import KEY, OUT, median_summary, start_stack
 from .workloads import body
 
 
-def ratio_table(res: dict, levels: list[int]) -> str:
+def ratio_table(res: dict, levels: list[int], kinds: list[str] | None = None) -> str:
+    """One row per workload, streams and server; the ratio is against llama.cpp where it ran,
+    else against the first server."""
+    names = list(res)
+    base = "llama.cpp" if "llama.cpp" in res else names[0]
     lines = [
-        "| concurrent streams | toolwire tok/s | llama.cpp tok/s | ratio | "
-        "TTFT p50 toolwire / llama.cpp | ITL p50 toolwire / llama.cpp |",
-        "|" + "---|" * 6,
+        "| workload | streams | server | tok/s | ratio | TTFT p50 | ITL p50 | cached / prompt |",
+        "|" + "---|" * 8,
     ]
-    for c in levels:
-        t, p = res["toolwire"][str(c)], res["llama.cpp"][str(c)]
-        lines.append(
-            f"| {c} | {t['tok_s']:.1f} | {p['tok_s']:.1f} | {t['tok_s'] / p['tok_s']:.2f}"
-            f" | {t['ttft_p50_ms']:.0f} / {p['ttft_p50_ms']:.0f} ms"
-            f" | {t['itl_p50_ms']:.1f} / {p['itl_p50_ms']:.1f} ms |"
-        )
+    for kind in kinds or ["text"]:
+        for c in levels:
+            key = f"{kind}/{c}" if kinds else str(c)
+            b = res[base][key]
+            for name in names:
+                t = res[name][key]
+                lines.append(
+                    f"| {kind} | {c} | {name} | {t['tok_s']:.1f} | {t['tok_s'] / b['tok_s']:.2f}"
+                    f" | {t['ttft_p50_ms']:.0f} ms | {t['itl_p50_ms']:.1f} ms"
+                    f" | {t.get('cached_tokens', 0):.0f} / {t.get('prompt_tokens', 0):.0f} |"
+                )
     return "\n".join(lines)
 
 
 async def measure(servers: dict, args) -> dict:
-    for url, model in servers.values():  # warm both
-        await remote.run_load(url, KEY, [body(args.kind, i, model, 8) for i in range(2)])
+    for url, model in servers.values():  # warm every server (prose: no tools prefix cached)
+        await remote.run_load(url, KEY, [body("text", i, model, 8) for i in range(2)])
     res: dict = {name: {} for name in servers}
-    for c in args.concurrency:
-        rounds: dict = {name: [] for name in servers}
-        for r in range(args.rounds):
-            order = list(servers) if r % 2 == 0 else list(reversed(servers))
-            for name in order:
-                url, model = servers[name]
-                bodies = [body(args.kind, r * c + i, model, args.max_tokens) for i in range(c)]
-                rounds[name].append(await remote.run_load(url, KEY, bodies))
-        for name in servers:
-            res[name][str(c)] = s = median_summary(rounds[name])
-            print(
-                f"  {name:9} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 {s['ttft_p50_ms']:7.1f}"
-                f" ms  itl p50 {s['itl_p50_ms']:6.1f} ms",
-                flush=True,
-            )
+    for kind in args.kinds:
+        for c in args.concurrency:
+            rounds: dict = {name: [] for name in servers}
+            for r in range(args.rounds):
+                order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    url, model = servers[name]
+                    bodies = [
+                        body(kind, r * c + i, model, args.max_tokens, turn=r, stream=i)
+                        for i in range(c)
+                    ]
+                    rounds[name].append(await remote.run_load(url, KEY, bodies))
+            for name in servers:
+                res[name][f"{kind}/{c}"] = s = median_summary(rounds[name])
+                s["rounds"] = rounds[name]  # per round: the agent's turns, one by one
+                print(
+                    f"  {name:12} {kind:5} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 "
+                    f"{s['ttft_p50_ms']:7.1f} ms  itl p50 {s['itl_p50_ms']:6.1f} ms  cached "
+                    f"{s['cached_tokens']:.0f}/{s['prompt_tokens']:.0f}  per round ttft "
+                    + " ".join(f"{x['ttft_p50_ms']:.0f}" for x in rounds[name]),
+                    flush=True,
+                )
     return res
 
 
@@ -71,10 +92,14 @@ def plot(res: dict, path: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, by_c in res.items():
-        xs = sorted(int(c) for c in by_c)
-        a.plot(xs, [by_c[str(x)]["tok_s"] for x in xs], marker="o", label=name)
-        b.plot(xs, [by_c[str(x)]["ttft_p50_ms"] for x in xs], marker="o", label=name)
+    for name, by_key in res.items():
+        kinds = sorted({k.split("/")[0] for k in by_key})
+        for kind in kinds:
+            xs = sorted(int(k.split("/")[1]) for k in by_key if k.startswith(kind + "/"))
+            ys = [by_key[f"{kind}/{x}"] for x in xs]
+            label = f"{name} {kind}"
+            a.plot(xs, [y["tok_s"] for y in ys], marker="o", label=label)
+            b.plot(xs, [y["ttft_p50_ms"] for y in ys], marker="o", label=label)
     for ax, label in ((a, "aggregate tokens/s (median)"), (b, "TTFT p50 (ms)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent streams")
@@ -91,7 +116,17 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--kind", default="text", choices=["text", "tool"])
+    p.add_argument(
+        "--kinds", nargs="+", default=["text", "tool", "agent"], choices=["text", "tool", "agent"]
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="toolwire runs: on (as shipped), off (--no-prefix-reuse --no-jump-forward)",
+    )
+    p.add_argument("--no-peer", action="store_true", help="toolwire variants only")
     p.add_argument("--dtype", default="auto")
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (-t)"
@@ -100,25 +135,30 @@ def main() -> int:
     args.model = model_source.EMBEDDED
     src = model_source.resolve(args.model)
     gguf = str(pathlib.Path(src.folder, src.gguf_file))
-    llama_cpp.ensure_built()
     OUT.mkdir(exist_ok=True)
-    port = free_port()
-    peer = llama_cpp.start(gguf, port, max(args.concurrency), args.threads)
-    stack = None
+    procs, servers = [], {}
     try:
-        wait_for_health(f"http://127.0.0.1:{port}/health", peer)
-        stack, url, model = start_stack(args)
-        servers = {
-            "toolwire": (url, model),
-            "llama.cpp": (f"http://127.0.0.1:{port}/v1", "embedded"),
-        }
+        if not args.no_peer:
+            llama_cpp.ensure_built()
+            port = free_port()
+            peer = llama_cpp.start(
+                gguf, port, max(args.concurrency), args.threads, extra=("--jinja",)
+            )
+            procs.append(peer)
+            wait_for_health(f"http://127.0.0.1:{port}/health", peer)
+            servers["llama.cpp"] = (f"http://127.0.0.1:{port}/v1", "embedded")
+        for variant in args.variants:
+            args.stack_flags = ["--no-prefix-reuse", "--no-jump-forward"] * (variant == "off")
+            stack, url, model = start_stack(args)
+            procs.append(stack)
+            name = "toolwire" if args.variants == ["on"] else f"toolwire {variant}"
+            servers[name] = (url, model)
         res = asyncio.run(measure(servers, args))
     finally:
-        for proc in (peer, stack):
-            if proc is not None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-    print("\n" + ratio_table(res, args.concurrency))
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    print("\n" + ratio_table(res, args.concurrency, args.kinds))
     (OUT / "peer.json").write_text(json.dumps(res, indent=2))
     plot(res, OUT / "peer.png")
     print(f"\nwrote {OUT / 'peer.json'} and {OUT / 'peer.png'}")

@@ -28,14 +28,20 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = json.loads(line[6:])
-                    # The first chunk leaves as soon as the first token exists: that is TTFT.
-                    t.first = t.first or time.perf_counter()
-                    if chunk.get("usage"):
-                        t.tokens = chunk["usage"]["completion_tokens"]
+                    if usage := chunk.get("usage"):
+                        t.tokens = usage["completion_tokens"]
+                        t.prompt_tokens = usage.get("prompt_tokens", 0)
+                        details = usage.get("prompt_tokens_details") or {}
+                        t.cached_tokens = details.get("cached_tokens") or 0
                     for ch in chunk.get("choices", []):
                         d = ch.get("delta", {})
+                        calls = d.get("tool_calls") or []
+                        # TTFT: the first chunk with content or a tool-call delta (a call's
+                        # name counts), as a client sees it; not the bare role chunk.
+                        if d.get("content") or calls:
+                            t.first = t.first or time.perf_counter()
                         if d.get("content") or any(
-                            c.get("function", {}).get("arguments") for c in d.get("tool_calls", [])
+                            c.get("function", {}).get("arguments") for c in calls
                         ):
                             t.events.append(time.perf_counter())
             # A server that sends no usage chunk streams a token per event.

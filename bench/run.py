@@ -105,6 +105,7 @@ def start_stack(args, flags: list[str] | None = None) -> tuple[subprocess.Popen,
         args.dtype,
         "--max-batch",
         str(max(args.concurrency)),
+        *getattr(args, "stack_flags", []),
     ] + (flags or [])
     proc = subprocess.Popen(
         cmd,

@@ -68,7 +68,11 @@ USAGE = {
     "type": "object",
     "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
     "properties": {
-        k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+        **{k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        "prompt_tokens_details": {
+            "type": "object",
+            "properties": {"cached_tokens": {"type": "integer"}},
+        },
     },
 }
 

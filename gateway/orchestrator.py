@@ -463,6 +463,7 @@ class Run:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             total_tokens=self.prompt_tokens + self.completion_tokens,
+            cached_tokens=self.decode_done.cached_tokens if self.decode_done else 0,
         )
 
     async def completion(self) -> chat_pb2.ChatCompletion:

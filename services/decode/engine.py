@@ -44,6 +44,7 @@ class EngineOutput:
     finish_reason: str | None = None  # stop | length | abort, on the last output only
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV was reused, not prefilled
 
 
 @dataclass
@@ -63,6 +64,9 @@ class EngineStats:
     tokens: int = 0  # tokens generated
     aborts: int = 0  # requests ended early (client gone, Abort), slot freed
     queue_timeouts: int = 0  # requests that waited past the queue timeout
+    # Prefix reuse, in tokens, as vLLM counts them: prompt tokens looked up, and found.
+    prefix_queries: int = 0
+    prefix_hits: int = 0
 
 
 @dataclass

@@ -4,6 +4,8 @@ transformers loads, but unbatched: the engine logs that it runs this way."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from .llama_step import Span
@@ -17,6 +19,25 @@ class HFStep:
 
     def move(self, src: int, dst: int, length: int) -> None:
         self.caches[dst] = self.caches[src]
+
+    def save(self, slot: int, length: int):
+        cache = copy.deepcopy(self.caches[slot])
+        cache.crop(length)
+        nbytes = sum(
+            t.nbytes
+            for layer in getattr(cache, "layers", [])
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+            if t is not None
+        )
+        return cache, nbytes
+
+    def load(self, slot: int, saved, length: int) -> None:
+        cache = copy.deepcopy(saved)
+        cache.crop(length)
+        self.caches[slot] = cache
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        self.load(dst, self.caches[src], length)
 
     def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor:
         from transformers import DynamicCache

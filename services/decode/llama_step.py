@@ -146,6 +146,25 @@ class LlamaStep:
         self.keys[:, dst, :, :length] = self.keys[:, src, :, :length]
         self.values[:, dst, :, :length] = self.values[:, src, :, :length]
 
+    # Prefix reuse (services/decode/prefix_cache.py): a slot's first positions, copied out
+    # and back in. 30 layers x 3 KV heads x 64 x fp32 on the embedded model: 46 KB a token,
+    # about 4 ms to copy 500 tokens back, against ~1 s to prefill them.
+    def save(self, slot: int, length: int) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+        """A copy of a slot's first `length` positions, and its size in bytes."""
+        k = self.keys[:, slot, :, :length].clone()
+        v = self.values[:, slot, :, :length].clone()
+        return (k, v), k.nbytes + v.nbytes
+
+    def load(self, slot: int, saved, length: int) -> None:
+        """Put the first `length` positions of a saved copy into a slot."""
+        k, v = saved
+        self.keys[:, slot, :, :length] = k[:, :, :length]
+        self.values[:, slot, :, :length] = v[:, :, :length]
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Another slot's first `length` positions into `dst` (src keeps its own)."""
+        self.move(src, dst, length)
+
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # As transformers does it: normalize in fp32, scale in the model's dtype.
         h = x.float()

@@ -47,6 +47,7 @@ def complete_message(out: EngineOutput) -> pb.GenerateComplete:
         finish_reason=out.finish_reason,
         prompt_tokens=out.prompt_tokens,
         completion_tokens=out.completion_tokens,
+        cached_tokens=out.cached_tokens,
     )
 
 

@@ -133,6 +133,16 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
             "Requests that waited past --queue-timeout",
             lambda: stats.queue_timeouts,
         )
+        m.counter(
+            "toolwire_prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache (as vLLM's prefix_cache_queries)",
+            lambda: stats.prefix_queries,
+        )
+        m.counter(
+            "toolwire_prefix_cache_hits",
+            "Prompt tokens whose KV was reused instead of prefilled",
+            lambda: stats.prefix_hits,
+        )
     return m
 
 
@@ -147,6 +157,9 @@ def make_engine(args) -> Engine:
             max_model_len=args.max_model_len,
             device=args.device,
             queue_timeout=args.queue_timeout,
+            prefix_cache_mb=args.prefix_cache_mb,
+            prefix_reuse=not args.no_prefix_reuse,
+            jump_forward=not args.no_jump_forward,
         )
     if args.engine == "trtllm":
         from .trtllm_engine import TrtllmEngine

@@ -39,8 +39,19 @@ from .engine import (
 )
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
+from .prefix_cache import PrefixCache, common_prefix
 
 log = logging.getLogger("toolwire.decode")
+
+# Shorter shared prefixes are not worth a copy (every chat prompt shares its first few tokens).
+MIN_REUSE = 8
+# Prompt tokens a reusing request still prefills, at least. CPU matmuls give a row the same
+# bits whatever the rows beside it only from 12 rows up (measured on this machine's BLAS:
+# 1-3, 5-7 and 9-11 rows differ in the last bits, any 12+ match), so a tail of 16 prefills
+# exactly as it would inside the whole prompt and greedy output with reuse equals greedy
+# output without. Reusing all but the last token diverged after 6 tokens on a repeated
+# prompt (bench/: 141 of 142 tokens reused).
+MIN_PREFILL = 16
 
 
 def pick_dtype(name: str) -> torch.dtype:
@@ -86,6 +97,10 @@ class _Seq:
     finish: str | None = None
     enqueued: float = 0.0  # time.monotonic() when it joined the queue
     timed_out: bool = False  # waited longer than queue_timeout for a slot
+    feed: list[int] | None = None  # what prefills: the prompt, then any forced tokens
+    cached: int = 0  # prompt tokens whose KV was reused, not prefilled
+    jump: list[int] | None = None  # forced tokens to run after last_token, in one forward
+    unsent: list[int] | None = None  # forced tokens not yet handed to the caller
 
 
 class TorchEngine(Engine):
@@ -99,6 +114,9 @@ class TorchEngine(Engine):
         device: str = "cpu",
         prefill_chunk: int = 256,
         queue_timeout: float = 120.0,
+        prefix_cache_mb: int = 1024,
+        prefix_reuse: bool = True,
+        jump_forward: bool = True,
     ):
         self.source = model_source.resolve(model)
         # int8: weight-only int8 matmuls, fp32 everywhere else (LlamaStep only). `auto` on a
@@ -112,6 +130,10 @@ class TorchEngine(Engine):
         self.threads = threads
         self.prefill_chunk = prefill_chunk
         self.queue_timeout = queue_timeout
+        # Prefix reuse: from running sequences always (when on), from finished ones within the
+        # budget. None: every prompt prefills whole.
+        self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_reuse else None
+        self.jump_forward = jump_forward
         self.requested_len = max_model_len
         self.pending: collections.deque[_Seq] = collections.deque()
         self.prefilling: list[_Seq] = []  # admitted, prompt not yet all in the cache
@@ -282,6 +304,7 @@ class TorchEngine(Engine):
                         nxt.finish_reason,
                         nxt.prompt_tokens,
                         nxt.completion_tokens,
+                        nxt.cached_tokens,
                     )
                 finished = out.finish_reason is not None
                 if seq.timed_out:
@@ -352,7 +375,76 @@ class TorchEngine(Engine):
                 continue
             seq.slot = self.slots.index(None)
             self.slots[seq.slot] = seq
+            seq.feed = seq.request.prompt_ids
+            self._reuse(seq)
+            # What the grammar forces before the first free token prefills with the prompt.
+            forced = self._forced(seq, seq.max_tokens)
+            if forced:
+                seq.feed = seq.feed + forced
+                seq.unsent = forced
+                seq.completion = len(forced)
+                self.stats.tokens += len(forced)
             self.prefilling.append(seq)
+
+    def _reuse(self, seq: _Seq) -> None:
+        """Start seq from the longest prefix of its prompt whose KV is already computed: in a
+        running sequence's slot or in the prefix cache. MIN_PREFILL tokens at least are left
+        to prefill (the last one's logits give the first sample)."""
+        if self.prefix_cache is None:
+            return
+        prompt = seq.request.prompt_ids
+        self.stats.prefix_queries += len(prompt)
+        best, source = 0, None
+        for other in self.running + self.prefilling:
+            theirs = other.request.prompt_ids
+            have = min(other.position, len(theirs))
+            if have > best:
+                n = common_prefix(theirs[:have], prompt)
+                if n > best:
+                    best, source = n, other
+        entry, n = self.prefix_cache.lookup(prompt)
+        if n > best:
+            best, source = n, entry
+        best = min(best, len(prompt) - MIN_PREFILL)
+        if best < MIN_REUSE:
+            return
+        if isinstance(source, _Seq):
+            self.step.copy_prefix(source.slot, seq.slot, best)
+        else:
+            self.step.load(seq.slot, source.kv, best)
+        seq.position = seq.cached = best
+        self.stats.prefix_hits += best
+
+    def _keep_prompt(self, seq: _Seq) -> None:
+        """A finished sequence's prompt KV into the prefix cache (unless already there)."""
+        cache, prompt = self.prefix_cache, seq.request.prompt_ids
+        if cache is None or cache.budget <= 0 or seq.position < len(prompt):
+            return
+        if cache.covers(prompt):
+            return
+        saved, nbytes = self.step.save(seq.slot, len(prompt))
+        cache.insert(list(prompt), saved, nbytes)
+
+    def _forced(self, seq: _Seq, room: int) -> list[int]:
+        """Tokens the grammar admits in exactly one way from here (jump-forward), accepted
+        into seq's matcher; at most room - 1 of them, so a sampled token still fits.
+
+        The forced text is tokenized alone and its last token held back: the model then
+        picks the token that ends the forced text, which may run on into the free text
+        after it (a longer merge), so the ids stay what decoding token by token would
+        give at the seam. Every id goes through the matcher like a sampled one."""
+        if not self.jump_forward or seq.matcher is None or room <= 1:
+            return []
+        text = seq.matcher.find_jump_forward_string()
+        if not text:
+            return []
+        ids = self.tokenizer.encode(text, add_special_tokens=False)[:-1][: room - 1]
+        taken = []
+        for t in ids:
+            if t in seq.stop_ids or not seq.matcher.accept_token(t):
+                break
+            taken.append(t)
+        return taken
 
     def _prefill_spans(self) -> list[Span]:
         """Prompt chunks for this iteration, oldest request first, within the token budget.
@@ -362,7 +454,7 @@ class TorchEngine(Engine):
         for seq in self.prefilling:
             if budget <= 0:
                 break
-            prompt = seq.request.prompt_ids
+            prompt = seq.feed
             n = min(budget, len(prompt) - seq.position)
             spans.append(Span(seq.slot, prompt[seq.position : seq.position + n], seq.position))
             budget -= n
@@ -370,21 +462,33 @@ class TorchEngine(Engine):
 
     def _iterate(self) -> None:
         decode = [Span(s.slot, [s.last_token], s.position) for s in self.running]
+        # A sequence with forced tokens runs them as a chunk right after its decode row (the
+        # chunk attends to that row's key, written first in each layer); its next token is
+        # sampled from the chunk's last row.
+        jumping = [s for s in self.running if s.jump]
+        jumps = [Span(s.slot, s.jump, s.position + 1) for s in jumping]
         prefill = self._prefill_spans()
         t0 = time.perf_counter()
-        logits = self.step.forward(decode, prefill)
+        logits = self.step.forward(decode, jumps + prefill)
         self.stats.forward_s += time.perf_counter() - t0
         self.stats.steps += 1
         for s in self.running:
             s.position += 1
+        jump_row = {}
+        for i, s in enumerate(jumping):
+            s.position += len(s.jump)
+            s.jump = None
+            jump_row[s.slot] = len(decode) + i
         # Sequences whose prompt is now whole get their first token sampled with the rest.
-        ready, rows = list(self.running), list(range(len(decode)))
+        ready = list(self.running)
+        rows = [jump_row.get(s.slot, i) for i, s in enumerate(self.running)]
+        first = len(decode) + len(jumps)
         for i, span in enumerate(prefill):
             seq = self.slots[span.slot]
             seq.position += len(span.tokens)
-            if seq.position == len(seq.request.prompt_ids):
+            if seq.position == len(seq.feed):
                 ready.append(seq)
-                rows.append(len(decode) + i)
+                rows.append(first + i)
         if not ready:
             return
         if len(rows) != logits.shape[0]:
@@ -435,17 +539,23 @@ class TorchEngine(Engine):
             log.error("grammar refused its own masked token %d", token)
             self._finish(seq, "abort")
             return False
+        unsent, seq.unsent = seq.unsent or [], None
         if token in seq.stop_ids or (seq.matcher is not None and seq.matcher.is_terminated()):
-            self._finish(seq, "stop")
+            self._finish(seq, "stop", unsent)
             return False
         seq.last_token = token
         seq.completion += 1
         self.stats.tokens += 1
         done = seq.completion >= seq.max_tokens
         if done:
-            self._finish(seq, "length", [token])
+            self._finish(seq, "length", unsent + [token])
             return False
-        self._emit(seq, EngineOutput([token]))
+        forced = self._forced(seq, seq.max_tokens - seq.completion)
+        if forced:
+            seq.jump = forced
+            seq.completion += len(forced)
+            self.stats.tokens += len(forced)
+        self._emit(seq, EngineOutput(unsent + [token] + forced))
         return True
 
     def _emit(self, seq: _Seq, out: EngineOutput) -> None:
@@ -467,7 +577,10 @@ class TorchEngine(Engine):
         seq.finish = reason
         self.stats.aborts += reason == "abort" and not seq.timed_out
         self._emit(
-            seq, EngineOutput(last or [], reason, len(seq.request.prompt_ids), seq.completion)
+            seq,
+            EngineOutput(
+                last or [], reason, len(seq.request.prompt_ids), seq.completion, seq.cached
+            ),
         )
         with self.wake:
             self.by_id.pop(seq.request.request_id, None)
@@ -494,6 +607,7 @@ class TorchEngine(Engine):
 
     def _free(self, seq: _Seq) -> None:
         if 0 <= seq.slot < len(self.slots) and self.slots[seq.slot] is seq:
+            self._keep_prompt(seq)
             self.slots[seq.slot] = None
         seq.slot = -1
 

@@ -104,7 +104,10 @@ class TrtllmEngine(Engine):
             backend="pytorch",
             tensor_parallel_size=self.tp,
             max_batch_size=self.max_batch,
-            kv_cache_config=KvCacheConfig(free_gpu_memory_fraction=self.kv_fraction),
+            # Block reuse (prefix caching) is TensorRT-LLM's default; kept on explicitly.
+            kv_cache_config=KvCacheConfig(
+                free_gpu_memory_fraction=self.kv_fraction, enable_block_reuse=True
+            ),
             # Set explicitly: without a backend TensorRT-LLM ignores constraints.
             guided_decoding_backend="xgrammar",
         )
@@ -177,6 +180,10 @@ class TrtllmEngine(Engine):
                         _finish(reason),
                         len(request.prompt_ids),
                         len([t for t in ids if t not in request.stop_ids]),
+                        # The prompt tokens its KV block reuse served; TensorRT-LLM's own
+                        # OpenAI server reports the same (RequestOutput.cached_tokens;
+                        # releases without it report 0).
+                        int(getattr(out, "cached_tokens", 0) or 0),
                     )
                     return
                 if new:

@@ -63,6 +63,8 @@ def test_streamed_tool_call_matches_unary(stub, stack):
     assert chunks[-2].choices[0].finish_reason == "tool_calls"
     assert chunks[-1].HasField("usage") and not chunks[-1].choices
     unary = stub.CreateChatCompletion(_request(stack), metadata=_auth(stack), timeout=300)
+    # The same prompt again: its prefix came from the decode engine's prefix cache.
+    assert 0 < unary.usage.cached_tokens < unary.usage.prompt_tokens
     assert [args[i] for i in sorted(args)] == [
         c.function.arguments for c in unary.choices[0].message.tool_calls
     ]

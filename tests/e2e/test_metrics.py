@@ -60,6 +60,8 @@ EXPECTED = {
         "toolwire_generation_tokens_total",
         "toolwire_decode_aborts_total",
         "toolwire_decode_queue_timeouts_total",
+        "toolwire_prefix_cache_queries_total",
+        "toolwire_prefix_cache_hits_total",
     ],
     "template": [
         "toolwire_constraint_compile_seconds_bucket",

@@ -58,6 +58,23 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         default=120.0,
         help="seconds a request may wait for a decode slot before it fails (503)",
     )
+    p.add_argument(
+        "--prefix-cache-mb",
+        type=int,
+        default=1024,
+        help="torch: memory for finished requests' prompt KV, reused by a later prompt with "
+        "the same prefix (LRU); 0 keeps none (running requests still share)",
+    )
+    p.add_argument(
+        "--no-prefix-reuse",
+        action="store_true",
+        help="torch: prefill every prompt whole (no KV reuse, cached_tokens always 0)",
+    )
+    p.add_argument(
+        "--no-jump-forward",
+        action="store_true",
+        help="torch: decode text the grammar forces one token a step instead of in one forward",
+    )
 
 
 def _template_args(p: argparse.ArgumentParser) -> None:

@@ -108,7 +108,11 @@ def commands(args) -> dict[str, list[str]]:
         str(args.max_queue),
         "--queue-timeout",
         str(args.queue_timeout),
+        "--prefix-cache-mb",
+        str(args.prefix_cache_mb),
     ]
+    decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
+    decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
     for name in replicas:
         cmds[name] += decode_flags
     cmds["template"] += [

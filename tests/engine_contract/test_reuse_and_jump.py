@@ -1,0 +1,126 @@
+"""Prefix reuse and jump-forward in the torch engine change how much is computed, never what a
+greedy request decodes: each is compared with the same request with the feature off."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+
+from toolwire.constraints.compiler import in_dialect
+from toolwire.constraints.kinds import Constraint, Kind
+from toolwire.services.decode.engine import EngineRequest
+from toolwire.services.decode.torch_engine import MIN_PREFILL
+
+SYSTEM = "You are a careful assistant for a shipping company. " * 8
+
+
+def chat(tokenizer, messages):
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+async def _greedy(engine, rid, prompt, max_tokens=12, constraint=None):
+    ids, last = [], None
+    async for out in engine.generate(
+        EngineRequest(rid, prompt, max_tokens, stop_ids=[2], temperature=0.0, constraint=constraint)
+    ):
+        ids += out.token_ids
+        last = out
+    return ids, last
+
+
+def greedy(engine, rid, prompt, **kw):
+    return engine.loop.run_until_complete(_greedy(engine, rid, prompt, **kw))
+
+
+def without_reuse(engine, rid, prompt):
+    cache, engine.prefix_cache = engine.prefix_cache, None
+    try:
+        return greedy(engine, rid, prompt)
+    finally:
+        engine.prefix_cache = cache
+
+
+def test_repeated_and_extended_prompts_decode_as_without_reuse(torch_engine, tokenizer):
+    turn1 = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Where is my parcel?"},
+    ]
+    turn2 = turn1 + [
+        {"role": "assistant", "content": "It left the depot this morning."},
+        {"role": "user", "content": "When will it arrive?"},
+    ]
+    p1, p2 = chat(tokenizer, turn1), chat(tokenizer, turn2)
+    ref1, _ = without_reuse(torch_engine, "ref1", p1)
+    ref2, _ = without_reuse(torch_engine, "ref2", p2)
+    hits = torch_engine.stats.prefix_hits
+    first, _ = greedy(torch_engine, "first", p1)
+    again, out = greedy(torch_engine, "again", p1)
+    assert out.cached_tokens == len(p1) - MIN_PREFILL  # all but the exact tail
+    longer, out2 = greedy(torch_engine, "longer", p2)
+    assert out2.cached_tokens >= len(p1) - MIN_PREFILL
+    assert first == again == ref1
+    assert longer == ref2
+    assert torch_engine.stats.prefix_hits - hits >= out.cached_tokens + out2.cached_tokens
+
+
+CALL = {
+    "type": "object",
+    "properties": {
+        "name": {"const": "get_weather"},
+        "arguments": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "arguments"],
+    "additionalProperties": False,
+}
+TAG = {
+    "type": "structural_tag",
+    "format": {
+        "type": "tags_with_separator",
+        "separator": "\n",
+        "at_least_one": True,
+        "stop_after_first": True,
+        "tags": [
+            {
+                "type": "tag",
+                "begin": "<tool_call>\n",
+                "end": "\n</tool_call>",
+                "content": {"type": "json_schema", "json_schema": CALL},
+            }
+        ],
+    },
+}
+
+
+def test_jump_forward_runs_forced_text_in_one_forward(torch_engine, tokenizer):
+    prompt = chat(tokenizer, [{"role": "user", "content": "What is the weather in Oslo?"}])
+    c = in_dialect(
+        Constraint(Kind("structural_tag"), json.dumps(TAG)), torch_engine.info.constraint_dialect
+    )
+    runs = {}
+    for jump in (False, True):
+        torch_engine.jump_forward = jump
+        steps = torch_engine.stats.steps
+        try:
+            ids, out = greedy(torch_engine, f"jump-{jump}", prompt, max_tokens=60, constraint=c)
+        finally:
+            torch_engine.jump_forward = True
+        text = tokenizer.decode(ids)
+        assert out.finish_reason == "stop", text
+        assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")
+        call = json.loads(text[len("<tool_call>\n") : -len("\n</tool_call>")])
+        jsonschema.validate(call, CALL)
+        runs[jump] = (call, torch_engine.stats.steps - steps, out.completion_tokens)
+    (call_off, steps_off, n_off), (call_on, steps_on, n_on) = runs[False], runs[True]
+    assert steps_off >= n_off  # one forward per token
+    assert steps_on < n_on and steps_on < steps_off / 2  # the markup and keys came in chunks
+    # The forced text comes in its canonical tokens where the model, masked token by token,
+    # spelled it in pieces ("<", "t", "ool", ...): the free parts that follow are conditioned
+    # on other ids and may differ (here: the JSON's indentation), the call is the same.
+    assert call_on["name"] == call_off["name"]
