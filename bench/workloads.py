@@ -67,26 +67,18 @@ def body(
     """kind: `tool` (a constrained streamed tool call), `text` (unconstrained prose) or `agent`
     (the tool call at `turn` of conversation `stream`, default i)."""
     city = CITIES[i % len(CITIES)]
-    if kind == "agent":
+    if kind in ("agent", "tool"):
+        if kind == "agent":
+            messages = agent_messages(i if stream is None else stream, turn)
+        else:
+            messages = [{"role": "user", "content": f"What is the weather in {city}?"}]
         return {
             "model": model,
             "stream": True,
             "temperature": 0,
             "max_tokens": max_tokens,
             "stream_options": {"include_usage": True},
-            "messages": agent_messages(i if stream is None else stream, turn),
-            "tools": [WEATHER],
-            "tool_choice": "required",
-            "parallel_tool_calls": False,
-        }
-    if kind == "tool":
-        return {
-            "model": model,
-            "stream": True,
-            "temperature": 0,
-            "max_tokens": max_tokens,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": f"What is the weather in {city}?"}],
+            "messages": messages,
             "tools": [WEATHER],
             "tool_choice": "required",
             "parallel_tool_calls": False,
