@@ -16,29 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-
-import grpc
 
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.plumbing import request_context
-from toolwire.request.errors import (
-    CODE_KEY,
-    PARAM_KEY,
-    RETRY_KEY,
-    RequestError,
-    overloaded,
-    unavailable,
-)
+from toolwire.request.errors import RequestError, grpc_status, unavailable
 
-from .engine import Engine, EngineBusy, EngineOutput, EngineRequestError
-
-log = logging.getLogger("toolwire.decode")
-_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
+from .admission import admit, engine_request, request_error
+from .engine import Engine, EngineOutput
 
 
 def complete_message(out: EngineOutput) -> pb.GenerateComplete:
@@ -53,16 +37,9 @@ def complete_message(out: EngineOutput) -> pb.GenerateComplete:
 
 def failure(handle: int, err: RequestError) -> pb.StreamFailure:
     """What abort_with() would have put on a per-request call."""
-    md = {}
-    if err.param:
-        md[PARAM_KEY] = err.param
-    if err.code:
-        md[CODE_KEY] = err.code
-    if err.retry_after is not None:
-        md[RETRY_KEY] = str(err.retry_after)
-    code = _STATUS.get(err.status, grpc.StatusCode.INTERNAL)
+    code, md = grpc_status(err)
     return pb.StreamFailure(
-        handle=handle, status_code=code.value[0], details=err.message, metadata=md
+        handle=handle, status_code=code.value[0], details=err.message, metadata=dict(md)
     )
 
 
@@ -104,17 +81,6 @@ class _Sink:
         mux.live.pop(self.handle, None)
         mux.failures.append(failure(self.handle, request_error(exc)))
         mux.ready.set()
-
-
-def request_error(exc: BaseException) -> RequestError:
-    if isinstance(exc, EngineRequestError):
-        return RequestError(str(exc), exc.param)
-    if isinstance(exc, EngineBusy):
-        return unavailable(str(exc), code="queue_timeout")
-    if isinstance(exc, RequestError):
-        return exc
-    log.error("a multiplexed request failed: %r", exc)
-    return RequestError("the decode engine failed", status=500, type="server_error")
 
 
 class StreamMux:
@@ -171,19 +137,9 @@ class StreamMux:
             await self.engine.abort(rid)
 
     async def _start(self, handle: int, request: pb.GenerateRequest) -> None:
-        from .server import engine_request  # the same conversion as Generate
-
         request_context.bind_id(request.request_id)  # this task's log lines name it
         try:
-            if not request.request_id:
-                raise RequestError("request_id is required", "request_id")
-            waiting = self.engine.active_requests() - self.engine.info.max_batch
-            if waiting >= self.max_queue:
-                raise overloaded(
-                    f"the decode queue is full ({waiting} requests waiting for a slot); "
-                    "retry shortly",
-                    code="queue_full",
-                )
+            admit(self.engine, self.max_queue, request)
             sink = _Sink(self, handle)
             self.live[handle] = request.request_id
             sink.state = await self.engine.submit(engine_request(request), sink)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from toolwire.constraints.kinds import Constraint
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc as pb_grpc
@@ -12,25 +11,13 @@ from toolwire.plumbing import request_context
 from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
-from toolwire.request.errors import RequestError, abort_with, overloaded, unavailable
+from toolwire.request.errors import RequestError, abort_with
 
-from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
+from .admission import admit, engine_request, request_error
+from .engine import Engine, EngineBusy, EngineRequestError
 from .mux import complete_message, serve_stream
 
 log = logging.getLogger("toolwire.decode")
-
-
-def engine_request(r: pb.GenerateRequest) -> EngineRequest:
-    return EngineRequest(
-        request_id=r.request_id,
-        prompt_ids=list(r.prompt_token_ids),
-        max_tokens=r.max_tokens,
-        stop_ids=list(r.stop_token_ids),
-        temperature=r.sampling.temperature,
-        top_p=r.sampling.top_p,
-        seed=r.sampling.seed if r.sampling.HasField("seed") else None,
-        constraint=Constraint.from_proto(r.constraint),
-    )
 
 
 class DecodeServicer(pb_grpc.DecodeServiceServicer):
@@ -41,20 +28,10 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
 
     async def Generate(self, request, context):
         request_context.bind(context)
-        if not request.request_id:
-            await abort_with(context, RequestError("request_id is required", "request_id"))
-        # The bounded queue in front of the engine: beyond its slots and max_queue waiting,
-        # refuse at once (the gateway answers 429 with Retry-After) instead of holding memory.
-        waiting = self.engine.active_requests() - self.engine.info.max_batch
-        if waiting >= self.max_queue:
-            await abort_with(
-                context,
-                overloaded(
-                    f"the decode queue is full ({waiting} requests waiting for a slot); retry "
-                    "shortly",
-                    code="queue_full",
-                ),
-            )
+        try:
+            admit(self.engine, self.max_queue, request)
+        except RequestError as e:
+            await abort_with(context, e)
         stream = self.engine.generate(engine_request(request))
         try:
             async for out in stream:
@@ -62,10 +39,8 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
                     yield pb.GenerateResponse(chunk=pb.GenerateChunk(token_ids=out.token_ids))
                 if out.finish_reason:
                     yield pb.GenerateResponse(complete=complete_message(out))
-        except EngineRequestError as e:
-            await abort_with(context, RequestError(str(e), e.param))
-        except EngineBusy as e:
-            await abort_with(context, unavailable(str(e), code="queue_timeout"))
+        except (EngineRequestError, EngineBusy) as e:
+            await abort_with(context, request_error(e))
         finally:
             await stream.aclose()  # a cancelled call aborts the request in the engine
 

@@ -64,8 +64,9 @@ _STATUS_BY_GRPC[grpc.StatusCode.CANCELLED] = 499
 _STATUS_BY_GRPC[grpc.StatusCode.DEADLINE_EXCEEDED] = 504
 
 
-async def abort_with(context: grpc.aio.ServicerContext, err: RequestError) -> None:
-    """Abort a gRPC call so that the caller can rebuild the same RequestError."""
+def grpc_status(err: RequestError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
+    """The status and trailing metadata that carry `err` to a caller (from_rpc_error reads
+    them back): a call's abort, or a failure entry on a multiplexed stream."""
     md = []
     if err.param:
         md.append((PARAM_KEY, err.param))
@@ -73,8 +74,14 @@ async def abort_with(context: grpc.aio.ServicerContext, err: RequestError) -> No
         md.append((CODE_KEY, err.code))
     if err.retry_after is not None:
         md.append((RETRY_KEY, str(err.retry_after)))
-    context.set_trailing_metadata(tuple(md))
-    await context.abort(_GRPC_BY_STATUS.get(err.status, grpc.StatusCode.INTERNAL), err.message)
+    return _GRPC_BY_STATUS.get(err.status, grpc.StatusCode.INTERNAL), tuple(md)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: RequestError) -> None:
+    """Abort a gRPC call so that the caller can rebuild the same RequestError."""
+    code, md = grpc_status(err)
+    context.set_trailing_metadata(md)
+    await context.abort(code, err.message)
 
 
 def from_rpc_error(e: grpc.aio.AioRpcError, service: str) -> RequestError:
