@@ -157,11 +157,6 @@ def schema_content(schema: Any) -> dict:
     return {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": 1}
 
 
-def chosen_tools(tools: list[Tool], choice: ToolChoice) -> list[Tool]:
-    """The tools a call may name: the named one, the allowed_tools subset, or all."""
-    return choice.callable(tools)
-
-
 def calls_constraint(
     tags: list[dict], triggers: list[str], separator: str, choice: ToolChoice, parallel: bool
 ) -> dict:

@@ -17,7 +17,6 @@ from .base import (
     ToolFormat,
     arguments_text,
     block_constraint,
-    chosen_tools,
     custom_tag,
     schema_content,
 )
@@ -128,7 +127,7 @@ class DeepSeekV3Format(ToolFormat):
                 "content": schema_content(schemas[t.name]),
                 "end": CALL_CLOSE,
             }
-            for t in chosen_tools(tools, choice)
+            for t in choice.callable(tools)
         ]
         return block_constraint(tags, CALLS_BEGIN, CALLS_END, "\n", choice, parallel)
 

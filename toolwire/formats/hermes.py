@@ -15,7 +15,6 @@ from .base import (
     ToolFormat,
     arguments_text,
     calls_constraint,
-    chosen_tools,
     custom_tag,
     schema_content,
 )
@@ -117,7 +116,7 @@ class HermesFormat(ToolFormat):
                 "content": schema_content(schemas[t.name]),
                 "end": CLOSE,
             }
-            for t in chosen_tools(tools, choice)
+            for t in choice.callable(tools)
         ]
         return calls_constraint(tags, [MARKER], "\n", choice, parallel)
 

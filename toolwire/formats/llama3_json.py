@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import ToolFormat, arguments_text, calls_constraint, chosen_tools, schema_content
+from .base import ToolFormat, arguments_text, calls_constraint, schema_content
 from .inputs import Tool, ToolChoice, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
 from .plain_render import PlainStyle
@@ -73,7 +73,7 @@ class Llama3JsonFormat(ToolFormat):
                 "content": schema_content(schemas[t.name]),
                 "end": "}",
             }
-            for t in chosen_tools(tools, choice)
+            for t in choice.callable(tools)
         ]
         trigger = PYTHON_TAG if self.python_tag else JSON_START
         if choice.mode == "none":

@@ -20,7 +20,6 @@ from .base import (
     arguments_text,
     block_constraint,
     calls_constraint,
-    chosen_tools,
     schema_content,
 )
 from .inputs import Tool, ToolChoice, message_text
@@ -110,7 +109,7 @@ class MistralFormat(ToolFormat):
     def constraint(
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
-        chosen = chosen_tools(tools, choice)
+        chosen = choice.callable(tools)
         if self.args_token:
             tags = [
                 {

@@ -19,7 +19,6 @@ from .base import (
     Delta,
     StreamingExtractor,
     ToolFormat,
-    chosen_tools,
     new_call_id,
     schema_content,
 )
@@ -288,7 +287,7 @@ class PythonicFormat(ToolFormat):
         starts nothing; later calls of the list follow ", "."""
         if choice.mode == "none":
             return {"type": "any_text", "excludes": [f"[{t.name}(" for t in tools]}
-        chosen = chosen_tools(tools, choice)
+        chosen = choice.callable(tools)
 
         def args_and_close(t: Tool) -> list[dict]:
             return [_kwargs_format(schemas[t.name]), {"type": "const_string", "value": ")"}]
