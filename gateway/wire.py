@@ -8,6 +8,7 @@ import orjson
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.request.convert import custom_call_dict
 
 
 def usage_dict(u: common.Usage) -> dict:
@@ -32,11 +33,7 @@ def completion_dict(c: chat_pb2.ChatCompletion) -> dict:
             message["reasoning_content"] = m.reasoning_content
         if m.tool_calls:
             message["tool_calls"] = [
-                {
-                    "id": t.id,
-                    "type": "custom",
-                    "custom": {"name": t.custom.name, "input": t.custom.input},
-                }
+                custom_call_dict(t)
                 if t.type == "custom"
                 else {
                     "id": t.id,

@@ -9,6 +9,15 @@ from toolwire.formats import Tool, ToolChoice
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
 
+def custom_call_dict(c: common.ToolCall) -> dict:
+    """A custom tool's call as OpenAI writes it, in a response and in history alike."""
+    return {
+        "id": c.id,
+        "type": "custom",
+        "custom": {"name": c.custom.name, "input": c.custom.input},
+    }
+
+
 def message_to_dict(m: common.ChatMessage) -> dict:
     d: dict = {"role": m.role}
     if m.HasField("content"):
@@ -22,11 +31,7 @@ def message_to_dict(m: common.ChatMessage) -> dict:
             d[key] = getattr(m, key)
     if m.tool_calls:
         d["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": "custom",
-                "custom": {"name": c.custom.name, "input": c.custom.input},
-            }
+            custom_call_dict(c)
             if c.type == "custom"
             else {
                 "id": c.id,
