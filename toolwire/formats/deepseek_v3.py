@@ -21,7 +21,7 @@ from .base import (
     schema_content,
 )
 from .inputs import Tool, ToolChoice, message_text
-from .marked_calls import CallSyntax, MarkedCallExtractor
+from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
 from .plain_render import PlainStyle
 
 CALLS_BEGIN = "<｜tool▁calls▁begin｜>"
@@ -135,8 +135,4 @@ class DeepSeekV3Format(ToolFormat):
         return custom_begin(name), CALL_END
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
-        return MarkedCallExtractor(
-            SYNTAX,
-            {t.name for t in tools if not t.custom},
-            frozenset(t.name for t in tools if t.custom),
-        )
+        return extractor_for(SYNTAX, tools)

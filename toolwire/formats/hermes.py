@@ -19,7 +19,7 @@ from .base import (
     schema_content,
 )
 from .inputs import Tool, ToolChoice, call_name, message_text
-from .marked_calls import CallSyntax, MarkedCallExtractor
+from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
 from .plain_render import PlainStyle
 
 MARKER = "<tool_call>"
@@ -124,8 +124,4 @@ class HermesFormat(ToolFormat):
         return custom_begin(name), CUSTOM_END
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
-        return MarkedCallExtractor(
-            SYNTAX,
-            {t.name for t in tools if not t.custom},
-            frozenset(t.name for t in tools if t.custom),
-        )
+        return extractor_for(SYNTAX, tools)

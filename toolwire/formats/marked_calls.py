@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import regex
 
 from .base import CallDelta, Delta, StreamingExtractor, new_call_id, partial_suffix
+from .inputs import Tool
 from .json_scan import JsonValueScanner
 
 
@@ -56,6 +57,15 @@ _STEPS = {
 
 def _compile(pattern: str | None):
     return regex.compile(pattern, regex.DOTALL) if pattern is not None else None
+
+
+def extractor_for(syntax: CallSyntax, tools: list[Tool]) -> MarkedCallExtractor:
+    """The extractor for `tools`: function calls by their header, custom ones by theirs."""
+    return MarkedCallExtractor(
+        syntax,
+        {t.name for t in tools if not t.custom},
+        frozenset(t.name for t in tools if t.custom),
+    )
 
 
 class MarkedCallExtractor(StreamingExtractor):
