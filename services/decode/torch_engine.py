@@ -378,12 +378,10 @@ class TorchEngine(Engine):
             seq.feed = seq.request.prompt_ids
             self._reuse(seq)
             # What the grammar forces before the first free token prefills with the prompt.
-            forced = self._forced(seq, seq.max_tokens)
+            forced = self._forced(seq)
             if forced:
                 seq.feed = seq.feed + forced
                 seq.unsent = forced
-                seq.completion = len(forced)
-                self.stats.tokens += len(forced)
             self.prefilling.append(seq)
 
     def _reuse(self, seq: _Seq) -> None:
@@ -425,14 +423,16 @@ class TorchEngine(Engine):
         saved, nbytes = self.step.save(seq.slot, len(prompt))
         cache.insert(list(prompt), saved, nbytes)
 
-    def _forced(self, seq: _Seq, room: int) -> list[int]:
+    def _forced(self, seq: _Seq) -> list[int]:
         """Tokens the grammar admits in exactly one way from here (jump-forward), accepted
-        into seq's matcher; at most room - 1 of them, so a sampled token still fits.
+        into seq's matcher and counted as generated; at most all but one of the tokens seq
+        has left, so a sampled token still fits.
 
         The forced text is tokenized alone and its last token held back: the model then
         picks the token that ends the forced text, which may run on into the free text
         after it (a longer merge), so the ids stay what decoding token by token would
         give at the seam. Every id goes through the matcher like a sampled one."""
+        room = seq.max_tokens - seq.completion
         if not self.jump_forward or seq.matcher is None or room <= 1:
             return []
         text = seq.matcher.find_jump_forward_string()
@@ -444,6 +444,8 @@ class TorchEngine(Engine):
             if t in seq.stop_ids or not seq.matcher.accept_token(t):
                 break
             taken.append(t)
+        seq.completion += len(taken)
+        self.stats.tokens += len(taken)
         return taken
 
     def _prefill_spans(self) -> list[Span]:
@@ -550,11 +552,9 @@ class TorchEngine(Engine):
         if done:
             self._finish(seq, "length", unsent + [token])
             return False
-        forced = self._forced(seq, seq.max_tokens - seq.completion)
+        forced = self._forced(seq)
         if forced:
             seq.jump = forced
-            seq.completion += len(forced)
-            self.stats.tokens += len(forced)
         self._emit(seq, EngineOutput(unsent + [token] + forced))
         return True
 
