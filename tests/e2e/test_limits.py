@@ -155,3 +155,39 @@ def test_limits_hold_over_grpc_too(stack):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     md = dict(e.value.trailing_metadata())
     assert md["toolwire-param"] == "stop"
+
+
+def _capped(stack) -> float:
+    """The gateway's count of requests ended by --default-max-tokens."""
+    text = httpx.get(f"http://127.0.0.1:{stack.port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("toolwire_request_length_capped_total{") and (
+            'limit="server_default"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("the gateway exports no server_default length-capped series")
+
+
+def test_a_reply_without_max_tokens_ends_at_the_server_default_and_is_counted(client, stack):
+    """A reply that cannot end within --default-max-tokens (a strict string of at least
+    30,000 characters, more than 512 tokens of any length can write): the server's default
+    ends it, with finish_reason length, and the length-capped counter says so."""
+    long_text = {
+        "type": "object",
+        "properties": {"text": {"type": "string", "minLength": 30000}},
+        "required": ["text"],
+        "additionalProperties": False,
+    }
+    before = _capped(stack)
+    completion = client.chat.completions.create(
+        model=stack.model,
+        messages=[{"role": "user", "content": "Write a long essay about lighthouses."}],
+        temperature=0,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "essay", "strict": True, "schema": long_text},
+        },
+    )
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == LIMITS.default_max_tokens
+    assert _capped(stack) == before + 1
