@@ -25,8 +25,8 @@ from toolwire.request.limits import Limits
 from .family_tokenizers import family_tokenizer
 from .test_formats import TIME, WEATHER
 
-CARRIERS = ("hermes", "deepseek_v3")
-REFUSERS = ("llama3_json", "mistral", "pythonic")
+CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic")
+REFUSERS = ("llama3_json",)
 TICKET = Tool("ticket", "A ticket id.", custom=True, grammar=("regex", r"[A-Z]{3}-[0-9]{2,4}"))
 PATCH = Tool(
     "apply_patch",
@@ -41,6 +41,20 @@ TOOLS = [WEATHER, TIME, TICKET, PATCH, NOTE]
 def write(family: str, calls: list[tuple[str, str, bool]]) -> str:
     """Calls [(name, arguments JSON or raw input, custom?)] as the family writes them."""
     fmt = get_format(family)
+    if family == "mistral":
+        return "".join(
+            fmt.custom_call(n)[0] + a if custom else f"[TOOL_CALLS]{n}[ARGS]{a}"
+            for n, a, custom in calls
+        )
+    if family == "pythonic":
+        return (
+            "["
+            + ", ".join(
+                fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1] if custom else f"{n}()"
+                for n, a, custom in calls  # (the function calls written here take no arguments)
+            )
+            + "]"
+        )
     if family == "hermes":
         return "\n".join(
             fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1]
@@ -108,12 +122,15 @@ def _outputs(family: str) -> list[str]:
     return [
         write(family, [("ticket", "ABC-123", True)]),
         write(family, [("apply_patch", PATCH_OK, True), ("get_time", "{}", False)]),
-        write(
+        write(family, [("get_time", "{}", False), ("note", "", True)])
+        if family == "pythonic"
+        else write(
             family, [("get_weather", '{"city": "Rome", "unit": "c"}', False), ("note", "", True)]
         ),
         "Before. " + write(family, [("note", "x </custom> <｜tool▁call▁begin｜> y", True)])
         if family == "hermes"
         else write(family, [("note", "x </tool_call> y", True)]),
+        write(family, [("note", 'a "" ) "quoted" ] \\ [ARGS] {"z": 1}', True)]),
     ]
 
 
@@ -156,8 +173,8 @@ def test_any_chunking_gives_the_same_result(name, data):
 @pytest.mark.parametrize("name", CARRIERS)
 def test_past_custom_calls_render_and_read_back(name, tokenizer):
     """On the embedded model's template: a past custom call and its result render (hermes tells
-    them in words; deepseek writes the call, which the extractor reads back)."""
-    fmt = get_format(name, tokenizer)
+    them in words; the others write the call, which the extractor reads back)."""
+    fmt = get_format(name, None if name == "mistral" else tokenizer)  # mistral: with [ARGS]
     messages = [
         {"role": "user", "content": "File a ticket."},
         {
@@ -171,7 +188,7 @@ def test_past_custom_calls_render_and_read_back(name, tokenizer):
     ]
     rendered = fmt.render(tokenizer, messages, TOOLS)
     assert "ABC-12" in rendered and "filed" in rendered
-    if name == "deepseek_v3":
+    if name != "hermes":
         written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
         assert _calls(fmt, written, [])[1] == [("ticket", "ABC-12", True)]
 
@@ -182,6 +199,19 @@ def test_families_without_a_raw_payload_refuse(name, tokenizer):
     with pytest.raises(RequestError) as e:
         build_constraint(fmt, TOOLS, ToolChoice("auto"), True, common.ResponseFormat())
     assert e.value.param == "tools[2]" and e.value.code == "unsupported_parameter"
+
+
+def test_mistral_without_args_token_refuses(tokenizer):
+    """The older list form has no raw slot (mistral.py says why)."""
+    with pytest.raises(RequestError) as e:
+        build_constraint(
+            get_format("mistral", tokenizer),
+            TOOLS,
+            ToolChoice("auto"),
+            True,
+            common.ResponseFormat(),
+        )
+    assert e.value.param == "tools[2]"
 
 
 def _request(fmt: dict, choice: str | None = None) -> chat_pb2.ChatCompletionRequest:
