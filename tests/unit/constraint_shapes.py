@@ -10,6 +10,7 @@ import json
 from toolwire.constraints.build import build_constraint
 from toolwire.formats import Tool, ToolChoice
 from toolwire.formats.deepseek_v3 import DeepSeekV3Format
+from toolwire.formats.harmony import HarmonyFormat
 from toolwire.formats.hermes import HermesFormat
 from toolwire.formats.llama3_json import Llama3JsonFormat
 from toolwire.formats.mistral import MistralFormat
@@ -25,6 +26,7 @@ FORMATS = {
     "mistral-no-args-token": MistralFormat(args_token=False),
     "pythonic": PythonicFormat(),
     "deepseek_v3": DeepSeekV3Format(),
+    "harmony": HarmonyFormat(),
 }
 TOOLS = [
     Tool(

@@ -144,12 +144,30 @@ QWEN25 = (
 )
 QWEN_TOKENS = ["<tool_call>", "</tool_call>"]
 
+# gpt-oss (Harmony): its special tokens, and a template that frames turns but declares no tools,
+# so toolwire writes the Harmony prompt itself (the real template's TypeScript tool
+# declarations are toolwire's own renderer's, formats/harmony.py).
+HARMONY = (
+    "{% for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start|>assistant{% endif %}"
+)
+HARMONY_TOKENS = [
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|constrain|>",
+    "<|return|>",
+    "<|call|>",
+]
+
 FAMILIES = {
     "hermes": (QWEN_TOKENS, QWEN25),
     "llama3_json": (LLAMA_TOKENS, LLAMA31),
     "pythonic": (LLAMA_TOKENS, LLAMA32_PYTHONIC),
     "mistral": (MISTRAL_TOKENS, MISTRAL),
     "deepseek_v3": (DEEPSEEK_TOKENS, DEEPSEEK_V3),
+    "harmony": (HARMONY_TOKENS, HARMONY),
 }
 
 

@@ -25,7 +25,7 @@ from toolwire.request.limits import Limits
 from .family_tokenizers import family_tokenizer
 from .test_formats import TIME, WEATHER
 
-CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic")
+CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic", "harmony")
 REFUSERS = ("llama3_json",)
 TICKET = Tool("ticket", "A ticket id.", custom=True, grammar=("regex", r"[A-Z]{3}-[0-9]{2,4}"))
 PATCH = Tool(
@@ -41,6 +41,13 @@ TOOLS = [WEATHER, TIME, TICKET, PATCH, NOTE]
 def write(family: str, calls: list[tuple[str, str, bool]]) -> str:
     """Calls [(name, arguments JSON or raw input, custom?)] as the family writes them."""
     fmt = get_format(family)
+    if family == "harmony":
+        return "<|start|>assistant".join(
+            fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1]
+            if custom
+            else f"<|channel|>commentary to=functions.{n} <|constrain|>json<|message|>{a}<|call|>"
+            for n, a, custom in calls
+        )
     if family == "mistral":
         return "".join(
             fmt.custom_call(n)[0] + a if custom else f"[TOOL_CALLS]{n}[ARGS]{a}"
@@ -112,7 +119,8 @@ def test_custom_and_function_calls_mix(family):
         family[0], [("ticket", "XYZ-42", True), ("get_time", "{}", False), ("note", "hi", True)]
     )
     assert _accepts(family, ToolChoice("required"), text)
-    assert _accepts(family, ToolChoice("auto"), "Some text.")
+    some_text = "Some text." if family[0] != "harmony" else "<|channel|>final<|message|>Some text."
+    assert _accepts(family, ToolChoice("auto"), some_text)
     only = ToolChoice("required", allowed=("ticket",))  # allowed_tools reaches custom tools
     assert _accepts(family, only, write(family[0], [("ticket", "XYZ-42", True)]))
     assert not _accepts(family, only, write(family[0], [("note", "hi", True)]))
@@ -188,7 +196,11 @@ def test_past_custom_calls_render_and_read_back(name, tokenizer):
     ]
     rendered = fmt.render(tokenizer, messages, TOOLS)
     assert "ABC-12" in rendered and "filed" in rendered
-    if name != "hermes":
+    if name == "harmony":  # written whole, not in the model's template
+        written = rendered.split("<|start|>user<|message|>File a ticket.<|end|>")[1]
+        written = written.removeprefix("<|start|>assistant").split("<|start|>functions")[0]
+        assert _calls(fmt, written, [])[1] == [("ticket", "ABC-12", True)]
+    elif name != "hermes":
         written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
         assert _calls(fmt, written, [])[1] == [("ticket", "ABC-12", True)]
 

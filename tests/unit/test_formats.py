@@ -93,13 +93,29 @@ def _deepseek(calls):
     )
 
 
+def _harmony(calls):
+    return "<|start|>assistant".join(
+        f"<|channel|>commentary to=functions.{n} <|constrain|>json<|message|>{a}<|call|>"
+        for n, a in calls
+    )
+
+
 WRITE = {
     "hermes": _hermes,
     "llama3_json": _llama,
     "mistral": _mistral,
     "pythonic": _pythonic,
     "deepseek_v3": _deepseek,
+    "harmony": _harmony,
 }
+# A text answer as each family writes it (Harmony frames it in its final channel).
+ANSWER = {"harmony": "<|channel|>final<|message|>{}"}
+
+
+def answer(name: str, text: str) -> str:
+    return ANSWER.get(name, "{}").format(text)
+
+
 W = ("get_weather", '{"city": "Paris", "unit": "c"}')
 T = ("get_time", "{}")
 BAD_ENUM = ("get_weather", '{"city": "Paris", "unit": "kelvin"}')
@@ -133,7 +149,11 @@ def test_plain_rendering_round_trips_past_calls(family, tokenizer):
     name, _, _, _ = family
     fmt = get_format(name, tokenizer)
     rendered = fmt.render(tokenizer, CONVERSATION[:3], [WEATHER])
-    written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+    if name == "harmony":  # Harmony is written whole, not in the model's template
+        written = rendered.split("<|start|>user<|message|>Weather in Paris and Rome?<|end|>")[1]
+        written = written.removeprefix("<|start|>assistant").removesuffix("<|start|>assistant")
+    else:
+        written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
     delta = fmt.extractor([WEATHER]).parse_complete(written)
     if fmt.plain_style().calls_text is narrated_calls:  # hermes tells finished rounds in words
         assert written == (
@@ -174,7 +194,7 @@ def _accepts(family, mode, text, parallel=True, name=None):
 )
 def test_constraint_modes(family, mode, calls, ok):
     name = family[0]
-    text = "Just text." if calls is None else WRITE[name](calls)
+    text = answer(name, "Just text.") if calls is None else WRITE[name](calls)
     if name == "pythonic" and mode == "auto" and calls == [UNKNOWN]:
         ok = True  # "[rm_rf()]" opens no call of a listed tool: it is prose (and content)
     assert _accepts(family, mode, text) is ok
@@ -229,6 +249,15 @@ def _outputs(name):
     ]
     if name != "pythonic":  # pythonic output is the call list alone
         out.append("Let me check. " + write([W]))
+    if name == "harmony":  # reasoning, a preamble, the answer, a call's spellings
+        out += [
+            "<|channel|>analysis<|message|>Weather: call it.<|end|><|start|>assistant" + write([W]),
+            "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final"
+            "<|message|>Sunny, 14C.<|return|>",
+            "<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant" + write([T]),
+            '<|start|>assistant to=functions.get_time<|channel|>commentary json<|message|>{ "a" :'
+            ' "<|call|>" }<|call|>',
+        ]
     return out
 
 

@@ -1,7 +1,7 @@
 """Tool-format registry: one module per model family (renderer, constraint, extractor).
 
 Formats are named the way users know them (vLLM's --tool-call-parser names): hermes,
-llama3_json, mistral, pythonic, deepseek_v3.
+llama3_json, mistral, pythonic, deepseek_v3, harmony (gpt-oss; vLLM's `openai`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from .base import CallDelta, Delta, StreamingExtractor, ToolFormat
 from .deepseek_v3 import CALLS_BEGIN, DeepSeekV3Format
+from .harmony import HarmonyFormat
 from .hermes import HermesFormat
 from .inputs import Tool, ToolChoice
 from .llama3_json import PYTHON_TAG, Llama3JsonFormat
@@ -36,6 +37,7 @@ FORMATS: dict[str, Callable[[Any], ToolFormat]] = {
     ),
     "pythonic": lambda tok: PythonicFormat(),
     "deepseek_v3": lambda tok: DeepSeekV3Format(),
+    "harmony": lambda tok: HarmonyFormat(),
 }
 
 
@@ -53,6 +55,8 @@ def get_format(name: str, tokenizer: Any = None) -> ToolFormat:
 def detect_format(tokenizer: Any) -> str | None:
     """The tool format a model writes, judged from its chat template and special tokens."""
     template, vocab = _template(tokenizer), _vocab(tokenizer)
+    if "<|channel|>" in template or "<|channel|>" in vocab:  # gpt-oss: Harmony
+        return "harmony"
     if CALLS_BEGIN in template or CALLS_BEGIN in vocab:
         return "deepseek_v3"
     if "[TOOL_CALLS]" in template or "[TOOL_CALLS]" in vocab:

@@ -41,9 +41,7 @@ _ALNUM = string.ascii_letters + string.digits
 _MISTRAL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
 
 
-_HEADER = (
-    r"\[TOOL_CALLS\]\s*(?P<name>[A-Za-z0-9_.\-]{1,64})(?:\[CALL_ID\][A-Za-z0-9]{9})?\[ARGS\]"
-)
+_HEADER = r"\[TOOL_CALLS\]\s*(?P<name>[A-Za-z0-9_.\-]{1,64})(?:\[CALL_ID\][A-Za-z0-9]{9})?\[ARGS\]"
 ARGS_SYNTAX = CallSyntax(
     markers=(MARKER,),
     header=_HEADER,
