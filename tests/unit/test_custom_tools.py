@@ -284,3 +284,42 @@ def test_lark_definition_round_trips_to_json():
         "lark"
     )
     assert re.fullmatch(TICKET.grammar[1], "ABC-123")
+
+
+@pytest.mark.parametrize("name", CARRIERS)
+def test_the_ebnf_dialect_means_the_same(name):
+    """TensorRT-LLM's dialect (one EBNF grammar, constraints/ebnf.py) states each carrier's
+    custom calls alike: the same outputs accepted and refused as by the structural tag."""
+    from xgrammar.testing import _is_grammar_accept_string
+
+    from toolwire.constraints.compiler import grammar_of, in_dialect
+    from toolwire.constraints.dialects import EBNF, DialectError
+    from toolwire.constraints.kinds import Constraint
+
+    fmt = get_format(name)
+    texts = _outputs(name) + [
+        write(name, [("ticket", "ABC-1", True)]),
+        write(name, [("apply_patch", "*** Begin\nno sign\n*** End", True)]),
+    ]
+    for choice in (ToolChoice("auto"), ToolChoice("required"), ToolChoice("named", "ticket")):
+        native = Constraint.from_proto(
+            build_constraint(fmt, TOOLS, choice, True, common.ResponseFormat())
+        )
+        try:
+            ebnf = in_dialect(native, EBNF)
+        except DialectError:  # deepseek: its markers are non-ASCII (ebnf.py), refused: a 400
+            assert name == "deepseek_v3"
+            continue
+        for text in texts:
+            assert _is_grammar_accept_string(grammar_of(native), text) == (
+                _is_grammar_accept_string(grammar_of(ebnf), text)
+            ), (choice, text)
+
+
+def test_a_call_that_ends_the_output_counts():
+    """Mistral's calls have no close: the output's end ends the last one (finish_reason
+    tool_calls), a JSON call's as a custom call's."""
+    for text in ("[TOOL_CALLS]get_time[ARGS]{}", "[TOOL_CALLS]note[ARGS]hi"):
+        ex = get_format("mistral").extractor(TOOLS)
+        ex.parse_complete(text)
+        assert ex.call_count == 1

@@ -207,6 +207,13 @@ _ENDS = (END, CALL, RETURN)  # end a message, consumed
 _BREAKS = (START, CHANNEL)  # a new message begins: ends the one before, left for the next
 
 
+def _may_open(text: str) -> bool:
+    """Whether text (between messages) is or may become a message's header or a stray end."""
+    return any(o.startswith(text) or text.startswith(o) for o in _HEADER_OPENERS) or any(
+        e.startswith(text) for e in _ENDS
+    )
+
+
 class HarmonyExtractor(StreamingExtractor):
     """Harmony messages, piece by piece: analysis into reasoning, final and commentary text into
     content, commentary to=functions.NAME into a call (JSON arguments streamed as they arrive,
@@ -240,7 +247,7 @@ class HarmonyExtractor(StreamingExtractor):
         out = Delta()
         if self.state == "head":
             rest = self.buf.lstrip()
-            if rest and not any(o.startswith(rest) or rest.startswith(o) for o in _HEADER_OPENERS):
+            if rest and not _may_open(rest):
                 out.content += rest
         else:
             if self.kind == "call":
@@ -256,7 +263,11 @@ class HarmonyExtractor(StreamingExtractor):
         stripped = self.buf.lstrip()
         if not stripped:
             return False
-        if not any(o.startswith(stripped) or stripped.startswith(o) for o in _HEADER_OPENERS):
+        for end in _ENDS:  # a stray end between messages (the stop token after a call): framing
+            if stripped.startswith(end):
+                self.buf = stripped[len(end) :]
+                return True
+        if not _may_open(stripped):
             self.state, self.kind, self.buf = "body", "plain", stripped
             return True
         at = stripped.find(MESSAGE)
