@@ -181,3 +181,43 @@ def test_channels_go_where_they_belong():
 def test_any_chunking_gives_the_same_result(text, data):
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=len(text)))))
     assert _run(text, cuts) == _run(text, [])
+
+
+def test_the_extractor_service_reads_channels_without_tools(tokenizer):
+    """Harmony frames every message: with no tools (and with tool_choice none) the extractor
+    service still splits analysis from the answer, and a finished call ends in tool_calls."""
+    import asyncio
+
+    from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
+    from toolwire.services.extractor.server import ExtractorServicer
+
+    tok = family_tokenizer(tokenizer, "harmony")
+
+    class Context:
+        def invocation_metadata(self):
+            return ()
+
+    def extract(text: str, tools: list[common.FunctionTool]) -> tuple[str, str, str, int]:
+        async def messages():
+            yield pb.ExtractRequest(setup=pb.ExtractSetup(tool_format="harmony", tools=tools))
+            yield pb.ExtractRequest(
+                tokens=pb.TokenChunk(token_ids=tok.encode(text, add_special_tokens=False))
+            )
+            yield pb.ExtractRequest(end=pb.ExtractEnd(finish_reason="stop"))
+
+        async def run():
+            return [
+                r async for r in ExtractorServicer(tok, "harmony").Extract(messages(), Context())
+            ]
+
+        out = asyncio.run(run())
+        return (
+            "".join(r.content for r in out),
+            "".join(r.reasoning_content for r in out),
+            out[-1].finish_reason,
+            sum(1 for r in out for c in r.tool_calls if c.name),
+        )
+
+    assert extract(THINK + FINAL, []) == ("It is sunny.", "Let me think.", "stop", 0)
+    time = [common.FunctionTool(name="get_time")]
+    assert extract(THINK + WRITE["harmony"]([T]), time) == ("", "Let me think.", "tool_calls", 1)
