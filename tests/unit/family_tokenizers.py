@@ -177,9 +177,15 @@ def thinking_tokenizer(base, family: str = "hermes"):
     return tok
 
 
+def _kept_newlines(template: str) -> str:
+    """Hugging Face renders with trim_blocks (a newline right after a block tag is dropped); the
+    real templates write such newlines as expressions, so these do too."""
+    return template.replace("%}\n", "%}{{ '\\n' }}")
+
+
 # Qwen3-Coder (and Qwen3.5/3.6, which add <think>): the real template's layout of tools
 # (<tools><function><name>..), calls (<function=NAME><parameter=K>) and results.
-QWEN3_CODER = (
+QWEN3_CODER = _kept_newlines(
     "{% if messages[0].role == 'system' %}{% set loop_messages = messages[1:] %}"
     "{% set system_message = messages[0].content %}{% else %}{% set loop_messages = messages %}"
     "{% endif %}"
@@ -244,8 +250,8 @@ _GLM = (
     "<|observation|>{% endif %}\n<tool_response>\n{{ m.content }}\n</tool_response>"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>GEN{% endif %}"
 )
-GLM45 = _GLM.replace("NL", "\n").replace("GEN", "")
-GLM47 = _GLM.replace("NL", "").replace("GEN", "<think>")
+GLM45 = _kept_newlines(_GLM.replace("NL", "\n").replace("GEN", ""))
+GLM47 = _kept_newlines(_GLM.replace("NL", "").replace("GEN", "<think>"))
 GLM_TOKENS = [
     "[gMASK]",
     "<sop>",

@@ -93,12 +93,44 @@ def _deepseek(calls):
     )
 
 
+def _raw(v):
+    """An XML-style family's raw value: a string as it is, anything else as JSON."""
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+def _qwen3_coder(calls):
+    return "\n".join(
+        f"<tool_call>\n<function={n}>\n"
+        + "".join(f"<parameter={k}>\n{_raw(v)}\n</parameter>\n" for k, v in json.loads(a).items())
+        + "</function>\n</tool_call>"
+        for n, a in calls
+    )
+
+
+def _glm(nl):
+    def write(calls):
+        return nl.join(
+            f"<tool_call>{n}{nl}"
+            + "".join(
+                f"<arg_key>{k}</arg_key>{nl}<arg_value>{_raw(v)}</arg_value>{nl}"
+                for k, v in json.loads(a).items()
+            )
+            + "</tool_call>"
+            for n, a in calls
+        )
+
+    return write
+
+
 WRITE = {
     "hermes": _hermes,
     "llama3_json": _llama,
     "mistral": _mistral,
     "pythonic": _pythonic,
     "deepseek_v3": _deepseek,
+    "qwen3_coder": _qwen3_coder,
+    "glm45": _glm("\n"),
+    "glm47": _glm(""),
 }
 W = ("get_weather", '{"city": "Paris", "unit": "c"}')
 T = ("get_time", "{}")

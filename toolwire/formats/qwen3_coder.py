@@ -121,9 +121,7 @@ def write_calls(calls: list[dict]) -> str:
             continue
         args = arguments_object(c["function"]["arguments"])
         params = (
-            "".join(
-                f"<parameter={k}>\n{write_value(v)}\n</parameter>\n" for k, v in args.items()
-            )
+            "".join(f"<parameter={k}>\n{write_value(v)}\n</parameter>\n" for k, v in args.items())
             if isinstance(args, dict)
             else ""
         )

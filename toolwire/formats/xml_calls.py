@@ -339,10 +339,16 @@ class XmlCallExtractor(StreamingExtractor):
                 return self._broken(out)
             rest = body[len(s.value_open) :]
         self.key, self.buf = key, rest
-        sub = (self.schema.get("properties") or {}).get(key) if isinstance(self.schema, dict) else None
+        sub = (
+            (self.schema.get("properties") or {}).get(key)
+            if isinstance(self.schema, dict)
+            else None
+        )
         self.streaming = sub is not None and _plain_string(sub, self.schema)
         self.lead, self.value = True, ""
-        self._args(out, ("{" if not self.keys else ", ") + json.dumps(key, ensure_ascii=False) + ": ")
+        self._args(
+            out, ("{" if not self.keys else ", ") + json.dumps(key, ensure_ascii=False) + ": "
+        )
         self.keys += 1
         if self.streaming:
             self._args(out, '"')
