@@ -23,9 +23,10 @@ from toolwire.request.errors import RequestError
 from toolwire.request.limits import Limits
 
 from .family_tokenizers import family_tokenizer
-from .test_formats import TIME, WEATHER
+from .test_formats import TIME, WEATHER, WRITE
 
-CARRIERS = ("hermes", "deepseek_v3")
+CARRIERS = ("hermes", "deepseek_v3", "qwen3_coder", "glm45", "glm47")
+XML = ("qwen3_coder", "glm45", "glm47")
 REFUSERS = ("llama3_json", "mistral", "pythonic")
 TICKET = Tool("ticket", "A ticket id.", custom=True, grammar=("regex", r"[A-Z]{3}-[0-9]{2,4}"))
 PATCH = Tool(
@@ -41,6 +42,11 @@ TOOLS = [WEATHER, TIME, TICKET, PATCH, NOTE]
 def write(family: str, calls: list[tuple[str, str, bool]]) -> str:
     """Calls [(name, arguments JSON or raw input, custom?)] as the family writes them."""
     fmt = get_format(family)
+    if family in XML:  # each call marked; the function calls as test_formats writes them
+        return ("" if family == "glm47" else "\n").join(
+            fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1] if custom else WRITE[family]([(n, a)])
+            for n, a, custom in calls
+        )
     if family == "hermes":
         return "\n".join(
             fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1]
@@ -113,6 +119,8 @@ def _outputs(family: str) -> list[str]:
         ),
         "Before. " + write(family, [("note", "x </custom> <｜tool▁call▁begin｜> y", True)])
         if family == "hermes"
+        else write(family, [("note", "x </function> <tool_call> <arg_key> y", True)])
+        if family in XML
         else write(family, [("note", "x </tool_call> y", True)]),
     ]
 
@@ -171,7 +179,7 @@ def test_past_custom_calls_render_and_read_back(name, tokenizer):
     ]
     rendered = fmt.render(tokenizer, messages, TOOLS)
     assert "ABC-12" in rendered and "filed" in rendered
-    if name == "deepseek_v3":
+    if name != "hermes":
         written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
         assert _calls(fmt, written, [])[1] == [("ticket", "ABC-12", True)]
 
