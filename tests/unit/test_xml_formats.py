@@ -156,7 +156,7 @@ def test_what_the_layout_cannot_read_back_exactly_is_refused_in_strict(family, s
         tool_schemas(fmt, [tool])
     assert e.value.status == 400 and e.value.param == "tools[0].function.parameters"
     assert why in e.value.message and fmt.name in e.value.message
-    odd_name = Tool("t", parameters={"type": "object", "properties": {"a-b": {}}}, strict=True)
+    odd_name = Tool("t", parameters={"type": "object", "properties": {"a<b>": {}}}, strict=True)
     with pytest.raises(RequestError):
         tool_schemas(fmt, [odd_name])
     tool_schemas(fmt, [Tool(tool.name, parameters=tool.parameters)])  # not strict: compiled

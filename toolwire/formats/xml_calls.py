@@ -170,12 +170,13 @@ def raw_string_issue(schema: Any, root: dict, path: str) -> str | None:
     return None
 
 
-def names_issue(schema: Any, key_stop: str) -> str | None:
-    """A property name the layout cannot write (it would end the key early)."""
+def names_issue(schema: Any) -> str | None:
+    """A property name the layout cannot write: one holding a tag's brackets or a line break
+    would end the key early (or not at all)."""
     props = schema.get("properties") if isinstance(schema, dict) else None
     for name in props or {}:
-        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-            return f"property name {name!r} (the XML layout takes names of letters, digits and _)"
+        if not name or re.search(r"[<>\x00-\x1f]", name):
+            return f"property name {name!r} (the XML layout cannot write <, > or a line break)"
     return None
 
 
@@ -470,7 +471,7 @@ def strict_issue(schema: Any, root_kinds: tuple[str, ...] = ("object",)) -> str 
     each raw value readable alike (raw_string_issue)."""
     if not isinstance(schema, dict) or schema.get("type") not in root_kinds:
         return 'parameters that are not a "type": "object" schema'
-    why = names_issue(schema, "")
+    why = names_issue(schema)
     if why:
         return why
     for name, sub in (schema.get("properties") or {}).items():
