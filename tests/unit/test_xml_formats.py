@@ -224,3 +224,21 @@ def test_thinking_first_then_a_typed_call(name, tokenizer):
     delta = ReasoningExtractor(fmt.extractor([TYPED]), mode).parse_complete(text)
     assert delta.reasoning == "I could write <tool_call> here."
     assert json.loads("".join(c.arguments for c in delta.calls)) == ARGS
+
+
+def test_a_strict_name_with_a_hyphen_is_written_and_read(family):
+    name, _, fmt, _ = family
+    tool = Tool(
+        "lookup",
+        parameters={
+            "type": "object",
+            "properties": {"user-id": {"type": "integer"}},
+            "required": ["user-id"],
+            "additionalProperties": False,
+        },
+        strict=True,
+    )
+    text = _write(name, {"user-id": 42}, "lookup")
+    assert _accepts(family, text, (tool,))
+    assert not _accepts(family, _write(name, {"user_id": 42}, "lookup"), (tool,))
+    assert json.loads(_run(fmt, text, [], [tool])[1][0][1]) == {"user-id": 42}
