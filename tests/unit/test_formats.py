@@ -264,6 +264,17 @@ def _outputs(name):
     return out
 
 
+_FORMATS: dict[str, object] = {}
+
+
+def _family_format(tokenizer, name):
+    """The family's format, fitted to its tokenizer once: building the tokenizer (a deep copy of
+    the embedded one) takes about a second, which each hypothesis example would otherwise pay."""
+    if name not in _FORMATS:
+        _FORMATS[name] = get_format(name, family_tokenizer(tokenizer, name))
+    return _FORMATS[name]
+
+
 def _run(fmt, text, cuts, tools=TOOLS):
     """(content, [(name, arguments)]) of text fed to the extractor in pieces cut at `cuts`."""
     ex = fmt.extractor(tools)
@@ -282,7 +293,7 @@ def _run(fmt, text, cuts, tools=TOOLS):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_extraction_results(name, tokenizer):
-    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    fmt = _family_format(tokenizer, name)
     content, calls = _run(fmt, WRITE[name]([TRICKY, T]), [])
     assert content == ""
     assert [n for n, _ in calls] == ["get_weather", "get_time"]
@@ -295,7 +306,7 @@ def test_extraction_results(name, tokenizer):
 @settings(max_examples=150, deadline=None)
 @given(name=st.sampled_from(list(FAMILIES)), data=st.data())
 def test_any_chunking_gives_the_same_result(tokenizer, name, data):
-    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    fmt = _family_format(tokenizer, name)
     text = data.draw(st.sampled_from(_outputs(name)))
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=len(text)))))
     assert _run(fmt, text, cuts) == _run(fmt, text, [])
@@ -303,6 +314,6 @@ def test_any_chunking_gives_the_same_result(tokenizer, name, data):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_one_character_at_a_time(name, tokenizer):
-    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    fmt = _family_format(tokenizer, name)
     for text in _outputs(name):
         assert _run(fmt, text, list(range(1, len(text)))) == _run(fmt, text, [])
