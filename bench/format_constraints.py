@@ -4,14 +4,18 @@ embedded model's vocabulary. Prints a table (medians); compare formats within on
 
     .venv/bin/python -m bench.format_constraints [--formats hermes,qwen3_coder,glm47] [--repeat 3]
 
-One run (load average 21, six helpers sharing 2 cores), weather + time tools, ms:
-| format | mode | structural tag | EBNF | mask µs/token |
-| hermes | auto | 171 | 6422 | 12 |
-| hermes | required | 80 | 70 | 6 |
-| qwen3_coder | auto | 150 | 6315 | 6 |
-| qwen3_coder | required | 67 | 1581 | 5 |
-| glm47 | auto | 195 | 8725 | 463 |
-| glm47 | required | 77 | 1907 | 7 |
+Two runs (six helpers sharing 2 cores, so noisy: compare rows of one run), weather + time
+tools; structural tag ms / EBNF ms / mask µs per token:
+| format | mode | load 21 (the first script) | load 17 |
+| hermes | auto | 171 / 6422 / 12 | 114 / 2173 / 104 |
+| hermes | required | 80 / 70 / 6 | 57 / 34 / 12 |
+| qwen3_coder | auto | 150 / 6315 / 6 | 65 / 2740 / 5 |
+| qwen3_coder | required | 67 / 1581 / 5 | 26 / 1073 / 4 |
+| glm45 | auto | - | 121 / 2567 / 4 |
+| glm45 | required | - | 15 / 427 / 4 |
+| glm47 | auto | 195 / 8725 / 463 | 49 / 2810 / 4 |
+| glm47 | required | 77 / 1907 / 7 | 37 / 525 / 4 |
+(the 463 and 104 µs masks are single passes over ~30 tokens under load, not repeatable.)
 The XML-style families' raw string values are free text that may not hold the value's close
 tag: as a grammar that is an automaton of rules, slower to compile than JSON strings.
 """
