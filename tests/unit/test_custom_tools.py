@@ -23,9 +23,10 @@ from toolwire.request.errors import RequestError
 from toolwire.request.limits import Limits
 
 from .family_tokenizers import family_tokenizer
-from .test_formats import TIME, WEATHER
+from .test_formats import TIME, WEATHER, WRITE
 
-CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic", "harmony")
+XML = ("qwen3_coder", "glm45", "glm47")
+CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic", "harmony", *XML)
 REFUSERS = ("llama3_json",)
 TICKET = Tool("ticket", "A ticket id.", custom=True, grammar=("regex", r"[A-Z]{3}-[0-9]{2,4}"))
 PATCH = Tool(
@@ -61,6 +62,11 @@ def write(family: str, calls: list[tuple[str, str, bool]]) -> str:
                 for n, a, custom in calls  # (the function calls written here take no arguments)
             )
             + "]"
+        )
+    if family in XML:  # each call marked; the function calls as test_formats writes them
+        return ("" if family == "glm47" else "\n").join(
+            fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1] if custom else WRITE[family]([(n, a)])
+            for n, a, custom in calls
         )
     if family == "hermes":
         return "\n".join(
@@ -137,6 +143,8 @@ def _outputs(family: str) -> list[str]:
         ),
         "Before. " + write(family, [("note", "x </custom> <｜tool▁call▁begin｜> y", True)])
         if family == "hermes"
+        else write(family, [("note", "x </function> <tool_call> <arg_key> y", True)])
+        if family in XML
         else write(family, [("note", "x </tool_call> y", True)]),
         write(family, [("note", 'a "" ) "quoted" ] \\ [ARGS] {"z": 1}', True)]),
     ]
