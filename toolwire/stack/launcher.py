@@ -138,6 +138,8 @@ def commands(args) -> dict[str, list[str]]:
     cmds["gateway"] += Limits.from_args(args).as_flags()
     cmds["gateway"] += ["--decode-mux", getattr(args, "decode_mux", "on")]
     cmds["gateway"] += ["--http-parser", getattr(args, "http_parser", "auto")]
+    cmds["gateway"] += ["--stream-interval", str(getattr(args, "stream_interval", 0))]
+    cmds["gateway"] += ["--stream-interval-ms", str(getattr(args, "stream_interval_ms", 0))]
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
     return cmds
