@@ -2,7 +2,13 @@
 one extractor, N concurrent streams of M tokens, with the stream interval off and on.
 
     python -m bench.ceiling                        # 256 streams x 256 tokens, interval 0 and 4
-    python -m bench.ceiling --streams 64 --intervals 0 4 8 --rounds 3
+    python -m bench.ceiling --streams 64 --variants 0 4 8 --rounds 3
+    python -m bench.ceiling --variants 0@25.6 4@10.24   # engine steps paced (ms): 10k, 25k tok/s
+
+A variant is a stream interval in tokens (0: off), optionally @ the null engine's step time in
+ms (`--null-step-ms`: 256 streams at 25.6 ms a step offer 10,000 tokens/s). Unpaced, the
+engine steps once per event-loop turn and outruns the serving path, which then merges tokens
+(tokens/event > 1); paced, tokens/event near 1 means every token got its own SSE event.
 
 Prints, per variant (medians over rounds): streamed tokens/s, SSE events carrying content per
 second, tokens per event, time to first token, and µs of CPU per streamed token of each
@@ -126,16 +132,19 @@ def main() -> int:
     p.add_argument("--streams", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--intervals", type=int, nargs="+", default=[0, 4])
+    p.add_argument("--variants", nargs="+", default=["0", "4"], help="INTERVAL[@STEP_MS]")
     p.add_argument("--model", default="null")
     p.add_argument("--stack-flag", action="append", default=[], help="passed to toolwire up")
     args = p.parse_args()
     args.dtype, args.concurrency, args.stack_flags = "auto", [args.streams], args.stack_flag
     results = {}
-    for n in args.intervals:
-        label = f"interval {n}" if n > 1 else "interval off"
+    for variant in args.variants:
+        n, _, step = variant.partition("@")
+        label = f"interval {n}" if int(n) > 1 else "interval off"
+        label += f", step {step} ms" if step else ", unpaced"
         print(f"{label}:", flush=True)
-        proc, url, model = start_stack(args, ["--stream-interval", str(n)])
+        flags = ["--stream-interval", n, "--null-step-ms", step or "0"]
+        proc, url, model = start_stack(args, flags)
         try:
             results[label] = asyncio.run(measure(url, model, proc_cpu.service_pids(proc.pid), args))
         finally:

@@ -16,7 +16,8 @@ may end), a closing token (`"`, `}`, `]`: strings and objects end early), the cy
 the lowest allowed id. The result is always valid (the engine contract's constraint tests run
 against it); it is not meant to be useful text. Without a constraint no mask is computed.
 
-Steps run on the service's event loop, one step per loop turn while requests are running:
+Steps run on the service's event loop, one step per loop turn while requests are running
+(or one per `--null-step-ms`, a GPU's step time, to offer the serving path a given rate):
 each step gives every running request one token, pushed to its sink (the multiplexed
 stream's pending frame) directly, so a step costs the decode process what the serving path
 costs and almost nothing else.
@@ -73,11 +74,13 @@ class NullEngine(Engine):
         max_batch: int = 256,
         max_model_len: int | None = None,
         queue_timeout: float = 120.0,
+        step_s: float = 0.0,
     ):
         self.source = model_source.resolve(model_source.NULL)
         self.max_batch = max_batch
         self.requested_len = max_model_len
         self.queue_timeout = queue_timeout
+        self.step_s = step_s  # a step's duration; 0: one step per event-loop turn
         self.running: list[_Seq] = []
         self.pending: collections.deque[_Seq] = collections.deque()
         self.by_id: dict[str, _Seq] = {}
@@ -218,15 +221,22 @@ class NullEngine(Engine):
 
     # -- the step loop -------------------------------------------------------------------
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             if not (self.running or self.pending):
                 self.wake.clear()
                 await self.wake.wait()
+                due = loop.time()
             self._admit()
             if self.running:
                 self._step()
-            # One step per loop turn: the streams' writers run between steps.
-            await asyncio.sleep(0)
+            if not self.step_s:
+                await asyncio.sleep(0)  # one step per loop turn: the writers run between
+                continue
+            # Steps at a fixed cadence, as a GPU's would come; one that ran late is not made up.
+            due = max(due + self.step_s, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     def _admit(self) -> None:
         if not self.pending:

@@ -126,7 +126,12 @@ def make_engine(args) -> Engine:
     if args.model == model_source.NULL and args.engine == "torch":
         from .null_engine import NullEngine
 
-        return NullEngine(args.max_batch, args.max_model_len, args.queue_timeout)
+        return NullEngine(
+            args.max_batch,
+            args.max_model_len,
+            args.queue_timeout,
+            getattr(args, "null_step_ms", 0.0) / 1000,
+        )
     if args.engine == "torch":
         from .torch_engine import TorchEngine
 

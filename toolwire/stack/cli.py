@@ -72,6 +72,13 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         help="torch: prefill every prompt whole (no KV reuse, cached_tokens always 0)",
     )
     p.add_argument(
+        "--null-step-ms",
+        type=float,
+        default=0.0,
+        help="--model null: how long one engine step takes (a GPU's step time, to measure the "
+        "serving path at a given rate); 0: one step per event-loop turn, as fast as it goes",
+    )
+    p.add_argument(
         "--no-jump-forward",
         action="store_true",
         help="torch: decode text the grammar forces one token a step instead of in one forward",

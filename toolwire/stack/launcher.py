@@ -110,6 +110,8 @@ def commands(args) -> dict[str, list[str]]:
         str(args.queue_timeout),
         "--prefix-cache-mb",
         str(args.prefix_cache_mb),
+        "--null-step-ms",
+        str(getattr(args, "null_step_ms", 0.0)),
     ]
     decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
