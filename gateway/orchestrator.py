@@ -130,6 +130,13 @@ class Orchestrator:
                 status=404,
             )
         check_request(req, self.limits)
+        if req.stream_interval.tokens > 1 and not self.decode_mux:
+            raise RequestError(
+                "stream_interval needs the gateway's multiplexed decode stream "
+                "(--decode-mux on); this gateway runs one call per request",
+                param="stream_interval",
+                code="unsupported_parameter",
+            )
         if self.in_flight >= self.limits.max_concurrent_requests:
             raise overloaded(
                 f"the server has {self.in_flight} requests in flight, its limit; retry shortly",
@@ -267,6 +274,7 @@ class Run:
         token. A replica that cannot be reached before that (the request never started there)
         is marked down and the next one is tried."""
         pool, tried, full = self.orch.decode, set(), None
+        interval = self.stream_interval()
         while True:
             replica = pool.pick(self.dialect, exclude=tried)
             if replica is None:
@@ -281,7 +289,7 @@ class Run:
                 request,
                 self.orch.security.metadata if self.orch.decode_mux else md,
                 self.orch.decode_mux,
-                self.stream_interval(),
+                interval,
             )
             try:
                 self.first = await self.generate.read()
@@ -300,18 +308,11 @@ class Run:
 
     def stream_interval(self) -> tuple[int, int]:
         """(tokens, ms) this request's tokens may be held in the decode mux: the request's own
-        (gRPC ChatService), else the gateway's flags. Refused where nothing would hold them."""
+        (gRPC ChatService), else the gateway's flags."""
         tokens, ms = self.orch.stream_interval
         if self.req.HasField("stream_interval"):
             si = self.req.stream_interval
             tokens, ms = si.tokens, si.ms or ms
-        if tokens > 1 and not self.orch.decode_mux:
-            raise RequestError(
-                "stream_interval needs the gateway's multiplexed decode stream "
-                "(--decode-mux on); this gateway runs one call per request",
-                param="stream_interval",
-                code="unsupported_parameter",
-            )
         return tokens, ms
 
     async def _pump(self, extract) -> None:

@@ -7,6 +7,14 @@ place. Here the engine pushes each step's outputs straight into this stream's pe
 coroutine sends that frame. A frame still unsent when the next step ends takes that step's
 tokens too: the pending frame is the only buffer, bounded by the requests' own tokens.
 
+The stream interval (StreamStart.interval_tokens / interval_ms, from the gateway's
+--stream-interval or a ChatService request's own) is held here, in the request's sink: held
+tokens cost no frame, no gateway wake-up, no extractor message and no SSE event, which is the
+whole point (holding them at the gateway would still pay this stream's frames and the
+gateway's reads). The first token and the finish go at once; one timer per stream releases
+held tokens at their deadline, so a held token never waits for a later engine step (another
+request's long prefill).
+
 Failures are sent as the status and trailing metadata the per-request call would have ended
 with, so the gateway rebuilds the same errors. The stream ending, either way, aborts every
 request still running on it.
