@@ -119,7 +119,9 @@ def test_a_stream_interval_sends_the_same_output_in_fewer_chunks(stub, stack):
         held.stream_interval.ms = 1000  # the count, not the deadline, decides here
         interval = _streamed(stub, stack, held)
         assert interval[:2] == plain[:2] and (plain[0] or plain[1])
-        assert interval[2] < plain[2]
+        # 24 sampled tokens of prose: 1 + 23 held in fours. The tool call's text is mostly
+        # forced (jump-forward sends it in blocks), so there it can only be no more.
+        assert interval[2] < plain[2] if req is prose else interval[2] <= plain[2]
 
 
 def test_a_stream_interval_out_of_bounds_is_refused(stub, stack):
