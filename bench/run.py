@@ -75,7 +75,7 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     await inprocess.run_load(engine, renderer, warm)
     engine.stats.__init__()
     compiles_before = engine.compiler.compiles
-    print("in-process torch engine:", flush=True)
+    print(f"in-process {engine.info.name} engine:", flush=True)
     load = with_cpu(
         lambda b: inprocess.run_load(engine, renderer, b),
         lambda: {"in-process": time.process_time()},
