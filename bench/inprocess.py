@@ -12,6 +12,12 @@ from .measure import Timing, summarize
 
 
 async def make_engine(args):
+    if args.model == "null":  # no forward pass: the serving path's ceiling (null_engine.py)
+        from toolwire.services.decode.null_engine import NullEngine
+
+        engine = NullEngine(max_batch=max(args.concurrency))
+        await engine.start()
+        return engine
     from toolwire.services.decode.torch_engine import TorchEngine
 
     engine = TorchEngine(

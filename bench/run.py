@@ -4,6 +4,7 @@
     python -m bench.run --concurrency 1 4 16 32
     python -m bench.run --url http://host:port/v1 --model NAME   # any OpenAI-compatible server
     python -m bench.run --engine-only --model random:llama-8b --device cuda   # a GPU, no download
+    python -m bench.run --model null --kinds text        # no forward pass: the serving path alone
 
 Prints tables (medians over rounds) and writes bench/out/results.json and bench/out/bench.png.
 """
@@ -74,7 +75,7 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     await inprocess.run_load(engine, renderer, warm)
     engine.stats.__init__()
     compiles_before = engine.compiler.compiles
-    print("in-process torch engine:", flush=True)
+    print(f"in-process {engine.info.name} engine:", flush=True)
     load = with_cpu(
         lambda b: inprocess.run_load(engine, renderer, b),
         lambda: {"in-process": time.process_time()},
@@ -260,9 +261,10 @@ def main() -> int:
         for label in variants:
             print("\n" + table(results["engine"], results[label], label))
             print("\n" + cpu_table(results["engine"], results[label]))
+        share = 100 * cost["mask_ms"] / cost["forward_ms"] if cost["forward_ms"] else 0.0
         print(
             f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
-            f"{cost['forward_ms']:.1f} ms forward ({100 * cost['mask_ms'] / cost['forward_ms']:.1f}%)"
+            f"{cost['forward_ms']:.1f} ms forward ({share:.1f}%)"
             f"; grammar compiles during the sweep: {cost['compiles']}"
         )
         results["constraint"] = cost

@@ -108,12 +108,24 @@ class DecodeStream:
         self.has_mail = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
 
-    def open(self, request: pb.GenerateRequest) -> DecodeHandle:
+    def open(self, request: pb.GenerateRequest, interval: tuple[int, int] = (0, 0)) -> DecodeHandle:
+        """Start `request`; `interval` (tokens, ms) is its stream interval, held on the decode
+        side (services/decode/mux.py) so that held tokens cost no frame at all."""
         if self.call is None:
             self._connect()
         handle = DecodeHandle(self, next(self.ids))
         self.handles[handle.handle] = handle
-        self._send(pb.StreamRequest(start=pb.StreamStart(handle=handle.handle, request=request)))
+        tokens, ms = interval
+        self._send(
+            pb.StreamRequest(
+                start=pb.StreamStart(
+                    handle=handle.handle,
+                    request=request,
+                    interval_tokens=tokens if tokens > 1 else 0,
+                    interval_ms=ms,
+                )
+            )
+        )
         return handle
 
     def forget(self, handle: int, cancel: bool) -> None:

@@ -42,14 +42,15 @@ class Replica:
     dialect: str | None = None  # its engine's constraint dialect, once read
     stream: DecodeStream | None = None  # the multiplexed stream to it (decode_mux.py)
 
-    def open(self, request, metadata, mux: bool):
-        """Start `request` here: on this replica's multiplexed stream, or (mux off) as its own
-        Generate call. Either is read with read() and stopped with cancel()."""
+    def open(self, request, metadata, mux: bool, interval: tuple[int, int] = (0, 0)):
+        """Start `request` here: on this replica's multiplexed stream (its tokens held there
+        by `interval`, (tokens, ms)), or (mux off) as its own Generate call. Either is read
+        with read() and stopped with cancel()."""
         if not mux:
             return self.stub.Generate(request, metadata=metadata)
         if self.stream is None:
             self.stream = DecodeStream(self.stub, metadata)
-        return self.stream.open(request)
+        return self.stream.open(request, interval)
 
 
 class DecodePool:

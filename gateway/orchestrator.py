@@ -45,6 +45,7 @@ class Orchestrator:
         limits: Limits | None = None,
         security: ClientSecurity | None = None,
         decode_mux: bool = True,
+        stream_interval: tuple[int, int] = (0, 0),
     ):
         self.addresses = {"template": template, "extractor": extractor}
         self.decode_addresses = [decode] if isinstance(decode, str) else list(decode)
@@ -53,6 +54,8 @@ class Orchestrator:
         self.limits = limits or Limits()
         self.security = security or ClientSecurity()
         self.decode_mux = decode_mux  # one GenerateStream per replica (decode_mux.py)
+        # (tokens, ms): --stream-interval and --stream-interval-ms, held in the decode mux
+        self.stream_interval = stream_interval
         self.model_id = ""
         self.names: list[str] = []
         self.max_model_len = 0
@@ -127,6 +130,13 @@ class Orchestrator:
                 status=404,
             )
         check_request(req, self.limits)
+        if req.stream_interval.tokens > 1 and not self.decode_mux:
+            raise RequestError(
+                "stream_interval needs the gateway's multiplexed decode stream "
+                "(--decode-mux on); this gateway runs one call per request",
+                param="stream_interval",
+                code="unsupported_parameter",
+            )
         if self.in_flight >= self.limits.max_concurrent_requests:
             raise overloaded(
                 f"the server has {self.in_flight} requests in flight, its limit; retry shortly",
@@ -264,6 +274,7 @@ class Run:
         token. A replica that cannot be reached before that (the request never started there)
         is marked down and the next one is tried."""
         pool, tried, full = self.orch.decode, set(), None
+        interval = self.stream_interval()
         while True:
             replica = pool.pick(self.dialect, exclude=tried)
             if replica is None:
@@ -278,6 +289,7 @@ class Run:
                 request,
                 self.orch.security.metadata if self.orch.decode_mux else md,
                 self.orch.decode_mux,
+                interval,
             )
             try:
                 self.first = await self.generate.read()
@@ -293,6 +305,15 @@ class Run:
                     pool.mark_down(replica)  # unreachable: the request never started there
                 else:
                     raise from_rpc_error(e, "decode") from None
+
+    def stream_interval(self) -> tuple[int, int]:
+        """(tokens, ms) this request's tokens may be held in the decode mux: the request's own
+        (gRPC ChatService), else the gateway's flags."""
+        tokens, ms = self.orch.stream_interval
+        if self.req.HasField("stream_interval"):
+            si = self.req.stream_interval
+            tokens, ms = si.tokens, si.ms or ms
+        return tokens, ms
 
     async def _pump(self, extract) -> None:
         """decode -> extractor: token chunks, then the end with decode's finish reason. If it

@@ -29,6 +29,15 @@ def api_keys(args) -> list[str]:
     return [k for k in keys + list(args.api_key or []) if k]
 
 
+def stream_interval(args) -> tuple[int, int]:
+    """(--stream-interval, --stream-interval-ms); refused where nothing would hold tokens."""
+    tokens = getattr(args, "stream_interval", 0) or 0
+    ms = getattr(args, "stream_interval_ms", 0) or 0
+    if tokens > 1 and getattr(args, "decode_mux", "on") != "on":
+        raise SystemExit("--stream-interval needs --decode-mux on (tokens are held there)")
+    return tokens, ms
+
+
 async def serve(args) -> None:
     request_log.setup()
     auth = Auth(api_keys(args))
@@ -51,6 +60,7 @@ async def serve(args) -> None:
         Limits.from_args(args),
         ClientSecurity.from_args(args),
         decode_mux=getattr(args, "decode_mux", "on") == "on",
+        stream_interval=stream_interval(args),
     )
     await orch.connect()
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")

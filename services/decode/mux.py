@@ -7,6 +7,14 @@ place. Here the engine pushes each step's outputs straight into this stream's pe
 coroutine sends that frame. A frame still unsent when the next step ends takes that step's
 tokens too: the pending frame is the only buffer, bounded by the requests' own tokens.
 
+The stream interval (StreamStart.interval_tokens / interval_ms, from the gateway's
+--stream-interval or a ChatService request's own) is held here, in the request's sink: held
+tokens cost no frame, no gateway wake-up, no extractor message and no SSE event, which is the
+whole point (holding them at the gateway would still pay this stream's frames and the
+gateway's reads). The first token and the finish go at once; one timer per stream releases
+held tokens at their deadline, so a held token never waits for a later engine step (another
+request's long prefill).
+
 Failures are sent as the status and trailing metadata the per-request call would have ended
 with, so the gateway rebuilds the same errors. The stream ending, either way, aborts every
 request still running on it.
@@ -23,6 +31,10 @@ from toolwire.request.errors import RequestError, grpc_status, unavailable
 
 from .admission import admit, engine_request, request_error
 from .engine import Engine, EngineOutput
+
+# A stream interval given in tokens only still has a deadline: a held token waits this long at
+# most, whatever the engine's steps take.
+DEFAULT_INTERVAL_MS = 50
 
 
 def complete_message(out: EngineOutput) -> pb.GenerateComplete:
@@ -44,23 +56,43 @@ def failure(handle: int, err: RequestError) -> pb.StreamFailure:
 
 
 class _Sink:
-    """Where the engine puts one request's outputs: straight into the pending frame."""
+    """Where the engine puts one request's outputs: straight into the pending frame, or (with a
+    stream interval) into `held` until `every` tokens have gathered or the mux's timer finds
+    `delay` seconds passed since the first of them."""
 
-    __slots__ = ("mux", "handle", "state")
+    __slots__ = ("mux", "handle", "state", "every", "delay", "held", "since", "sent")
 
-    def __init__(self, mux: StreamMux, handle: int):
+    def __init__(self, mux: StreamMux, handle: int, every: int = 0, delay: float = 0.0):
         self.mux = mux
         self.handle = handle
         self.state = None  # what engine.submit returned (its timed_out)
+        self.every = every  # hold until this many tokens (0 or 1: never hold)
+        self.delay = delay  # ... or until this many seconds after the first held one
+        self.held: list[int] = []
+        self.since = 0.0
+        self.sent = 0  # tokens put in frames so far
 
     def put_nowait(self, out: EngineOutput) -> None:
         mux = self.mux
-        if out.token_ids:
-            pending = mux.tokens.get(self.handle)
-            if pending is None:
-                mux.tokens[self.handle] = list(out.token_ids)
-            else:
-                pending.extend(out.token_ids)
+        ids = out.token_ids
+        if self.every > 1:
+            held = self.held
+            if self.sent and out.finish_reason is None:  # first token and finish never held
+                if not ids:
+                    return
+                if not held:
+                    mux.hold(self)
+                held.extend(ids)
+                if len(held) < self.every:
+                    return
+                ids = held
+            elif held:
+                ids = held + list(ids)
+            if held:
+                self.held = []
+                mux.holding.pop(self.handle, None)
+        if ids:
+            self._push(ids)
         if out.finish_reason:
             mux.live.pop(self.handle, None)
             if out.finish_reason == "abort" and getattr(self.state, "timed_out", False):
@@ -76,9 +108,24 @@ class _Sink:
                 )
         mux.ready.set()
 
+    def _push(self, ids) -> None:
+        self.sent += len(ids)
+        pending = self.mux.tokens.get(self.handle)
+        if pending is None:
+            self.mux.tokens[self.handle] = list(ids)
+        else:
+            pending.extend(ids)
+
+    def release(self) -> None:
+        """The held tokens into the pending frame (the interval's deadline passed)."""
+        held, self.held = self.held, []
+        if held:
+            self._push(held)
+
     def fail(self, exc: Exception) -> None:
         mux = self.mux
         mux.live.pop(self.handle, None)
+        mux.holding.pop(self.handle, None)
         mux.failures.append(failure(self.handle, request_error(exc)))
         mux.ready.set()
 
@@ -97,6 +144,36 @@ class StreamMux:
         self.ready = asyncio.Event()
         self.reading = True
         self.tasks: set[asyncio.Task] = set()
+        # The stream interval: requests holding tokens, and the one timer that releases those
+        # whose deadline has passed (armed for the earliest; none while nothing is held).
+        self.holding: dict[int, _Sink] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def hold(self, sink: _Sink) -> None:
+        sink.since = self.loop.time()
+        self.holding[sink.handle] = sink
+        due = sink.since + sink.delay
+        if self.timer is None or due < self.timer.when():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        """Release every request whose held tokens are due (or nearly: within a quarter of its
+        delay, so one wake-up serves requests that started holding a step apart)."""
+        self.timer = None
+        now, soonest = self.loop.time(), None
+        for h, sink in list(self.holding.items()):
+            due = sink.since + sink.delay
+            if due <= now + sink.delay / 4:
+                del self.holding[h]
+                sink.release()
+            elif soonest is None or due < soonest:
+                soonest = due
+        if soonest is not None:
+            self.timer = self.loop.call_at(soonest, self._expire)
+        self.ready.set()
 
     def take(self) -> pb.StreamFrame | None:
         """The pending frame, emptied."""
@@ -119,7 +196,7 @@ class StreamMux:
                 if msg.HasField("start"):
                     h = msg.start.handle
                     self.starting[h] = False
-                    task = asyncio.create_task(self._start(h, msg.start.request))
+                    task = asyncio.create_task(self._start(h, msg.start))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
                 else:
@@ -136,11 +213,17 @@ class StreamMux:
         elif (rid := self.live.get(handle)) is not None:
             await self.engine.abort(rid)
 
-    async def _start(self, handle: int, request: pb.GenerateRequest) -> None:
+    async def _start(self, handle: int, start: pb.StreamStart) -> None:
+        request = start.request
         request_context.bind_id(request.request_id)  # this task's log lines name it
         try:
             admit(self.engine, self.max_queue, request)
-            sink = _Sink(self, handle)
+            sink = _Sink(
+                self,
+                handle,
+                start.interval_tokens,
+                (start.interval_ms or DEFAULT_INTERVAL_MS) / 1000,
+            )
             self.live[handle] = request.request_id
             sink.state = await self.engine.submit(engine_request(request), sink)
         except Exception as e:  # noqa: BLE001 - every refusal becomes this request's failure
@@ -154,6 +237,8 @@ class StreamMux:
             await self.engine.abort(request.request_id)
 
     async def abort_all(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         for task in list(self.tasks):
             task.cancel()
         for rid in list(self.live.values()):

@@ -12,6 +12,7 @@ from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.request.errors import RequestError, abort_with
+from toolwire.stack import model_source
 
 from .admission import admit, engine_request, request_error
 from .engine import Engine, EngineBusy, EngineRequestError
@@ -122,6 +123,15 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
 
 
 def make_engine(args) -> Engine:
+    if args.model == model_source.NULL and args.engine == "torch":
+        from .null_engine import NullEngine
+
+        return NullEngine(
+            args.max_batch,
+            args.max_model_len,
+            args.queue_timeout,
+            getattr(args, "null_step_ms", 0.0) / 1000,
+        )
     if args.engine == "torch":
         from .torch_engine import TorchEngine
 

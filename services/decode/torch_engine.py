@@ -119,6 +119,8 @@ class TorchEngine(Engine):
         jump_forward: bool = True,
     ):
         self.source = model_source.resolve(model)
+        if self.source.null:
+            raise SystemExit("--model null runs on the null engine (null_engine.py), not torch")
         # int8: weight-only int8 matmuls, fp32 everywhere else (LlamaStep only). `auto` on a
         # CPU takes it where the step supports the model: decode there is bound by the bytes
         # of weights read per step (bench/: 2.3x the tokens/s of fp32 at one stream).

@@ -72,8 +72,7 @@ class TrtllmEngine(Engine):
         self.max_batch = max_batch
         self.kv_fraction = kv_cache_fraction
         self.max_model_len = max_model_len
-        self.running: dict[str, object] = {}
-        self.aborted: dict[str, asyncio.Event] = {}
+        self.running: dict[str, _Running] = {}
         self.llm = None
 
     @property
@@ -82,12 +81,12 @@ class TrtllmEngine(Engine):
 
     @classmethod
     def from_args(cls, args) -> TrtllmEngine:
-        if args.model == "embedded" or args.model.startswith("random:"):
+        if args.model in ("embedded", "null") or args.model.startswith("random:"):
             raise SystemExit(
                 "--engine trtllm needs a Hugging Face checkpoint folder as --model "
                 "(TensorRT-LLM's PyTorch backend loads Hugging Face checkpoints, "
-                "not prebuilt engine folders); the embedded GGUF and random: "
-                "presets are for the torch engine"
+                "not prebuilt engine folders); the embedded GGUF, random: presets "
+                "and null are for the torch engine"
             )
         return cls(
             args.model,
@@ -124,7 +123,7 @@ class TrtllmEngine(Engine):
     def active_requests(self) -> int:
         return len(self.running)
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+    def _params(self, request: EngineRequest):
         if request.seed is not None:
             # TensorRT-LLM 1.2's default TorchSampler draws from one generator for the whole
             # batch: a per-request seed would be silently ignored, so it is refused.
@@ -133,7 +132,7 @@ class TrtllmEngine(Engine):
                 "sampler ignores per-request seeds)",
                 "seed",
             )
-        params = self._SamplingParams(
+        return self._SamplingParams(
             max_tokens=request.max_tokens or None,
             temperature=request.temperature if request.temperature > 0 else None,
             top_k=1 if request.temperature <= 0 else None,
@@ -143,6 +142,13 @@ class TrtllmEngine(Engine):
             detokenize=False,
             guided_decoding=guided_decoding(self._Guided, request.constraint),
         )
+
+    async def submit(self, request: EngineRequest, sink) -> _Running:
+        """Start `request`; one task reads TensorRT-LLM's stream of results for it and pushes
+        each step's new ids to `sink` (the multiplexed stream's pending frame, or generate()'s
+        queue). Nothing else runs per token: no futures, no asyncio.wait (abort cancels the
+        task instead), and each step reads only its delta (`token_ids_diff`)."""
+        params = self._params(request)
         try:
             result = self.llm.generate_async(
                 {"prompt_token_ids": request.prompt_ids}, sampling_params=params, streaming=True
@@ -151,72 +157,119 @@ class TrtllmEngine(Engine):
             if (err := request_error(e)) is None:
                 raise
             raise err from e
-        self.running[request.request_id] = result
-        aborted = self.aborted[request.request_id] = asyncio.Event()
-        sent, finished = 0, False
+        running = _Running(request, result, sink)
+        self.running[request.request_id] = running
+        running.task = asyncio.get_running_loop().create_task(self._pump(running))
+        return running
+
+    async def _pump(self, r: _Running) -> None:
+        request, result, sink = r.request, r.result, r.sink
+        stop = frozenset(request.stop_ids)
+        prompt = len(request.prompt_ids)
+        finished = False
         try:
-            while True:
-                try:
-                    out = await next_or_aborted(result, aborted)
-                except StopAsyncIteration:
-                    return
-                except Exception as e:
-                    if (err := request_error(e)) is None:
-                        raise
-                    raise err from e
-                if out is None:  # aborted while queued: TensorRT-LLM sends no final response
-                    finished = True
-                    yield EngineOutput([], "abort", len(request.prompt_ids), sent)
-                    return
+            async for out in result:
                 completion = out.outputs[0]
-                ids = list(completion.token_ids)
-                new = [t for t in ids[sent:] if t not in request.stop_ids]
-                sent = len(ids)
+                # The ids this response added (tensorrt_llm/executor/result.py: each response
+                # extends `token_ids` and marks where it started), not the whole list again.
+                new = completion.token_ids_diff
+                if stop and new:
+                    new = [t for t in new if t not in stop]
+                r.count += len(new)
                 reason = completion.finish_reason
                 if reason is not None or out.finished:
                     finished = True
-                    yield EngineOutput(
-                        new,
-                        _finish(reason),
-                        len(request.prompt_ids),
-                        len([t for t in ids if t not in request.stop_ids]),
-                        # The prompt tokens its KV block reuse served; TensorRT-LLM's own
-                        # OpenAI server reports the same (RequestOutput.cached_tokens;
-                        # releases without it report 0).
-                        int(getattr(out, "cached_tokens", 0) or 0),
-                    )
+                    # cached_tokens: the prompt tokens its KV block reuse served; TensorRT-LLM's
+                    # own OpenAI server reports the same (releases without it report 0).
+                    cached = int(getattr(out, "cached_tokens", 0) or 0)
+                    sink.put_nowait(EngineOutput(new, _finish(reason), prompt, r.count, cached))
                     return
                 if new:
-                    yield EngineOutput(new)
+                    sink.put_nowait(EngineOutput(new))
+            finished = True  # the results ended without a final one: report an abort
+            sink.put_nowait(EngineOutput([], "abort", prompt, r.count))
+        except asyncio.CancelledError:
+            if not r.aborted:
+                raise
+            finished = True  # _abort() has reported it
+        except Exception as e:
+            finished = True
+            sink.fail(request_error(e) or e)
         finally:
             self.running.pop(request.request_id, None)
-            self.aborted.pop(request.request_id, None)
             if not finished:
-                result.abort()  # the caller went away: free the slot
+                result.abort()  # the reader went away: free the slot
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        sink = _QueueSink()
+        running = await self.submit(request, sink)
+        finished = False
+        try:
+            while True:
+                out = await sink.get()
+                if isinstance(out, BaseException):
+                    finished = True
+                    raise out
+                while not sink.empty() and out.finish_reason is None:
+                    nxt = sink.get_nowait()
+                    if isinstance(nxt, BaseException):
+                        finished = True
+                        raise nxt
+                    out = EngineOutput(
+                        out.token_ids + nxt.token_ids,
+                        nxt.finish_reason,
+                        nxt.prompt_tokens,
+                        nxt.completion_tokens,
+                        nxt.cached_tokens,
+                    )
+                finished = out.finish_reason is not None
+                yield out
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self._abort(running)  # the caller went away: free the slot
 
     async def abort(self, request_id: str) -> bool:
-        result = self.running.get(request_id)
-        if result is None:
+        running = self.running.get(request_id)
+        if running is None:
             return False
-        result.abort()
-        self.aborted[request_id].set()  # wakes generate() even if no response ever comes
+        self._abort(running)
         return True
 
+    def _abort(self, running: _Running) -> None:
+        """Abort in TensorRT-LLM and report the abort now: a request aborted while still
+        queued gets no final response from it (issue 10, finding 5), so none is awaited; the
+        reader task is cancelled instead (no per-step race against an abort event)."""
+        if running.aborted or running.task is None or running.task.done():
+            return
+        running.aborted = True
+        running.result.abort()
+        request = running.request
+        self.running.pop(request.request_id, None)
+        running.sink.put_nowait(EngineOutput([], "abort", len(request.prompt_ids), running.count))
+        running.task.cancel()
 
-async def next_or_aborted(results, aborted: asyncio.Event):
-    """The next streamed result, or None once `aborted` is set. TensorRT-LLM drops a request
-    aborted while still queued without sending it a final response (issue 10, finding 5), so
-    waiting on the results alone could hang."""
-    if aborted.is_set():
-        return None
-    step = asyncio.ensure_future(anext(results))
-    stop = asyncio.ensure_future(aborted.wait())
-    done, _ = await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if step in done:
-        stop.cancel()
-        return step.result()  # raises StopAsyncIteration at the end
-    step.cancel()
-    return None
+
+class _Running:
+    __slots__ = ("request", "result", "sink", "task", "aborted", "count")
+
+    def __init__(self, request: EngineRequest, result, sink):
+        self.request = request
+        self.result = result
+        self.sink = sink
+        self.task: asyncio.Task | None = None
+        self.aborted = False
+        self.count = 0  # ids streamed so far: the completion count, kept as they go
+
+    timed_out = False  # TensorRT-LLM queues without a timeout of ours
+
+
+class _QueueSink(asyncio.Queue):
+    """generate()'s sink: outputs, and a failure as an exception to raise."""
+
+    def fail(self, exc: BaseException) -> None:
+        self.put_nowait(exc)
 
 
 # Messages of TensorRT-LLM's per-request failures that are the request's fault: its guided

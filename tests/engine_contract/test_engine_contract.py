@@ -2,6 +2,9 @@
 
 torch runs everywhere; trtllm runs where TensorRT-LLM imports (a GPU machine) and is skipped,
 with the reason, elsewhere. Set TOOLWIRE_TRTLLM_MODEL to a checkpoint folder to run it.
+null (`--model null`, no forward pass) keeps all of it too: its fixed cycle of tokens ends on
+the request's stop ids and max_tokens, and its constrained output is valid (it takes allowed
+tokens only); what it says is not meant to be useful, which no test here asks of it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from toolwire.services.decode.engine import EngineRequest
 
 ENGINES = [
     "torch",
+    "null",
     pytest.param(
         "trtllm",
         marks=pytest.mark.skipif(
@@ -36,6 +40,17 @@ ENGINES = [
 def engine(request):
     if request.param == "torch":
         yield request.getfixturevalue("torch_engine")
+        return
+    if request.param == "null":
+        from toolwire.services.decode.null_engine import NullEngine
+
+        loop = asyncio.new_event_loop()
+        eng = NullEngine(max_batch=16)
+        loop.run_until_complete(eng.start())
+        eng.loop = loop
+        yield eng
+        loop.run_until_complete(eng.stop())
+        loop.close()
         return
     from toolwire.services.decode.trtllm_engine import TrtllmEngine
 
@@ -113,8 +128,9 @@ def test_stop_token_ids_end_the_sequence(engine, prompt):
 
 
 def _seed(engine, n: int) -> int | None:
-    """A seed where the engine honours one; the trtllm engine refuses per-request seeds."""
-    return n if engine.info.name == "torch" else None
+    """A seed where the engine honours one; the trtllm engine refuses per-request seeds (the
+    null engine ignores them: its output does not depend on sampling)."""
+    return n if engine.info.name in ("torch", "null") else None
 
 
 SCHEMA = {

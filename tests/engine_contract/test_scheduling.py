@@ -65,3 +65,27 @@ def test_interleaved_requests_decode_as_they_do_alone(small_engine, tokenizer):
 
     assert run(together()) == alone
     assert small_engine.active_requests() == 0
+
+
+def test_the_null_engine_queues_beyond_its_slots_and_each_request_ends_as_alone():
+    """More requests than slots on the null engine (`--model null`): queued ones start as
+    slots free; each ends on its own max_tokens with what it gives alone."""
+    from toolwire.services.decode.null_engine import NullEngine
+
+    async def scenario():
+        engine = NullEngine(max_batch=2)
+        await engine.start()
+        try:
+            lengths = [3, 9, 1, 6, 4]
+            alone = [
+                await tokens(engine, f"alone-{i}", [1, 2, 3], n) for i, n in enumerate(lengths)
+            ]
+            together = await asyncio.gather(
+                *(tokens(engine, f"together-{i}", [1, 2, 3], n) for i, n in enumerate(lengths))
+            )
+            return lengths, alone, together, engine.active_requests()
+        finally:
+            await engine.stop()
+
+    lengths, alone, together, active = asyncio.run(scenario())
+    assert together == alone and [len(t) for t in alone] == lengths and active == 0

@@ -31,6 +31,9 @@ RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 GRAMMAR_SYNTAXES = ("lark", "regex")  # a custom tool's grammar
 TEMPERATURE = (0.0, 2.0)  # inclusive
 TOP_P = (0.0, 1.0)  # above the first, up to the second
+# A stream interval's bounds: beyond these a client would wait seconds between chunks.
+STREAM_INTERVAL_TOKENS = 256
+STREAM_INTERVAL_MS = 1000
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -203,6 +206,15 @@ def check_sampling(req: chat_pb2.ChatCompletionRequest) -> None:
         raise _invalid("top_p", f"{req.top_p:g} is not above {low:g} and at most {high:g}")
     if req.HasField("max_completion_tokens") and req.max_completion_tokens < 1:
         raise _invalid("max_tokens", "at least 1 token is required")
+    if req.HasField("stream_interval"):
+        check_stream_interval(req.stream_interval)
+
+
+def check_stream_interval(si: chat_pb2.StreamInterval) -> None:
+    if si.tokens > STREAM_INTERVAL_TOKENS:
+        raise _invalid("stream_interval.tokens", f"at most {STREAM_INTERVAL_TOKENS} tokens")
+    if si.ms > STREAM_INTERVAL_MS:
+        raise _invalid("stream_interval.ms", f"at most {STREAM_INTERVAL_MS} ms")
 
 
 def check_schemas(req) -> None:

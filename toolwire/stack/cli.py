@@ -19,7 +19,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=model_source.EMBEDDED,
-        help="`embedded` (SmolLM2-135M-Instruct), a model folder or a .gguf file",
+        help="`embedded` (SmolLM2-135M-Instruct), a model folder, a .gguf file, random:<preset> "
+        "(random weights) or null (no model: tokens without a forward, to measure serving)",
     )
     p.add_argument(
         "--served-model-name",
@@ -71,6 +72,13 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         help="torch: prefill every prompt whole (no KV reuse, cached_tokens always 0)",
     )
     p.add_argument(
+        "--null-step-ms",
+        type=float,
+        default=0.0,
+        help="--model null: how long one engine step takes (a GPU's step time, to measure the "
+        "serving path at a given rate); 0: one step per event-loop turn, as fast as it goes",
+    )
+    p.add_argument(
         "--no-jump-forward",
         action="store_true",
         help="torch: decode text the grammar forces one token a step instead of in one forward",
@@ -107,6 +115,22 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
         default="on",
         help="on: one multiplexed GenerateStream per decode replica, one frame per engine "
         "step; off: one Generate call per request (the earlier path, for comparison)",
+    )
+    p.add_argument(
+        "--stream-interval",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold a request's tokens until N have gathered (fewer, larger stream chunks); "
+        "the first token and the finish are never held; 0 or 1: off (the default)",
+    )
+    p.add_argument(
+        "--stream-interval-ms",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="with --stream-interval: a held token waits at most this long, whatever the "
+        "engine's steps take (0: 50 ms)",
     )
     p.add_argument(
         "--http-parser",

@@ -110,6 +110,8 @@ def commands(args) -> dict[str, list[str]]:
         str(args.queue_timeout),
         "--prefix-cache-mb",
         str(args.prefix_cache_mb),
+        "--null-step-ms",
+        str(getattr(args, "null_step_ms", 0.0)),
     ]
     decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
@@ -138,6 +140,8 @@ def commands(args) -> dict[str, list[str]]:
     cmds["gateway"] += Limits.from_args(args).as_flags()
     cmds["gateway"] += ["--decode-mux", getattr(args, "decode_mux", "on")]
     cmds["gateway"] += ["--http-parser", getattr(args, "http_parser", "auto")]
+    cmds["gateway"] += ["--stream-interval", str(getattr(args, "stream_interval", 0))]
+    cmds["gateway"] += ["--stream-interval-ms", str(getattr(args, "stream_interval_ms", 0))]
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
     return cmds

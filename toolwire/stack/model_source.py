@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 EMBEDDED = "embedded"
 EMBEDDED_ID = "SmolLM2-135M-Instruct"
+# No model at all: the decode service's zero-cost engine (services/decode/null_engine.py), with
+# the embedded model's tokenizer (or TOOLWIRE_RANDOM_TOKENIZER's) for every other service.
+NULL = "null"
 CACHE_DIR = pathlib.Path(
     os.environ.get("TOOLWIRE_CACHE", pathlib.Path.home() / ".cache" / "toolwire")
 )
@@ -52,6 +55,7 @@ class ModelSource:
     gguf_file: str | None
     default_id: str
     random_preset: str | None = None  # random:<preset>: an architecture with random weights
+    null: bool = False  # `null`: no weights, tokens without a forward (the serving ceiling)
 
     def random_config(self):
         from transformers import LlamaConfig
@@ -69,7 +73,11 @@ class ModelSource:
 
 def resolve(model: str) -> ModelSource:
     """`embedded`, a folder in Hugging Face layout, a path to a .gguf file, or random:<preset>
-    (an architecture with random weights and the embedded tokenizer, for benchmarks)."""
+    (an architecture with random weights and the embedded tokenizer, for benchmarks) or `null`
+    (no model: the decode service emits a fixed cycle of tokens, to measure the serving path)."""
+    if model == NULL:
+        tokenizer = resolve("random:tiny")
+        return ModelSource(tokenizer.folder, tokenizer.gguf_file, NULL, null=True)
     if model.startswith("random:"):
         preset = model.split(":", 1)[1]
         if preset not in RANDOM_PRESETS:
