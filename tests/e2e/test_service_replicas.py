@@ -62,6 +62,18 @@ def stack2(tmp_path_factory):
             if argv[3:4] == [b"serve"] and service in procs:
                 procs[service][pid] = int(argv[argv.index(b"--metrics-port") + 1])
         assert len(procs["template"]) == 2 and len(procs["extractor"]) == 2, procs
+        # /health says the gateway reaches each tier; wait until every process serves (each
+        # serves /metrics once its gRPC server is up), and for the gateway's reconnect back-off.
+        deadline = time.monotonic() + 120
+        for port in [p for ps in procs.values() for p in ps.values()]:
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                    break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.3)
+        time.sleep(1.5)
         yield base, procs, log
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -114,8 +126,8 @@ def test_every_template_and_extractor_process_serves(stack2):
     for t in threads:
         t.join(60)
     assert results == ["data: [DONE]"] * 8
-    renders = [_metric(p, "toolwire_template_renders") for p in procs["template"].values()]
-    streams = [_metric(p, "toolwire_extractor_streams") for p in procs["extractor"].values()]
+    renders = [_metric(p, "toolwire_template_renders_total") for p in procs["template"].values()]
+    streams = [_metric(p, "toolwire_extractor_streams_total") for p in procs["extractor"].values()]
     assert sum(renders) >= 8 and min(renders) >= 1, renders
     assert sum(streams) >= 8 and min(streams) >= 1, streams
 
@@ -123,7 +135,7 @@ def test_every_template_and_extractor_process_serves(stack2):
 def test_a_dead_extractor_fails_exactly_its_requests(stack2):
     base, procs, _ = stack2
     streams = {
-        pid: _metric(p, "toolwire_extractor_streams") for pid, p in procs["extractor"].items()
+        pid: _metric(p, "toolwire_extractor_streams_total") for pid, p in procs["extractor"].items()
     }
     n = 6
     results, threads = _run(base, n, 1500)
@@ -133,7 +145,7 @@ def test_a_dead_extractor_fails_exactly_its_requests(stack2):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     victim = next(iter(procs["extractor"]))
-    held = _metric(procs["extractor"][victim], "toolwire_extractor_streams") - streams[victim]
+    held = _metric(procs["extractor"][victim], "toolwire_extractor_streams_total") - streams[victim]
     assert 0 < held < n  # both pods hold some of the requests
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
