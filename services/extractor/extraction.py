@@ -52,7 +52,9 @@ class Extraction:
         # It reads calls of the tools the choice lets the model call (allowed_tools, named):
         # anything else is content.
         extractor = (
-            fmt.extractor(choice.callable(tools)) if tools and choice.mode != "none" else None
+            fmt.extractor(choice.callable(tools) if choice.mode != "none" else [])
+            if (tools and choice.mode != "none") or fmt.frames_all_output
+            else None
         )
         if setup.reasoning:
             extractor = ReasoningExtractor(extractor or ContentOnly(), setup.reasoning)

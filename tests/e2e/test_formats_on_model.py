@@ -88,7 +88,8 @@ def generate(engine, tokenizer, fmt_name, mode, seed, dialect=STRUCTURAL_TAG):
     text = tokenizer.decode(ids)
     from toolwire.formats import Tool
 
-    delta = fmt.extractor([Tool(t["name"]) for t in TOOLS]).parse_complete(text)
+    tools = [Tool(t["name"], parameters=t.get("parameters")) for t in TOOLS]
+    delta = fmt.extractor(tools).parse_complete(text)
     return text, delta, finish
 
 
@@ -99,7 +100,8 @@ def test_format_mode_on_the_embedded_model(torch_engine, tokenizer, fmt_name, mo
 
 
 # A sample: hermes (the embedded model's format) with free text and with calls forced, pythonic
-# free text, deepseek_v3 named (its free text is refused in this dialect: non-ASCII markers).
+# free text, deepseek_v3 named (its free text is refused in this dialect: non-ASCII markers),
+# the XML-style families' raw values.
 # Every shape is compared with its structural tag under both xgrammar versions in
 # test_dialect_compat.
 EBNF_SAMPLE = [
@@ -108,6 +110,8 @@ EBNF_SAMPLE = [
     ("hermes", "required-single"),
     ("pythonic", "auto"),
     ("deepseek_v3", "named"),
+    ("qwen3_coder", "required-single"),  # raw values: free text that may not hold </parameter>
+    ("glm47", "auto"),
 ]
 
 

@@ -10,10 +10,13 @@ import json
 from toolwire.constraints.build import build_constraint
 from toolwire.formats import Tool, ToolChoice
 from toolwire.formats.deepseek_v3 import DeepSeekV3Format
+from toolwire.formats.glm import GlmFormat
+from toolwire.formats.harmony import HarmonyFormat
 from toolwire.formats.hermes import HermesFormat
 from toolwire.formats.llama3_json import Llama3JsonFormat
 from toolwire.formats.mistral import MistralFormat
 from toolwire.formats.pythonic import PythonicFormat
+from toolwire.formats.qwen3_coder import Qwen3CoderFormat
 from toolwire.formats.reasoning import NONE, OPTIONAL, STARTED
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 
@@ -25,6 +28,10 @@ FORMATS = {
     "mistral-no-args-token": MistralFormat(args_token=False),
     "pythonic": PythonicFormat(),
     "deepseek_v3": DeepSeekV3Format(),
+    "harmony": HarmonyFormat(),
+    "qwen3_coder": Qwen3CoderFormat(),
+    "glm45": GlmFormat(newline=True),
+    "glm47": GlmFormat(newline=False),
 }
 TOOLS = [
     Tool(

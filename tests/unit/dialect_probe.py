@@ -36,6 +36,14 @@ MARKERS = [
     "[get_weather(",
     "[get_time(",
     "city=",
+    "<function=",
+    "</function>",
+    "<parameter=",
+    "</parameter>",
+    "<arg_key>",
+    "</arg_key>",
+    "<arg_value>",
+    "</arg_value>",
     "\n",
 ]
 VOCAB = [chr(i) for i in range(32, 127)] + MARKERS

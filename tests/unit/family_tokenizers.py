@@ -144,12 +144,30 @@ QWEN25 = (
 )
 QWEN_TOKENS = ["<tool_call>", "</tool_call>"]
 
+# gpt-oss (Harmony): its special tokens, and a template that frames turns but declares no tools,
+# so toolwire writes the Harmony prompt itself (the real template's TypeScript tool
+# declarations are toolwire's own renderer's, formats/harmony.py).
+HARMONY = (
+    "{% for m in messages %}<|start|>{{ m.role }}<|message|>{{ m.content }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start|>assistant{% endif %}"
+)
+HARMONY_TOKENS = [
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|channel|>",
+    "<|constrain|>",
+    "<|return|>",
+    "<|call|>",
+]
+
 FAMILIES = {
     "hermes": (QWEN_TOKENS, QWEN25),
     "llama3_json": (LLAMA_TOKENS, LLAMA31),
     "pythonic": (LLAMA_TOKENS, LLAMA32_PYTHONIC),
     "mistral": (MISTRAL_TOKENS, MISTRAL),
     "deepseek_v3": (DEEPSEEK_TOKENS, DEEPSEEK_V3),
+    "harmony": (HARMONY_TOKENS, HARMONY),
 }
 
 
@@ -169,9 +187,112 @@ QWEN3 = QWEN25.replace(
 FAMILIES_THINKING = {"hermes": (QWEN_TOKENS + ["<think>", "</think>"], QWEN3)}
 
 
-def thinking_tokenizer(base):
-    tokens, template = FAMILIES_THINKING["hermes"]
+def thinking_tokenizer(base, family: str = "hermes"):
+    tokens, template = FAMILIES_THINKING[family]
     tok = copy.deepcopy(base)
     tok.add_special_tokens({"additional_special_tokens": tokens})
     tok.chat_template = template
     return tok
+
+
+def _kept_newlines(template: str) -> str:
+    """Hugging Face renders with trim_blocks (a newline right after a block tag is dropped); the
+    real templates write such newlines as expressions, so these do too."""
+    return template.replace("%}\n", "%}{{ '\\n' }}")
+
+
+# Qwen3-Coder (and Qwen3.5/3.6, which add <think>): the real template's layout of tools
+# (<tools><function><name>..), calls (<function=NAME><parameter=K>) and results.
+QWEN3_CODER = _kept_newlines(
+    "{% if messages[0].role == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0].content %}{% else %}{% set loop_messages = messages %}"
+    "{% endif %}"
+    "{% if system_message is defined %}<|im_start|>system\n{{ system_message }}"
+    "{% elif tools %}<|im_start|>system\nYou are Qwen, a helpful AI assistant that can interact "
+    "with a computer to solve tasks.{% endif %}"
+    "{% if tools %}\n\n# Tools\n\nYou have access to the following functions:\n\n<tools>"
+    "{% for tool in tools %}{% set tool = tool.function if tool.function is defined else tool %}"
+    "\n<function>\n<name>{{ tool.name }}</name>"
+    "{% if tool.description is defined %}\n<description>{{ tool.description | trim }}"
+    "</description>{% endif %}\n<parameters>"
+    "{% if tool.parameters is defined and tool.parameters.properties is defined %}"
+    "{% for pname, pfields in tool.parameters.properties | items %}\n<parameter>\n<name>"
+    "{{ pname }}</name>{% if pfields.type is defined %}\n<type>{{ pfields.type | string }}"
+    "</type>{% endif %}\n</parameter>{% endfor %}{% endif %}\n</parameters>\n</function>"
+    "{% endfor %}\n</tools>\n\nIf you choose to call a function ONLY reply in the following "
+    "format with NO suffix:\n\n<tool_call>\n<function=example_function_name>\n"
+    "<parameter=example_parameter_1>\nvalue_1\n</parameter>\n</function>\n</tool_call>"
+    "{% endif %}{% if system_message is defined or tools %}<|im_end|>\n{% endif %}"
+    "{% for m in loop_messages %}"
+    "{% if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant"
+    "{% if m.content %}\n{{ m.content | trim }}\n{% endif %}"
+    "{% for tc in m.tool_calls %}{% set tc = tc.function if tc.function is defined else tc %}"
+    "\n<tool_call>\n<function={{ tc.name }}>\n"
+    "{% if tc.arguments is mapping %}{% for k, v in tc.arguments | items %}<parameter={{ k }}>\n"
+    "{% if v is mapping or (v is sequence and v is not string) %}{{ v | tojson }}"
+    "{% else %}{{ v | string }}{% endif %}\n</parameter>\n{% endfor %}{% endif %}"
+    "</function>\n</tool_call>{% endfor %}<|im_end|>\n"
+    "{% elif m.role == 'tool' %}{% if loop.first or loop.previtem.role != 'tool' %}"
+    "<|im_start|>user\n{% endif %}<tool_response>\n{{ m.content }}\n</tool_response>\n"
+    "{% if loop.last or loop.nextitem.role != 'tool' %}<|im_end|>\n{% endif %}"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN3_CODER_TOKENS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
+# Qwen3.5/3.6: the same layout, thinking first.
+QWEN35 = QWEN3_CODER.replace(
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}",
+)
+
+# GLM-4.5/4.6 (glm45) and GLM-4.7/5 (glm47): tools as JSON lines, calls as
+# <tool_call>NAME<arg_key>K</arg_key><arg_value>V</arg_value></tool_call>, newlines in 4.5.
+_GLM = (
+    "[gMASK]<sop>{% if tools %}<|system|>\n# Tools\n\nYou may call one or more functions to "
+    "assist with the user query.\n\nYou are provided with function signatures within "
+    "<tools></tools> XML tags:\n<tools>\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}"
+    "</tools>\n\nFor each function call, output the function name and arguments within the "
+    "following XML format:\n<tool_call>{function-name}NL<arg_key>{arg-key-1}</arg_key>NL"
+    "<arg_value>{arg-value-1}</arg_value>NL<arg_key>{arg-key-2}</arg_key>NL"
+    "<arg_value>{arg-value-2}</arg_value>NL...NL</tool_call>{% endif %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'system' %}<|system|>\n{{ m.content }}"
+    "{% elif m.role == 'user' %}<|user|>\n{{ m.content }}"
+    "{% elif m.role == 'assistant' %}<|assistant|>\n<think></think>"
+    "{% if m.content %}{{ m.content }}{% endif %}"
+    "{% for tc in m.tool_calls or [] %}{% set tc = tc.function if tc.function is defined else tc %}"
+    "NL<tool_call>{{ tc.name }}NL{% if tc.arguments is mapping %}{% for k, v in tc.arguments | items %}"
+    "<arg_key>{{ k }}</arg_key>NL<arg_value>{{ v if v is string else v | tojson }}</arg_value>NL"
+    "{% endfor %}{% endif %}</tool_call>{% endfor %}"
+    "{% elif m.role == 'tool' %}{% if loop.first or loop.previtem.role != 'tool' %}"
+    "<|observation|>{% endif %}\n<tool_response>\n{{ m.content }}\n</tool_response>"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>GEN{% endif %}"
+)
+GLM45 = _kept_newlines(_GLM.replace("NL", "\n").replace("GEN", ""))
+GLM47 = _kept_newlines(_GLM.replace("NL", "").replace("GEN", "<think>"))
+GLM_TOKENS = [
+    "[gMASK]",
+    "<sop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<arg_key>",
+    "</arg_key>",
+    "<arg_value>",
+    "</arg_value>",
+]
+FAMILIES.update(
+    {
+        "qwen3_coder": (QWEN3_CODER_TOKENS, QWEN3_CODER),
+        "glm45": (GLM_TOKENS, GLM45),
+        "glm47": (GLM_TOKENS, GLM47),
+    }
+)
+FAMILIES_THINKING["qwen3_coder"] = (QWEN3_CODER_TOKENS + ["<think>", "</think>"], QWEN35)

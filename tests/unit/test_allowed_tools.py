@@ -14,7 +14,7 @@ from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import check_conversation
 from toolwire.request.errors import RequestError
 
-from .test_formats import TOOLS, WRITE, T, W, _run, family  # noqa: F401 (family: a fixture)
+from .test_formats import TOOLS, WRITE, T, W, _run, answer, family  # noqa: F401 (a fixture)
 
 ONLY_TIME = ("get_time",)
 
@@ -41,7 +41,7 @@ def _accepts(family, mode, text, allowed=ONLY_TIME, parallel=True):  # noqa: F81
     ],
 )
 def test_calls_only_of_the_subset(family, mode, calls, ok):  # noqa: F811
-    text = "Just text." if calls is None else WRITE[family[0]](calls)
+    text = answer(family[0], "Just text.") if calls is None else WRITE[family[0]](calls)
     assert _accepts(family, mode, text) is ok
 
 

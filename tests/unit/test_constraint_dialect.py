@@ -210,3 +210,56 @@ def test_trtllm_takes_grammars_only():
         with pytest.raises(EngineRequestError) as e:
             guided_decoding(dict, Constraint(kind, json.dumps({"type": "object"})))
         assert e.value.param == "constraint" and EBNF in str(e.value)
+
+
+def test_xml_style_families_mean_the_same_as_grammars():
+    """qwen3_coder and glm47 constraints (raw string values: free text that may not hold the
+    value's close tag) as EBNF, against the structural tag, on a character vocabulary."""
+    from toolwire.constraints.compiler import grammar_of, in_dialect
+
+    chars = [chr(i) for i in range(32, 127)] + ["\n"]
+    info = xgr.TokenizerInfo(chars + ["<eos>"], stop_token_ids=[len(chars)])
+    compiler = xgr.GrammarCompiler(info)
+    tool = Tool(
+        "book",
+        "",
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "seats": {"type": "integer"}},
+            "required": ["name", "seats"],
+            "additionalProperties": False,
+        },
+        strict=True,
+    )
+
+    def verdict(grammar, s):
+        m = xgr.GrammarMatcher(compiler.compile_grammar(grammar))
+        return m.accept_string(s) and m.accept_token(len(chars))
+
+    cases = {
+        "qwen3_coder": (
+            "<tool_call>\n<function=book>\n<parameter=name>\n{}\n</parameter>\n"
+            "<parameter=seats>\n{}\n</parameter>\n</function>\n</tool_call>"
+        ),
+        "glm47": (
+            "<tool_call>book<arg_key>name</arg_key><arg_value>{}</arg_value>"
+            "<arg_key>seats</arg_key><arg_value>{}</arg_value></tool_call>"
+        ),
+    }
+    for name, layout in cases.items():
+        fmt = get_format(name)
+        for mode in ("auto", "required"):
+            built = build_constraint(fmt, [tool], ToolChoice(mode), True, common.ResponseFormat())
+            st = Constraint(Kind.STRUCTURAL_TAG, built.structural_tag)
+            ebnf = in_dialect(st, EBNF)
+            assert ebnf.kind is Kind.EBNF
+            probes = [
+                layout.format("Ada <b>", 4),
+                layout.format("Ada", "four"),
+                layout.format("a </parameter> b", 4),
+                layout.format("a </arg_value> b", 4),
+                "Just text.",
+            ]
+            want = [verdict(grammar_of(st), p) for p in probes]
+            assert [verdict(grammar_of(ebnf), p) for p in probes] == want
+            assert want[0] and not want[1] and want[4] == (mode == "auto")

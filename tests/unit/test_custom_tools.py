@@ -23,10 +23,11 @@ from toolwire.request.errors import RequestError
 from toolwire.request.limits import Limits
 
 from .family_tokenizers import family_tokenizer
-from .test_formats import TIME, WEATHER
+from .test_formats import TIME, WEATHER, WRITE
 
-CARRIERS = ("hermes", "deepseek_v3")
-REFUSERS = ("llama3_json", "mistral", "pythonic")
+XML = ("qwen3_coder", "glm45", "glm47")
+CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic", "harmony", *XML)
+REFUSERS = ("llama3_json",)
 TICKET = Tool("ticket", "A ticket id.", custom=True, grammar=("regex", r"[A-Z]{3}-[0-9]{2,4}"))
 PATCH = Tool(
     "apply_patch",
@@ -41,6 +42,32 @@ TOOLS = [WEATHER, TIME, TICKET, PATCH, NOTE]
 def write(family: str, calls: list[tuple[str, str, bool]]) -> str:
     """Calls [(name, arguments JSON or raw input, custom?)] as the family writes them."""
     fmt = get_format(family)
+    if family == "harmony":
+        return "<|start|>assistant".join(
+            fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1]
+            if custom
+            else f"<|channel|>commentary to=functions.{n} <|constrain|>json<|message|>{a}<|call|>"
+            for n, a, custom in calls
+        )
+    if family == "mistral":
+        return "".join(
+            fmt.custom_call(n)[0] + a if custom else f"[TOOL_CALLS]{n}[ARGS]{a}"
+            for n, a, custom in calls
+        )
+    if family == "pythonic":
+        return (
+            "["
+            + ", ".join(
+                fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1] if custom else f"{n}()"
+                for n, a, custom in calls  # (the function calls written here take no arguments)
+            )
+            + "]"
+        )
+    if family in XML:  # each call marked; the function calls as test_formats writes them
+        return ("" if family == "glm47" else "\n").join(
+            fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1] if custom else WRITE[family]([(n, a)])
+            for n, a, custom in calls
+        )
     if family == "hermes":
         return "\n".join(
             fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1]
@@ -98,7 +125,8 @@ def test_custom_and_function_calls_mix(family):
         family[0], [("ticket", "XYZ-42", True), ("get_time", "{}", False), ("note", "hi", True)]
     )
     assert _accepts(family, ToolChoice("required"), text)
-    assert _accepts(family, ToolChoice("auto"), "Some text.")
+    some_text = "Some text." if family[0] != "harmony" else "<|channel|>final<|message|>Some text."
+    assert _accepts(family, ToolChoice("auto"), some_text)
     only = ToolChoice("required", allowed=("ticket",))  # allowed_tools reaches custom tools
     assert _accepts(family, only, write(family[0], [("ticket", "XYZ-42", True)]))
     assert not _accepts(family, only, write(family[0], [("note", "hi", True)]))
@@ -108,12 +136,17 @@ def _outputs(family: str) -> list[str]:
     return [
         write(family, [("ticket", "ABC-123", True)]),
         write(family, [("apply_patch", PATCH_OK, True), ("get_time", "{}", False)]),
-        write(
+        write(family, [("get_time", "{}", False), ("note", "", True)])
+        if family == "pythonic"
+        else write(
             family, [("get_weather", '{"city": "Rome", "unit": "c"}', False), ("note", "", True)]
         ),
         "Before. " + write(family, [("note", "x </custom> <｜tool▁call▁begin｜> y", True)])
         if family == "hermes"
+        else write(family, [("note", "x </function> <tool_call> <arg_key> y", True)])
+        if family in XML
         else write(family, [("note", "x </tool_call> y", True)]),
+        write(family, [("note", 'a "" ) "quoted" ] \\ [ARGS] {"z": 1}', True)]),
     ]
 
 
@@ -156,8 +189,8 @@ def test_any_chunking_gives_the_same_result(name, data):
 @pytest.mark.parametrize("name", CARRIERS)
 def test_past_custom_calls_render_and_read_back(name, tokenizer):
     """On the embedded model's template: a past custom call and its result render (hermes tells
-    them in words; deepseek writes the call, which the extractor reads back)."""
-    fmt = get_format(name, tokenizer)
+    them in words; the others write the call, which the extractor reads back)."""
+    fmt = get_format(name, None if name == "mistral" else tokenizer)  # mistral: with [ARGS]
     messages = [
         {"role": "user", "content": "File a ticket."},
         {
@@ -171,7 +204,11 @@ def test_past_custom_calls_render_and_read_back(name, tokenizer):
     ]
     rendered = fmt.render(tokenizer, messages, TOOLS)
     assert "ABC-12" in rendered and "filed" in rendered
-    if name == "deepseek_v3":
+    if name == "harmony":  # written whole, not in the model's template
+        written = rendered.split("<|start|>user<|message|>File a ticket.<|end|>")[1]
+        written = written.removeprefix("<|start|>assistant").split("<|start|>functions")[0]
+        assert _calls(fmt, written, [])[1] == [("ticket", "ABC-12", True)]
+    elif name != "hermes":
         written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
         assert _calls(fmt, written, [])[1] == [("ticket", "ABC-12", True)]
 
@@ -182,6 +219,19 @@ def test_families_without_a_raw_payload_refuse(name, tokenizer):
     with pytest.raises(RequestError) as e:
         build_constraint(fmt, TOOLS, ToolChoice("auto"), True, common.ResponseFormat())
     assert e.value.param == "tools[2]" and e.value.code == "unsupported_parameter"
+
+
+def test_mistral_without_args_token_refuses(tokenizer):
+    """The older list form has no raw slot (mistral.py says why)."""
+    with pytest.raises(RequestError) as e:
+        build_constraint(
+            get_format("mistral", tokenizer),
+            TOOLS,
+            ToolChoice("auto"),
+            True,
+            common.ResponseFormat(),
+        )
+    assert e.value.param == "tools[2]"
 
 
 def _request(fmt: dict, choice: str | None = None) -> chat_pb2.ChatCompletionRequest:
@@ -242,3 +292,42 @@ def test_lark_definition_round_trips_to_json():
         "lark"
     )
     assert re.fullmatch(TICKET.grammar[1], "ABC-123")
+
+
+@pytest.mark.parametrize("name", CARRIERS)
+def test_the_ebnf_dialect_means_the_same(name):
+    """TensorRT-LLM's dialect (one EBNF grammar, constraints/ebnf.py) states each carrier's
+    custom calls alike: the same outputs accepted and refused as by the structural tag."""
+    from xgrammar.testing import _is_grammar_accept_string
+
+    from toolwire.constraints.compiler import grammar_of, in_dialect
+    from toolwire.constraints.dialects import EBNF, DialectError
+    from toolwire.constraints.kinds import Constraint
+
+    fmt = get_format(name)
+    texts = _outputs(name) + [
+        write(name, [("ticket", "ABC-1", True)]),
+        write(name, [("apply_patch", "*** Begin\nno sign\n*** End", True)]),
+    ]
+    for choice in (ToolChoice("auto"), ToolChoice("required"), ToolChoice("named", "ticket")):
+        native = Constraint.from_proto(
+            build_constraint(fmt, TOOLS, choice, True, common.ResponseFormat())
+        )
+        try:
+            ebnf = in_dialect(native, EBNF)
+        except DialectError:  # deepseek: its markers are non-ASCII (ebnf.py), refused: a 400
+            assert name == "deepseek_v3"
+            continue
+        for text in texts:
+            assert _is_grammar_accept_string(grammar_of(native), text) == (
+                _is_grammar_accept_string(grammar_of(ebnf), text)
+            ), (choice, text)
+
+
+def test_a_call_that_ends_the_output_counts():
+    """Mistral's calls have no close: the output's end ends the last one (finish_reason
+    tool_calls), a JSON call's as a custom call's."""
+    for text in ("[TOOL_CALLS]get_time[ARGS]{}", "[TOOL_CALLS]note[ARGS]hi"):
+        ex = get_format("mistral").extractor(TOOLS)
+        ex.parse_complete(text)
+        assert ex.call_count == 1

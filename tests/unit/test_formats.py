@@ -93,13 +93,61 @@ def _deepseek(calls):
     )
 
 
+def _harmony(calls):
+    return "<|start|>assistant".join(
+        f"<|channel|>commentary to=functions.{n} <|constrain|>json<|message|>{a}<|call|>"
+        for n, a in calls
+    )
+
+
+def _raw(v):
+    """An XML-style family's raw value: a string as it is, anything else as JSON."""
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+def _qwen3_coder(calls):
+    return "\n".join(
+        f"<tool_call>\n<function={n}>\n"
+        + "".join(f"<parameter={k}>\n{_raw(v)}\n</parameter>\n" for k, v in json.loads(a).items())
+        + "</function>\n</tool_call>"
+        for n, a in calls
+    )
+
+
+def _glm(nl):
+    def write(calls):
+        return nl.join(
+            f"<tool_call>{n}{nl}"
+            + "".join(
+                f"<arg_key>{k}</arg_key>{nl}<arg_value>{_raw(v)}</arg_value>{nl}"
+                for k, v in json.loads(a).items()
+            )
+            + "</tool_call>"
+            for n, a in calls
+        )
+
+    return write
+
+
 WRITE = {
     "hermes": _hermes,
     "llama3_json": _llama,
     "mistral": _mistral,
     "pythonic": _pythonic,
     "deepseek_v3": _deepseek,
+    "harmony": _harmony,
+    "qwen3_coder": _qwen3_coder,
+    "glm45": _glm("\n"),
+    "glm47": _glm(""),
 }
+# A text answer as each family writes it (Harmony frames it in its final channel).
+ANSWER = {"harmony": "<|channel|>final<|message|>{}"}
+
+
+def answer(name: str, text: str) -> str:
+    return ANSWER.get(name, "{}").format(text)
+
+
 W = ("get_weather", '{"city": "Paris", "unit": "c"}')
 T = ("get_time", "{}")
 BAD_ENUM = ("get_weather", '{"city": "Paris", "unit": "kelvin"}')
@@ -133,7 +181,11 @@ def test_plain_rendering_round_trips_past_calls(family, tokenizer):
     name, _, _, _ = family
     fmt = get_format(name, tokenizer)
     rendered = fmt.render(tokenizer, CONVERSATION[:3], [WEATHER])
-    written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+    if name == "harmony":  # Harmony is written whole, not in the model's template
+        written = rendered.split("<|start|>user<|message|>Weather in Paris and Rome?<|end|>")[1]
+        written = written.removeprefix("<|start|>assistant").removesuffix("<|start|>assistant")
+    else:
+        written = rendered.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
     delta = fmt.extractor([WEATHER]).parse_complete(written)
     if fmt.plain_style().calls_text is narrated_calls:  # hermes tells finished rounds in words
         assert written == (
@@ -174,7 +226,7 @@ def _accepts(family, mode, text, parallel=True, name=None):
 )
 def test_constraint_modes(family, mode, calls, ok):
     name = family[0]
-    text = "Just text." if calls is None else WRITE[name](calls)
+    text = answer(name, "Just text.") if calls is None else WRITE[name](calls)
     if name == "pythonic" and mode == "auto" and calls == [UNKNOWN]:
         ok = True  # "[rm_rf()]" opens no call of a listed tool: it is prose (and content)
     assert _accepts(family, mode, text) is ok
@@ -229,7 +281,27 @@ def _outputs(name):
     ]
     if name != "pythonic":  # pythonic output is the call list alone
         out.append("Let me check. " + write([W]))
+    if name == "harmony":  # reasoning, a preamble, the answer, a call's spellings
+        out += [
+            "<|channel|>analysis<|message|>Weather: call it.<|end|><|start|>assistant" + write([W]),
+            "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final"
+            "<|message|>Sunny, 14C.<|return|>",
+            "<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant" + write([T]),
+            '<|start|>assistant to=functions.get_time<|channel|>commentary json<|message|>{ "a" :'
+            ' "<|call|>" }<|call|>',
+        ]
     return out
+
+
+_FORMATS: dict[str, object] = {}
+
+
+def _family_format(tokenizer, name):
+    """The family's format, fitted to its tokenizer once: building the tokenizer (a deep copy of
+    the embedded one) takes about a second, which each hypothesis example would otherwise pay."""
+    if name not in _FORMATS:
+        _FORMATS[name] = get_format(name, family_tokenizer(tokenizer, name))
+    return _FORMATS[name]
 
 
 def _run(fmt, text, cuts, tools=TOOLS):
@@ -250,7 +322,7 @@ def _run(fmt, text, cuts, tools=TOOLS):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_extraction_results(name, tokenizer):
-    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    fmt = _family_format(tokenizer, name)
     content, calls = _run(fmt, WRITE[name]([TRICKY, T]), [])
     assert content == ""
     assert [n for n, _ in calls] == ["get_weather", "get_time"]
@@ -263,7 +335,7 @@ def test_extraction_results(name, tokenizer):
 @settings(max_examples=150, deadline=None)
 @given(name=st.sampled_from(list(FAMILIES)), data=st.data())
 def test_any_chunking_gives_the_same_result(tokenizer, name, data):
-    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    fmt = _family_format(tokenizer, name)
     text = data.draw(st.sampled_from(_outputs(name)))
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=len(text)))))
     assert _run(fmt, text, cuts) == _run(fmt, text, [])
@@ -271,6 +343,6 @@ def test_any_chunking_gives_the_same_result(tokenizer, name, data):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_one_character_at_a_time(name, tokenizer):
-    fmt = get_format(name, family_tokenizer(tokenizer, name))
+    fmt = _family_format(tokenizer, name)
     for text in _outputs(name):
         assert _run(fmt, text, list(range(1, len(text)))) == _run(fmt, text, [])

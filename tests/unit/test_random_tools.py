@@ -178,11 +178,41 @@ def written_calls(draw, family: str):
             NAMES,
             st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",)), max_size=10),
         )
+    elif family in XML_FAMILIES:
+        # Raw values typed by the schema (typed_tools): keys say their value's type; a name is
+        # one of letters, digits and _.
+        strings = st.dictionaries(NAMES.map("s_{}".format), st.text(max_size=10), max_size=2)
+        numbers = st.dictionaries(NAMES.map("n_{}".format), st.integers(-999, 999), max_size=2)
+        arguments = st.builds(lambda a, b: {**a, **b}, strings, numbers)
+        calls = draw(st.lists(st.tuples(NAMES, arguments.map(json.dumps)), min_size=1, max_size=3))
+        return calls, WRITE[family](calls)
     else:
         keys, text = st.text(max_size=8), st.text(max_size=10)
     arguments = st.dictionaries(keys, text | st.integers(-999, 999), max_size=3)
     calls = draw(st.lists(st.tuples(NAMES, arguments.map(json.dumps)), min_size=1, max_size=3))
     return calls, WRITE[family](calls)
+
+
+XML_FAMILIES = ("qwen3_coder", "glm45", "glm47")
+
+
+def typed_tools(calls) -> list[Tool]:
+    """Tools whose schemas type each key as written_calls does (s_: string, n_: integer)."""
+    keys: dict[str, set] = {}
+    for n, a in calls:
+        keys.setdefault(n, set()).update(json.loads(a))
+    return [
+        Tool(
+            n,
+            parameters={
+                "type": "object",
+                "properties": {
+                    k: {"type": "string" if k.startswith("s_") else "integer"} for k in sorted(ks)
+                },
+            },
+        )
+        for n, ks in keys.items()
+    ]
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -192,6 +222,8 @@ def test_written_calls_come_back_whole_however_chunked(families, family, data):
     fmt = families[family][2]
     calls, text = data.draw(written_calls(family))
     tools = [Tool(n, parameters={"type": "object"}) for n in {n for n, _ in calls}]
+    if family in XML_FAMILIES:
+        tools = typed_tools(calls)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=12))))
     _, got = _run(fmt, text, cuts, tools)
     assert [(n, json.loads(a)) for n, a in got] == [(n, json.loads(a)) for n, a in calls]

@@ -98,15 +98,16 @@ def build_constraint(
                 tools, schemas, ToolChoice("required", allowed=choice.allowed), parallel
             )
             return _tag(
-                {"type": "or", "elements": [forced, schema_content(text_schema)]}, reasoning
+                {"type": "or", "elements": [forced, fmt.answer(schema_content(text_schema))]},
+                reasoning,
             )
         return _tag(
             ban_in_text(fmt.constraint(tools, schemas, choice, parallel), fmt.result_markers),
             reasoning,
         )
     if text_schema is not None:
-        if reasoning:
-            return _tag(schema_content(text_schema), reasoning)
+        if reasoning or fmt.frames_all_output:
+            return _tag(fmt.answer(schema_content(text_schema)), reasoning)
         return common.Constraint(json_schema=json.dumps(text_schema))
     if tools:  # tool_choice none: the call marker is banned (no schema is used)
         return _tag(

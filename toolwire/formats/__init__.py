@@ -1,7 +1,8 @@
 """Tool-format registry: one module per model family (renderer, constraint, extractor).
 
 Formats are named the way users know them (vLLM's --tool-call-parser names): hermes,
-llama3_json, mistral, pythonic, deepseek_v3.
+llama3_json, mistral, pythonic, deepseek_v3, harmony (gpt-oss; vLLM's `openai`), qwen3_coder,
+glm45, glm47.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from typing import Any
 
 from .base import CallDelta, Delta, StreamingExtractor, ToolFormat
 from .deepseek_v3 import CALLS_BEGIN, DeepSeekV3Format
+from .glm import GLM47_HINT, GlmFormat
+from .harmony import HarmonyFormat
 from .hermes import HermesFormat
 from .inputs import Tool, ToolChoice
 from .llama3_json import PYTHON_TAG, Llama3JsonFormat
 from .mistral import MistralFormat
 from .pythonic import PythonicFormat
+from .qwen3_coder import Qwen3CoderFormat
 
 
 def _vocab(tokenizer: Any) -> set[str]:
@@ -36,6 +40,10 @@ FORMATS: dict[str, Callable[[Any], ToolFormat]] = {
     ),
     "pythonic": lambda tok: PythonicFormat(),
     "deepseek_v3": lambda tok: DeepSeekV3Format(),
+    "harmony": lambda tok: HarmonyFormat(),
+    "qwen3_coder": lambda tok: Qwen3CoderFormat(),
+    "glm45": lambda tok: GlmFormat(newline=True),
+    "glm47": lambda tok: GlmFormat(newline=False),
 }
 
 
@@ -53,6 +61,8 @@ def get_format(name: str, tokenizer: Any = None) -> ToolFormat:
 def detect_format(tokenizer: Any) -> str | None:
     """The tool format a model writes, judged from its chat template and special tokens."""
     template, vocab = _template(tokenizer), _vocab(tokenizer)
+    if "<|channel|>" in template or "<|channel|>" in vocab:  # gpt-oss: Harmony
+        return "harmony"
     if CALLS_BEGIN in template or CALLS_BEGIN in vocab:
         return "deepseek_v3"
     if "[TOOL_CALLS]" in template or "[TOOL_CALLS]" in vocab:
@@ -61,6 +71,10 @@ def detect_format(tokenizer: Any) -> str | None:
         return "pythonic"
     if PYTHON_TAG in vocab or "ipython" in template:
         return "llama3_json"
+    if "<arg_key>" in template or "<arg_key>" in vocab:  # GLM: raw values in arg_key/arg_value
+        return "glm47" if GLM47_HINT in template else "glm45"
+    if "<parameter=" in template:  # Qwen3-Coder / Qwen3.5 / Qwen3.6: <function=...> calls
+        return "qwen3_coder"
     if "<tool_call>" in template or "<tool_call>" in vocab:
         return "hermes"
     # ChatML models without tool support (the embedded SmolLM2) take hermes, the format their

@@ -80,6 +80,9 @@ class ToolFormat(ABC):
     # The family's tag prefixes: with tool_choice none no tag of it is the model's to open
     # (a small model invents neighbours such as <tool_call_response>).
     tag_prefixes: tuple[str, ...] = ()
+    # The family frames every output message (Harmony's channels): its extractor reads the
+    # output even with no tools, and a response_format answer goes in its frame (`answer`).
+    frames_all_output: bool = False
 
     def render(
         self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
@@ -121,6 +124,10 @@ class ToolFormat(ABC):
                         param=f"messages[{i}].tool_calls[{j}]",
                         code="unsupported_parameter",
                     )
+
+    def answer(self, content: dict) -> dict:
+        """A text answer held to `content` (response_format), as the family frames it."""
+        return content
 
     def custom_call(self, name: str) -> tuple[str, str] | None:
         """How a custom tool's call is written: (begin, end) around its raw input, the call

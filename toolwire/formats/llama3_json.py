@@ -1,5 +1,12 @@
 """Llama 3.1 / 3.2 / 3.3 JSON tool calls: {"name": ..., "parameters": {...}}, optionally after
-<|python_tag|>, several separated by "; ". Tool results come back in the `ipython` role."""
+<|python_tag|>, several separated by "; ". Tool results come back in the `ipython` role.
+
+Custom tools (raw input) stay a 400 here: a call is a JSON object, so a raw payload would be a
+JSON string, and a Lark or regex grammar over the raw text cannot be enforced through JSON's
+escaping (xgrammar composes a grammar with a JSON string only as a whole-string regex pattern,
+not a Lark grammar, and not with the escapes a model writes). Llama 3.1's one raw slot,
+`<|python_tag|>` code for its built-in code interpreter, names no tool. Pythonic Llama (3.2, 4)
+carries custom tools (pythonic.py)."""
 
 from __future__ import annotations
 

@@ -41,6 +41,9 @@ class CallSyntax:
     # first `custom_end`.
     custom_header: str | None = None
     custom_end: str | None = None
+    # The custom input's end is not the call's own: it is the next call's marker, left for the
+    # next call (mistral: `[TOOL_CALLS]f[ARGS]INPUT[TOOL_CALLS]...`), or the end of the output.
+    custom_end_is_next_call: bool = False
 
 
 _TEXT, _OPEN, _HEADER, _ARGS, _CLOSE, _AFTER, _RAW = range(7)
@@ -112,11 +115,15 @@ class MarkedCallExtractor(StreamingExtractor):
             if self.calls_in_block == 0:
                 self._content(out, self.raw + self.buf, final=True)
         elif self.state in (_CLOSE, _AFTER):
+            if self.state == _CLOSE and self._closes(self.buf):
+                self.calls += 1  # the output ended right after the call (mistral has no close)
             rest = self.buf
             if rest.strip() and not self._partial_of_end(rest):
                 self._content(out, rest, final=True)
-        elif self.state == _RAW and self.buf:  # a custom call cut by max tokens: its input
-            self._args(out, self.buf)
+        elif self.state == _RAW:  # a custom call that the output's end ends (or max tokens)
+            if self.buf:
+                self._args(out, self.buf)
+            self.calls += 1
         # _ARGS with an announced call: cut by max tokens; what streamed stays, as OpenAI does.
         self.buf = ""
         return out
@@ -200,7 +207,7 @@ class MarkedCallExtractor(StreamingExtractor):
             return False
         if at:
             self._args(out, self.buf[:at])
-        self._consume(at + len(end))
+        self._consume(at if self.syntax.custom_end_is_next_call else at + len(end))
         self.calls += 1
         self.calls_in_block += 1
         self.state = _AFTER if self.separator is not None else _TEXT
@@ -258,6 +265,10 @@ class MarkedCallExtractor(StreamingExtractor):
         self.pending = None
         self.state = _TEXT
         return True
+
+    def _closes(self, rest: str) -> bool:
+        m = self.close.match(rest)
+        return m is not None and not rest[m.end() :].strip()
 
     def _partial_of_end(self, rest: str) -> bool:
         for pattern in (self.close, self.terminator, self.separator):

@@ -5,6 +5,15 @@
 Tools are listed in [AVAILABLE_TOOLS]; results come back in [TOOL_RESULTS]. Mistral call ids
 are 9 letters and digits: OpenAI ids are mapped to them (stably, so a call and its result
 agree) when rendered into the prompt.
+
+Custom tools (raw input): `[TOOL_CALLS]name[ARGS]INPUT`, the payload slot the family already
+has, holding the input as it is instead of a JSON object. Nothing closes [ARGS] in Mistral's
+format (a JSON object closes itself): the input runs to the next [TOOL_CALLS] or the end of the
+output, so it may not contain [TOOL_CALLS] (free text is held to that; a regex or Lark input
+ends where its grammar lets the next call or the end follow). The older list form
+(`[TOOL_CALLS] [{"name": ..., "arguments": ...}]`) has no raw slot: a payload there is a JSON
+string, whose escaping a Lark or regex grammar over the raw text cannot be enforced through, so
+custom tools stay a 400 on tokenizers without [ARGS].
 """
 
 from __future__ import annotations
@@ -20,15 +29,34 @@ from .base import (
     arguments_text,
     block_constraint,
     calls_constraint,
+    custom_tag,
     schema_content,
 )
 from .inputs import Tool, ToolChoice, message_text
-from .marked_calls import CallSyntax, MarkedCallExtractor
+from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
 from .plain_render import PlainStyle
 
 MARKER = "[TOOL_CALLS]"
 _ALNUM = string.ascii_letters + string.digits
 _MISTRAL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+_HEADER = r"\[TOOL_CALLS\]\s*(?P<name>[A-Za-z0-9_.\-]{1,64})(?:\[CALL_ID\][A-Za-z0-9]{9})?\[ARGS\]"
+ARGS_SYNTAX = CallSyntax(
+    markers=(MARKER,),
+    header=_HEADER,
+    close=r"",
+    custom_header=_HEADER,
+    custom_end=MARKER,
+    custom_end_is_next_call=True,
+)
+
+
+def _until_next_call(content: dict) -> dict:
+    """A custom input's content, which the next call's marker ends: free text may not hold it."""
+    if content.get("type") == "any_text":
+        return {**content, "excludes": [*content.get("excludes", []), MARKER]}
+    return content
 
 
 def mistral_id(openai_id: str) -> str:
@@ -89,10 +117,16 @@ class MistralFormat(ToolFormat):
             results_joiner="",
         )
 
+    def custom_call(self, name: str) -> tuple[str, str] | None:
+        return (f"{MARKER}{name}[ARGS]", "") if self.args_token else None
+
     def _calls_text(self, calls: list[dict]) -> str:
         if self.args_token:
             return "".join(
-                f"{MARKER}{c['function']['name']}[ARGS]{arguments_text(c['function']['arguments'])}"
+                f"{MARKER}{c['custom']['name']}[ARGS]{c['custom']['input']}"
+                if c.get("type") == "custom"
+                else f"{MARKER}{c['function']['name']}[ARGS]"
+                f"{arguments_text(c['function']['arguments'])}"
                 for c in calls
             )
         return (
@@ -112,7 +146,9 @@ class MistralFormat(ToolFormat):
         chosen = choice.callable(tools)
         if self.args_token:
             tags = [
-                {
+                custom_tag(self, t, _until_next_call(schemas[t.name]))
+                if t.custom
+                else {
                     "type": "tag",
                     "begin": f"{MARKER}{t.name}[ARGS]",
                     "content": schema_content(schemas[t.name]),
@@ -135,15 +171,7 @@ class MistralFormat(ToolFormat):
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
         names = {t.name for t in tools}
         if self.args_token:
-            return MarkedCallExtractor(
-                CallSyntax(
-                    markers=(MARKER,),
-                    header=r"\[TOOL_CALLS\]\s*(?P<name>[A-Za-z0-9_.\-]{1,64})"
-                    r"(?:\[CALL_ID\][A-Za-z0-9]{9})?\[ARGS\]",
-                    close=r"",
-                ),
-                names,
-            )
+            return extractor_for(ARGS_SYNTAX, tools)
         return MarkedCallExtractor(
             CallSyntax(
                 markers=(MARKER,),

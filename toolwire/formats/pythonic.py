@@ -4,6 +4,11 @@ Arguments are Python keyword arguments; they are turned into a JSON object strin
 argument at a time as each value completes. The constraint writes each value as JSON under the
 property's schema (JSON strings, numbers, lists and objects are Python literals too; true,
 false and null are read as such).
+
+Custom tools (raw input): `[apply_patch(r\"\"\"INPUT\"\"\")]`, the input as the call's one positional
+argument in a raw triple-quoted string, whose Python value is the input exactly (no escapes
+read). That is how a model writes a block of text into Python. The input ends at the first
+`\"\"\")` (free text is held from writing it; a regex or Lark input may not contain it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .base import (
     StreamingExtractor,
     ToolFormat,
     new_call_id,
+    partial_suffix,
     schema_content,
 )
 from .inputs import Tool, ToolChoice, message_text
@@ -30,6 +36,8 @@ MAX_OPTIONAL = 10  # optional properties expand the grammar 2^n; beyond this, re
 _CALL = regex.compile(r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)\(")
 _KEY = regex.compile(r"\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*")
 _LITERALS = {"true": "True", "false": "False", "null": "None"}
+RAW_OPEN, RAW_CLOSE = 'r"""', '""")'
+_RAW_OPEN = regex.compile(r'\s*r?"""')
 
 
 def python_value(text: str) -> Any:
@@ -79,8 +87,10 @@ class PythonicExtractor(StreamingExtractor):
     """[f(a=1), g()] at the start of the output (or after text) becomes calls; anything that does
     not parse as calls of known tools is content."""
 
-    def __init__(self, tool_names: set[str]):
-        self.names = tool_names
+    def __init__(self, tool_names: set[str], custom_names: frozenset[str] = frozenset()):
+        self.names = tool_names | custom_names
+        self.custom_names = custom_names
+        self.raw_input: bool | None = None  # in a custom call: False before r""", True after
         self.buf = ""
         self.in_list = False
         self.calls = 0
@@ -103,7 +113,10 @@ class PythonicExtractor(StreamingExtractor):
 
     def finish(self) -> Delta:
         out = Delta()
-        if not self.in_list:
+        if self.raw_input:  # a custom call cut by max tokens: its input so far
+            if self.buf:
+                self._args(out, self.buf)
+        elif not self.in_list:
             out.content += self._clean(self.buf)
         elif self.calls == 0 and self.current is None:
             out.content += self._clean(self.raw + self.buf)
@@ -126,6 +139,8 @@ class PythonicExtractor(StreamingExtractor):
             return True
         if self.after_call:
             return self._after_call(out)
+        if self.raw_input is not None:
+            return self._step_raw(out)
         if self.current is None:
             m = _CALL.match(self.buf, partial=True)
             if m is None or (not m.partial and m.group("name") not in self.names):
@@ -133,7 +148,12 @@ class PythonicExtractor(StreamingExtractor):
             if m.partial:
                 return False
             self.current, self.first_arg = m.group("name"), True
-            out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.current))
+            custom = self.current in self.custom_names
+            out.calls.append(
+                CallDelta(index=self.calls, id=new_call_id(), name=self.current, custom=custom)
+            )
+            if custom:
+                self.raw_input = False
             self.raw += self.buf[: m.end()]
             self.buf = self.buf[m.end() :]
             return True
@@ -165,6 +185,31 @@ class PythonicExtractor(StreamingExtractor):
         self._args(out, f"{prefix}{json.dumps(m.group('key'))}: {value}")
         self.first_arg = False
         self.buf = self.buf[m.end() + end :]
+        return True
+
+    def _step_raw(self, out: Delta) -> bool:
+        """A custom call's input: r\"\"\", then raw text streamed up to \"\"\")."""
+        if not self.raw_input:
+            m = _RAW_OPEN.match(self.buf, partial=True)
+            if m is None:
+                return self._not_calls(out)
+            if m.partial:
+                return False
+            self.buf, self.raw_input = self.buf[m.end() :], True
+            return True
+        at = self.buf.find(RAW_CLOSE)
+        if at < 0:
+            keep = partial_suffix(self.buf, RAW_CLOSE)
+            if len(self.buf) > keep:
+                self._args(out, self.buf[: len(self.buf) - keep])
+                self.buf = self.buf[len(self.buf) - keep :]
+            return False
+        if at:
+            self._args(out, self.buf[:at])
+        self.buf = self.buf[at + len(RAW_CLOSE) :]
+        self.raw_input = self.current = None
+        self.calls += 1
+        self.after_call = True
         return True
 
     def _after_call(self, out: Delta) -> bool:
@@ -236,6 +281,13 @@ def _kwargs_format(schema: Any) -> dict:
     return {"type": "sequence", "elements": elements}
 
 
+def _until_close(content: dict) -> dict:
+    """A custom input's content, which the first \"\"\") ends: free text may not hold it."""
+    if content.get("type") == "any_text":
+        return {**content, "excludes": [*content.get("excludes", []), RAW_CLOSE]}
+    return content
+
+
 def pythonic_unenforceable(schema: Any) -> str | None:
     """Why a strict schema cannot be written as keyword arguments exactly, or None."""
     if not isinstance(schema, dict) or not isinstance(schema.get("properties", {}), dict):
@@ -249,12 +301,24 @@ def pythonic_unenforceable(schema: Any) -> str | None:
 
 
 def _call_text(call: dict) -> str:
+    if call.get("type") == "custom":
+        return f"{call['custom']['name']}({RAW_OPEN}{call['custom']['input']}{RAW_CLOSE}"
     try:
         args = json.loads(call["function"]["arguments"] or "{}")
     except json.JSONDecodeError:
         args = {}
     kwargs = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
     return f"{call['function']['name']}({kwargs})"
+
+
+def _definition(t: Tool) -> dict:
+    """A function's definition; a custom tool's, with how its call is written."""
+    if not t.custom:
+        return t.openai_dict()["function"]
+    return {
+        **t.openai_dict()["custom"],
+        "call": f"{t.name}({RAW_OPEN}<raw input, not JSON>{RAW_CLOSE}",
+    }
 
 
 STYLE = PlainStyle(
@@ -264,7 +328,7 @@ STYLE = PlainStyle(
         "in the format of [func_name1(params_name1=params_value1, params_name2=params_value2"
         "...), func_name2(params)]\nYou SHOULD NOT include any other text in the response if "
         "you call a function.\nHere is a list of functions in JSON format that you can invoke."
-        "\n\n" + json.dumps([t.openai_dict()["function"] for t in ts], indent=4)
+        "\n\n" + json.dumps([_definition(t) for t in ts], indent=4)
     ),
     calls_text=lambda calls: "[" + ", ".join(_call_text(c) for c in calls) + "]",
     result_text=lambda m, call: message_text(m),
@@ -290,6 +354,12 @@ class PythonicFormat(ToolFormat):
         chosen = choice.callable(tools)
 
         def args_and_close(t: Tool) -> list[dict]:
+            if t.custom:
+                return [
+                    {"type": "const_string", "value": RAW_OPEN},
+                    _until_close(schemas[t.name]),
+                    {"type": "const_string", "value": RAW_CLOSE},
+                ]
             return [_kwargs_format(schemas[t.name]), {"type": "const_string", "value": ")"}]
 
         more = {
@@ -349,5 +419,10 @@ class PythonicFormat(ToolFormat):
     def unenforceable(self, schema: Any) -> str | None:
         return pythonic_unenforceable(schema)
 
+    def custom_call(self, name: str) -> tuple[str, str]:
+        return f"{name}({RAW_OPEN}", RAW_CLOSE
+
     def extractor(self, tools: list[Tool]) -> PythonicExtractor:
-        return PythonicExtractor({t.name for t in tools})
+        return PythonicExtractor(
+            {t.name for t in tools if not t.custom}, frozenset(t.name for t in tools if t.custom)
+        )
