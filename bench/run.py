@@ -134,10 +134,16 @@ async def bench_remote(
     return await sweep(load, args.kinds, args.concurrency, args.rounds, args.max_tokens, model)
 
 
-def gateway_variants(compare: bool) -> dict[str, list[str]]:
+def gateway_variants(compare: bool, compare_extractor: bool = False) -> dict[str, list[str]]:
     """The gateways to measure, in this order in one run. --compare-mux: the per-request
     decode calls first (the earlier path), then the multiplexed stream, each with h11, then
-    with httptools where it is installed."""
+    with httptools where it is installed. --compare-extractor-mux: the per-request Extract
+    calls, then the multiplexed ExtractStream (decode mux on both times)."""
+    if compare_extractor:
+        return {
+            "gateway (extractor mux off)": ["--extractor-mux", "off"],
+            "gateway (extractor mux on)": ["--extractor-mux", "on"],
+        }
     if not compare:
         return {"gateway": []}
     out = {
@@ -229,6 +235,11 @@ def main() -> int:
         action="store_true",
         help="measure the gateway with --decode-mux off, then on (h11, then httptools)",
     )
+    p.add_argument(
+        "--compare-extractor-mux",
+        action="store_true",
+        help="measure the gateway with --extractor-mux off, then on",
+    )
     p.add_argument("--url", help="measure this OpenAI-compatible server instead")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
     args = p.parse_args()
@@ -250,7 +261,7 @@ def main() -> int:
             (OUT / "results.json").write_text(json.dumps(results, indent=2))
             plot({"engine": results["engine"]}, OUT / "bench.png")
             return 0
-        variants = gateway_variants(args.compare_mux)
+        variants = gateway_variants(args.compare_mux, args.compare_extractor_mux)
         for label, flags in variants.items():
             proc, url, model = start_stack(args, flags)
             try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from dataclasses import dataclass, field
 
 import grpc
@@ -25,6 +24,7 @@ from toolwire.plumbing.grpc_server import check_serving
 from toolwire.plumbing.internal_security import ClientSecurity
 
 from .decode_mux import DecodeStream
+from .resolve import resolve
 
 log = logging.getLogger("toolwire.gateway")
 REFRESH_S = 2.0  # health checks and DNS
@@ -145,21 +145,7 @@ class DecodePool:
                 log.exception("refreshing the decode replicas failed")
 
     def _resolve(self) -> list[str]:
-        """Every address the targets name now (a DNS name may give several)."""
-        out = []
-        for target in self.targets:
-            host, _, port = target.rpartition(":")
-            try:
-                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-            except (socket.gaierror, ValueError):
-                out.append(target)  # let gRPC report it; keep the replica we knew
-                continue
-            ips = sorted({info[4][0] for info in infos})
-            if len(ips) <= 1:
-                out.append(target)  # one address: keep the name (TLS checks it)
-            else:
-                out += [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips]
-        return out
+        return resolve(self.targets)
 
     def _update(self, addresses: list[str]) -> None:
         for address in addresses:

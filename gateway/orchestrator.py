@@ -20,7 +20,7 @@ import jsonschema
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2
-from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
+from toolwire.grpc_gen.extractor.v1 import extractor_pb2
 from toolwire.grpc_gen.template.v1 import template_pb2, template_pb2_grpc
 from toolwire.plumbing.grpc_server import check_serving
 from toolwire.plumbing.internal_security import ClientSecurity
@@ -31,23 +31,27 @@ from toolwire.request.errors import CODE_KEY, RequestError, from_rpc_error, over
 from toolwire.request.limits import Limits, completion_budget
 
 from .decode_pool import DecodePool
+from .extractor_pool import ExtractorPool
 from .metrics import Metrics
+from .resolve import round_robin_target, split
 
 
 class Orchestrator:
     def __init__(
         self,
-        template: str,
+        template: str | list[str],
         decode: str | list[str],
-        extractor: str,
+        extractor: str | list[str],
         served_names: list[str],
         metrics: Metrics,
         limits: Limits | None = None,
         security: ClientSecurity | None = None,
         decode_mux: bool = True,
         stream_interval: tuple[int, int] = (0, 0),
+        extractor_mux: bool = True,
     ):
-        self.addresses = {"template": template, "extractor": extractor}
+        self.template_addresses = split(template)
+        self.extractor_addresses = split(extractor)
         self.decode_addresses = [decode] if isinstance(decode, str) else list(decode)
         self.extra_names = served_names
         self.metrics = metrics
@@ -56,18 +60,27 @@ class Orchestrator:
         self.decode_mux = decode_mux  # one GenerateStream per replica (decode_mux.py)
         # (tokens, ms): --stream-interval and --stream-interval-ms, held in the decode mux
         self.stream_interval = stream_interval
+        self.extractor_mux = extractor_mux  # one ExtractStream per pod (extractor_mux.py)
         self.model_id = ""
         self.names: list[str] = []
         self.max_model_len = 0
         self.in_flight = 0  # requests between open() and the end of their stream
 
     async def connect(self) -> None:
-        self.channels = {k: self.security.channel(a) for k, a in self.addresses.items()}
+        # Template calls are unary: gRPC's round_robin spreads them over every address the
+        # target resolves to (a headless Service's pods, or the list given).
+        self.channels = {
+            "template": self.security.channel(
+                round_robin_target(self.template_addresses),
+                (("grpc.lb_policy_name", "round_robin"),),
+            )
+        }
         md = self.security.metadata
         self.template = template_pb2_grpc.TemplateServiceStub(self.channels["template"])
         self.decode = DecodePool(self.decode_addresses, self.security)
         await self.decode.start()
-        self.extractor = extractor_pb2_grpc.ExtractorServiceStub(self.channels["extractor"])
+        self.extractor = ExtractorPool(self.extractor_addresses, self.security, self.extractor_mux)
+        await self.extractor.start()
         info = await self.template.GetModelInfo(
             common.GetModelInfoRequest(), metadata=md, wait_for_ready=True, timeout=600
         )
@@ -79,17 +92,17 @@ class Orchestrator:
 
     async def close(self) -> None:
         await self.decode.close()
+        await self.extractor.close()
         for ch in self.channels.values():
             await ch.close()
 
     async def healthy(self) -> tuple[dict[str, bool], dict[str, bool]]:
         """(each service serving?, each decode replica serving?); decode serves while any
         replica does."""
-        names = list(self.addresses)
-        results, replicas = await asyncio.gather(
-            asyncio.gather(*(check_serving(self.channels[n]) for n in names)), self.decode.check()
+        template, extractor, replicas = await asyncio.gather(
+            check_serving(self.channels["template"]), self.extractor.check(), self.decode.check()
         )
-        services = dict(zip(names, results))
+        services = {"template": template, "extractor": extractor}
         services["decode"] = any(replicas.values())
         return services, replicas
 
@@ -241,20 +254,18 @@ class Run:
         md = self.orch.call_metadata(self.id)
         # The extractor stream opens first: if it is down, the request fails as a plain 503
         # before any SSE response starts.
-        self.extract = self.orch.extractor.Extract(metadata=md)
+        setup = extractor_pb2.ExtractSetup(
+            model=req.model,
+            tool_format=self.rendered.tool_format,
+            tools=req.tools,
+            tool_choice=req.tool_choice,
+            stop=req.stop,
+            reasoning=self.rendered.reasoning,
+        )
         try:
-            await self.extract.write(
-                extractor_pb2.ExtractRequest(
-                    setup=extractor_pb2.ExtractSetup(
-                        model=req.model,
-                        tool_format=self.rendered.tool_format,
-                        tools=req.tools,
-                        tool_choice=req.tool_choice,
-                        stop=req.stop,
-                        reasoning=self.rendered.reasoning,
-                    )
-                )
-            )
+            # A handle on a pod's multiplexed stream, or (--extractor-mux off) its own call:
+            # both take tokens() and end(), and are read with read() (extractor_mux.py).
+            self.extract = await self.orch.extractor.open(setup, md, self.id)
         except grpc.aio.AioRpcError as e:
             raise from_rpc_error(e, "extractor") from None
         request = decode_pb2.GenerateRequest(
@@ -333,17 +344,10 @@ class Run:
                 msg = msg.chunk.token_ids if msg.WhichOneof("response") == "chunk" else msg.complete
             if type(msg) is not decode_pb2.GenerateComplete:
                 self.completion_tokens += len(msg)
-                await extract.write(
-                    extractor_pb2.ExtractRequest(tokens=extractor_pb2.TokenChunk(token_ids=msg))
-                )
+                await extract.tokens(msg)
             else:
                 self.decode_done = msg
-                await extract.write(
-                    extractor_pb2.ExtractRequest(
-                        end=extractor_pb2.ExtractEnd(finish_reason=msg.finish_reason)
-                    )
-                )
-                await extract.done_writing()
+                await extract.end(msg.finish_reason)
                 return
             msg = await self.generate.read()
         raise RequestError(

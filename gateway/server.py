@@ -52,15 +52,16 @@ async def serve(args) -> None:
     elif not auth.enabled:
         log.warning("no API key configured: serving without authentication on loopback only")
     orch = Orchestrator(
-        args.template_addr,
+        args.template_addr or ["127.0.0.1:50061"],
         args.decode_addr or ["127.0.0.1:50062"],
-        args.extractor_addr,
+        args.extractor_addr or ["127.0.0.1:50063"],
         list(args.served_model_name or []),
         Metrics(),
         Limits.from_args(args),
         ClientSecurity.from_args(args),
         decode_mux=getattr(args, "decode_mux", "on") == "on",
         stream_interval=stream_interval(args),
+        extractor_mux=getattr(args, "extractor_mux", "on") == "on",
     )
     await orch.connect()
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")

@@ -4,43 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from toolwire.formats import Delta, get_format
-from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2_grpc as pb_grpc
 from toolwire.plumbing import request_context
 from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
-from toolwire.request.convert import choice_from_proto, tool_from_proto
 from toolwire.request.errors import RequestError, abort_with
 from toolwire.stack import model_source
 
-from .detokenizer import IncrementalDetokenizer
-from .stop_strings import StopStrings
+from .extraction import Extraction
+from .mux import serve_stream
 
 log = logging.getLogger("toolwire.extractor")
-
-
-class MarkerWatch:
-    """Whether the content streamed so far holds the call marker (a call left unparsed), across
-    piece boundaries."""
-
-    def __init__(self, marker: str):
-        self.marker, self.tail, self.seen = marker, "", False
-
-    def marker_in(self, content: str) -> bool:
-        if self.marker and not self.seen and content:
-            text = self.tail + content
-            self.seen = self.marker in text
-            self.tail = text[len(text) - len(self.marker) + 1 :]
-        return self.seen
-
-
-def finish_reason(decode_reason: str, calls: int) -> str:
-    if decode_reason == "stop" and calls:
-        return "tool_calls"
-    return decode_reason
 
 
 class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
@@ -55,74 +31,27 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
         first = await anext(request_iterator, None)
         if first is None or first.WhichOneof("message") != "setup":
             await abort_with(context, RequestError("the first message must be setup", "setup"))
-        setup = first.setup
         self.streams += 1
         try:
-            fmt = get_format(setup.tool_format or self.default_format, self.tokenizer)
-        except ValueError as e:
-            await abort_with(context, RequestError(str(e), "tool_format"))
-        tools = [tool_from_proto(t) for t in setup.tools]
-        choice = choice_from_proto(setup.tool_choice, bool(tools))
-        # With tool_choice none (or no tools) the call marker is banned: all text is content.
-        # It reads calls of the tools the choice lets the model call (allowed_tools, named):
-        # anything else is content.
-        extractor = (
-            fmt.extractor(choice.callable(tools) if choice.mode != "none" else [])
-            if (tools and choice.mode != "none") or fmt.frames_all_output
-            else None
-        )
-        if setup.reasoning:
-            extractor = ReasoningExtractor(extractor or ContentOnly(), setup.reasoning)
-        detok = IncrementalDetokenizer(self.tokenizer)
-        stops = StopStrings(list(setup.stop))
-        seen = MarkerWatch(fmt.call_marker if extractor is not None else "")
-
-        def respond(delta: Delta, final: bool) -> pb.ExtractResponse:
-            content = stops.feed(delta.content) + (stops.flush() if final and not stops.hit else "")
-            return pb.ExtractResponse(
-                content=content,
-                reasoning_content=delta.reasoning,
-                tool_calls=[
-                    pb.ToolCallDelta(
-                        index=c.index,
-                        id=c.id or "",
-                        name=c.name or "",
-                        arguments=c.arguments,
-                        custom=c.custom,
-                    )
-                    for c in delta.calls
-                ],
-            )
-
-        def parse(text: str, final: bool) -> Delta:
-            if extractor is None:
-                return Delta(content=text)
-            out = extractor.feed(text)
-            if final:
-                out.extend(extractor.finish())
-            return out
-
+            state = Extraction(first.setup, self.tokenizer, self.default_format)
+        except RequestError as e:
+            await abort_with(context, e)
         async for message in request_iterator:
             kind = message.WhichOneof("message")
             if kind == "tokens":
-                resp = respond(parse(detok.add(list(message.tokens.token_ids)), False), False)
-                if stops.hit:
-                    resp.finish_reason = "stop"
-                    yield resp
-                    return
-                if resp.content or resp.tool_calls or resp.reasoning_content:
-                    seen.marker_in(resp.content)
-                    yield resp
+                resp = state.tokens(message.tokens.token_ids)
             elif kind == "end":
-                resp = respond(parse(detok.flush(), True), True)
-                calls = extractor.call_count if extractor else 0
-                if seen.marker_in(resp.content):
-                    self.unparsed += 1
-                resp.finish_reason = (
-                    "stop" if stops.hit else finish_reason(message.end.finish_reason, calls)
-                )
+                resp = state.end(message.end.finish_reason)
+                self.unparsed += state.unparsed
+            else:
+                continue
+            if resp is not None:
                 yield resp
+            if state.done:
                 return
+
+    async def ExtractStream(self, request_iterator, context):
+        await serve_stream(self, request_iterator, context)
 
 
 async def serve(args) -> None:

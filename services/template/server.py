@@ -28,6 +28,10 @@ from toolwire.request.convert import choice_from_proto, message_to_dict, tool_fr
 from toolwire.request.errors import RequestError, abort_with
 from toolwire.stack import model_source
 
+RECONNECT_OPTIONS = (
+    ("grpc.max_connection_age_ms", 60_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
+)
 log = logging.getLogger("toolwire.template")
 
 
@@ -48,6 +52,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         self.vocab_size = vocab_size
         self.stop_ids = sorted({tokenizer.eos_token_id} - {None})
         self.compiles = compiles  # RenderChat's constraint check (render() alone needs none)
+        self.renders = 0  # RenderChat calls (toolwire_template_renders)
 
     def render(self, request: pb.RenderChatRequest) -> pb.RenderChatResponse:
         check_render(request)  # the gateway's checks, for callers that come here directly
@@ -90,6 +95,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
 
     async def RenderChat(self, request, context):
         request_context.bind(context)
+        self.renders += 1
         try:
             # Rendering takes milliseconds of CPU: keep it off the event loop.
             dialect = request.constraint_dialect or STRUCTURAL_TAG
@@ -222,9 +228,16 @@ async def serve(args) -> None:
         vocab,
         compiles,
     )
-    server = GrpcServer(f"{args.host}:{args.port}", security)
+    # Each gateway connection is closed (gracefully) after a minute: the gateway's round_robin
+    # channel then resolves the headless Service again and finds pods the HPA added since.
+    server = GrpcServer(f"{args.host}:{args.port}", security, RECONNECT_OPTIONS)
     server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
+    metrics.counter(
+        "toolwire_template_renders",
+        "RenderChat calls served (gateways spread them over every template pod)",
+        lambda: servicer.renders,
+    )
     metrics.counter(
         "toolwire_constraint_cache_misses", "Constraints compiled", lambda: compiles.compiles
     )

@@ -88,6 +88,9 @@ def test_objects_agree_with_each_other(objects):
     for flag in ("--template-addr", "--decode-addr", "--extractor-addr"):
         host, port = args[args.index(flag) + 1].split(":")
         assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}, flag
+        # Headless: the name resolves to every pod, which the gateway spreads requests over
+        # (decode and extractor per pod, template calls round robin).
+        assert services[host]["spec"].get("clusterIP") == "None", flag
     for policy in _by_kind(objects, "NetworkPolicy").values():
         sel = policy["spec"]["podSelector"].get("matchLabels", {})
         assert not sel or any(sel.items() <= labels.items() for labels in pod_labels.values())

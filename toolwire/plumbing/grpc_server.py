@@ -20,11 +20,11 @@ class GrpcServer:
     """A started grpc.aio server whose health service reports SERVING once `start` returns.
     `security` (internal services) adds TLS and the token check; the gateway passes none."""
 
-    def __init__(self, address: str, security: ServerSecurity | None = None):
+    def __init__(self, address: str, security: ServerSecurity | None = None, options=()):
         self.address = address
         self.security = security or ServerSecurity()
         self.server = grpc.aio.server(
-            options=CHANNEL_OPTIONS, interceptors=self.security.interceptors()
+            options=CHANNEL_OPTIONS + list(options), interceptors=self.security.interceptors()
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -132,13 +132,14 @@ class ClientSecurity:
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
         return ((TOKEN_KEY, self.token),) if self.token else None
 
-    def channel(self, address: str) -> grpc.aio.Channel:
+    def channel(self, address: str, options=()) -> grpc.aio.Channel:
+        options = CHANNEL_OPTIONS + list(options)
         if self.ca is None and self.cert is None:
-            return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(address, options=options)
         creds = grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
-        return grpc.aio.secure_channel(address, creds, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(address, creds, options=options)
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):

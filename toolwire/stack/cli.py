@@ -133,6 +133,13 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
         "engine's steps take (0: 50 ms)",
     )
     p.add_argument(
+        "--extractor-mux",
+        choices=["on", "off"],
+        default="on",
+        help="on: one multiplexed ExtractStream per extractor pod, one message per decode "
+        "frame; off: one Extract call per request (the earlier path, for comparison)",
+    )
+    p.add_argument(
         "--http-parser",
         choices=["auto", "h11", "httptools"],
         default="auto",
@@ -140,7 +147,14 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
         "imports, else h11",
     )
     if addresses:
-        p.add_argument("--template-addr", default="127.0.0.1:50061")
+        p.add_argument(
+            "--template-addr",
+            action="append",
+            default=None,
+            help="template service address (repeatable or comma-separated); calls go round "
+            "robin over every address, and over every address a DNS name resolves to; "
+            "default 127.0.0.1:50061",
+        )
         p.add_argument(
             "--decode-addr",
             action="append",
@@ -149,7 +163,14 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
             "resolves to several addresses counts one replica each); "
             "default 127.0.0.1:50062",
         )
-        p.add_argument("--extractor-addr", default="127.0.0.1:50063")
+        p.add_argument(
+            "--extractor-addr",
+            action="append",
+            default=None,
+            help="an extractor pod (repeatable or comma-separated; a DNS name that resolves "
+            "to several addresses counts one pod each): one stream to each, a request "
+            "sticky to one; default 127.0.0.1:50063",
+        )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -193,6 +214,15 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="decode processes, each with its own model copy; the gateway sends "
         "each request to the one with the fewest outstanding",
+    )
+    up.add_argument(
+        "--template-replicas", type=int, default=1, help="template processes (round robin)"
+    )
+    up.add_argument(
+        "--extractor-replicas",
+        type=int,
+        default=1,
+        help="extractor processes; each request sticks to one",
     )
     _template_args(up)
     _gateway_args(up, addresses=False)

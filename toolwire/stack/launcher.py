@@ -77,8 +77,13 @@ def _common(args) -> list[str]:
 
 
 def commands(args) -> dict[str, list[str]]:
-    replicas = [f"decode-{i}" if i else "decode" for i in range(args.decode_replicas)]
-    names = ("template", *replicas, "extractor")
+    def several(service: str, n: int) -> list[str]:
+        return [f"{service}-{i}" if i else service for i in range(n)]
+
+    replicas = several("decode", args.decode_replicas)
+    templates = several("template", getattr(args, "template_replicas", 1))
+    extractors = several("extractor", getattr(args, "extractor_replicas", 1))
+    names = (*templates, *replicas, *extractors)
     picked = free_ports(2 * len(names))
     ports = dict(zip(names, picked))
     metrics_ports = dict(zip(names, picked[len(names) :]))
@@ -117,12 +122,13 @@ def commands(args) -> dict[str, list[str]]:
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
     for name in replicas:
         cmds[name] += decode_flags
-    cmds["template"] += [
-        "--grammar-timeout",
-        str(args.grammar_timeout),
-        "--grammar-workers",
-        str(args.grammar_workers),
-    ]
+    for name in templates:
+        cmds[name] += [
+            "--grammar-timeout",
+            str(args.grammar_timeout),
+            "--grammar-workers",
+            str(args.grammar_workers),
+        ]
     cmds["gateway"] = (
         base
         + [
@@ -139,6 +145,7 @@ def commands(args) -> dict[str, list[str]]:
     )
     cmds["gateway"] += Limits.from_args(args).as_flags()
     cmds["gateway"] += ["--decode-mux", getattr(args, "decode_mux", "on")]
+    cmds["gateway"] += ["--extractor-mux", getattr(args, "extractor_mux", "on")]
     cmds["gateway"] += ["--http-parser", getattr(args, "http_parser", "auto")]
     cmds["gateway"] += ["--stream-interval", str(getattr(args, "stream_interval", 0))]
     cmds["gateway"] += ["--stream-interval-ms", str(getattr(args, "stream_interval_ms", 0))]

@@ -1,0 +1,148 @@
+"""ExtractStream: the gateway's requests on one stream; one frame of deltas per frame taken in.
+
+Why (issue 17): the per-request Extract call costs one gRPC message in and one out per token
+per request, each a proto parse, a completion through grpc.aio's poller and a coroutine
+wake-up in the extractor and in the gateway. Here the gateway sends one decode frame's tokens
+for all of its requests as one message; this handler runs every request's `Extraction` on it
+in one pass and puts the deltas into the stream's pending frame, which one writer coroutine
+sends. A frame still unsent when the next message has been read takes its deltas too: a
+request's new delta is merged into its pending one where the order of content and calls
+allows (the pending frame is the only buffer, bounded by the requests' own text).
+
+Per-request refusals (an unknown tool format) and faults are failure entries with the status
+and trailing metadata the request's own Extract call would have ended with; the stream
+ending drops every request on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
+from toolwire.plumbing.delta_merge import merge
+from toolwire.request.errors import RequestError, grpc_status
+
+from .extraction import Extraction
+
+log = logging.getLogger("toolwire.extractor")
+
+
+def failure(handle: int, err: RequestError) -> pb.ExtractStreamFailure:
+    """What abort_with() would have put on a per-request call."""
+    code, md = grpc_status(err)
+    return pb.ExtractStreamFailure(
+        handle=handle, status_code=code.value[0], details=err.message, metadata=dict(md)
+    )
+
+
+class ExtractMux:
+    """One ExtractStream call: its requests, its pending frame."""
+
+    def __init__(self, servicer):
+        self.servicer = servicer
+        self.states: dict[int, Extraction] = {}
+        self.ids: dict[int, str] = {}  # handle -> request id, for log lines
+        self.handles: list[int] = []
+        self.deltas: list[pb.ExtractResponse] = []
+        self.last: dict[int, int] = {}  # handle -> its latest entry in deltas
+        self.failures: list[pb.ExtractStreamFailure] = []
+        self.ready = asyncio.Event()
+        self.reading = True
+
+    def take(self) -> pb.ExtractStreamFrame | None:
+        if not (self.handles or self.failures):
+            return None
+        frame = pb.ExtractStreamFrame(
+            handles=self.handles, deltas=self.deltas, failures=self.failures
+        )
+        self.handles, self.deltas, self.failures = [], [], []
+        self.last.clear()
+        return frame
+
+    def _put(self, handle: int, resp: pb.ExtractResponse) -> None:
+        i = self.last.get(handle)
+        if i is not None and merge(self.deltas[i], resp):
+            return
+        self.last[handle] = len(self.deltas)
+        self.handles.append(handle)
+        self.deltas.append(resp)
+
+    def _fail(self, handle: int, err: RequestError) -> None:
+        self._drop(handle)
+        self.failures.append(failure(handle, err))
+
+    def _run(self, handle: int, step, arg) -> None:
+        """One step of one request; a fault fails that request only."""
+        state = self.states.get(handle)
+        if state is None:
+            return  # cancelled, failed or already ended by a stop string
+        try:
+            resp = step(state, arg)
+        except Exception:  # noqa: BLE001 - a fault in one request's parse is its own failure
+            log.exception("extracting request %s failed", self.ids.get(handle, handle))
+            self._fail(handle, RequestError("extraction failed", status=500, type="server_error"))
+            return
+        if resp is not None:
+            self._put(handle, resp)
+        if state.done:
+            self._drop(handle)
+            if state.unparsed:
+                self.servicer.unparsed += 1
+
+    def handle(self, msg: pb.ExtractStreamRequest) -> None:
+        servicer = self.servicer
+        for start in msg.starts:
+            servicer.streams += 1
+            self.ids[start.handle] = start.request_id
+            try:
+                self.states[start.handle] = Extraction(
+                    start.setup, servicer.tokenizer, servicer.default_format
+                )
+            except RequestError as e:
+                self._fail(start.handle, e)
+        ids = msg.token_ids
+        pos = 0
+        for h, n in zip(msg.handles, msg.counts):
+            chunk = ids[pos : pos + n]
+            pos += n
+            self._run(h, Extraction.tokens, chunk)
+        for end in msg.ends:
+            self._run(end.handle, Extraction.end, end.finish_reason)
+        for h in msg.cancels:
+            self._drop(h)
+
+    def _drop(self, handle: int) -> None:
+        self.states.pop(handle, None)
+        self.ids.pop(handle, None)
+
+    async def read(self, requests) -> None:
+        try:
+            async for msg in requests:
+                self.handle(msg)
+                self.ready.set()
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the stream broke: end it
+            pass
+        finally:
+            self.reading = False
+            self.ready.set()
+
+
+async def serve_stream(servicer, requests, context) -> None:
+    """The ExtractStream handler: read frames, write one frame of deltas per wake-up."""
+    mux = ExtractMux(servicer)
+    # Headers at once: the gateway's first request waits for them to know the stream is up.
+    await context.send_initial_metadata(())
+    reader = asyncio.create_task(mux.read(requests))
+    try:
+        while True:
+            await mux.ready.wait()
+            mux.ready.clear()
+            frame = mux.take()
+            if frame is not None:
+                await context.write(frame)
+            if not mux.reading:
+                break
+    finally:
+        reader.cancel()
+        mux.states.clear()
