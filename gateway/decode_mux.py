@@ -28,13 +28,9 @@ import grpc
 
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 
+from .mux_stream import MuxStream
+
 log = logging.getLogger("toolwire.gateway")
-
-
-def _rpc_error(code: grpc.StatusCode, details: str, trailing=()) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details=details
-    )
 
 
 class DecodeHandle:
@@ -94,9 +90,11 @@ class DecodeHandle:
         self._wake()
 
 
-class DecodeStream:
+class DecodeStream(MuxStream):
     """The multiplexed stream to one decode replica, opened on first use and again after it
     broke."""
+
+    ended_details = "the decode stream ended"
 
     def __init__(self, stub, metadata):
         self.stub = stub
@@ -132,14 +130,6 @@ class DecodeStream:
         if self.handles.pop(handle, None) is not None and cancel and self.call is not None:
             self._send(pb.StreamRequest(cancel=pb.StreamCancel(handle=handle)))
 
-    async def close(self) -> None:
-        call, self.call = self.call, None
-        if call is not None:
-            call.cancel()
-        for task in self.tasks:
-            task.cancel()
-        self._fail_all(_rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway is closing"))
-
     # -- internals ---------------------------------------------------------------------
     def _send(self, msg: pb.StreamRequest) -> None:
         self.outbox.append(msg)
@@ -164,33 +154,6 @@ class DecodeStream:
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the reader sees why the stream broke and fails its requests
 
-    async def _read(self, call) -> None:
-        error: BaseException
-        try:
-            while True:
-                frame = await call.read()
-                if frame is grpc.aio.EOF:
-                    break
-                self._dispatch(frame)
-            code = await call.code()
-            error = _rpc_error(
-                code if code != grpc.StatusCode.OK else grpc.StatusCode.UNAVAILABLE,
-                await call.details() or "the decode stream ended",
-                tuple(await call.trailing_metadata() or ()),
-            )
-        except grpc.aio.AioRpcError as e:
-            error = e
-        except asyncio.CancelledError:
-            if self.call is call:
-                self.call = None
-            raise
-        if self.call is call:
-            self.call = None
-            for task in self.tasks:
-                if task is not asyncio.current_task():
-                    task.cancel()
-            self._fail_all(error)
-
     def _dispatch(self, frame: pb.StreamFrame) -> None:
         handles = self.handles
         ids = frame.token_ids
@@ -205,21 +168,4 @@ class DecodeStream:
             handle = handles.pop(f.handle, None)
             if handle is not None:
                 handle._finish(f.complete)
-        for f in frame.failures:
-            handle = handles.pop(f.handle, None)
-            if handle is not None:
-                handle._fail(
-                    _rpc_error(
-                        _CODES.get(f.status_code, grpc.StatusCode.UNKNOWN),
-                        f.details,
-                        tuple(f.metadata.items()),
-                    )
-                )
-
-    def _fail_all(self, error: BaseException) -> None:
-        handles, self.handles = self.handles, {}
-        for handle in handles.values():
-            handle._fail(error)
-
-
-_CODES = {c.value[0]: c for c in grpc.StatusCode}
+        self._fail_each(frame.failures)

@@ -25,7 +25,7 @@ import grpc
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
 
-from .decode_mux import _CODES, _rpc_error
+from .mux_stream import MuxStream
 
 
 class ExtractHandle:
@@ -89,9 +89,11 @@ class ExtractHandle:
         self._wake()
 
 
-class ExtractStream:
+class ExtractStream(MuxStream):
     """The multiplexed stream to one extractor pod, opened on first use and again after it
     broke."""
+
+    ended_details = "the extractor stream ended"
 
     def __init__(self, stub, metadata):
         self.stub = stub
@@ -144,14 +146,6 @@ class ExtractStream:
     def load(self) -> int:
         return len(self.handles)
 
-    async def close(self) -> None:
-        call, self.call = self.call, None
-        if call is not None:
-            call.cancel()
-        for task in self.tasks:
-            task.cancel()
-        self._fail_all(_rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway is closing"))
-
     # -- internals ---------------------------------------------------------------------
     async def _connect(self) -> None:
         if self.connecting is not None:  # another request is connecting: wait for it
@@ -203,33 +197,6 @@ class ExtractStream:
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             return  # the reader sees why the stream broke and fails its requests
 
-    async def _read(self, call) -> None:
-        error: BaseException
-        try:
-            while True:
-                frame = await call.read()
-                if frame is grpc.aio.EOF:
-                    break
-                self._dispatch(frame)
-            code = await call.code()
-            error = _rpc_error(
-                code if code != grpc.StatusCode.OK else grpc.StatusCode.UNAVAILABLE,
-                await call.details() or "the extractor stream ended",
-                tuple(await call.trailing_metadata() or ()),
-            )
-        except grpc.aio.AioRpcError as e:
-            error = e
-        except asyncio.CancelledError:
-            if self.call is call:
-                self.call = None
-            raise
-        if self.call is call:
-            self.call = None
-            for task in self.tasks:
-                if task is not asyncio.current_task():
-                    task.cancel()
-            self._fail_all(error)
-
     def _dispatch(self, frame: pb.ExtractStreamFrame) -> None:
         handles = self.handles
         for h, resp in zip(frame.handles, frame.deltas):
@@ -238,21 +205,7 @@ class ExtractStream:
                 if resp.finish_reason:
                     del handles[h]
                 handle._deliver(resp)
-        for f in frame.failures:
-            handle = handles.pop(f.handle, None)
-            if handle is not None:
-                handle._fail(
-                    _rpc_error(
-                        _CODES.get(f.status_code, grpc.StatusCode.UNKNOWN),
-                        f.details,
-                        tuple(f.metadata.items()),
-                    )
-                )
-
-    def _fail_all(self, error: BaseException) -> None:
-        handles, self.handles = self.handles, {}
-        for handle in handles.values():
-            handle._fail(error)
+        self._fail_each(frame.failures)
 
 
 class ExtractCall:

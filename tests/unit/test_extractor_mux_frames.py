@@ -10,8 +10,8 @@ import asyncio
 import grpc
 import pytest
 
-from toolwire.gateway.decode_mux import _rpc_error
 from toolwire.gateway.extractor_mux import ExtractStream
+from toolwire.gateway.mux_stream import rpc_error as _rpc_error
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
 from toolwire.request.errors import PARAM_KEY
