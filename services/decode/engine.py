@@ -148,6 +148,40 @@ class Engine(ABC):
         return EngineLoad(running=self.active_requests(), waiting=0, cache_used=float("nan"))
 
 
+async def queued_outputs(
+    engine: Engine, request: EngineRequest, wake
+) -> AsyncIterator[EngineOutput]:
+    """generate() for an engine whose submit() pushes to a queue sink (torch, null): what queued
+    up while the consumer was busy comes as one output; a request whose queue wait ran out
+    raises EngineBusy; a caller that leaves before the finish marks the request aborted and
+    calls `wake()` so the scheduler frees its slot at the next step."""
+    queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
+    seq = await engine.submit(request, queue)
+    finished = False
+    try:
+        while True:
+            out = await queue.get()
+            while not queue.empty() and out.finish_reason is None:
+                nxt = queue.get_nowait()
+                out = EngineOutput(
+                    out.token_ids + nxt.token_ids,
+                    nxt.finish_reason,
+                    nxt.prompt_tokens,
+                    nxt.completion_tokens,
+                    nxt.cached_tokens,
+                )
+            finished = out.finish_reason is not None
+            if seq.timed_out:
+                raise EngineBusy(f"no decode slot came free in {engine.queue_timeout:g} s")
+            yield out
+            if finished:
+                return
+    finally:
+        if not finished:
+            seq.aborted = True
+            wake()
+
+
 class _Submitted:
     timed_out = False  # the default submit() reports EngineBusy through sink.fail instead
     task: asyncio.Task | None = None

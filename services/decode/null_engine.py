@@ -37,13 +37,13 @@ from toolwire.stack import model_source
 
 from .engine import (
     Engine,
-    EngineBusy,
     EngineInfo,
     EngineLoad,
     EngineOutput,
     EngineRequest,
     EngineRequestError,
     EngineStats,
+    queued_outputs,
 )
 
 # The text whose tokens the engine cycles through: ordinary words, spaces and punctuation.
@@ -184,32 +184,8 @@ class NullEngine(Engine):
         self.wake.set()
         return seq
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
-        queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
-        seq = await self.submit(request, queue)
-        finished = False
-        try:
-            while True:
-                out = await queue.get()
-                while not queue.empty() and out.finish_reason is None:
-                    nxt = queue.get_nowait()
-                    out = EngineOutput(
-                        out.token_ids + nxt.token_ids,
-                        nxt.finish_reason,
-                        nxt.prompt_tokens,
-                        nxt.completion_tokens,
-                        nxt.cached_tokens,
-                    )
-                finished = out.finish_reason is not None
-                if seq.timed_out:
-                    raise EngineBusy(f"no decode slot came free in {self.queue_timeout:g} s")
-                yield out
-                if finished:
-                    return
-        finally:
-            if not finished:
-                seq.aborted = True  # the caller went away: the next step frees the slot
-                self.wake.set()
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        return queued_outputs(self, request, self.wake.set)
 
     async def abort(self, request_id: str) -> bool:
         seq = self.by_id.get(request_id)

@@ -29,13 +29,13 @@ from toolwire.stack import model_source
 from . import llama_step
 from .engine import (
     Engine,
-    EngineBusy,
     EngineInfo,
     EngineLoad,
     EngineOutput,
     EngineRequest,
     EngineRequestError,
     EngineStats,
+    queued_outputs,
 )
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
@@ -291,34 +291,12 @@ class TorchEngine(Engine):
             self.wake.notify()
         return seq
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
-        queue: asyncio.Queue[EngineOutput] = asyncio.Queue()
-        seq = await self.submit(request, queue)
-        finished = False
-        try:
-            while True:
-                out = await queue.get()
-                # Coalesce what queued up while the consumer was busy.
-                while not queue.empty() and out.finish_reason is None:
-                    nxt = queue.get_nowait()
-                    out = EngineOutput(
-                        out.token_ids + nxt.token_ids,
-                        nxt.finish_reason,
-                        nxt.prompt_tokens,
-                        nxt.completion_tokens,
-                        nxt.cached_tokens,
-                    )
-                finished = out.finish_reason is not None
-                if seq.timed_out:
-                    raise EngineBusy(f"no decode slot came free in {self.queue_timeout:g} s")
-                yield out
-                if finished:
-                    return
-        finally:
-            if not finished:
-                seq.aborted = True  # the caller went away: free the slot
-                with self.wake:
-                    self.wake.notify()
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        return queued_outputs(self, request, self._notify)
+
+    def _notify(self) -> None:
+        with self.wake:
+            self.wake.notify()
 
     async def abort(self, request_id: str) -> bool:
         seq = self.by_id.get(request_id)
