@@ -68,6 +68,35 @@ class StreamingExtractor(ABC):
         out.extend(self.finish())
         return out
 
+    def _args(self, out: Delta, text: str) -> None:
+        """An argument fragment of the call being read (index `self.calls`), merged into this
+        delta's last fragment of that call."""
+        if out.calls and out.calls[-1].index == self.calls:
+            out.calls[-1].arguments += text
+        else:
+            out.calls.append(CallDelta(index=self.calls, arguments=text))
+
+
+class TrimmedContent:
+    """Content as the marker-scanning extractors emit it (marked_calls, xml_calls): leading
+    whitespace dropped, trailing whitespace held until more content follows (a call may come
+    next, and the space before it is layout, not content)."""
+
+    pending_ws = ""
+    content_started = False
+
+    def _content(self, out: Delta, text: str, final: bool = False) -> None:
+        text = self.pending_ws + text
+        self.pending_ws = ""
+        if not self.content_started:
+            text = text.lstrip()
+        stripped = text.rstrip()
+        if not final:
+            self.pending_ws = text[len(stripped) :]
+        if stripped:
+            out.content += stripped
+            self.content_started = True
+
 
 class ToolFormat(ABC):
     """One model family's tool format."""

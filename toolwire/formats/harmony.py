@@ -374,12 +374,6 @@ class HarmonyExtractor(StreamingExtractor):
             self.calls += 1
         self.kind, self.trail, self.held, self.scanner, self.pending = "", "", "", None, None
 
-    def _args(self, out: Delta, text: str) -> None:
-        if out.calls and out.calls[-1].index == self.calls:
-            out.calls[-1].arguments += text
-        else:
-            out.calls.append(CallDelta(index=self.calls, arguments=text))
-
 
 # -- the format -------------------------------------------------------------------------------
 class HarmonyFormat(ToolFormat):

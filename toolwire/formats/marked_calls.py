@@ -22,7 +22,14 @@ from dataclasses import dataclass
 
 import regex
 
-from .base import CallDelta, Delta, StreamingExtractor, new_call_id, partial_suffix
+from .base import (
+    CallDelta,
+    Delta,
+    StreamingExtractor,
+    TrimmedContent,
+    new_call_id,
+    partial_suffix,
+)
 from .inputs import Tool
 from .json_scan import JsonValueScanner
 
@@ -71,7 +78,7 @@ def extractor_for(syntax: CallSyntax, tools: list[Tool]) -> MarkedCallExtractor:
     )
 
 
-class MarkedCallExtractor(StreamingExtractor):
+class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
     def __init__(
         self, syntax: CallSyntax, tool_names: set[str], custom_names: frozenset[str] = frozenset()
     ):
@@ -89,8 +96,6 @@ class MarkedCallExtractor(StreamingExtractor):
         self.state = _TEXT
         self.buf = ""  # text not yet consumed in the current state
         self.raw = ""  # text consumed since the marker, given back as content if no call forms
-        self.pending_ws = ""  # content whitespace held until more content follows
-        self.content_started = False
         self.calls = 0
         self.scanner: JsonValueScanner | None = None
         self.pending: str | None = None  # name of a call not yet announced
@@ -277,23 +282,3 @@ class MarkedCallExtractor(StreamingExtractor):
                 if m is not None and (m.partial or m.end() == len(rest)):
                     return True
         return False
-
-    def _args(self, out: Delta, text: str) -> None:
-        index = self.calls
-        if out.calls and out.calls[-1].index == index:
-            out.calls[-1].arguments += text
-        else:
-            out.calls.append(CallDelta(index=index, arguments=text))
-
-    def _content(self, out: Delta, text: str, final: bool = False) -> None:
-        """Emit content, dropping leading whitespace and holding back trailing whitespace."""
-        text = self.pending_ws + text
-        self.pending_ws = ""
-        if not self.content_started:
-            text = text.lstrip()
-        stripped = text.rstrip()
-        if not final:
-            self.pending_ws = text[len(stripped) :]
-        if stripped:
-            out.content += stripped
-            self.content_started = True

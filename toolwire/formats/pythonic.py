@@ -244,12 +244,6 @@ class PythonicExtractor(StreamingExtractor):
             out.content += text
             self.started_content = True
 
-    def _args(self, out: Delta, text: str) -> None:
-        if out.calls and out.calls[-1].index == self.calls:
-            out.calls[-1].arguments += text
-        else:
-            out.calls.append(CallDelta(index=self.calls, arguments=text))
-
 
 def _kwargs_format(schema: Any) -> dict:
     """The grammar of one call's keyword arguments, property by property under its schema."""

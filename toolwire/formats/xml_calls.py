@@ -26,7 +26,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .base import CallDelta, Delta, StreamingExtractor, new_call_id, partial_suffix
+from .base import (
+    CallDelta,
+    Delta,
+    StreamingExtractor,
+    TrimmedContent,
+    new_call_id,
+    partial_suffix,
+)
 from .inputs import Tool
 
 _WS = " \n\r\t"  # the whitespace xgrammar's XML styles allow around a value
@@ -190,7 +197,7 @@ _LONGEST = 256  # longer than any tool or parameter name
 _TEXT, _HEADER, _BODY, _KEY, _VALUE, _CLOSE, _RAW = range(7)
 
 
-class XmlCallExtractor(StreamingExtractor):
+class XmlCallExtractor(TrimmedContent, StreamingExtractor):
     """Text outside calls is content; a call of a known tool streams as a tool-call delta; a
     marker that opens no call of a known tool goes back out as content, never dropped."""
 
@@ -201,8 +208,6 @@ class XmlCallExtractor(StreamingExtractor):
         self.state = _TEXT
         self.buf = ""
         self.raw = ""  # text since the marker, given back as content if no call forms
-        self.pending_ws = ""
-        self.content_started = False
         self.calls = 0
         self.schema: dict = {}
         self.key = ""
@@ -441,24 +446,8 @@ class XmlCallExtractor(StreamingExtractor):
         return True
 
     def _args(self, out: Delta, text: str) -> None:
-        if not text:
-            return
-        if out.calls and out.calls[-1].index == self.calls:
-            out.calls[-1].arguments += text
-        else:
-            out.calls.append(CallDelta(index=self.calls, arguments=text))
-
-    def _content(self, out: Delta, text: str, final: bool = False) -> None:
-        text = self.pending_ws + text
-        self.pending_ws = ""
-        if not self.content_started:
-            text = text.lstrip()
-        stripped = text.rstrip()
-        if not final:
-            self.pending_ws = text[len(stripped) :]
-        if stripped:
-            out.content += stripped
-            self.content_started = True
+        if text:
+            super()._args(out, text)
 
 
 def _escaped(text: str) -> str:
