@@ -10,6 +10,7 @@ import json
 import secrets
 import string
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +169,32 @@ def custom_tag(fmt: ToolFormat, tool: Tool, content: dict) -> dict:
     """A custom tool's call as a structural tag: its wrapping, the input's grammar inside."""
     begin, end = fmt.custom_call(tool.name)
     return {"type": "tag", "begin": begin, "content": content, "end": end}
+
+
+def call_tags(
+    fmt: ToolFormat,
+    tools: list[Tool],
+    schemas: dict[str, Any],
+    choice: ToolChoice,
+    begin: Callable[[str], str],
+    end: str,
+    content: Callable[[Any], dict] | None = None,
+) -> list[dict]:
+    """One structural tag per tool the choice lets the model call: a custom tool's raw input in
+    the family's custom wrapping, a function's arguments (`content` of its schema, JSON by
+    default) between `begin(name)` and `end`."""
+    content = content or schema_content
+    return [
+        custom_tag(fmt, t, schemas[t.name])
+        if t.custom
+        else {
+            "type": "tag",
+            "begin": begin(t.name),
+            "content": content(schemas[t.name]),
+            "end": end,
+        }
+        for t in choice.callable(tools)
+    ]
 
 
 def partial_suffix(text: str, marker: str) -> int:

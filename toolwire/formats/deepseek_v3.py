@@ -17,8 +17,7 @@ from .base import (
     ToolFormat,
     arguments_text,
     block_constraint,
-    custom_tag,
-    schema_content,
+    call_tags,
 )
 from .inputs import Tool, ToolChoice, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
@@ -118,17 +117,7 @@ class DeepSeekV3Format(ToolFormat):
     def constraint(
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
-        tags = [
-            custom_tag(self, t, schemas[t.name])
-            if t.custom
-            else {
-                "type": "tag",
-                "begin": call_begin(t.name),
-                "content": schema_content(schemas[t.name]),
-                "end": CALL_CLOSE,
-            }
-            for t in choice.callable(tools)
-        ]
+        tags = call_tags(self, tools, schemas, choice, call_begin, CALL_CLOSE)
         return block_constraint(tags, CALLS_BEGIN, CALLS_END, "\n", choice, parallel)
 
     def custom_call(self, name: str) -> tuple[str, str]:

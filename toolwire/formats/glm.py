@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import ToolFormat, calls_constraint, custom_tag
+from .base import ToolFormat, call_tags, calls_constraint
 from .inputs import Tool, ToolChoice, message_text
 from .plain_render import PlainStyle, arguments_object
 from .xml_calls import XmlCallExtractor, XmlSyntax, content, strict_issue, write_value
@@ -109,17 +109,9 @@ class GlmFormat(ToolFormat):
     def constraint(
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
-        tags = [
-            custom_tag(self, t, schemas[t.name])
-            if t.custom
-            else {
-                "type": "tag",
-                "begin": self.call_begin(t.name),
-                "content": content(schemas[t.name], "glm_xml"),
-                "end": END,
-            }
-            for t in choice.callable(tools)
-        ]
+        tags = call_tags(
+            self, tools, schemas, choice, self.call_begin, END, lambda s: content(s, "glm_xml")
+        )
         return calls_constraint(tags, [MARKER], self.nl, choice, parallel)
 
     def unenforceable(self, schema: Any) -> str | None:

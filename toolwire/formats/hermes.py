@@ -14,9 +14,8 @@ from typing import Any
 from .base import (
     ToolFormat,
     arguments_text,
+    call_tags,
     calls_constraint,
-    custom_tag,
-    schema_content,
 )
 from .inputs import Tool, ToolChoice, call_name, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
@@ -107,17 +106,7 @@ class HermesFormat(ToolFormat):
     def constraint(
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
-        tags = [
-            custom_tag(self, t, schemas[t.name])
-            if t.custom
-            else {
-                "type": "tag",
-                "begin": call_begin(t.name),
-                "content": schema_content(schemas[t.name]),
-                "end": CLOSE,
-            }
-            for t in choice.callable(tools)
-        ]
+        tags = call_tags(self, tools, schemas, choice, call_begin, CLOSE)
         return calls_constraint(tags, [MARKER], "\n", choice, parallel)
 
     def custom_call(self, name: str) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ToolFormat, calls_constraint, custom_tag
+from .base import ToolFormat, call_tags, calls_constraint
 from .inputs import Tool, ToolChoice, message_text
 from .plain_render import PlainStyle, arguments_object
 from .xml_calls import XmlCallExtractor, XmlSyntax, content, strict_issue, write_value
@@ -148,17 +148,9 @@ class Qwen3CoderFormat(ToolFormat):
     def constraint(
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
-        tags = [
-            custom_tag(self, t, schemas[t.name])
-            if t.custom
-            else {
-                "type": "tag",
-                "begin": call_begin(t.name),
-                "content": content(schemas[t.name], "qwen_xml"),
-                "end": CALL_END,
-            }
-            for t in choice.callable(tools)
-        ]
+        tags = call_tags(
+            self, tools, schemas, choice, call_begin, CALL_END, lambda s: content(s, "qwen_xml")
+        )
         return calls_constraint(tags, [MARKER], "\n", choice, parallel)
 
     def unenforceable(self, schema: Any) -> str | None:
