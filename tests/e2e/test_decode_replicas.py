@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.sse import metric_total, story_stream
 from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 KEY = "sk-replicas"
@@ -68,50 +69,24 @@ def replicas(tmp_path_factory):
         proc.wait(30)
 
 
-def _running(metrics_port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
-    return sum(
-        float(ln.split()[-1])
-        for ln in text.splitlines()
-        if ln.startswith("toolwire_num_requests_running{")
-    )
-
-
-def _stream(base: str, results: list, i: int) -> None:
-    body = {
-        "model": "random-tiny",
-        "stream": True,
-        "max_tokens": 1500,
-        "temperature": 1.0,
-        "messages": [{"role": "user", "content": f"Story number {i}."}],
-    }
-    last = None
-    try:
-        with httpx.stream(
-            "POST",
-            f"{base}/v1/chat/completions",
-            json=body,
-            timeout=120,
-            headers={"Authorization": f"Bearer {KEY}"},
-        ) as r:
-            for line in r.iter_lines():
-                if line:
-                    last = line
-    except httpx.HTTPError as e:
-        last = f"transport error {e}"
-    results[i] = last
+def running(metrics_port: int) -> float:
+    return metric_total(metrics_port, "toolwire_num_requests_running")
 
 
 def test_requests_spread_and_a_dead_replica_loses_only_its_own(replicas):
     base, decodes, _ = replicas
     n = 2 * REPLICAS
     results: list = [None] * n
-    threads = [threading.Thread(target=_stream, args=(base, results, i)) for i in range(n)]
+
+    def one(i: int) -> None:
+        results[i] = story_stream(base, KEY, "random-tiny", i, 1500)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 30
-    while sorted(_running(p) for p in decodes.values()) != [2] * REPLICAS:
-        assert time.monotonic() < deadline, [_running(p) for p in decodes.values()]
+    while sorted(running(p) for p in decodes.values()) != [2] * REPLICAS:
+        assert time.monotonic() < deadline, [running(p) for p in decodes.values()]
         time.sleep(0.05)
     victim = next(iter(decodes))
     os.kill(victim, signal.SIGKILL)

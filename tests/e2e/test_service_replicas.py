@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.sse import metric_total, story_stream
 from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 KEY = "sk-service-replicas"
@@ -80,41 +81,13 @@ def stack2(tmp_path_factory):
         proc.wait(30)
 
 
-def _metric(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + "{"))
-
-
-def _stream(base: str, results: list, i: int, max_tokens: int) -> None:
-    body = {
-        "model": MODEL,
-        "stream": True,
-        "max_tokens": max_tokens,
-        "temperature": 1.0,
-        "messages": [{"role": "user", "content": f"Story number {i}."}],
-    }
-    last = None
-    try:
-        with httpx.stream(
-            "POST",
-            f"{base}/v1/chat/completions",
-            json=body,
-            timeout=120,
-            headers={"Authorization": f"Bearer {KEY}"},
-        ) as r:
-            for line in r.iter_lines():
-                if line:
-                    last = line
-    except httpx.HTTPError as e:
-        last = f"transport error {e}"
-    results[i] = last
-
-
 def _run(base: str, n: int, max_tokens: int) -> tuple[list, list[threading.Thread]]:
     results: list = [None] * n
-    threads = [
-        threading.Thread(target=_stream, args=(base, results, i, max_tokens)) for i in range(n)
-    ]
+
+    def one(i: int) -> None:
+        results[i] = story_stream(base, KEY, MODEL, i, max_tokens)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     return results, threads
@@ -126,8 +99,12 @@ def test_every_template_and_extractor_process_serves(stack2):
     for t in threads:
         t.join(60)
     assert results == ["data: [DONE]"] * 8
-    renders = [_metric(p, "toolwire_template_renders_total") for p in procs["template"].values()]
-    streams = [_metric(p, "toolwire_extractor_streams_total") for p in procs["extractor"].values()]
+    renders = [
+        metric_total(p, "toolwire_template_renders_total") for p in procs["template"].values()
+    ]
+    streams = [
+        metric_total(p, "toolwire_extractor_streams_total") for p in procs["extractor"].values()
+    ]
     assert sum(renders) >= 8 and min(renders) >= 1, renders
     assert sum(streams) >= 8 and min(streams) >= 1, streams
 
@@ -135,17 +112,21 @@ def test_every_template_and_extractor_process_serves(stack2):
 def test_a_dead_extractor_fails_exactly_its_requests(stack2):
     base, procs, _ = stack2
     streams = {
-        pid: _metric(p, "toolwire_extractor_streams_total") for pid, p in procs["extractor"].items()
+        pid: metric_total(p, "toolwire_extractor_streams_total")
+        for pid, p in procs["extractor"].items()
     }
     n = 6
     results, threads = _run(base, n, 1500)
     deadline = time.monotonic() + 30
     decode_port = next(iter(procs["decode"].values()))
-    while _metric(decode_port, "toolwire_num_requests_running") < n:
+    while metric_total(decode_port, "toolwire_num_requests_running") < n:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     victim = next(iter(procs["extractor"]))
-    held = _metric(procs["extractor"][victim], "toolwire_extractor_streams_total") - streams[victim]
+    held = (
+        metric_total(procs["extractor"][victim], "toolwire_extractor_streams_total")
+        - streams[victim]
+    )
     assert 0 < held < n  # both pods hold some of the requests
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -154,7 +135,7 @@ def test_a_dead_extractor_fails_exactly_its_requests(stack2):
         time.sleep(0.05)
     # Their decoding is aborted at once, while the other pod's requests still run.
     deadline = time.monotonic() + 5
-    while _metric(decode_port, "toolwire_num_requests_running") > n - held:
+    while metric_total(decode_port, "toolwire_num_requests_running") > n - held:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     for t in threads:
