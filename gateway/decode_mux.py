@@ -28,64 +28,34 @@ import grpc
 
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 
-from .mux_stream import MuxStream
+from .mux_stream import MuxHandle, MuxStream
 
 log = logging.getLogger("toolwire.gateway")
 
 
-class DecodeHandle:
+class DecodeHandle(MuxHandle):
     """One request on a multiplexed stream, read like a per-request Generate call: `read()`
-    gives a list of new token ids, then the GenerateComplete, then grpc.aio.EOF."""
+    gives a list of new token ids, then the GenerateComplete, then grpc.aio.EOF; `cancel()`
+    makes the decode replica abort it."""
 
-    __slots__ = ("stream", "handle", "tokens", "complete", "error", "ended", "waiter")
+    __slots__ = ("tokens", "complete")
 
     def __init__(self, stream: DecodeStream, handle: int):
-        self.stream = stream
-        self.handle = handle
+        super().__init__(stream, handle)
         self.tokens: list[int] = []
         self.complete: pb.GenerateComplete | None = None
-        self.error: BaseException | None = None
-        self.ended = False  # finished, failed or cancelled: nothing more comes
-        self.waiter: asyncio.Future | None = None
 
-    async def read(self):
-        while True:
-            if self.tokens:
-                tokens, self.tokens = self.tokens, []
-                return tokens
-            if self.complete is not None:
-                complete, self.complete = self.complete, None
-                return complete
-            if self.error is not None:
-                raise self.error
-            if self.ended:
-                return grpc.aio.EOF
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-    def cancel(self) -> None:
-        """Stop the request (the client left, or it is over): the decode replica aborts it."""
-        if self.ended:
-            return
-        self.ended = True
-        self.stream.forget(self.handle, cancel=True)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.cancel()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+    def _take(self):
+        if self.tokens:
+            tokens, self.tokens = self.tokens, []
+            return tokens
+        if self.complete is not None:
+            complete, self.complete = self.complete, None
+            return complete
+        return None
 
     def _finish(self, complete: pb.GenerateComplete) -> None:
         self.complete = complete
-        self.ended = True
-        self._wake()
-
-    def _fail(self, error: BaseException) -> None:
-        self.error = error
         self.ended = True
         self._wake()
 

@@ -25,22 +25,18 @@ import grpc
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
 
-from .mux_stream import MuxStream
+from .mux_stream import MuxHandle, MuxStream
 
 
-class ExtractHandle:
+class ExtractHandle(MuxHandle):
     """One request on a multiplexed stream: `tokens`, `end`, then `read()` until a response
     with finish_reason; `cancel()` drops it."""
 
-    __slots__ = ("stream", "handle", "pending", "error", "ended", "waiter")
+    __slots__ = ("pending",)
 
     def __init__(self, stream: ExtractStream, handle: int):
-        self.stream = stream
-        self.handle = handle
+        super().__init__(stream, handle)
         self.pending: list[pb.ExtractResponse] = []
-        self.error: BaseException | None = None
-        self.ended = False  # finished, failed or cancelled: nothing more comes
-        self.waiter: asyncio.Future | None = None
 
     async def tokens(self, ids) -> None:
         if not self.ended:
@@ -50,42 +46,14 @@ class ExtractHandle:
         if not self.ended:
             self.stream.put_end(self.handle, finish_reason)
 
-    async def read(self) -> pb.ExtractResponse:
-        while True:
-            if self.pending:
-                return self.pending.pop(0)
-            if self.error is not None:
-                raise self.error
-            if self.ended:
-                return grpc.aio.EOF
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-    def cancel(self) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        self.stream.forget(self.handle, cancel=True)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.cancel()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+    def _take(self) -> pb.ExtractResponse | None:
+        return self.pending.pop(0) if self.pending else None
 
     def _deliver(self, resp: pb.ExtractResponse) -> None:
         if not (self.pending and merge(self.pending[-1], resp)):
             self.pending.append(resp)
         if resp.finish_reason:
             self.ended = True
-        self._wake()
-
-    def _fail(self, error: BaseException) -> None:
-        self.error = error
-        self.ended = True
         self._wake()
 
 

@@ -1,8 +1,9 @@
-"""What the gateway's two multiplexed streams share (decode_mux.py, extractor_mux.py): reading
+"""What the gateway's two multiplexed streams share (decode_mux.py, extractor_mux.py): a
+request's handle read like the per-request call, reading
 frames until the stream ends, failing every request on a stream that broke, failing one
 request from a frame's failure entry, and closing.
 
-A subclass holds `call` (the open stream or None), `tasks` (its writer and reader) and
+A stream subclass holds `call` (the open stream or None), `tasks` (its writer and reader) and
 `handles` (open requests by handle, each with `_fail(error)`), and reads a frame into its
 requests in `_dispatch`.
 """
@@ -21,6 +22,57 @@ def rpc_error(code: grpc.StatusCode, details: str, trailing=()) -> grpc.aio.AioR
     return grpc.aio.AioRpcError(
         code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details=details
     )
+
+
+class MuxHandle:
+    """One request on a multiplexed stream, read like the per-request call: `read()` gives what
+    `_take()` has ready, waits when nothing is, raises the request's error, then grpc.aio.EOF."""
+
+    __slots__ = ("stream", "handle", "error", "ended", "waiter")
+
+    def __init__(self, stream: MuxStream, handle: int):
+        self.stream = stream
+        self.handle = handle
+        self.error: BaseException | None = None
+        self.ended = False  # finished, failed or cancelled: nothing more comes
+        self.waiter: asyncio.Future | None = None
+
+    def _take(self):
+        """The next thing delivered and not yet read, or None."""
+        raise NotImplementedError
+
+    async def read(self):
+        while True:
+            ready = self._take()
+            if ready is not None:
+                return ready
+            if self.error is not None:
+                raise self.error
+            if self.ended:
+                return grpc.aio.EOF
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def cancel(self) -> None:
+        """Stop the request (the client left, or it is over): the service ends it too."""
+        if self.ended:
+            return
+        self.ended = True
+        self.stream.forget(self.handle, cancel=True)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.cancel()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self.ended = True
+        self._wake()
 
 
 class MuxStream:
