@@ -148,6 +148,39 @@ class Engine(ABC):
         return EngineLoad(running=self.active_requests(), waiting=0, cache_used=float("nan"))
 
 
+def check_request(request: EngineRequest, info: EngineInfo, running) -> None:
+    """What an engine that schedules its own slots (torch, null) refuses before it queues a
+    request: the caller's 400s, naming the parameter."""
+    n = len(request.prompt_ids)
+    if n == 0:
+        raise EngineRequestError("the prompt is empty", "prompt_token_ids")
+    if n >= info.max_model_len:
+        raise EngineRequestError(
+            f"the prompt has {n} tokens; this model's context is {info.max_model_len}",
+            "messages",
+        )
+    if any(t >= info.vocab_size or t < 0 for t in request.prompt_ids):
+        raise EngineRequestError("a prompt token id is outside the vocabulary", "prompt_token_ids")
+    if request.request_id in running:
+        raise EngineRequestError(
+            f"request id {request.request_id!r} is already running", "request_id"
+        )
+
+
+async def constraint_matcher(compiler, request: EngineRequest):
+    """The request's constraint compiled off the event loop into its own xgrammar matcher (None
+    without a constraint); a constraint that does not compile is the caller's 400."""
+    if not request.constraint:
+        return None
+    import xgrammar as xgr
+
+    try:
+        grammar = await asyncio.to_thread(compiler.compile, request.constraint)
+    except Exception as e:
+        raise EngineRequestError(f"invalid constraint: {e}", "constraint") from e
+    return xgr.GrammarMatcher(grammar, override_stop_tokens=request.stop_ids or None)
+
+
 async def queued_outputs(
     engine: Engine, request: EngineRequest, wake
 ) -> AsyncIterator[EngineOutput]:

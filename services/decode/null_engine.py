@@ -41,8 +41,9 @@ from .engine import (
     EngineLoad,
     EngineOutput,
     EngineRequest,
-    EngineRequestError,
     EngineStats,
+    check_request,
+    constraint_matcher,
     queued_outputs,
 )
 
@@ -145,32 +146,9 @@ class NullEngine(Engine):
 
     # -- requests ------------------------------------------------------------------------
     async def submit(self, request: EngineRequest, sink) -> _Seq:
-        n = len(request.prompt_ids)
-        if n == 0:
-            raise EngineRequestError("the prompt is empty", "prompt_token_ids")
-        if n >= self.info.max_model_len:
-            raise EngineRequestError(
-                f"the prompt has {n} tokens; this model's context is {self.info.max_model_len}",
-                "messages",
-            )
-        if any(t >= self.info.vocab_size or t < 0 for t in request.prompt_ids):
-            raise EngineRequestError(
-                "a prompt token id is outside the vocabulary", "prompt_token_ids"
-            )
-        if request.request_id in self.by_id:
-            raise EngineRequestError(
-                f"request id {request.request_id!r} is already running", "request_id"
-            )
-        matcher = None
-        if request.constraint:
-            import xgrammar as xgr
-
-            try:
-                grammar = await asyncio.to_thread(self.compiler.compile, request.constraint)
-            except Exception as e:
-                raise EngineRequestError(f"invalid constraint: {e}", "constraint") from e
-            matcher = xgr.GrammarMatcher(grammar, override_stop_tokens=request.stop_ids or None)
-        room = self.info.max_model_len - n
+        check_request(request, self.info, self.by_id)
+        matcher = await constraint_matcher(self.compiler, request)
+        room = self.info.max_model_len - len(request.prompt_ids)
         seq = _Seq(
             request,
             sink,

@@ -33,8 +33,9 @@ from .engine import (
     EngineLoad,
     EngineOutput,
     EngineRequest,
-    EngineRequestError,
     EngineStats,
+    check_request,
+    constraint_matcher,
     queued_outputs,
 )
 from .hf_step import HFStep
@@ -247,33 +248,12 @@ class TorchEngine(Engine):
         event loop, all of a step's outputs in one loop callback (the multiplexed stream
         builds one frame per step from them). The returned sequence's `timed_out` tells an
         "abort" finish that was a queue timeout."""
-        n = len(request.prompt_ids)
-        if n == 0:
-            raise EngineRequestError("the prompt is empty", "prompt_token_ids")
-        if n >= self.info.max_model_len:
-            raise EngineRequestError(
-                f"the prompt has {n} tokens; this model's context is {self.info.max_model_len}",
-                "messages",
-            )
-        if any(t >= self.info.vocab_size for t in request.prompt_ids):
-            raise EngineRequestError(
-                "a prompt token id is outside the vocabulary", "prompt_token_ids"
-            )
-        if request.request_id in self.by_id:
-            raise EngineRequestError(
-                f"request id {request.request_id!r} is already running", "request_id"
-            )
-        matcher = None
-        if request.constraint:
-            try:
-                grammar = await asyncio.to_thread(self.compiler.compile, request.constraint)
-            except Exception as e:
-                raise EngineRequestError(f"invalid constraint: {e}", "constraint") from e
-            matcher = xgr.GrammarMatcher(grammar, override_stop_tokens=request.stop_ids or None)
+        check_request(request, self.info, self.by_id)
+        matcher = await constraint_matcher(self.compiler, request)
         generator = None
         if request.seed is not None and request.temperature > 0:
             generator = torch.Generator().manual_seed(request.seed)
-        room = self.info.max_model_len - n
+        room = self.info.max_model_len - len(request.prompt_ids)
         max_tokens = min(request.max_tokens, room) if request.max_tokens else room
         seq = _Seq(
             request,
