@@ -46,6 +46,17 @@ class EngineOutput:
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV was reused, not prefilled
 
+    def then(self, later: EngineOutput) -> EngineOutput:
+        """This output and the next one as one (what queued up while the consumer was busy):
+        both outputs' tokens, the later one's finish and counts."""
+        return EngineOutput(
+            self.token_ids + later.token_ids,
+            later.finish_reason,
+            later.prompt_tokens,
+            later.completion_tokens,
+            later.cached_tokens,
+        )
+
 
 @dataclass
 class EngineLoad:
@@ -196,13 +207,7 @@ async def queued_outputs(
             out = await queue.get()
             while not queue.empty() and out.finish_reason is None:
                 nxt = queue.get_nowait()
-                out = EngineOutput(
-                    out.token_ids + nxt.token_ids,
-                    nxt.finish_reason,
-                    nxt.prompt_tokens,
-                    nxt.completion_tokens,
-                    nxt.cached_tokens,
-                )
+                out = out.then(nxt)
             finished = out.finish_reason is not None
             if seq.timed_out:
                 raise EngineBusy(f"no decode slot came free in {engine.queue_timeout:g} s")

@@ -215,13 +215,7 @@ class TrtllmEngine(Engine):
                     if isinstance(nxt, BaseException):
                         finished = True
                         raise nxt
-                    out = EngineOutput(
-                        out.token_ids + nxt.token_ids,
-                        nxt.finish_reason,
-                        nxt.prompt_tokens,
-                        nxt.completion_tokens,
-                        nxt.cached_tokens,
-                    )
+                    out = out.then(nxt)
                 finished = out.finish_reason is not None
                 yield out
                 if finished:
