@@ -296,3 +296,77 @@ FAMILIES.update(
     }
 )
 FAMILIES_THINKING["qwen3_coder"] = (QWEN3_CODER_TOKENS + ["<think>", "</think>"], QWEN35)
+
+# DeepSeek V3.1: tools in the system turn (`### NAME` entries), calls as
+# <｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{JSON}<｜tool▁call▁end｜> chained with no separator, results
+# as <｜tool▁output▁begin｜>, the generation prompt ending </think> (not thinking) or <think>.
+DEEPSEEK_V31 = (
+    "<｜begin▁of▁sentence｜>{% if messages[0].role == 'system' %}{{ messages[0].content }}"
+    "{% endif %}{% if tools %}{{ '\\n\\n' }}## Tools\nYou have access to the following tools:\n"
+    "{% for t in tools %}{{ '\\n' }}### {{ t.function.name }}\nDescription: "
+    "{{ t.function.description }}\n\nParameters: {{ t.function.parameters | tojson }}\n"
+    "{% endfor %}\nIMPORTANT: ALWAYS adhere to this exact format for tool use:\n"
+    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>tool_call_name<｜tool▁sep｜>tool_call_arguments"
+    "<｜tool▁call▁end｜>{{ '{{additional_tool_calls}}' }}<｜tool▁calls▁end｜>\n{% endif %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'user' %}<｜User｜>{{ m.content }}"
+    "{% elif m.role == 'assistant' and m.tool_calls %}<｜Assistant｜></think>"
+    "{% if m.content %}{{ m.content }}{% endif %}<｜tool▁calls▁begin｜>"
+    "{% for c in m.tool_calls %}<｜tool▁call▁begin｜>{{ c.function.name }}<｜tool▁sep｜>"
+    "{{ c.function.arguments | tojson }}<｜tool▁call▁end｜>{% endfor %}"
+    "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>"
+    "{% elif m.role == 'tool' %}<｜tool▁output▁begin｜>{{ m.content }}<｜tool▁output▁end｜>"
+    "{% elif m.role == 'assistant' %}<｜Assistant｜></think>{{ m.content }}<｜end▁of▁sentence｜>"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜>THINK{% endif %}"
+)
+DEEPSEEK_V31_TOKENS = DEEPSEEK_TOKENS + ["<think>", "</think>"]
+
+# DeepSeek V3.2 and V4: no chat template (their encodings are Python, which formats/dsml.py
+# writes); the vocabulary's DSML token, and V4's quick-instruction tokens.
+DSML_TOKENS = DEEPSEEK_V31_TOKENS + ["｜DSML｜"]
+V4_TOKENS = DSML_TOKENS + ["<｜latest_reminder｜>", "<｜action｜>", "<｜query｜>"]
+
+# Kimi K2 / K2.5: tools declared as JSON in a tool_declare turn, calls with ids
+# functions.NAME:IDX, results as `## Return of ID` in a tool turn.
+KIMI = (
+    "{% if tools %}<|im_system|>tool_declare<|im_middle|>{{ tools | tojson }}<|im_end|>{% endif %}"
+    "{% for m in messages %}"
+    "{% if loop.first and m.role != 'system' %}<|im_system|>system<|im_middle|>You are Kimi, an "
+    "AI assistant created by Moonshot AI.<|im_end|>{% endif %}"
+    "{% if m.role == 'system' %}<|im_system|>system<|im_middle|>"
+    "{% elif m.role == 'user' %}<|im_user|>user<|im_middle|>"
+    "{% elif m.role == 'assistant' %}<|im_assistant|>assistant<|im_middle|>"
+    "{% else %}<|im_system|>{{ m.role }}<|im_middle|>{% endif %}"
+    "{% if m.role == 'assistant' and m.tool_calls %}{% if m.content %}{{ m.content }}{% endif %}"
+    "<|tool_calls_section_begin|>{% for c in m.tool_calls %}<|tool_call_begin|>{{ c.id }}"
+    "<|tool_call_argument_begin|>{% if c.function.arguments is string %}"
+    "{{ c.function.arguments }}{% else %}{{ c.function.arguments | tojson }}{% endif %}"
+    "<|tool_call_end|>{% endfor %}<|tool_calls_section_end|>"
+    "{% elif m.role == 'tool' %}## Return of {{ m.tool_call_id }}\n{{ m.content }}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|im_assistant|>assistant<|im_middle|>THINK{% endif %}"
+)
+KIMI_TOKENS = [
+    "<|im_user|>",
+    "<|im_assistant|>",
+    "<|im_system|>",
+    "<|im_middle|>",
+    "<|tool_calls_section_begin|>",
+    "<|tool_calls_section_end|>",
+    "<|tool_call_begin|>",
+    "<|tool_call_argument_begin|>",
+    "<|tool_call_end|>",
+    "<think>",
+    "</think>",
+]
+FAMILIES.update(
+    {
+        "deepseek_v31": (DEEPSEEK_V31_TOKENS, DEEPSEEK_V31.replace("THINK", "</think>")),
+        "deepseek_v32": (DSML_TOKENS, None),
+        "deepseek_v4": (V4_TOKENS, None),
+        "kimi_k2": (KIMI_TOKENS, KIMI.replace("THINK", "")),
+    }
+)
+# V3.1 asked to think, and Kimi K2.5 (its generation prompt opens <think>).
+FAMILIES_THINKING["deepseek_v31"] = (DEEPSEEK_V31_TOKENS, DEEPSEEK_V31.replace("THINK", "<think>"))
+FAMILIES_THINKING["kimi_k2"] = (KIMI_TOKENS, KIMI.replace("THINK", "<think>"))

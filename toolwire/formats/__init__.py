@@ -1,8 +1,8 @@
 """Tool-format registry: one module per model family (renderer, constraint, extractor).
 
 Formats are named the way users know them (vLLM's --tool-call-parser names): hermes,
-llama3_json, mistral, pythonic, deepseek_v3, harmony (gpt-oss; vLLM's `openai`), qwen3_coder,
-glm45, glm47.
+llama3_json, mistral, pythonic, deepseek_v3, deepseek_v31, deepseek_v32, deepseek_v4 (DSML),
+harmony (gpt-oss; vLLM's `openai`), qwen3_coder, glm45, glm47, kimi_k2.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import CallDelta, Delta, StreamingExtractor, ToolFormat
-from .deepseek_v3 import CALLS_BEGIN, DeepSeekV3Format
+from .deepseek_v3 import CALLS_BEGIN, SEP, DeepSeekV3Format
+from .deepseek_v31 import V3_HINT, DeepSeekV31Format
+from .dsml import DSML, V4_TOKEN, DsmlFormat
 from .glm import GLM47_HINT, GlmFormat
 from .harmony import HarmonyFormat
 from .hermes import HermesFormat
 from .inputs import Tool, ToolChoice
+from .kimi_k2 import SECTION_BEGIN, KimiK2Format
 from .llama3_json import PYTHON_TAG, Llama3JsonFormat
 from .mistral import MistralFormat
 from .pythonic import PythonicFormat
@@ -40,6 +43,10 @@ FORMATS: dict[str, Callable[[Any], ToolFormat]] = {
     ),
     "pythonic": lambda tok: PythonicFormat(),
     "deepseek_v3": lambda tok: DeepSeekV3Format(),
+    "deepseek_v31": lambda tok: DeepSeekV31Format(),
+    "deepseek_v32": lambda tok: DsmlFormat(v4=False),
+    "deepseek_v4": lambda tok: DsmlFormat(v4=True),
+    "kimi_k2": lambda tok: KimiK2Format(),
     "harmony": lambda tok: HarmonyFormat(),
     "qwen3_coder": lambda tok: Qwen3CoderFormat(),
     "glm45": lambda tok: GlmFormat(newline=True),
@@ -63,8 +70,18 @@ def detect_format(tokenizer: Any) -> str | None:
     template, vocab = _template(tokenizer), _vocab(tokenizer)
     if "<|channel|>" in template or "<|channel|>" in vocab:  # gpt-oss: Harmony
         return "harmony"
+    if DSML in template or DSML in vocab:  # DeepSeek V3.2 / V4 (DSML calls, no template)
+        if "function_calls>" in template:
+            return "deepseek_v32"
+        return "deepseek_v4" if "tool_calls>" in template or V4_TOKEN in vocab else "deepseek_v32"
     if CALLS_BEGIN in template or CALLS_BEGIN in vocab:
+        # V3.1 writes NAME<｜tool▁sep｜> (no `function` slot): its template shows the separator
+        # without the slot; a vocabulary alone (no template) is V3's.
+        if SEP in template and V3_HINT not in template:
+            return "deepseek_v31"
         return "deepseek_v3"
+    if SECTION_BEGIN in template or SECTION_BEGIN in vocab:  # Kimi K2 / K2.5
+        return "kimi_k2"
     if "[TOOL_CALLS]" in template or "[TOOL_CALLS]" in vocab:
         return "mistral"
     if "func_name1(" in template:  # Llama 3.2 / 4 templates teach the pythonic form

@@ -15,11 +15,16 @@ NONE, OPTIONAL, STARTED = "", "optional", "started"
 
 
 def reasoning_mode(tokenizer: Any, prompt: str) -> str:
-    """STARTED when the prompt itself opened <think>, OPTIONAL when the model's template knows
-    <think> (the model may open it), else NONE."""
-    if OPEN not in (getattr(tokenizer, "chat_template", None) or ""):
+    """STARTED when the prompt itself opened <think>; NONE when it closed it (DeepSeek V3.1+
+    and Kimi K2.5 answer without thinking after a prompt ending in `</think>`); OPTIONAL when
+    the model's template knows <think> (the model may open it), else NONE. The prompt decides
+    first: DeepSeek V3.2/V4 have no template, toolwire writes their prompt (formats/dsml.py)."""
+    tail = prompt.rstrip()
+    if tail.endswith(OPEN):
+        return STARTED
+    if tail.endswith(CLOSE) or OPEN not in (getattr(tokenizer, "chat_template", None) or ""):
         return NONE
-    return STARTED if prompt.rstrip().endswith(OPEN) else OPTIONAL
+    return OPTIONAL
 
 
 def wrap_constraint(fmt: dict, mode: str) -> dict:

@@ -285,6 +285,8 @@ class XmlCallExtractor(TrimmedContent, StreamingExtractor):
         name = rest[:end]
         after = rest[end:]
         if not after.startswith(s.name_close):
+            if s.name_close.startswith(after):
+                return False  # the name's close goes on (DSML's `">`)
             return self._not_a_call(out)
         used = len(self.buf) - len(after) + len(s.name_close)
         if name in self.customs:
