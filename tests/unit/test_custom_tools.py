@@ -26,7 +26,12 @@ from .family_tokenizers import family_tokenizer
 from .test_formats import TIME, WEATHER, WRITE
 
 XML = ("qwen3_coder", "glm45", "glm47")
-CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic", "harmony", *XML)
+DSML = ("deepseek_v32", "deepseek_v4")
+# Their raw input stands where a call's JSON goes: test_formats writes both alike.
+IN_PLACE = ("deepseek_v31", "kimi_k2")
+CARRIERS = ("hermes", "deepseek_v3", "mistral", "pythonic", "harmony", *XML, *DSML, *IN_PLACE)
+# Non-ASCII markers: refused in the EBNF dialect (constraints/ebnf.py), a 400.
+NON_ASCII = ("deepseek_v3", "deepseek_v31", *DSML)
 REFUSERS = ("llama3_json",)
 TICKET = Tool("ticket", "A ticket id.", custom=True, grammar=("regex", r"[A-Z]{3}-[0-9]{2,4}"))
 PATCH = Tool(
@@ -68,6 +73,17 @@ def write(family: str, calls: list[tuple[str, str, bool]]) -> str:
             fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1] if custom else WRITE[family]([(n, a)])
             for n, a, custom in calls
         )
+    if family in IN_PLACE:
+        return WRITE[family]([(n, a) for n, a, _ in calls])
+    if family in DSML:
+        block = WRITE[family]([])  # the empty block: its begin and end around the invokes
+        begin, end = block.split("\n\n</", 1)[0] + "\n", "\n</" + block.split("\n\n</", 1)[1]
+        return begin + "\n".join(
+            fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1].removesuffix("\n")
+            if custom
+            else WRITE[family]([(n, a)]).removeprefix(begin).removesuffix(end)
+            for n, a, custom in calls
+        ) + end
     if family == "hermes":
         return "\n".join(
             fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1]
@@ -145,6 +161,8 @@ def _outputs(family: str) -> list[str]:
         if family == "hermes"
         else write(family, [("note", "x </function> <tool_call> <arg_key> y", True)])
         if family in XML
+        else write(family, [("note", "x </｜DSML｜invoke> <｜DSML｜parameter name=\"y", True)])
+        if family in DSML
         else write(family, [("note", "x </tool_call> y", True)]),
         write(family, [("note", 'a "" ) "quoted" ] \\ [ARGS] {"z": 1}', True)]),
     ]
@@ -316,7 +334,7 @@ def test_the_ebnf_dialect_means_the_same(name):
         try:
             ebnf = in_dialect(native, EBNF)
         except DialectError:  # deepseek: its markers are non-ASCII (ebnf.py), refused: a 400
-            assert name == "deepseek_v3"
+            assert name in NON_ASCII
             continue
         for text in texts:
             assert _is_grammar_accept_string(grammar_of(native), text) == (

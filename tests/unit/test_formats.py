@@ -129,6 +129,44 @@ def _glm(nl):
     return write
 
 
+def _deepseek_v31(calls):
+    return (
+        "<｜tool▁calls▁begin｜>"
+        + "".join(
+            f"<｜tool▁call▁begin｜>{n}<｜tool▁sep｜>{a}<｜tool▁call▁end｜>" for n, a in calls
+        )
+        + "<｜tool▁calls▁end｜>"
+    )
+
+
+def _dsml(block):
+    def write(calls):
+        invokes = "\n".join(
+            f'<｜DSML｜invoke name="{n}">\n'
+            + "".join(
+                f'<｜DSML｜parameter name="{k}" string="{str(isinstance(v, str)).lower()}">'
+                f"{_raw(v)}</｜DSML｜parameter>\n"
+                for k, v in json.loads(a).items()
+            )
+            + "</｜DSML｜invoke>"
+            for n, a in calls
+        )
+        return f"\n\n<｜DSML｜{block}>\n{invokes}\n</｜DSML｜{block}>"
+
+    return write
+
+
+def _kimi(calls):
+    return (
+        "<|tool_calls_section_begin|>"
+        + "".join(
+            f"<|tool_call_begin|>functions.{n}:{i}<|tool_call_argument_begin|>{a}<|tool_call_end|>"
+            for i, (n, a) in enumerate(calls)
+        )
+        + "<|tool_calls_section_end|>"
+    )
+
+
 WRITE = {
     "hermes": _hermes,
     "llama3_json": _llama,
@@ -139,6 +177,10 @@ WRITE = {
     "qwen3_coder": _qwen3_coder,
     "glm45": _glm("\n"),
     "glm47": _glm(""),
+    "deepseek_v31": _deepseek_v31,
+    "deepseek_v32": _dsml("function_calls"),
+    "deepseek_v4": _dsml("tool_calls"),
+    "kimi_k2": _kimi,
 }
 # A text answer as each family writes it (Harmony frames it in its final channel).
 ANSWER = {"harmony": "<|channel|>final<|message|>{}"}
@@ -329,7 +371,8 @@ def test_extraction_results(name, tokenizer):
     assert json.loads(calls[0][1]) == json.loads(TRICKY[1])
     assert calls[1][1] == "{}"
     unknown = WRITE[name]([UNKNOWN])
-    assert _run(fmt, unknown, []) == (unknown, [])  # not a call: content, never dropped
+    # Not a call: content, never dropped (less the blank line DSML writes before its block).
+    assert _run(fmt, unknown, []) == (unknown.strip(), [])
 
 
 @settings(max_examples=150, deadline=None)

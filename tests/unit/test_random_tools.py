@@ -193,7 +193,8 @@ def written_calls(draw, family: str):
     return calls, WRITE[family](calls)
 
 
-XML_FAMILIES = ("qwen3_coder", "glm45", "glm47")
+# DSML writes keys in quotes: identifiers, as the XML-style families write them.
+XML_FAMILIES = ("qwen3_coder", "glm45", "glm47", "deepseek_v32", "deepseek_v4")
 
 
 def typed_tools(calls) -> list[Tool]:

@@ -281,8 +281,11 @@ class DsmlFormat(ToolFormat):
             INVOKE_END,
             lambda s: xml_content(s, "deepseek_xml"),
         )
+        # Calls only (required, named): the block in the model's layout, after a blank line; in
+        # auto that blank line is the text's.
+        begin = self.block_begin if choice.mode == "auto" else "\n\n" + self.block_begin
         return block_constraint(
-            tags, self.block_begin, self.block_end, "", choice, parallel, trigger=self.trigger
+            tags, begin, self.block_end, "", choice, parallel, trigger=self.trigger
         )
 
     def unenforceable(self, schema: Any) -> str | None:
