@@ -395,7 +395,13 @@ class TorchEngine(Engine):
         room = seq.max_tokens - seq.completion
         if not self.jump_forward or seq.matcher is None or room <= 1:
             return []
-        text = seq.matcher.find_jump_forward_string()
+        try:
+            text = seq.matcher.find_jump_forward_string()
+        except UnicodeDecodeError:
+            # The forced bytes stop inside a character (a multi-byte marker such as DeepSeek's
+            # <｜tool▁sep｜> on a vocabulary without it): xgrammar cannot hand them over as text,
+            # and raising here ended the engine loop, leaving queued requests hanging. No jump.
+            return []
         if not text:
             return []
         ids = self.tokenizer.encode(text, add_special_tokens=False)[:-1][: room - 1]

@@ -124,3 +124,33 @@ def test_jump_forward_runs_forced_text_in_one_forward(torch_engine, tokenizer):
     # spelled it in pieces ("<", "t", "ool", ...): the free parts that follow are conditioned
     # on other ids and may differ (here: the JSON's indentation), the call is the same.
     assert call_on["name"] == call_off["name"]
+
+
+def test_forced_text_that_starts_inside_a_character_is_no_jump(torch_engine, tokenizer):
+    """A sampled byte token can end inside a multi-byte marker (DeepSeek's ｜ on a vocabulary
+    without its special tokens); xgrammar cannot hand the rest over as text (it raises). The
+    engine then takes no jump, where the raise used to end its loop and hang queued requests."""
+    import types
+
+    wide = {
+        "type": "structural_tag",
+        "format": {
+            "type": "tag",
+            "begin": "<｜tool▁sep｜>",
+            "content": {"type": "const_string", "value": "x"},
+            "end": ".",
+        },
+    }
+    compiled = torch_engine.compiler.compile(Constraint(Kind("structural_tag"), json.dumps(wide)))
+    matcher = xgr.GrammarMatcher(compiled)
+    first_byte = tokenizer.convert_tokens_to_ids("ï")  # 0xEF, the first of ｜'s three bytes
+    assert matcher.accept_token(tokenizer.convert_tokens_to_ids("<"))
+    assert matcher.accept_token(first_byte)
+    try:
+        matcher.find_jump_forward_string()
+        raised = False
+    except UnicodeDecodeError:
+        raised = True
+    assert raised  # xgrammar's behaviour the engine must survive
+    seq = types.SimpleNamespace(max_tokens=10, completion=0, matcher=matcher, stop_ids=[2])
+    assert torch_engine._forced(seq) == [] and seq.completion == 0

@@ -10,9 +10,12 @@ import json
 from toolwire.constraints.build import build_constraint
 from toolwire.formats import Tool, ToolChoice
 from toolwire.formats.deepseek_v3 import DeepSeekV3Format
+from toolwire.formats.deepseek_v31 import DeepSeekV31Format
+from toolwire.formats.dsml import DsmlFormat
 from toolwire.formats.glm import GlmFormat
 from toolwire.formats.harmony import HarmonyFormat
 from toolwire.formats.hermes import HermesFormat
+from toolwire.formats.kimi_k2 import KimiK2Format
 from toolwire.formats.llama3_json import Llama3JsonFormat
 from toolwire.formats.mistral import MistralFormat
 from toolwire.formats.pythonic import PythonicFormat
@@ -32,6 +35,10 @@ FORMATS = {
     "qwen3_coder": Qwen3CoderFormat(),
     "glm45": GlmFormat(newline=True),
     "glm47": GlmFormat(newline=False),
+    "deepseek_v31": DeepSeekV31Format(),
+    "deepseek_v32": DsmlFormat(v4=False),
+    "deepseek_v4": DsmlFormat(v4=True),
+    "kimi_k2": KimiK2Format(),
 }
 TOOLS = [
     Tool(
