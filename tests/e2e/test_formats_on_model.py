@@ -91,7 +91,8 @@ async def _generate(engine, req):
 
 # A sample: hermes (the embedded model's format) with free text and with calls forced, pythonic
 # free text, deepseek_v3 named (its free text is refused in this dialect: non-ASCII markers),
-# the XML-style families' raw values.
+# the XML-style families' raw values, kimi_k2's call index. (The DSML families are refused in
+# this dialect: their markers are non-ASCII, test_dialect_compat.)
 # Every shape is compared with its structural tag under both xgrammar versions in
 # test_dialect_compat.
 EBNF_SAMPLE = [
@@ -102,6 +103,7 @@ EBNF_SAMPLE = [
     ("deepseek_v3", "named"),
     ("qwen3_coder", "required-single"),  # raw values: free text that may not hold </parameter>
     ("glm47", "auto"),
+    ("kimi_k2", "named"),  # its call index: a regex between literal markers
 ]
 CASES = [(f, m, STRUCTURAL_TAG) for f in sorted(FORMATS) for m in MODES] + [
     (f, m, EBNF) for f, m in EBNF_SAMPLE

@@ -132,6 +132,8 @@ def test_forced_text_that_starts_inside_a_character_is_no_jump(torch_engine, tok
     engine then takes no jump, where the raise used to end its loop and hang queued requests."""
     import types
 
+    import xgrammar as xgr
+
     wide = {
         "type": "structural_tag",
         "format": {

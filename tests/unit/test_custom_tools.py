@@ -78,12 +78,16 @@ def write(family: str, calls: list[tuple[str, str, bool]]) -> str:
     if family in DSML:
         block = WRITE[family]([])  # the empty block: its begin and end around the invokes
         begin, end = block.split("\n\n</", 1)[0] + "\n", "\n</" + block.split("\n\n</", 1)[1]
-        return begin + "\n".join(
-            fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1].removesuffix("\n")
-            if custom
-            else WRITE[family]([(n, a)]).removeprefix(begin).removesuffix(end)
-            for n, a, custom in calls
-        ) + end
+        return (
+            begin
+            + "\n".join(
+                fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1].removesuffix("\n")
+                if custom
+                else WRITE[family]([(n, a)]).removeprefix(begin).removesuffix(end)
+                for n, a, custom in calls
+            )
+            + end
+        )
     if family == "hermes":
         return "\n".join(
             fmt.custom_call(n)[0] + a + fmt.custom_call(n)[1]
@@ -161,7 +165,7 @@ def _outputs(family: str) -> list[str]:
         if family == "hermes"
         else write(family, [("note", "x </function> <tool_call> <arg_key> y", True)])
         if family in XML
-        else write(family, [("note", "x </｜DSML｜invoke> <｜DSML｜parameter name=\"y", True)])
+        else write(family, [("note", 'x </｜DSML｜invoke> <｜DSML｜parameter name="y', True)])
         if family in DSML
         else write(family, [("note", "x </tool_call> y", True)]),
         write(family, [("note", 'a "" ) "quoted" ] \\ [ARGS] {"z": 1}', True)]),

@@ -71,9 +71,7 @@ def test_typed_values_come_back_as_their_json(family):
 def test_each_value_is_held_to_its_type_and_attribute(family, key, raw, string):
     name = family[0]
     text = _write(name, {**ARGS, key: "\x00"})
-    text = text.replace(
-        f'name="{key}" string="true">\x00', f'name="{key}" string="{string}">{raw}'
-    )
+    text = text.replace(f'name="{key}" string="true">\x00', f'name="{key}" string="{string}">{raw}')
     assert raw in text
     assert not _accepts(family, text)
 
@@ -109,7 +107,7 @@ def _outputs(name):
         "Before. " + _write(name, ARGS),
         write([("book", json.dumps({**ARGS, "name": "\n\nedge\n"})), ("book", json.dumps(ARGS))]),
         _write(name, {**ARGS, "name": '</｜DSML｜invoke> <｜DSML｜invoke name="x">'}),
-        "No call <｜DSML｜invoke name=\"book\"> here.",
+        'No call <｜DSML｜invoke name="book"> here.',
         _write(name, ARGS)[:-40],  # cut by max tokens
     ]
 

@@ -132,9 +132,7 @@ def _glm(nl):
 def _deepseek_v31(calls):
     return (
         "<｜tool▁calls▁begin｜>"
-        + "".join(
-            f"<｜tool▁call▁begin｜>{n}<｜tool▁sep｜>{a}<｜tool▁call▁end｜>" for n, a in calls
-        )
+        + "".join(f"<｜tool▁call▁begin｜>{n}<｜tool▁sep｜>{a}<｜tool▁call▁end｜>" for n, a in calls)
         + "<｜tool▁calls▁end｜>"
     )
 

@@ -40,9 +40,19 @@ from .plain_render import (
     render_plain,
     template_renders_tools,
 )
-from .xml_calls import _BODY, _CLOSE, _HEADER, _LONGEST, _TEXT, _VALUE, XmlCallExtractor, XmlSyntax
+from .xml_calls import (
+    _BODY,
+    _CLOSE,
+    _HEADER,
+    _LONGEST,
+    _TEXT,
+    _VALUE,
+    XmlCallExtractor,
+    XmlSyntax,
+    names_issue,
+    write_value,
+)
 from .xml_calls import content as xml_content
-from .xml_calls import names_issue, write_value
 
 DSML = "｜DSML｜"
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
@@ -59,7 +69,7 @@ TOOLS_INTRO = (
     "## Tools\n\nYou have access to a set of tools to answer the user's question. You can "
     'invoke tools by writing a "<{d}{b}>" block like the following:\n\n<{d}{b}>\n'
     '<{d}invoke name="$TOOL_NAME">\n<{d}parameter name="$PARAMETER_NAME" string="true|false">'
-    "$PARAMETER_VALUE</{d}parameter>\n...\n</{d}invoke>\n<{d}invoke name=\"$TOOL_NAME2\">\n...\n"
+    '$PARAMETER_VALUE</{d}parameter>\n...\n</{d}invoke>\n<{d}invoke name="$TOOL_NAME2">\n...\n'
     "</{d}invoke>\n</{d}{b}>\n\nString parameters should be specified as is and set "
     '`string="true"`. For all other types (numbers, booleans, arrays, objects), pass the value '
     'in JSON format and set `string="false"`.\n\n### Available Tool Schemas\n\n'

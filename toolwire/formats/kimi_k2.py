@@ -163,4 +163,3 @@ class KimiK2Format(ToolFormat):
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
         return extractor_for(SYNTAX, tools)
-
