@@ -159,3 +159,27 @@ def _bytes_to_unicode() -> dict[int, str]:
             cs.append(256 + n)
             n += 1
     return dict(zip(bs, map(chr, cs), strict=True))
+
+
+@pytest.mark.parametrize("name", ["deepseek_v31", "kimi_k2"])
+def test_past_custom_calls_in_the_models_template_read_back(name, tokenizer):
+    """Their templates render tools and know no custom calls: a past custom call goes in as a
+    function call whose arguments are the raw input, written where the input goes."""
+    from toolwire.formats import Tool
+
+    note = Tool("note", "Free text.", custom=True)
+    tok = family_tokenizer(tokenizer, name)
+    fmt = get_format(name, tok)
+    call = {"id": "call_1", "type": "custom", "custom": {"name": "note", "input": 'raw {"x'}}
+    messages = [
+        {"role": "user", "content": "Note it."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "noted"},
+    ]
+    prompt = fmt.render(tok, messages, [note])
+    marker = fmt.call_marker
+    written = marker + prompt.split(marker, 2)[-1].split("<｜end▁of▁sentence｜>")[0]
+    written = written.split("<|im_end|>")[0]
+    delta = fmt.extractor([note]).parse_complete(written)
+    assert [(c.name, c.custom) for c in delta.calls if c.name] == [("note", True)]
+    assert "".join(c.arguments for c in delta.calls) == 'raw {"x'

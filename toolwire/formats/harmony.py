@@ -43,7 +43,7 @@ from .base import (
     partial_suffix,
     schema_content,
 )
-from .inputs import Tool, ToolChoice, message_text
+from .inputs import Tool, ToolChoice, custom_involved, message_text
 from .json_scan import JsonValueScanner
 from .plain_render import PlainStyle, render_native, template_renders_tools
 
@@ -191,12 +191,6 @@ def harmony_prompt(messages: list[dict], tools: list[Tool]) -> str:
         else:  # user, and a system or developer message later in the conversation
             out.append(_msg("developer" if role in ("system", "developer") else role, text))
     return "".join(out) + NEXT
-
-
-def _custom_involved(messages: list[dict], tools: list[Tool]) -> bool:
-    return any(t.custom for t in tools) or any(
-        c.get("type") == "custom" for m in messages for c in m.get("tool_calls") or []
-    )
 
 
 # -- the extractor ----------------------------------------------------------------------------
@@ -387,7 +381,7 @@ class HarmonyFormat(ToolFormat):
     ) -> str:
         """gpt-oss's own template where it renders tools (it declares them itself); Harmony
         written here otherwise, and always with custom tools (no template knows them)."""
-        if template_renders_tools(tokenizer) and not _custom_involved(messages, tools):
+        if template_renders_tools(tokenizer) and not custom_involved(messages, tools):
             return render_native(tokenizer, messages, tools)
         return harmony_prompt(messages, tools)
 

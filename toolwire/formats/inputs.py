@@ -71,3 +71,11 @@ def message_text(message: dict) -> str:
 def call_name(call: dict) -> str:
     """A past call's tool name, function or custom."""
     return (call.get("custom") if call.get("type") == "custom" else call.get("function"))["name"]
+
+
+def custom_involved(messages: list[dict], tools: list[Tool]) -> bool:
+    """A custom tool offered, or a custom call in the history: no model's own template knows
+    them."""
+    return any(t.custom for t in tools) or any(
+        c.get("type") == "custom" for m in messages for c in m.get("tool_calls") or []
+    )
