@@ -2,7 +2,7 @@
 and as the EBNF dialect's grammar (TensorRT-LLM's), and the token-mask cost over one call, on the
 embedded model's vocabulary. Prints a table (medians); compare formats within one run.
 
-    .venv/bin/python -m bench.format_constraints [--formats hermes,qwen3_coder,glm47] [--repeat 3]
+    .venv/bin/python -m bench.format_constraints [--formats hermes,qwen3_coder,glm47,...] [--repeat 3]
 
 Two runs (six helpers sharing 2 cores, so noisy: compare rows of one run), weather + time
 tools; structural tag ms / EBNF ms / mask µs per token:
@@ -16,6 +16,13 @@ tools; structural tag ms / EBNF ms / mask µs per token:
 | glm47 | auto | 195 / 8725 / 463 | 49 / 2810 / 4 |
 | glm47 | required | 77 / 1907 / 7 | 37 / 525 / 4 |
 (the 463 and 104 µs masks are single passes over ~30 tokens under load, not repeatable.)
+The issue-20b families, one run at load 7.4 (- : refused in the EBNF dialect, a 400: the
+markers are non-ASCII, constraints/ebnf.py):
+| hermes | auto / required | 21 / 520 / 6 | 12 / 10 / 4 |
+| deepseek_v31 | auto / required | 30 / - / 3 | 11 / 11 / 3 |
+| deepseek_v32 | auto / required | 22 / - / 3 | 10 / - / 2 |
+| deepseek_v4 | auto / required | 20 / - / 3 | 6 / - / 2 |
+| kimi_k2 | auto / required | 34 / 618 / 3 | 10 / 10 / 3 |
 The XML-style families' raw string values are free text that may not hold the value's close
 tag: as a grammar that is an automaton of rules, slower to compile than JSON strings.
 """
@@ -30,7 +37,7 @@ import xgrammar as xgr
 
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import grammar_of, in_dialect
-from toolwire.constraints.dialects import EBNF
+from toolwire.constraints.dialects import EBNF, DialectError
 from toolwire.constraints.kinds import Constraint
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
@@ -59,7 +66,18 @@ CALLS = {  # one call of get_weather as each format writes it
     "<arg_key>unit</arg_key>\n<arg_value>c</arg_value>\n</tool_call>",
     "glm47": "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>"
     "<arg_key>unit</arg_key><arg_value>c</arg_value></tool_call>",
+    "deepseek_v31": "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>"
+    '{"city": "Paris", "unit": "c"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>',
+    "kimi_k2": "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+    '<|tool_call_argument_begin|>{"city": "Paris", "unit": "c"}<|tool_call_end|>'
+    "<|tool_calls_section_end|>",
 }
+for _v, _block in (("deepseek_v32", "function_calls"), ("deepseek_v4", "tool_calls")):
+    CALLS[_v] = (
+        f'\n\n<｜DSML｜{_block}>\n<｜DSML｜invoke name="get_weather">\n<｜DSML｜parameter name="city" '
+        'string="true">Paris</｜DSML｜parameter>\n<｜DSML｜parameter name="unit" string="true">c'
+        f"</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜{_block}>"
+    )
 
 
 def _median_ms(compiler, grammar, repeat: int) -> float:
@@ -88,7 +106,11 @@ def main() -> None:
         for mode in ("auto", "required"):
             built = build_constraint(fmt, TOOLS, ToolChoice(mode), True, common.ResponseFormat())
             c = Constraint.from_proto(built)
-            tag, grammar = grammar_of(c), grammar_of(in_dialect(c, EBNF))
+            tag = grammar_of(c)
+            try:
+                grammar = grammar_of(in_dialect(c, EBNF))
+            except DialectError:  # refused in that dialect (non-ASCII markers): a 400
+                grammar = None
             matcher = xgr.GrammarMatcher(compiler.compile_grammar(tag))
             mask = xgr.allocate_token_bitmask(1, info.vocab_size)
             ids = tok.encode(CALLS[name], add_special_tokens=False)
@@ -99,7 +121,8 @@ def main() -> None:
             mask_us = (time.perf_counter() - start) / len(ids) * 1e6
             print(
                 f"| {name} | {mode} | {_median_ms(compiler, tag, args.repeat):.0f} | "
-                f"{_median_ms(compiler, grammar, args.repeat):.0f} | {mask_us:.0f} |"
+                f"{f'{_median_ms(compiler, grammar, args.repeat):.0f}' if grammar else '-'} | "
+                f"{mask_us:.0f} |"
             )
 
 
