@@ -73,6 +73,9 @@ MARKUP = st.sampled_from(
         "<|python_tag|>",
         "[f(x=1)]",
         "<｜tool▁calls▁begin｜>",
+        "<｜DSML｜invoke name=",
+        "<|tool_calls_section_begin|>",
+        "</think>",
         "{",
         '"}',
     ]
