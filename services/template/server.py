@@ -28,6 +28,8 @@ from toolwire.request.convert import choice_from_proto, message_to_dict, tool_fr
 from toolwire.request.errors import RequestError, abort_with
 from toolwire.stack import model_source
 
+from .stop_tokens import stop_token_ids
+
 RECONNECT_OPTIONS = (
     ("grpc.max_connection_age_ms", 60_000),
     ("grpc.max_connection_age_grace_ms", 30_000),
@@ -44,13 +46,14 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         max_model_len: int,
         vocab_size: int,
         compiles: CompilePool | None = None,
+        stop_ids: list[int] | None = None,
     ):
         self.tokenizer = tokenizer
         self.format = fmt
         self.model_id = model_id
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
-        self.stop_ids = sorted({tokenizer.eos_token_id} - {None})
+        self.stop_ids = stop_ids if stop_ids is not None else stop_token_ids(tokenizer, fmt)
         self.compiles = compiles  # RenderChat's constraint check (render() alone needs none)
         self.renders = 0  # RenderChat calls (toolwire_template_renders)
 
@@ -207,7 +210,8 @@ async def serve(args) -> None:
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source, tokenizer)
     # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
-    stop_ids = sorted({tokenizer.eos_token_id} - {None})
+    fmt = resolve_format(args.tool_format, tokenizer)
+    stop_ids = stop_token_ids(tokenizer, fmt, None if source.gguf_file else source.folder)
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop_ids)
     metrics = ServiceMetrics(source.default_id)
     compile_seconds = metrics.histogram(
@@ -222,11 +226,12 @@ async def serve(args) -> None:
     await compiles.start()
     servicer = TemplateServicer(
         tokenizer,
-        resolve_format(args.tool_format, tokenizer),
+        fmt,
         source.default_id,
         args.max_model_len or max_len,
         vocab,
         compiles,
+        stop_ids,
     )
     # Each gateway connection is closed (gracefully) after a minute: the gateway's round_robin
     # channel then resolves the headless Service again and finds pods the HPA added since.

@@ -113,6 +113,9 @@ class ToolFormat(ABC):
     # The family frames every output message (Harmony's channels): its extractor reads the
     # output even with no tools, and a response_format answer goes in its frame (`answer`).
     frames_all_output: bool = False
+    # Special tokens that end the model's turn besides the tokenizer's eos (GLM ends a turn with
+    # <|user|> or, after calls, <|observation|>; its tokenizer's eos is <|endoftext|>).
+    turn_end_tokens: tuple[str, ...] = ()
 
     def render(
         self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
