@@ -15,7 +15,8 @@ from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_diale
 from toolwire.constraints.kinds import Constraint
 from toolwire.constraints.pool import CompilePool
 from toolwire.formats import ToolFormat, detect_format, get_format
-from toolwire.formats.reasoning import reasoning_mode
+from toolwire.formats.reasoning import NONE, reasoning_mode
+from toolwire.formats.thinking import template_kwargs
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.template.v1 import template_pb2 as pb
 from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
@@ -63,13 +64,16 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         tools = [tool_from_proto(t) for t in request.tools]
         choice = choice_from_proto(request.tool_choice, bool(tools))
         parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
+        effort = request.reasoning_effort if request.HasField("reasoning_effort") else None
+        switches = template_kwargs(self.tokenizer, effort, self.format.graded_reasoning)
         try:
-            prompt = self.format.render(self.tokenizer, messages, tools, choice.mode)
+            prompt = self.format.render(self.tokenizer, messages, tools, choice.mode, switches)
         except jinja2.TemplateError as e:  # the model's own template refuses this conversation
             raise RequestError(
                 f"The model's chat template cannot render these messages: {e}", param="messages"
             ) from None
-        reasoning = reasoning_mode(self.tokenizer, prompt)
+        # Thinking switched off: the constraint lets no reasoning block open.
+        reasoning = NONE if effort == "none" else reasoning_mode(self.tokenizer, prompt)
         constraint = build_constraint(
             self.format,
             tools,

@@ -116,17 +116,27 @@ class ToolFormat(ABC):
     # Special tokens that end the model's turn besides the tokenizer's eos (GLM ends a turn with
     # <|user|> or, after calls, <|observation|>; its tokenizer's eos is <|endoftext|>).
     turn_end_tokens: tuple[str, ...] = ()
+    # The family grades its reasoning (gpt-oss: low, medium, high) even where toolwire writes
+    # the prompt itself (formats/thinking.py).
+    graded_reasoning: bool = False
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: list[Tool],
+        choice_mode: str = "auto",
+        template_kwargs: dict | None = None,
     ) -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
         added: the model's own template where it renders tools, else this format's plain style
-        (which may leave the tools out under tool_choice none)."""
+        (which may leave the tools out under tool_choice none). template_kwargs: the chat
+        template's switches (formats/thinking.py)."""
         self._check_custom_history(messages)
+        kw = template_kwargs or {}
         if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode)
+            return render_native(tokenizer, messages, tools, **kw)
+        return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode, **kw)
 
     @abstractmethod
     def plain_style(self) -> Any:
