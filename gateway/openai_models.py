@@ -148,6 +148,9 @@ class ChatCompletionRequest(BaseModel):
     ) = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = Field(
+        default=None, json_schema_extra={"enum": list(rules.REASONING_EFFORTS)}
+    )
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(

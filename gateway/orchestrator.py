@@ -178,6 +178,9 @@ class Orchestrator:
                     else None,
                     response_format=req.response_format,
                     constraint_dialect=dialect,
+                    reasoning_effort=req.reasoning_effort
+                    if req.HasField("reasoning_effort")
+                    else None,
                 ),
                 metadata=md,
             )

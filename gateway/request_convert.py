@@ -112,6 +112,8 @@ def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
     tool_choice_proto(req.tool_choice, out.tool_choice)
     if req.parallel_tool_calls is not None:
         out.parallel_tool_calls = req.parallel_tool_calls
+    if req.reasoning_effort is not None:
+        out.reasoning_effort = req.reasoning_effort
     rf = req.response_format
     if rf is not None:
         out.response_format.type = rf.type

@@ -15,7 +15,8 @@ from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_diale
 from toolwire.constraints.kinds import Constraint
 from toolwire.constraints.pool import CompilePool
 from toolwire.formats import ToolFormat, detect_format, get_format
-from toolwire.formats.reasoning import reasoning_mode
+from toolwire.formats.reasoning import NONE, reasoning_mode
+from toolwire.formats.thinking import template_kwargs
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.template.v1 import template_pb2 as pb
 from toolwire.grpc_gen.template.v1 import template_pb2_grpc as pb_grpc
@@ -27,6 +28,8 @@ from toolwire.request.checks import check_render
 from toolwire.request.convert import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.request.errors import RequestError, abort_with
 from toolwire.stack import model_source
+
+from .stop_tokens import stop_token_ids
 
 RECONNECT_OPTIONS = (
     ("grpc.max_connection_age_ms", 60_000),
@@ -44,13 +47,14 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         max_model_len: int,
         vocab_size: int,
         compiles: CompilePool | None = None,
+        stop_ids: list[int] | None = None,
     ):
         self.tokenizer = tokenizer
         self.format = fmt
         self.model_id = model_id
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
-        self.stop_ids = sorted({tokenizer.eos_token_id} - {None})
+        self.stop_ids = stop_ids if stop_ids is not None else stop_token_ids(tokenizer, fmt)
         self.compiles = compiles  # RenderChat's constraint check (render() alone needs none)
         self.renders = 0  # RenderChat calls (toolwire_template_renders)
 
@@ -60,13 +64,16 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         tools = [tool_from_proto(t) for t in request.tools]
         choice = choice_from_proto(request.tool_choice, bool(tools))
         parallel = request.parallel_tool_calls if request.HasField("parallel_tool_calls") else True
+        effort = request.reasoning_effort if request.HasField("reasoning_effort") else None
+        switches = template_kwargs(self.tokenizer, effort, self.format.own_switch)
         try:
-            prompt = self.format.render(self.tokenizer, messages, tools, choice.mode)
+            prompt = self.format.render(self.tokenizer, messages, tools, choice.mode, switches)
         except jinja2.TemplateError as e:  # the model's own template refuses this conversation
             raise RequestError(
                 f"The model's chat template cannot render these messages: {e}", param="messages"
             ) from None
-        reasoning = reasoning_mode(self.tokenizer, prompt)
+        # Thinking switched off: the constraint lets no reasoning block open.
+        reasoning = NONE if effort == "none" else reasoning_mode(self.tokenizer, prompt)
         constraint = build_constraint(
             self.format,
             tools,
@@ -207,7 +214,8 @@ async def serve(args) -> None:
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source, tokenizer)
     # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
-    stop_ids = sorted({tokenizer.eos_token_id} - {None})
+    fmt = resolve_format(args.tool_format, tokenizer)
+    stop_ids = stop_token_ids(tokenizer, fmt, None if source.gguf_file else source.folder)
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop_ids)
     metrics = ServiceMetrics(source.default_id)
     compile_seconds = metrics.histogram(
@@ -222,11 +230,12 @@ async def serve(args) -> None:
     await compiles.start()
     servicer = TemplateServicer(
         tokenizer,
-        resolve_format(args.tool_format, tokenizer),
+        fmt,
         source.default_id,
         args.max_model_len or max_len,
         vocab,
         compiles,
+        stop_ids,
     )
     # Each gateway connection is closed (gracefully) after a minute: the gateway's round_robin
     # channel then resolves the headless Service again and finds pods the HPA added since.

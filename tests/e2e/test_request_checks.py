@@ -82,6 +82,15 @@ CASES = [
         "invalid_value",
     ),
     ("no-messages", {"messages": []}, 400, "messages", "invalid_value"),
+    ("reasoning-effort", {"reasoning_effort": "extreme"}, 400, "reasoning_effort", "invalid_value"),
+    # The embedded model does not think: no effort but none is served (formats/thinking.py).
+    (
+        "reasoning-effort-unsupported",
+        {"reasoning_effort": "high"},
+        400,
+        "reasoning_effort",
+        "unsupported_value",
+    ),
     ("temperature", {"temperature": 3}, 400, "temperature", "invalid_value"),
     ("top-p", {"top_p": 0}, 400, "top_p", "invalid_value"),
     ("zero-max-tokens", {"max_tokens": 0}, 400, "max_tokens", "invalid_value"),
@@ -213,7 +222,7 @@ def grpc_request(body: dict) -> chat_pb2.ChatCompletionRequest:
             req.response_format.name = rf["json_schema"]["name"]
             req.response_format.strict = rf["json_schema"].get("strict", False)
             req.response_format.schema_json = json.dumps(rf["json_schema"]["schema"])
-    for key in ("temperature", "top_p"):
+    for key in ("temperature", "top_p", "reasoning_effort"):
         if key in body:
             setattr(req, key, body[key])
     if "max_tokens" in body:

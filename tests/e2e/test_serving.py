@@ -125,6 +125,15 @@ def test_seed_makes_sampling_repeatable(client, stack):
     assert client.chat.completions.create(**kwargs).choices[0].message.content == first
 
 
+def test_reasoning_effort_none_on_a_model_that_does_not_think(client, stack):
+    """The SDK's reasoning_effort reaches the template: `none` is what the embedded model does
+    anyway (served, same answer); an effort it cannot honour is refused (test_request_checks)."""
+    kwargs = dict(model=stack.model, messages=SAY, temperature=0, max_tokens=8)
+    plain = client.chat.completions.create(**kwargs).choices[0].message.content
+    r = client.chat.completions.create(reasoning_effort="none", **kwargs)
+    assert r.choices[0].message.content == plain
+
+
 def test_response_format_json_schema_strict(client, stack):
     schema = {
         "type": "object",

@@ -362,7 +362,14 @@ KIMI_TOKENS = [
 ]
 FAMILIES.update(
     {
-        "deepseek_v31": (DEEPSEEK_V31_TOKENS, DEEPSEEK_V31.replace("THINK", "</think>")),
+        # V3.1's switch, as its template reads it: `thinking` opens <think>, else </think>.
+        "deepseek_v31": (
+            DEEPSEEK_V31_TOKENS,
+            DEEPSEEK_V31.replace(
+                "THINK",
+                "{% if thinking is defined and thinking %}<think>{% else %}</think>{% endif %}",
+            ),
+        ),
         "deepseek_v32": (DSML_TOKENS, None),
         "deepseek_v4": (V4_TOKENS, None),
         "kimi_k2": (KIMI_TOKENS, KIMI.replace("THINK", "")),
@@ -370,4 +377,12 @@ FAMILIES.update(
 )
 # V3.1 asked to think, and Kimi K2.5 (its generation prompt opens <think>).
 FAMILIES_THINKING["deepseek_v31"] = (DEEPSEEK_V31_TOKENS, DEEPSEEK_V31.replace("THINK", "<think>"))
-FAMILIES_THINKING["kimi_k2"] = (KIMI_TOKENS, KIMI.replace("THINK", "<think>"))
+# K2.5 thinks unless `thinking` is false (then an empty think block closes the prompt).
+FAMILIES_THINKING["kimi_k2"] = (
+    KIMI_TOKENS,
+    KIMI.replace(
+        "THINK",
+        "{% if thinking is defined and thinking is false %}<think></think>{% else %}<think>"
+        "{% endif %}",
+    ),
+)

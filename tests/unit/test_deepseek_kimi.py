@@ -183,3 +183,39 @@ def test_past_custom_calls_in_the_models_template_read_back(name, tokenizer):
     delta = fmt.extractor([note]).parse_complete(written)
     assert [(c.name, c.custom) for c in delta.calls if c.name] == [("note", True)]
     assert "".join(c.arguments for c in delta.calls) == 'raw {"x'
+
+
+@pytest.mark.parametrize(
+    "name,effort,ends",
+    [
+        ("deepseek_v31", None, "</think>"),
+        ("deepseek_v31", "high", "<think>"),
+        ("deepseek_v31", "none", "</think>"),
+        ("deepseek_v32", None, "</think>"),
+        ("deepseek_v4", "low", "<think>"),  # no template: the encoding's thinking mode
+        ("deepseek_v4", "none", "</think>"),
+    ],
+)
+def test_reasoning_effort_is_the_thinking_switch(name, effort, ends, tokenizer):
+    from services.template.server import TemplateServicer
+    from toolwire.grpc_gen.template.v1 import template_pb2 as pb
+
+    tok = family_tokenizer(tokenizer, name)
+    req = pb.RenderChatRequest(model="m", messages=[common.ChatMessage(role="user", content="Hi")])
+    if effort is not None:
+        req.reasoning_effort = effort
+    out = TemplateServicer(tok, get_format(name, tok), "m", 8192, len(tok)).render(req)
+    assert out.prompt_text.endswith(ends)
+    assert out.reasoning == (STARTED if ends == "<think>" else NONE)
+
+
+def test_kimi_k25_thinks_unless_switched_off(tokenizer):
+    from services.template.server import TemplateServicer
+    from toolwire.grpc_gen.template.v1 import template_pb2 as pb
+
+    tok = thinking_tokenizer(tokenizer, "kimi_k2")
+    servicer = TemplateServicer(tok, get_format("kimi_k2", tok), "m", 8192, len(tok))
+    ask = [common.ChatMessage(role="user", content="Hi")]
+    assert servicer.render(pb.RenderChatRequest(model="m", messages=ask)).reasoning == STARTED
+    off = servicer.render(pb.RenderChatRequest(model="m", messages=ask, reasoning_effort="none"))
+    assert off.prompt_text.endswith("<think></think>") and off.reasoning == NONE

@@ -113,17 +113,31 @@ class ToolFormat(ABC):
     # The family frames every output message (Harmony's channels): its extractor reads the
     # output even with no tools, and a response_format answer goes in its frame (`answer`).
     frames_all_output: bool = False
+    # Special tokens that end the model's turn besides the tokenizer's eos (GLM ends a turn with
+    # <|user|> or, after calls, <|observation|>; its tokenizer's eos is <|endoftext|>).
+    turn_end_tokens: tuple[str, ...] = ()
+    # The thinking switch the format honours where toolwire writes the prompt itself (no
+    # template to read it from, formats/thinking.py): gpt-oss's graded `reasoning_effort`,
+    # DeepSeek V3.2/V4's on/off `thinking`.
+    own_switch: str | None = None
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: list[Tool],
+        choice_mode: str = "auto",
+        template_kwargs: dict | None = None,
     ) -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
         added: the model's own template where it renders tools, else this format's plain style
-        (which may leave the tools out under tool_choice none)."""
+        (which may leave the tools out under tool_choice none). template_kwargs: the chat
+        template's switches (formats/thinking.py)."""
         self._check_custom_history(messages)
+        kw = template_kwargs or {}
         if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode)
+            return render_native(tokenizer, messages, tools, **kw)
+        return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode, **kw)
 
     @abstractmethod
     def plain_style(self) -> Any:

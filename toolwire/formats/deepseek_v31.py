@@ -113,14 +113,20 @@ class DeepSeekV31Format(ToolFormat):
     result_markers = (OUTPUT_BEGIN, OUTPUT_END)
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: list[Tool],
+        choice_mode: str = "auto",
+        template_kwargs: dict | None = None,
     ) -> str:
         """The model's template where it renders tools, except with custom tools (it knows
         none: it would read their declarations as functions); else written here."""
         self._check_custom_history(messages)
+        kw = template_kwargs or {}
         if template_renders_tools(tokenizer) and not custom_involved(messages, tools):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, STYLE, choice_mode)
+            return render_native(tokenizer, messages, tools, **kw)
+        return render_plain(tokenizer, messages, tools, STYLE, choice_mode, **kw)
 
     def plain_style(self) -> PlainStyle:
         return STYLE

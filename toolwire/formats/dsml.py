@@ -176,6 +176,7 @@ class DsmlFormat(ToolFormat):
     (`function_calls`, <function_results><result>)."""
 
     tag_prefixes = (f"<{DSML}", f"</{DSML}")
+    own_switch = "thinking"  # the encodings' thinking_mode, where toolwire writes the prompt
 
     def __init__(self, v4: bool):
         self.v4 = v4
@@ -234,21 +235,29 @@ class DsmlFormat(ToolFormat):
         )
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: list[Tool],
+        choice_mode: str = "auto",
+        template_kwargs: dict | None = None,
     ) -> str:
         """The model's template where it renders tools; its turns with DSML inside where it
         has one (the embedded model); else the whole prompt in DeepSeek's encoding."""
         self._check_custom_history(messages)
+        kw = template_kwargs or {}
         if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
+            return render_native(tokenizer, messages, tools, **kw)
         if getattr(tokenizer, "chat_template", None):
-            return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode)
-        return self.prompt(messages, tools)
+            return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode, **kw)
+        return self.prompt(messages, tools, bool(kw.get("thinking")))
 
-    def prompt(self, messages: list[dict], tools: list[Tool]) -> str:
-        """The encodings' chat mode: system (tools appended), <｜User｜> turns, the assistant's
-        text and calls ended by <｜end▁of▁sentence｜>, results (V3.2: <function_results> after
-        the calls, V4: <tool_result> in a user turn), each generation prompt ending `</think>`."""
+    def prompt(self, messages: list[dict], tools: list[Tool], thinking: bool = False) -> str:
+        """The encodings: system (tools appended), <｜User｜> turns, the assistant's text and
+        calls ended by <｜end▁of▁sentence｜>, results (V3.2: <function_results> after the calls,
+        V4: <tool_result> in a user turn). Chat mode (the default): every generation prompt ends
+        `</think>`; thinking mode (reasoning_effort other than none): the last one opens
+        `<think>` (earlier turns' reasoning is dropped, as the encodings drop it)."""
         rest = list(messages)
         system = []
         while rest and rest[0]["role"] in ("system", "developer"):
@@ -276,6 +285,8 @@ class DsmlFormat(ToolFormat):
                 out += text + (self.calls_text(calls) if calls else "") + EOS
             else:  # user, and a later system or developer message
                 out += USER + message_text(m) + ASSISTANT + "</think>"
+        if thinking and out.endswith("</think>"):
+            out = out.removesuffix("</think>") + "<think>"
         return out
 
     # -- constraint and extractor -------------------------------------------------------------

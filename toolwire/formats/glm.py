@@ -49,6 +49,7 @@ class GlmFormat(ToolFormat):
     call_marker = MARKER
     result_markers = ("<tool_response", "</tool_response>", "<|observation|>")
     tag_prefixes = ("<tool", "</tool", "<arg_", "</arg_")
+    turn_end_tokens = ("<|user|>", "<|observation|>")
 
     def __init__(self, newline: bool):
         """newline: GLM-4.5/4.6's layout (a newline after the name and after each tag)."""

@@ -69,7 +69,7 @@ def custom_begin(name: str) -> str:
 # -- rendering --------------------------------------------------------------------------------
 SYSTEM = (
     "You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\n\n"
-    "Reasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be "
+    "Reasoning: {effort}\n\n# Valid channels: analysis, commentary, final. Channel must be "
     "included for every message."
 )
 TOOLS_CHANNEL = "\nCalls to these tools must go to the commentary channel: 'functions'."
@@ -157,13 +157,13 @@ def _msg(role: str, body: str, channel: str = "") -> str:
     return f"{START}{role}{CHANNEL + channel if channel else ''}{MESSAGE}{body}{END}"
 
 
-def harmony_prompt(messages: list[dict], tools: list[Tool]) -> str:
+def harmony_prompt(messages: list[dict], tools: list[Tool], effort: str = "medium") -> str:
     """The conversation in Harmony, generation prompt (`<|start|>assistant`) added."""
     rest = list(messages)
     instructions = []
     while rest and rest[0]["role"] in ("system", "developer"):
         instructions.append(message_text(rest.pop(0)))
-    out = [_msg("system", SYSTEM + (TOOLS_CHANNEL if tools else ""))]
+    out = [_msg("system", SYSTEM.format(effort=effort) + (TOOLS_CHANNEL if tools else ""))]
     developer = []
     if instructions:
         developer.append("# Instructions\n\n" + "\n\n".join(instructions))
@@ -375,15 +375,22 @@ class HarmonyFormat(ToolFormat):
     call_marker = " to=functions."
     result_markers = (" to=assistant",)
     frames_all_output = True  # its extractor runs with no tools too (channels, not only calls)
+    own_switch = "reasoning_effort"  # "Reasoning: low|medium|high" in the system message
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: list[Tool],
+        choice_mode: str = "auto",
+        template_kwargs: dict | None = None,
     ) -> str:
         """gpt-oss's own template where it renders tools (it declares them itself); Harmony
         written here otherwise, and always with custom tools (no template knows them)."""
+        kw = template_kwargs or {}
         if template_renders_tools(tokenizer) and not custom_involved(messages, tools):
-            return render_native(tokenizer, messages, tools)
-        return harmony_prompt(messages, tools)
+            return render_native(tokenizer, messages, tools, **kw)
+        return harmony_prompt(messages, tools, kw.get("reasoning_effort", "medium"))
 
     def plain_style(self) -> PlainStyle:
         return PlainStyle(

@@ -123,15 +123,21 @@ class KimiK2Format(ToolFormat):
     name = "kimi_k2"
     call_marker = SECTION_BEGIN
     result_markers = (RESULT_PREFIX,)
+    turn_end_tokens = ("<|im_end|>",)  # Kimi's tokenizer eos is [EOS]; a turn ends with this
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: list[Tool],
+        choice_mode: str = "auto",
+        template_kwargs: dict | None = None,
     ) -> str:
         self._check_custom_history(messages)
-        messages = with_kimi_ids(messages)
+        messages, kw = with_kimi_ids(messages), template_kwargs or {}
         if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools)
-        return render_plain(tokenizer, messages, tools, STYLE, choice_mode)
+            return render_native(tokenizer, messages, tools, **kw)
+        return render_plain(tokenizer, messages, tools, STYLE, choice_mode, **kw)
 
     def plain_style(self) -> PlainStyle:
         return STYLE

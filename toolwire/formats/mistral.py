@@ -94,9 +94,14 @@ class MistralFormat(ToolFormat):
         self.args_token = args_token  # [TOOL_CALLS]name[ARGS]{...}; else the JSON list
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: list[Tool], choice_mode: str = "auto"
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: list[Tool],
+        choice_mode: str = "auto",
+        template_kwargs: dict | None = None,
     ) -> str:
-        return super().render(tokenizer, _mapped_ids(messages), tools, choice_mode)
+        return super().render(tokenizer, _mapped_ids(messages), tools, choice_mode, template_kwargs)
 
     def plain_style(self) -> PlainStyle:
         return PlainStyle(

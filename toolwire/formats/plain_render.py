@@ -37,6 +37,7 @@ def render_plain(
     tools: list[Tool],
     style: PlainStyle,
     choice_mode: str = "auto",
+    **template_kwargs,
 ) -> str:
     out: list[dict] = []
     rest = list(messages)
@@ -71,7 +72,9 @@ def render_plain(
             if calls:
                 text = (text + "\n" if text else "") + style.calls_text(calls)
         out.append({"role": "system" if role == "developer" else role, "content": text})
-    return tokenizer.apply_chat_template(out, add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template(
+        out, add_generation_prompt=True, tokenize=False, **template_kwargs
+    )
 
 
 def arguments_object(arguments: str) -> Any:

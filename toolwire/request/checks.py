@@ -28,6 +28,8 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 TEXT_PARTS = ("text", "refusal")  # content part types served; the rest is refused
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # a function's and a response_format's name
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+# OpenAI's reasoning_effort values (the SDK's ReasoningEffort); formats/thinking.py maps them.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 GRAMMAR_SYNTAXES = ("lark", "regex")  # a custom tool's grammar
 TEMPERATURE = (0.0, 2.0)  # inclusive
 TOP_P = (0.0, 1.0)  # above the first, up to the second
@@ -57,6 +59,8 @@ def check_conversation(req) -> None:
     check_tools(req.tools)
     check_tool_choice(req.tool_choice, req.tools)
     check_response_format(req.response_format)
+    if req.HasField("reasoning_effort") and req.reasoning_effort not in REASONING_EFFORTS:
+        raise _invalid("reasoning_effort", f"must be one of {', '.join(REASONING_EFFORTS)}")
 
 
 def _invalid(param: str, why: str) -> RequestError:
