@@ -6,8 +6,8 @@ V3.2-Exp write the same):
 Unlike V3 (deepseek_v3.py) there is no `function` type slot and no ```json fence: the raw JSON
 arguments sit between the separator and the call's end, and calls are chained with no separator
 (the template says so). Results come back as <｜tool▁output▁begin｜>...<｜tool▁output▁end｜>.
-V3.1 thinks on request: its generation prompt ends in `<think>` (thinking) or `</think>` (not);
-reasoning.py reads which from the prompt.
+V3.1 thinks on request (`reasoning_effort` is its template's `thinking` switch): its generation
+prompt ends in `<think>` (thinking) or `</think>` (not); reasoning.py reads which from the prompt.
 
 A custom tool's call puts its raw input where the JSON goes, up to <｜tool▁call▁end｜> (which
 the input may not contain); the extractor tells a custom call from a function call by its name.

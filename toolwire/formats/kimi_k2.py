@@ -7,7 +7,8 @@ IDX counts the calls of the whole conversation, and `functions.NAME:IDX` is the 
 Kimi's template: past calls and the results that answer them are rendered with ids mapped to
 that form (the client's `call_...` ids never reach the model; the response's ids are toolwire's
 `call_` + 24 as always). Results come back as `## Return of functions.NAME:IDX` turns. Kimi K2.5
-thinks first (<think>, reasoning.py); K2 does not.
+thinks first (<think>, reasoning.py; `reasoning_effort` is its template's `thinking` switch);
+K2 does not.
 
 The constraint holds IDX to decimal digits (at most four, so a small model cannot spin on them)
 between the name's colon and <|tool_call_argument_begin|>; it is built like the other block
@@ -31,7 +32,6 @@ SECTION_END = "<|tool_calls_section_end|>"
 CALL_BEGIN = "<|tool_call_begin|>"
 ARGS_BEGIN = "<|tool_call_argument_begin|>"
 CALL_END = "<|tool_call_end|>"
-SPECIAL_TOKENS = [SECTION_BEGIN, SECTION_END, CALL_BEGIN, ARGS_BEGIN, CALL_END]
 RESULT_PREFIX = "## Return of "
 INDEX = {"type": "regex", "pattern": r"(0|[1-9][0-9]{0,3})"}
 
