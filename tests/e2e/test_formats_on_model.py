@@ -112,10 +112,10 @@ CASES = [(f, m, STRUCTURAL_TAG) for f in sorted(FORMATS) for m in MODES] + [
 
 @pytest.fixture(scope="module")
 def outputs(torch_engine, tokenizer):
-    """Every case generated at once: the engine batches them (one case at a time took about
-    four times as long on 2 cores; 60 cases, 13 formats x 4 modes and 8 in the EBNF dialect,
-    took 201 s, 118 s of CPU, at load 8-10). A case that fails to prepare or generate keeps its error,
-    raised by that case's test alone."""
+    """Every case generated at once, as many in flight as the engine has slots: the engine
+    batches them (one case at a time took about four times as long on 2 cores; 60 cases, 13
+    formats x 4 modes and 8 in the EBNF dialect, took 201 s, 118 s of CPU, at load 8-10). A
+    case that fails to prepare or generate keeps its error, raised by that case's test alone."""
     from toolwire.formats import Tool
 
     tools = [Tool(t["name"], parameters=t.get("parameters")) for t in TOOLS]
