@@ -44,6 +44,20 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         help="auto | bf16 | fp32 | fp16 | int8 (weight-only int8, Llama family; auto on a CPU)",
     )
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--step",
+        default="auto",
+        choices=["auto", "torch", "ggml"],
+        help="torch engine's forward step: ggml (llama.cpp's kernels on the GGUF as it is), "
+        "torch (transformers weights); auto: ggml for a GGUF on the CPU, else torch",
+    )
+    p.add_argument(
+        "--kv-tokens",
+        type=int,
+        default=8192,
+        help="ggml step: KV cache cells shared by all sequences (q8_0, ~12 KB a token on the "
+        "embedded model)",
+    )
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
     p.add_argument("--kv-cache-fraction", type=float, default=0.85, help="trtllm only")
