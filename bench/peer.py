@@ -10,6 +10,7 @@ required, the same tools block each request; `agent` the multi-turn agent (round
 each stream's conversation: the previous request plus the assistant's call, a tool result and
 a new user line). `--variants off on` runs toolwire twice in the same run: `off` with prefix
 reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` as shipped.
+`--steps ggml torch` runs toolwire once per decode step backend (--step), in the same run.
 
 llama-server is built once into ~/.cache/toolwire/llama.cpp (bench/llama_cpp.py) or taken from
 TOOLWIRE_LLAMA_SERVER. Both servers run for the whole bench; only one is loaded at a time.
@@ -126,6 +127,13 @@ def main() -> int:
         choices=["on", "off"],
         help="toolwire runs: on (as shipped), off (--no-prefix-reuse --no-jump-forward)",
     )
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "ggml", "torch"],
+        help="toolwire runs, one per decode step backend (--step); auto: the default",
+    )
     p.add_argument("--no-peer", action="store_true", help="toolwire variants only")
     p.add_argument("--dtype", default="auto")
     p.add_argument(
@@ -148,11 +156,18 @@ def main() -> int:
             wait_for_health(f"http://127.0.0.1:{port}/health", peer)
             servers["llama.cpp"] = (f"http://127.0.0.1:{port}/v1", "embedded")
         for variant in args.variants:
-            args.stack_flags = ["--no-prefix-reuse", "--no-jump-forward"] * (variant == "off")
-            stack, url, model = start_stack(args)
-            procs.append(stack)
-            name = "toolwire" if args.variants == ["on"] else f"toolwire {variant}"
-            servers[name] = (url, model)
+            for step in args.steps:
+                args.stack_flags = ["--no-prefix-reuse", "--no-jump-forward"] * (
+                    variant == "off"
+                ) + ["--step", step]
+                stack, url, model = start_stack(args)
+                procs.append(stack)
+                name = " ".join(
+                    ["toolwire"]
+                    + [variant] * (args.variants != ["on"])
+                    + [step] * (args.steps != ["auto"])
+                )
+                servers[name] = (url, model)
         res = asyncio.run(measure(servers, args))
     finally:
         for proc in procs:

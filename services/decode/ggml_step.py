@@ -50,6 +50,10 @@ _lib = None
 _log_callback = None  # the C callback must outlive every call into the library
 
 
+class KVPoolFull(RuntimeError):
+    """The sequences together hold more tokens than the KV pool has cells."""
+
+
 def available() -> str | None:
     """None when the library can load here; else why not."""
     try:
@@ -284,11 +288,10 @@ class GgmlStep:
             self.np_seq_ptrs[:n] = self._seq_base + 4 * seqs[at:end]
             self.batch.n_tokens = n
             rc = lib.llama_decode(self.ctx, self.batch[0])
+            if rc == 1:
+                raise KVPoolFull(f"no room in the KV pool of {self.kv_tokens} tokens (--kv-tokens)")
             if rc != 0:
-                raise RuntimeError(
-                    f"llama_decode returned {rc}"
-                    + (" (no room in the KV pool: raise --kv-tokens)" if rc == 1 else "")
-                )
+                raise RuntimeError(f"llama_decode returned {rc}")
             k = int(want[at:end].sum())
             if k:
                 ptr = lib.llama_get_logits(self.ctx)

@@ -39,6 +39,7 @@ from .engine import (
     constraint_matcher,
     queued_outputs,
 )
+from .ggml_step import KVPoolFull
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
 from .prefix_cache import PrefixCache, common_prefix
@@ -379,7 +380,10 @@ class TorchEngine(Engine):
                     self._drop_finished()
                     self._admit()
                     if self.running or self.prefilling:
-                        self._iterate()
+                        try:
+                            self._iterate()
+                        except KVPoolFull as e:
+                            self._abort_all(e)
                     self._drop_finished()
                     self._flush()
         except Exception:  # a fault here must not hang every stream: end them all
@@ -391,6 +395,14 @@ class TorchEngine(Engine):
             self.by_id.clear()
             self._flush()
             raise
+
+    def _abort_all(self, why: Exception) -> None:
+        """The ggml step's shared KV pool ran out mid-step: end what holds it (abort), keep
+        serving. The pool is sized by --kv-tokens; the torch step reserves each slot's room."""
+        log.error("%s: aborting %d requests", why, len(self.running) + len(self.prefilling))
+        for s in self.running + self.prefilling:
+            if s.finish is None:
+                self._finish(s, "abort")
 
     def _admit(self) -> None:
         """Give waiting requests a cache slot; their prompts then prefill in chunks. Requests

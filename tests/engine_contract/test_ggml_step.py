@@ -74,3 +74,33 @@ def test_a_batch_longer_than_n_batch_is_split(step):
 def test_the_gguf_vocabulary_is_the_tokenizers(step, tokenizer):
     check_vocab(step, tokenizer)  # raises SystemExit on a difference
     assert step.n_vocab == len(tokenizer)
+
+
+def test_a_full_kv_pool_aborts_what_holds_it_and_the_engine_serves_on():
+    """The ggml step's sequences share one pool of --kv-tokens cells (the torch step reserves
+    each slot's room): when they outgrow it the step's requests end with abort, no hang, and
+    the next request runs."""
+    import asyncio
+
+    from toolwire.services.decode.engine import EngineRequest
+    from toolwire.services.decode.torch_engine import TorchEngine
+
+    async def scenario():
+        engine = TorchEngine("embedded", max_batch=2, kv_tokens=256, step="ggml")
+        await engine.start()
+        try:
+
+            async def run(rid, n):
+                outs = [
+                    o async for o in engine.generate(EngineRequest(rid, PROMPT, n, temperature=0.0))
+                ]
+                return outs[-1].finish_reason
+
+            both = await asyncio.gather(run("a", 190), run("b", 190))
+            after = await run("c", 5)
+            return both, after, engine.active_requests()
+        finally:
+            await engine.stop()
+
+    both, after, active = asyncio.run(scenario())
+    assert both == ["abort", "abort"] and after == "length" and active == 0
