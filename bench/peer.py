@@ -134,6 +134,13 @@ def main() -> int:
         choices=["auto", "ggml", "torch"],
         help="toolwire runs, one per decode step backend (--step); auto: the default",
     )
+    p.add_argument(
+        "--peer-passive",
+        action="store_true",
+        help="run llama-server with OMP_WAIT_POLICY=passive, as toolwire's decode service runs "
+        "its ggml step: on a busy machine spinning OpenMP threads cost either server several "
+        "times its step time",
+    )
     p.add_argument("--no-peer", action="store_true", help="toolwire variants only")
     p.add_argument("--dtype", default="auto")
     p.add_argument(
@@ -150,7 +157,12 @@ def main() -> int:
             llama_cpp.ensure_built()
             port = free_port()
             peer = llama_cpp.start(
-                gguf, port, max(args.concurrency), args.threads, extra=("--jinja",)
+                gguf,
+                port,
+                max(args.concurrency),
+                args.threads,
+                extra=("--jinja",),
+                env=dict(os.environ, OMP_WAIT_POLICY="passive") if args.peer_passive else None,
             )
             procs.append(peer)
             wait_for_health(f"http://127.0.0.1:{port}/health", peer)

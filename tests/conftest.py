@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# Before torch loads (see toolwire/stack/cli.py): the in-process engines' ggml step shares
+# torch's OpenMP runtime, whose spinning threads cost it 3x its CPU time on a busy machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 API_KEY = "sk-toolwire-test"

@@ -78,7 +78,9 @@ def _load():
 
     # ggml's OpenMP threads spin between steps by default; beside the scheduler thread, the
     # gRPC server and the other services on the same cores that cost 18x the step time under
-    # load. The OpenMP runtime reads this once, when the library loads it.
+    # load. The OpenMP runtime reads this once, when it loads: where torch is imported first,
+    # its libgomp.so.1 is the one the library shares (same soname), so the decode service
+    # sets it before torch loads (toolwire/stack/cli.py); this covers the other callers.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     ffi = get_ffi()
     lib = ffi.dlopen(str(_library_path()))

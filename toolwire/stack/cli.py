@@ -289,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.service == "template":
         from toolwire.services.template.server import serve
     elif args.service == "decode":
+        # Before torch loads: torch's libgomp.so.1 is the OpenMP runtime the ggml step's library
+        # then shares (same soname), and it reads this once. Spinning OpenMP threads cost
+        # the ggml step 3x its CPU time on a busy 2-core machine (2 threads: 500 ms of CPU for a
+        # 16-sequence step, against 153 ms on one thread).
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         from toolwire.services.decode.server import serve
     elif args.service == "extractor":
         from toolwire.services.extractor.server import serve
