@@ -153,6 +153,12 @@ class GgmlStep:
     Slot i is llama sequence i; one more sequence (`scratch`) holds a prefix while it is
     saved."""
 
+    # Prompt tokens a reusing request still prefills (the torch step: 16, for its BLAS). Here
+    # the last token alone gave the bits of the whole prefill on 60- and 137-token prompts
+    # (tails of 3 to 16 tokens did not, on the 137: other kernels for other row counts), and
+    # each prefilled token is TTFT: at one stream, 16 of them were most of toolwire's.
+    min_prefill = 1
+
     def __init__(
         self,
         gguf: str,

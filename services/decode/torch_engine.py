@@ -435,7 +435,8 @@ class TorchEngine(Engine):
 
     def _reuse(self, seq: _Seq) -> None:
         """Start seq from the longest prefix of its prompt whose KV is already computed: in a
-        running sequence's slot or in the prefix cache. MIN_PREFILL tokens at least are left
+        running sequence's slot or in the prefix cache. MIN_PREFILL tokens (the step's min_prefill)
+        at least are left
         to prefill (the last one's logits give the first sample)."""
         if self.prefix_cache is None:
             return
@@ -452,7 +453,7 @@ class TorchEngine(Engine):
         entry, n = self.prefix_cache.lookup(prompt)
         if n > best:
             best, source = n, entry
-        best = min(best, len(prompt) - MIN_PREFILL)
+        best = min(best, len(prompt) - getattr(self.step, "min_prefill", MIN_PREFILL))
         if best < MIN_REUSE:
             return
         if isinstance(source, _Seq):
