@@ -313,7 +313,10 @@ class TorchEngine(Engine):
     def occupancy(self) -> EngineLoad:
         # Read from another thread without the lock: a scrape may be off by a step, no more.
         held = list(self.running) + list(self.prefilling)
-        cells = self.max_batch * (self.info.max_model_len + 1)
+        # The ggml step's sequences share one pool; the torch step reserves each slot's room.
+        cells = getattr(self.step, "kv_tokens", None) or self.max_batch * (
+            self.info.max_model_len + 1
+        )
         return EngineLoad(
             running=len(held),
             waiting=len(self.pending),
