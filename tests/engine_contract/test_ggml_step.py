@@ -21,7 +21,7 @@ TAIL = 16
 @pytest.fixture(scope="module")
 def step():
     src = model_source.resolve("embedded")
-    s = GgmlStep(pathlib.Path(src.folder, src.gguf_file), 6, kv_tokens=2048)
+    s = GgmlStep(pathlib.Path(src.folder, src.gguf_file), 6, kv_tokens=2048, n_batch=64)
     yield s
     s.close()
 
@@ -62,7 +62,8 @@ def test_a_reused_slot_drops_what_it_held(step):
 
 
 def test_a_batch_longer_than_n_batch_is_split(step):
-    """Spans over n_batch tokens in all go to llama.cpp in several calls; rows stay in order."""
+    """Spans over n_batch tokens in all (64 here) go to llama.cpp in several calls; rows stay in
+    order."""
     long = list(range(1000, 1000 + step.n_batch + 40))
     both = step.forward([], [Span(0, PROMPT, 0), Span(1, long, 0)])
     assert torch.equal(both[0], fresh(step, 2))
