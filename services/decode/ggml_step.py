@@ -265,7 +265,10 @@ class GgmlStep:
             self.ctx, self.ffi.from_buffer(saved), len(saved), slot
         )
         if ok == 0:
-            raise RuntimeError("llama_state_seq_set_data failed (KV pool full?)")
+            self.release(slot)
+            raise KVPoolFull(
+                f"no room in the KV pool of {self.kv_tokens} tokens for a saved prefix"
+            )
         self.lib.llama_memory_seq_rm(self.mem, slot, length, -1)
 
     # -- the forward pass -------------------------------------------------------------------

@@ -462,7 +462,10 @@ class TorchEngine(Engine):
         if isinstance(source, _Seq):
             self.step.copy_prefix(source.slot, seq.slot, best)
         else:
-            self.step.load(seq.slot, source.kv, best)
+            try:
+                self.step.load(seq.slot, source.kv, best)
+            except KVPoolFull:  # no room to put it back: prefill the whole prompt instead
+                return
         seq.position = seq.cached = best
         self.stats.prefix_hits += best
 
