@@ -109,6 +109,7 @@ def start(
     threads: int,
     ctx_per_slot: int = 1024,
     extra: tuple[str, ...] = (),
+    env: dict | None = None,
 ):
     """llama-server on loopback; the caller waits for /health and terminates it."""
     cmd = [
@@ -129,4 +130,6 @@ def start(
         "--log-disable",
         *extra,
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env or None
+    )

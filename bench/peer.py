@@ -10,6 +10,7 @@ required, the same tools block each request; `agent` the multi-turn agent (round
 each stream's conversation: the previous request plus the assistant's call, a tool result and
 a new user line). `--variants off on` runs toolwire twice in the same run: `off` with prefix
 reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` as shipped.
+`--steps ggml torch` runs toolwire once per decode step backend (--step), in the same run.
 
 llama-server is built once into ~/.cache/toolwire/llama.cpp (bench/llama_cpp.py) or taken from
 TOOLWIRE_LLAMA_SERVER. Both servers run for the whole bench; only one is loaded at a time.
@@ -126,6 +127,20 @@ def main() -> int:
         choices=["on", "off"],
         help="toolwire runs: on (as shipped), off (--no-prefix-reuse --no-jump-forward)",
     )
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "ggml", "torch"],
+        help="toolwire runs, one per decode step backend (--step); auto: the default",
+    )
+    p.add_argument(
+        "--peer-passive",
+        action="store_true",
+        help="run llama-server with OMP_WAIT_POLICY=passive, as toolwire's decode service runs "
+        "its ggml step: on a busy machine spinning OpenMP threads cost either server several "
+        "times its step time",
+    )
     p.add_argument("--no-peer", action="store_true", help="toolwire variants only")
     p.add_argument("--dtype", default="auto")
     p.add_argument(
@@ -142,17 +157,29 @@ def main() -> int:
             llama_cpp.ensure_built()
             port = free_port()
             peer = llama_cpp.start(
-                gguf, port, max(args.concurrency), args.threads, extra=("--jinja",)
+                gguf,
+                port,
+                max(args.concurrency),
+                args.threads,
+                extra=("--jinja",),
+                env=dict(os.environ, OMP_WAIT_POLICY="passive") if args.peer_passive else None,
             )
             procs.append(peer)
             wait_for_health(f"http://127.0.0.1:{port}/health", peer)
             servers["llama.cpp"] = (f"http://127.0.0.1:{port}/v1", "embedded")
         for variant in args.variants:
-            args.stack_flags = ["--no-prefix-reuse", "--no-jump-forward"] * (variant == "off")
-            stack, url, model = start_stack(args)
-            procs.append(stack)
-            name = "toolwire" if args.variants == ["on"] else f"toolwire {variant}"
-            servers[name] = (url, model)
+            for step in args.steps:
+                args.stack_flags = ["--no-prefix-reuse", "--no-jump-forward"] * (
+                    variant == "off"
+                ) + ["--step", step]
+                stack, url, model = start_stack(args)
+                procs.append(stack)
+                name = " ".join(
+                    ["toolwire"]
+                    + [variant] * (args.variants != ["on"])
+                    + [step] * (args.steps != ["auto"])
+                )
+                servers[name] = (url, model)
         res = asyncio.run(measure(servers, args))
     finally:
         for proc in procs:

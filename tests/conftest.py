@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# Before torch loads (see toolwire/stack/cli.py): the in-process engines' ggml step shares
+# torch's OpenMP runtime, whose spinning threads cost it 3x its CPU time on a busy machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 API_KEY = "sk-toolwire-test"
@@ -137,17 +141,35 @@ def tokenizer():
     return model_source.load_tokenizer(model_source.resolve("embedded"))
 
 
-@pytest.fixture(scope="session")
-def torch_engine():
-    """The torch engine on the embedded model, in-process, with an event loop of its own."""
+def _engine(**kw):
     import asyncio
 
     from toolwire.services.decode.torch_engine import TorchEngine
 
     loop = asyncio.new_event_loop()
-    engine = TorchEngine("embedded", max_batch=16)
+    engine = TorchEngine("embedded", max_batch=16, **kw)
     loop.run_until_complete(engine.start())
     engine.loop = loop
+    return engine
+
+
+def _stop(engine):
+    engine.loop.run_until_complete(engine.stop())
+    engine.loop.close()
+
+
+@pytest.fixture(scope="session")
+def torch_engine():
+    """The torch engine on the embedded model as it runs by default (on the CPU: the ggml step
+    on the GGUF), in-process, with an event loop of its own."""
+    engine = _engine()
     yield engine
-    loop.run_until_complete(engine.stop())
-    loop.close()
+    _stop(engine)
+
+
+@pytest.fixture(scope="session")
+def torch_step_engine():
+    """The same scheduler on the torch step (`--step torch`: the GGUF decoded by transformers)."""
+    engine = _engine(step="torch")
+    yield engine
+    _stop(engine)

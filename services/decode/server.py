@@ -145,6 +145,8 @@ def make_engine(args) -> Engine:
             prefix_cache_mb=args.prefix_cache_mb,
             prefix_reuse=not args.no_prefix_reuse,
             jump_forward=not args.no_jump_forward,
+            step=getattr(args, "step", "auto"),
+            kv_tokens=getattr(args, "kv_tokens", 8192),
         )
     if args.engine == "trtllm":
         from .trtllm_engine import TrtllmEngine

@@ -4,7 +4,8 @@ One worker thread owns the model. Each iteration runs one forward pass over a mi
 one new token for every decoding sequence, plus up to `prefill_chunk` prompt tokens of the
 waiting requests (several prompts together, a long one cut into chunks), so a running stream
 never waits for more than one chunk of someone else's prompt. Llama-family models run on
-LlamaStep (plain torch over a slot cache); anything else on transformers' forward (HFStep).
+LlamaStep (plain torch over a slot cache); anything else on transformers' forward (HFStep). A
+GGUF on a CPU runs on GgmlStep (llama.cpp's kernels, ggml_step.py) by default (`--step`).
 Each sequence carries its own xgrammar matcher; its mask is applied to its row of logits.
 """
 
@@ -38,6 +39,7 @@ from .engine import (
     constraint_matcher,
     queued_outputs,
 )
+from .ggml_step import KVPoolFull
 from .hf_step import HFStep
 from .llama_step import LlamaStep, Span
 from .prefix_cache import PrefixCache, common_prefix
@@ -74,6 +76,19 @@ def pick_dtype(name: str) -> torch.dtype:
     # Measured on the embedded model, 2 cores: bf16 matches fp32 at one stream and batches
     # 1.5x better at 16 (bench/), where the CPU does bf16 natively.
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def check_vocab(step, tokenizer) -> None:
+    """The GGUF's vocabulary (llama.cpp's) and the tokenizer toolwire encodes with must agree:
+    the same size and the same text at a spread of ids, special tokens included."""
+    n = len(tokenizer)
+    if step.n_vocab < n:
+        raise SystemExit(f"the GGUF has {step.n_vocab} tokens, the tokenizer {n}")
+    ids = sorted({0, 1, 2, tokenizer.eos_token_id, n // 7, n // 3, n // 2, n - 1})
+    theirs = [step.token_text(i) for i in ids]
+    ours = tokenizer.convert_ids_to_tokens(ids)
+    if theirs != ours:
+        raise SystemExit(f"GGUF and tokenizer vocabularies differ at ids {ids}: {theirs} vs {ours}")
 
 
 def _deliver(items: list) -> None:
@@ -118,6 +133,8 @@ class TorchEngine(Engine):
         prefix_cache_mb: int = 1024,
         prefix_reuse: bool = True,
         jump_forward: bool = True,
+        step: str = "auto",
+        kv_tokens: int = 8192,
     ):
         self.source = model_source.resolve(model)
         if self.source.null:
@@ -137,6 +154,10 @@ class TorchEngine(Engine):
         # budget. None: every prompt prefills whole.
         self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_reuse else None
         self.jump_forward = jump_forward
+        if step not in ("auto", "torch", "ggml"):
+            raise SystemExit(f"--step {step!r}: auto, torch or ggml")
+        self.step_kind = step
+        self.kv_tokens = kv_tokens
         self.requested_len = max_model_len
         self.pending: collections.deque[_Seq] = collections.deque()
         self.prefilling: list[_Seq] = []  # admitted, prompt not yet all in the cache
@@ -154,13 +175,72 @@ class TorchEngine(Engine):
         return self.source.default_id
 
     # -- lifecycle -----------------------------------------------------------------------
-    def load(self) -> None:
-        from transformers import AutoModelForCausalLM
+    def _use_ggml(self) -> bool:
+        """auto: ggml for a GGUF on a CPU when the library loads here; torch otherwise."""
+        if self.step_kind == "torch":
+            return False
+        why_not = None
+        if not self.source.gguf_file or self.source.random_preset:
+            why_not = "the model is not a GGUF file"
+        elif self.device != "cpu":
+            why_not = f"device {self.device!r} (the ggml step runs on the CPU)"
+        else:
+            from . import ggml_step
 
+            why_not = ggml_step.available()
+        if why_not is None:
+            return True
+        if self.step_kind == "ggml":
+            raise SystemExit(f"--step ggml: {why_not}")
+        if self.source.gguf_file and not self.source.random_preset:
+            log.warning("torch step: %s", why_not)
+        return False
+
+    def _load_ggml(self) -> None:
+        import pathlib
+
+        from .ggml_step import GgmlStep
+
+        step = GgmlStep(
+            pathlib.Path(self.source.folder, self.source.gguf_file),
+            self.max_batch + 1,  # one slot more than the batch: room to swap two sequences
+            kv_tokens=self.kv_tokens,
+            threads=self.threads,
+        )
+        check_vocab(step, self.tokenizer)
+        self.step = step
+        self.int8 = False
+        max_len = min(self.requested_len or step.n_ctx_train, step.n_ctx_train, self.kv_tokens)
+        self._finish_load(max_len, step.n_vocab)
+
+    def _finish_load(self, max_len: int, vocab_size: int) -> None:
+        # The dialect of the xgrammar this process compiles with (an older one takes EBNF).
+        self.info = EngineInfo(
+            "torch",
+            max_len,
+            vocab_size,
+            self.max_batch,
+            engine_dialect(importlib.metadata.version("xgrammar")),
+        )
+        self.compiler = ConstraintCompiler(
+            self.tokenizer, vocab_size, [self.tokenizer.eos_token_id]
+        )
+        self.slots = [None] * self.max_batch
+        self.bitmask = xgr.allocate_token_bitmask(self.max_batch, vocab_size)
+
+    def load(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         self.tokenizer = model_source.load_tokenizer(self.source)
+        if self._use_ggml():
+            self._load_ggml()
+            with torch.inference_mode():
+                self._warm_up()
+            self._log_loaded("gguf", t0)
+            return
+        from transformers import AutoModelForCausalLM
+
         if self.source.random_preset:
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(self.source.random_config(), dtype=self.dtype)
@@ -171,17 +251,7 @@ class TorchEngine(Engine):
         max_len = min(
             self.requested_len or cfg.max_position_embeddings, cfg.max_position_embeddings
         )
-        # The dialect of the xgrammar this process compiles with (an older one takes EBNF).
-        self.info = EngineInfo(
-            "torch",
-            max_len,
-            cfg.vocab_size,
-            self.max_batch,
-            engine_dialect(importlib.metadata.version("xgrammar")),
-        )
-        self.compiler = ConstraintCompiler(
-            self.tokenizer, cfg.vocab_size, [self.tokenizer.eos_token_id]
-        )
+        self._finish_load(max_len, cfg.vocab_size)
         why_not = llama_step.supports(cfg)
         with torch.inference_mode():
             # One slot more than the batch: room to swap two sequences' caches.
@@ -197,10 +267,10 @@ class TorchEngine(Engine):
                     why_not,
                 )
                 self.step = HFStep(model, self.max_batch + 1, max_len + 1)
-            self.slots = [None] * self.max_batch
-            self.bitmask = xgr.allocate_token_bitmask(self.max_batch, cfg.vocab_size)
             self._warm_up()
-        dtype = "int8" if self.int8 else str(self.dtype).removeprefix("torch.")
+        self._log_loaded("int8" if self.int8 else str(self.dtype).removeprefix("torch."), t0)
+
+    def _log_loaded(self, dtype: str, t0: float) -> None:
         log.info(
             "loaded %s (%s, %s, %s) in %.1fs",
             self.source.default_id,
@@ -214,7 +284,15 @@ class TorchEngine(Engine):
         """First calls of the kernels pay set-up costs: pay them here, not in a request."""
         for n in (8, 1):
             self.step.forward([], [Span(0, [0] * n, 0)])
-        self.step.forward([Span(0, [0], 8)], [Span(1, [0] * 4, 0)])
+        self.step.forward([Span(0, [0], 1)], [Span(1, [0] * 4, 0)])
+        for slot in (0, 1):
+            self._release(slot)
+
+    def _release(self, slot: int) -> None:
+        """A step with a shared KV pool (ggml) takes a free slot's cells back."""
+        release = getattr(self.step, "release", None)
+        if release is not None:
+            release(slot)
 
     async def start(self) -> None:
         if not hasattr(self, "step"):
@@ -235,7 +313,10 @@ class TorchEngine(Engine):
     def occupancy(self) -> EngineLoad:
         # Read from another thread without the lock: a scrape may be off by a step, no more.
         held = list(self.running) + list(self.prefilling)
-        cells = self.max_batch * (self.info.max_model_len + 1)
+        # The ggml step's sequences share one pool; the torch step reserves each slot's room.
+        cells = getattr(self.step, "kv_tokens", None) or self.max_batch * (
+            self.info.max_model_len + 1
+        )
         return EngineLoad(
             running=len(held),
             waiting=len(self.pending),
@@ -302,7 +383,10 @@ class TorchEngine(Engine):
                     self._drop_finished()
                     self._admit()
                     if self.running or self.prefilling:
-                        self._iterate()
+                        try:
+                            self._iterate()
+                        except KVPoolFull as e:
+                            self._abort_all(e)
                     self._drop_finished()
                     self._flush()
         except Exception:  # a fault here must not hang every stream: end them all
@@ -314,6 +398,14 @@ class TorchEngine(Engine):
             self.by_id.clear()
             self._flush()
             raise
+
+    def _abort_all(self, why: Exception) -> None:
+        """The ggml step's shared KV pool ran out mid-step: end what holds it (abort), keep
+        serving. The pool is sized by --kv-tokens; the torch step reserves each slot's room."""
+        log.error("%s: aborting %d requests", why, len(self.running) + len(self.prefilling))
+        for s in self.running + self.prefilling:
+            if s.finish is None:
+                self._finish(s, "abort")
 
     def _admit(self) -> None:
         """Give waiting requests a cache slot; their prompts then prefill in chunks. Requests
@@ -346,7 +438,8 @@ class TorchEngine(Engine):
 
     def _reuse(self, seq: _Seq) -> None:
         """Start seq from the longest prefix of its prompt whose KV is already computed: in a
-        running sequence's slot or in the prefix cache. MIN_PREFILL tokens at least are left
+        running sequence's slot or in the prefix cache. MIN_PREFILL tokens (the step's min_prefill)
+        at least are left
         to prefill (the last one's logits give the first sample)."""
         if self.prefix_cache is None:
             return
@@ -363,13 +456,16 @@ class TorchEngine(Engine):
         entry, n = self.prefix_cache.lookup(prompt)
         if n > best:
             best, source = n, entry
-        best = min(best, len(prompt) - MIN_PREFILL)
+        best = min(best, len(prompt) - getattr(self.step, "min_prefill", MIN_PREFILL))
         if best < MIN_REUSE:
             return
         if isinstance(source, _Seq):
             self.step.copy_prefix(source.slot, seq.slot, best)
         else:
-            self.step.load(seq.slot, source.kv, best)
+            try:
+                self.step.load(seq.slot, source.kv, best)
+            except KVPoolFull:  # no room to put it back: prefill the whole prompt instead
+                return
         seq.position = seq.cached = best
         self.stats.prefix_hits += best
 
@@ -574,6 +670,7 @@ class TorchEngine(Engine):
     def _free(self, seq: _Seq) -> None:
         if 0 <= seq.slot < len(self.slots) and self.slots[seq.slot] is seq:
             self._keep_prompt(seq)
+            self._release(seq.slot)
             self.slots[seq.slot] = None
         seq.slot = -1
 

@@ -1,6 +1,6 @@
 """The contract every decode engine keeps, run against each engine that can run here.
 
-torch runs everywhere; trtllm runs where TensorRT-LLM imports (a GPU machine) and is skipped,
+torch runs everywhere, on both of its steps (ggml, the CPU default for a GGUF, and torch); trtllm runs where TensorRT-LLM imports (a GPU machine) and is skipped,
 with the reason, elsewhere. Set TOOLWIRE_TRTLLM_MODEL to a checkpoint folder to run it.
 null (`--model null`, no forward pass) keeps all of it too: its fixed cycle of tokens ends on
 the request's stop ids and max_tokens, and its constrained output is valid (it takes allowed
@@ -22,7 +22,8 @@ from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.services.decode.engine import EngineRequest
 
 ENGINES = [
-    "torch",
+    "ggml",  # the torch engine's scheduler on the ggml step: the CPU default for a GGUF
+    "torch",  # the same scheduler on the torch step (--step torch)
     "null",
     pytest.param(
         "trtllm",
@@ -38,8 +39,15 @@ ENGINES = [
 
 @pytest.fixture(scope="module", params=ENGINES)
 def engine(request):
+    if request.param == "ggml":
+        engine = request.getfixturevalue("torch_engine")
+        assert type(engine.step).__name__ == "GgmlStep"
+        yield engine
+        return
     if request.param == "torch":
-        yield request.getfixturevalue("torch_engine")
+        engine = request.getfixturevalue("torch_step_engine")
+        assert type(engine.step).__name__ == "LlamaStep"
+        yield engine
         return
     if request.param == "null":
         from toolwire.services.decode.null_engine import NullEngine

@@ -1,16 +1,27 @@
 """Prefix reuse and jump-forward in the torch engine change how much is computed, never what a
-greedy request decodes: each is compared with the same request with the feature off."""
+greedy request decodes: each is compared with the same request with the feature off, on both
+steps (ggml reuses a prefix through llama.cpp's sequence copy and state save/load; the torch
+step through its slot cache)."""
 
 from __future__ import annotations
 
 import json
 
 import jsonschema
+import pytest
 
 from toolwire.constraints.compiler import in_dialect
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.services.decode.engine import EngineRequest
 from toolwire.services.decode.torch_engine import MIN_PREFILL
+
+
+@pytest.fixture(scope="module", params=["ggml", "torch"])
+def engine(request):
+    return request.getfixturevalue(
+        "torch_engine" if request.param == "ggml" else "torch_step_engine"
+    )
+
 
 SYSTEM = "You are a careful assistant for a shipping company. " * 8
 
@@ -42,7 +53,7 @@ def without_reuse(engine, rid, prompt):
         engine.prefix_cache = cache
 
 
-def test_repeated_and_extended_prompts_decode_as_without_reuse(torch_engine, tokenizer):
+def test_repeated_and_extended_prompts_decode_as_without_reuse(engine, tokenizer):
     turn1 = [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": "Where is my parcel?"},
@@ -52,17 +63,18 @@ def test_repeated_and_extended_prompts_decode_as_without_reuse(torch_engine, tok
         {"role": "user", "content": "When will it arrive?"},
     ]
     p1, p2 = chat(tokenizer, turn1), chat(tokenizer, turn2)
-    ref1, _ = without_reuse(torch_engine, "ref1", p1)
-    ref2, _ = without_reuse(torch_engine, "ref2", p2)
-    hits = torch_engine.stats.prefix_hits
-    first, _ = greedy(torch_engine, "first", p1)
-    again, out = greedy(torch_engine, "again", p1)
-    assert out.cached_tokens == len(p1) - MIN_PREFILL  # all but the exact tail
-    longer, out2 = greedy(torch_engine, "longer", p2)
-    assert out2.cached_tokens >= len(p1) - MIN_PREFILL
+    ref1, _ = without_reuse(engine, "ref1", p1)
+    ref2, _ = without_reuse(engine, "ref2", p2)
+    hits = engine.stats.prefix_hits
+    first, _ = greedy(engine, "first", p1)
+    again, out = greedy(engine, "again", p1)
+    tail = getattr(engine.step, "min_prefill", MIN_PREFILL)
+    assert out.cached_tokens == len(p1) - tail  # all but the exact tail
+    longer, out2 = greedy(engine, "longer", p2)
+    assert out2.cached_tokens >= len(p1) - tail
     assert first == again == ref1
     assert longer == ref2
-    assert torch_engine.stats.prefix_hits - hits >= out.cached_tokens + out2.cached_tokens
+    assert engine.stats.prefix_hits - hits >= out.cached_tokens + out2.cached_tokens
 
 
 CALL = {
@@ -98,25 +110,25 @@ TAG = {
 }
 
 
-def test_jump_forward_runs_forced_text_in_one_forward(torch_engine, tokenizer):
+def test_jump_forward_runs_forced_text_in_one_forward(engine, tokenizer):
     prompt = chat(tokenizer, [{"role": "user", "content": "What is the weather in Oslo?"}])
     c = in_dialect(
-        Constraint(Kind("structural_tag"), json.dumps(TAG)), torch_engine.info.constraint_dialect
+        Constraint(Kind("structural_tag"), json.dumps(TAG)), engine.info.constraint_dialect
     )
     runs = {}
     for jump in (False, True):
-        torch_engine.jump_forward = jump
-        steps = torch_engine.stats.steps
+        engine.jump_forward = jump
+        steps = engine.stats.steps
         try:
-            ids, out = greedy(torch_engine, f"jump-{jump}", prompt, max_tokens=60, constraint=c)
+            ids, out = greedy(engine, f"jump-{jump}", prompt, max_tokens=60, constraint=c)
         finally:
-            torch_engine.jump_forward = True
+            engine.jump_forward = True
         text = tokenizer.decode(ids)
         assert out.finish_reason == "stop", text
         assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")
         call = json.loads(text[len("<tool_call>\n") : -len("\n</tool_call>")])
         jsonschema.validate(call, CALL)
-        runs[jump] = (call, torch_engine.stats.steps - steps, out.completion_tokens)
+        runs[jump] = (call, engine.stats.steps - steps, out.completion_tokens)
     (call_off, steps_off, n_off), (call_on, steps_on, n_on) = runs[False], runs[True]
     assert steps_off >= n_off  # one forward per token
     assert steps_on < n_on and steps_on < steps_off / 2  # the markup and keys came in chunks

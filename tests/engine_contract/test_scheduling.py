@@ -1,6 +1,7 @@
 """The torch engine's scheduler: prompts prefilled in small chunks beside running streams,
 sequences joining and leaving (their cache rows moved to keep the decode rows together), more
-requests than slots. Each request must decode exactly what it decodes alone (fp32: exact)."""
+requests than slots. Each request must decode exactly what it decodes alone, on both steps (the
+torch step in fp32; ggml's CPU kernels give a row the same bits whatever shares its batch)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from toolwire.services.decode.engine import EngineRequest
 from toolwire.services.decode.torch_engine import TorchEngine
 
 
-@pytest.fixture(scope="module")
-def small_engine():
+@pytest.fixture(scope="module", params=["ggml", "torch"])
+def small_engine(request):
     loop = asyncio.new_event_loop()
-    engine = TorchEngine("embedded", dtype="fp32", max_batch=3, prefill_chunk=16)
+    engine = TorchEngine(
+        "embedded", dtype="fp32", max_batch=3, prefill_chunk=16, step=request.param
+    )
     loop.run_until_complete(engine.start())
     engine.loop = loop
     yield engine
