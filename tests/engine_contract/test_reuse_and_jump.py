@@ -9,10 +9,12 @@ import json
 
 import jsonschema
 import pytest
+import torch
 
 from toolwire.constraints.compiler import in_dialect
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.services.decode.engine import EngineRequest
+from toolwire.services.decode.llama_step import Span
 from toolwire.services.decode.torch_engine import MIN_PREFILL
 
 
@@ -73,8 +75,30 @@ def test_repeated_and_extended_prompts_decode_as_without_reuse(engine, tokenizer
     longer, out2 = greedy(engine, "longer", p2)
     assert out2.cached_tokens >= len(p1) - tail
     assert first == again == ref1
-    assert longer == ref2
     assert engine.stats.prefix_hits - hits >= out.cached_tokens + out2.cached_tokens
+    if engine.step.__class__.__name__ == "GgmlStep":
+        assert longer == ref2  # ggml's cached keys are the very ones a whole prefill writes
+        return
+    # The torch step's fp32 prefill rounds differently by chunk length (the BLAS kernel is
+    # chosen by matrix shape): an extended prompt's keys, reused from a shorter prefill, differ
+    # from a whole prefill's in the last bits, and on some CPUs that flips a near-tie a few
+    # tokens on (seen: AVX-512, the 7th token). So: the same first token, and the same logits
+    # to within rounding, computed both ways in the spare slot.
+    assert longer[:1] == ref2[:1]
+    whole, reused = _logits_both_ways(engine, p1, p2)
+    assert torch.nn.functional.cosine_similarity(whole, reused, dim=0) > 0.9999
+    assert (whole - reused).abs().max() < 1e-2 * whole.abs().max()
+
+
+def _logits_both_ways(engine, p1, p2):
+    """The last position's logits of p2 prefilled whole, and prefilled as p1 then the rest, in
+    the slot no request holds (the engine is idle between requests)."""
+    slot = engine.max_batch
+    with torch.inference_mode():
+        whole = engine.step.forward([], [Span(slot, p2, 0)])[0].clone()
+        engine.step.forward([], [Span(slot, p1, 0)])
+        reused = engine.step.forward([], [Span(slot, p2[len(p1) :], len(p1))])[0].clone()
+    return whole, reused
 
 
 CALL = {
