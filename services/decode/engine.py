@@ -94,6 +94,7 @@ class Engine(ABC):
     # Where decode time goes, kept up to date while serving; None: the engine cannot tell
     # (its counters are then left out of /metrics).
     stats: EngineStats | None = None
+    fault: BaseException | None = None  # what broke the engine for good (then it serves no more)
 
     @property
     @abstractmethod
@@ -110,6 +111,13 @@ class Engine(ABC):
     async def stop(self) -> None:
         """Stop generating and let go of the model (threads, executors, GPU memory). Called
         once, after start(), when no new request can arrive."""
+
+    async def wait_fault(self) -> BaseException:
+        """Returns when the engine broke for good (a fault outside any one request, such as
+        its step loop failing): the service then exits, for its supervisor to restart it,
+        rather than queue requests nothing will run. This default never returns."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
     @abstractmethod
     def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
@@ -170,6 +171,14 @@ async def serve(args) -> None:
     await server.start()
     decode_metrics(engine, model_id).serve(args.metrics_port, args.host)
     log.info("decode service (%s engine) on %s:%s", engine.info.name, args.host, args.port)
-    await wait_for_signal()
+    stop = asyncio.ensure_future(wait_for_signal())
+    fault = asyncio.ensure_future(engine.wait_fault())
+    await asyncio.wait([stop, fault], return_when=asyncio.FIRST_COMPLETED)
     await server.stop()
+    if fault.done():
+        # Its requests ended with an error already; a restart (toolwire up, Kubernetes) is
+        # the way back, not a process that accepts streams and never runs them.
+        log.error("decode engine failed (%r): exiting for a restart", fault.result())
+        raise SystemExit(1)
+    fault.cancel()
     await engine.stop()

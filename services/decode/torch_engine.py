@@ -30,6 +30,7 @@ from toolwire.stack import model_source
 from . import llama_step
 from .engine import (
     Engine,
+    EngineBusy,
     EngineInfo,
     EngineLoad,
     EngineOutput,
@@ -297,8 +298,14 @@ class TorchEngine(Engine):
     async def start(self) -> None:
         if not hasattr(self, "step"):
             await asyncio.to_thread(self.load)
+        self.loop = asyncio.get_running_loop()
+        self.faulted = asyncio.Event()
         self.thread = threading.Thread(target=self._run, name="torch-engine", daemon=True)
         self.thread.start()
+
+    async def wait_fault(self) -> BaseException:
+        await self.faulted.wait()
+        return self.fault
 
     async def stop(self) -> None:
         with self.wake:
@@ -347,6 +354,8 @@ class TorchEngine(Engine):
             enqueued=time.monotonic(),
         )
         with self.wake:
+            if self.fault is not None:  # nothing would run it: another replica may
+                raise EngineBusy(f"the engine loop failed ({self.fault!r}); restarting")
             self.by_id[request.request_id] = seq
             self.pending.append(seq)
             self.wake.notify()
@@ -389,15 +398,18 @@ class TorchEngine(Engine):
                             self._abort_all(e)
                     self._drop_finished()
                     self._flush()
-        except Exception:  # a fault here must not hang every stream: end them all
+        except Exception as e:  # a fault here must not hang every stream: end them all
             log.exception("engine loop failed")
-            for seq in list(self.by_id.values()):
+            with self.wake:  # later requests are refused, and the service exits (wait_fault)
+                self.fault = e
+                seqs = list(self.by_id.values())
+                self.by_id.clear()
+            for seq in seqs:
                 self._emit(
                     seq, EngineOutput([], "abort", len(seq.request.prompt_ids), seq.completion)
                 )
-            self.by_id.clear()
             self._flush()
-            raise
+            self.loop.call_soon_threadsafe(self.faulted.set)
 
     def _abort_all(self, why: Exception) -> None:
         """The ggml step's shared KV pool ran out mid-step: end what holds it (abort), keep
