@@ -281,23 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from toolwire.gateway.server import serve
     try:
-        run_loop(serve(args))
+        asyncio.run(serve(args))
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def run_loop(main) -> None:
-    """asyncio.run; on uvloop with TOOLWIRE_EVENT_LOOP=uvloop where it is installed (an experiment)."""
-    if os.environ.get("TOOLWIRE_EVENT_LOOP", "asyncio") == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            uvloop = None
-        if uvloop is not None:
-            uvloop.run(main)
-            return
-    asyncio.run(main)
 
 
 if __name__ == "__main__":
