@@ -14,9 +14,10 @@ Prints, per variant (medians over rounds): streamed tokens/s, SSE events carryin
 second, tokens per event, time to first token, and µs of CPU per streamed token of each
 service process (bench/proc_cpu.py) and of this client.
 
-The client is lean on purpose (raw HTTP/1.1 over asyncio streams, counting `data:` events in
-the bytes instead of parsing each as JSON): with httpx and a json.loads per event the client
-took more CPU than the gateway on this 2-core machine and capped what was measured.
+The client is lean on purpose (bench/sse_counter.py: raw HTTP/1.1, content events counted in
+the bytes instead of parsing each as JSON, one epoll loop over all the sockets): it shares the
+2 cores with what it measures. `--client httpx` parses every event (bench/remote.py) to check
+the lean client's counts.
 """
 
 from __future__ import annotations
@@ -30,79 +31,26 @@ import sys
 import time
 import urllib.parse
 
-from . import proc_cpu, remote
+from . import proc_cpu, remote, sse_counter
 from .run import KEY, start_stack
 from .workloads import body
 
-CONTENT = b'"content":"'  # a delta with text (the role chunk has "content":null)
 
-
-class _Counter(asyncio.Protocol):
-    """One request's response, counted as its bytes arrive: content events, the time of the
-    first, and the last bytes (the usage chunk is read from them at the end). A protocol, not a
-    StreamReader and a task: each arrival costs one callback, no coroutine wake-up, no copy of
-    what came before (the StreamReader client took 25 µs of CPU per token at 256 streams, half
-    the gateway's)."""
-
-    def __init__(self, request: bytes, start: float):
-        self.request, self.start = request, start
-        self.events, self.first, self.tail = 0, None, b""
-        self.status = b""
-        self.done = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport) -> None:
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.status:
-            self.status = data[:12]  # b"HTTP/1.1 200"
-        # A match may straddle two arrivals: look from the last len(CONTENT) - 1 bytes on.
-        n = (self.tail[1 - len(CONTENT) :] + data).count(CONTENT)
-        if n:
-            if self.first is None:
-                self.first = time.perf_counter() - self.start
-            self.events += n
-        self.tail = (self.tail + data)[-TAIL:]
-
-    def connection_lost(self, exc) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-TAIL = 1024  # bytes kept: the usage chunk and [DONE] arrive last
-
-
-async def one_stream(host: str, port: int, path: str, payload: bytes) -> tuple[int, int, float]:
-    """(completion tokens, content events, seconds to the first content event) of one request.
-    A response that is not a 200 ending in [DONE] raises: counting it would flatter the rate."""
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode() + payload
-    loop = asyncio.get_running_loop()
-    counter = _Counter(request, time.perf_counter())
-    await loop.create_connection(lambda: counter, host, port)
-    await counter.done
-    tail = counter.tail
-    if counter.status != b"HTTP/1.1 200" or b"data: [DONE]" not in tail:
-        raise RuntimeError(f"bad response: {counter.status!r} ... {tail[-300:]!r}")
-    at = tail.rfind(b'"completion_tokens":')
-    tokens = int(tail[at + 20 :].split(b",", 1)[0].split(b"}", 1)[0]) if at >= 0 else 0
-    first = counter.first if counter.first is not None else float("nan")
-    return tokens, counter.events, first
-
-
-async def load(url: str, bodies: list[dict], client: str = "lean") -> dict:
-    payloads = [json.dumps(b).encode() for b in bodies]
+async def load(url: str, bodies: list[dict], client: str = "epoll") -> dict:
+    u = urllib.parse.urlsplit(url)
+    path = u.path.rstrip("/") + "/chat/completions"
+    requests = [
+        sse_counter.http_request(u.hostname, path, KEY, json.dumps(b).encode()) for b in bodies
+    ]
     start = time.perf_counter()
     if client == "httpx":  # the full client: HTTP framing decoded, every event parsed as JSON
         r = await remote.run_load(url, KEY, bodies)
         tokens, events, ttft = r["tokens"], r["events"], r["ttft_p50_ms"]
     else:
-        u = urllib.parse.urlsplit(url)
-        path = u.path.rstrip("/") + "/chat/completions"
-        results = await asyncio.gather(*(one_stream(u.hostname, u.port, path, p) for p in payloads))
+        if client == "asyncio":
+            results = await sse_counter.run_asyncio(u.hostname, u.port, requests)
+        else:  # nothing else runs in this process meanwhile: one loop, blocking
+            results = sse_counter.run_epoll(u.hostname, u.port, requests)
         tokens = sum(r[0] for r in results)
         events = sum(r[1] for r in results)
         ttft = 1000 * statistics.median(r[2] for r in results)
@@ -168,10 +116,10 @@ def main() -> int:
     p.add_argument("--model", default="null")
     p.add_argument(
         "--client",
-        choices=["lean", "httpx"],
-        default="lean",
-        help="lean: a protocol counting content events in the bytes; httpx: the full client "
-        "(bench/remote.py, every event parsed as JSON), to check the lean one's counts",
+        choices=["epoll", "asyncio", "httpx"],
+        default="epoll",
+        help="epoll, asyncio: content events counted in the bytes (bench/sse_counter.py); "
+        "httpx: the full client (bench/remote.py, every event parsed as JSON), to check them",
     )
     p.add_argument("--stack-flag", action="append", default=[], help="passed to toolwire up")
     args = p.parse_args()
