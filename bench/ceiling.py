@@ -4,6 +4,7 @@ one extractor, N concurrent streams of M tokens, with the stream interval off an
     python -m bench.ceiling                        # 256 streams x 256 tokens, interval 0 and 4
     python -m bench.ceiling --streams 64 --variants 0 4 8 --rounds 3
     python -m bench.ceiling --variants 0@25.6 4@10.24   # engine steps paced (ms): 10k, 25k tok/s
+    python -m bench.ceiling --variants 0@12.8 4@5.12    # 20k, 50k offered: room to show more
 
 A variant is a stream interval in tokens (0: off), optionally @ the null engine's step time in
 ms (`--null-step-ms`: 256 streams at 25.6 ms a step offer 10,000 tokens/s). Unpaced, the
