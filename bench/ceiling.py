@@ -4,6 +4,7 @@ one extractor, N concurrent streams of M tokens, with the stream interval off an
     python -m bench.ceiling                        # 256 streams x 256 tokens, interval 0 and 4
     python -m bench.ceiling --streams 64 --variants 0 4 8 --rounds 3
     python -m bench.ceiling --variants 0@25.6 4@10.24   # engine steps paced (ms): 10k, 25k tok/s
+    python -m bench.ceiling --variants 0@12.8 4@5.12    # 20k, 50k offered: room to show more
 
 A variant is a stream interval in tokens (0: off), optionally @ the null engine's step time in
 ms (`--null-step-ms`: 256 streams at 25.6 ms a step offer 10,000 tokens/s). Unpaced, the
@@ -14,9 +15,10 @@ Prints, per variant (medians over rounds): streamed tokens/s, SSE events carryin
 second, tokens per event, time to first token, and µs of CPU per streamed token of each
 service process (bench/proc_cpu.py) and of this client.
 
-The client is lean on purpose (raw HTTP/1.1 over asyncio streams, counting `data:` events in
-the bytes instead of parsing each as JSON): with httpx and a json.loads per event the client
-took more CPU than the gateway on this 2-core machine and capped what was measured.
+The client is lean on purpose (bench/sse_counter.py: raw HTTP/1.1, content events counted in
+the bytes instead of parsing each as JSON, one epoll loop over all the sockets): it shares the
+2 cores with what it measures. `--client httpx` parses every event (bench/remote.py) to check
+the lean client's counts.
 """
 
 from __future__ import annotations
@@ -30,51 +32,30 @@ import sys
 import time
 import urllib.parse
 
-from . import proc_cpu
+from . import proc_cpu, remote, sse_counter
 from .run import KEY, start_stack
 from .workloads import body
 
-CONTENT = b'"content":"'  # a delta with text (the role chunk has "content":null)
 
-
-async def one_stream(host: str, port: int, path: str, payload: bytes) -> tuple[int, int, float]:
-    """(completion tokens, content events, seconds to the first content event) of one request."""
-    start = time.perf_counter()
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(
-        (
-            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        + payload
-    )
-    events, first, tail = 0, None, b""
-    while True:
-        data = await reader.read(65536)
-        if not data:
-            break
-        seen = tail + data
-        n = seen.count(CONTENT) - tail.count(CONTENT)
-        if n and first is None:
-            first = time.perf_counter() - start
-        events += n
-        tail = seen[-4096:]  # the usage chunk is read from here at the end
-    writer.close()
-    at = tail.rfind(b'"completion_tokens":')
-    tokens = int(tail[at + 20 :].split(b",", 1)[0].split(b"}", 1)[0]) if at >= 0 else 0
-    return tokens, events, first if first is not None else float("nan")
-
-
-async def load(url: str, bodies: list[dict]) -> dict:
+async def load(url: str, bodies: list[dict], client: str = "epoll") -> dict:
     u = urllib.parse.urlsplit(url)
     path = u.path.rstrip("/") + "/chat/completions"
-    payloads = [json.dumps(b).encode() for b in bodies]
+    requests = [
+        sse_counter.http_request(u.hostname, path, KEY, json.dumps(b).encode()) for b in bodies
+    ]
     start = time.perf_counter()
-    results = await asyncio.gather(*(one_stream(u.hostname, u.port, path, p) for p in payloads))
+    if client == "httpx":  # the full client: HTTP framing decoded, every event parsed as JSON
+        r = await remote.run_load(url, KEY, bodies)
+        tokens, events, ttft = r["tokens"], r["events"], r["ttft_p50_ms"]
+    else:
+        if client == "asyncio":
+            results = await sse_counter.run_asyncio(u.hostname, u.port, requests)
+        else:  # nothing else runs in this process meanwhile: one loop, blocking
+            results = sse_counter.run_epoll(u.hostname, u.port, requests)
+        tokens = sum(r[0] for r in results)
+        events = sum(r[1] for r in results)
+        ttft = 1000 * statistics.median(r[2] for r in results)
     wall = time.perf_counter() - start
-    tokens = sum(r[0] for r in results)
-    events = sum(r[1] for r in results)
     return {
         "tokens": tokens,
         "events": events,
@@ -82,7 +63,7 @@ async def load(url: str, bodies: list[dict]) -> dict:
         "tok_s": tokens / wall,
         "events_s": events / wall,
         "tokens_per_event": tokens / max(1, events),
-        "ttft_p50_ms": 1000 * statistics.median(r[2] for r in results),
+        "ttft_p50_ms": ttft,
     }
 
 
@@ -95,7 +76,7 @@ async def measure(url: str, model: str, pids: dict, args) -> dict:
             body("text", r * args.streams + i, model, args.max_tokens) for i in range(args.streams)
         ]
         before, mine = proc_cpu.cpu_seconds(pids), time.process_time()
-        res = await load(url, bodies)
+        res = await load(url, bodies, args.client)
         after, mine = proc_cpu.cpu_seconds(pids), time.process_time() - mine
         for name in before:
             res[f"cpu_us_{name}"] = 1e6 * (after[name] - before[name]) / max(1, res["tokens"])
@@ -134,6 +115,13 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=["0", "4"], help="INTERVAL[@STEP_MS]")
     p.add_argument("--model", default="null")
+    p.add_argument(
+        "--client",
+        choices=["epoll", "asyncio", "httpx"],
+        default="epoll",
+        help="epoll, asyncio: content events counted in the bytes (bench/sse_counter.py); "
+        "httpx: the full client (bench/remote.py, every event parsed as JSON), to check them",
+    )
     p.add_argument("--stack-flag", action="append", default=[], help="passed to toolwire up")
     args = p.parse_args()
     args.dtype, args.concurrency, args.stack_flags = "auto", [args.streams], args.stack_flag

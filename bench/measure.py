@@ -30,6 +30,7 @@ def summarize(timings: list[Timing], wall: float) -> dict:
     return {
         "requests": len(timings),
         "tokens": tokens,
+        "events": sum(len(t.events) for t in timings),
         "wall_s": wall,
         "tok_s": tokens / wall if wall else 0.0,
         "ttft_p50_ms": 1000 * pct(ttft, 0.5),

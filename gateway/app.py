@@ -24,7 +24,7 @@ from .openai_models import ChatCompletionRequest
 from .openapi import openapi_document
 from .orchestrator import Orchestrator, new_request_id
 from .request_convert import to_proto
-from .wire import chunk_sse, completion_dict
+from .wire import chunk_sse, completion_dict, content_prefix, content_sse
 
 log = logging.getLogger("toolwire.gateway")
 
@@ -90,7 +90,8 @@ def validation_error(e: pydantic.ValidationError) -> RequestError:
     )
 
 
-def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
+def build_app(orch: Orchestrator, auth: Auth):
+    """The ASGI app: Starlette's routes, with the server's own `send` kept for EventStream."""
     metrics = orch.metrics
     in_flight = metrics.in_flight.labels(orch.model_id)
     in_flight.set_function(lambda: orch.in_flight)
@@ -149,19 +150,22 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
 
         async def events():
             status, code = 200, None
+            # A content-only delta comes as its text (most of a stream's events): written
+            # from this request's pre-rendered bytes, no proto chunk built for it.
+            prefix = content_prefix(run.id, run.created, run.req.model)
             try:
-                async for chunk in run.chunks():
+                async for item in run.items():
                     # orjson: compact UTF-8 as OpenAI sends it, several times json's speed.
-                    yield chunk_sse(chunk)
-                yield "data: [DONE]\n\n"
+                    yield content_sse(prefix, item) if type(item) is str else chunk_sse(item)
+                yield b"data: [DONE]\n\n"
             except (GeneratorExit, asyncio.CancelledError):
-                # The client went away (the write failed): chunks()' finally aborts decoding.
+                # The client went away (the write failed): items()' finally aborts decoding.
                 status, code = 499, "client_disconnected"
                 metrics.client_disconnects.labels(orch.model_id).inc()
                 raise
             except RequestError as e:
                 status, code = e.status, e.code
-                yield f"data: {json.dumps(error_body(e))}\n\n"
+                yield f"data: {json.dumps(error_body(e))}\n\n".encode()
             except Exception:  # never hang a stream: end it with an error event
                 log.exception("stream failed")
                 status, code = 500, "internal_error"
@@ -171,7 +175,7 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
                         error_body(RequestError("internal error", status=500, type="server_error"))
                     )
                     + "\n\n"
-                )
+                ).encode()
             finally:
                 run.close()
                 metrics.count("rest", status, code)
@@ -190,7 +194,7 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
         # A client gone before the first write leaves the generator unstarted, so its finally
         # never runs: free the decode slot and the in-flight place when it is collected.
         weakref.finalize(stream, run.close)
-        return StreamingResponse(
+        return EventStream(
             stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
         )
 
@@ -249,7 +253,7 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
             RequestError(f"Unknown path {request.url.path}", status=404, code="not_found")
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
@@ -260,3 +264,33 @@ def build_app(orch: Orchestrator, auth: Auth) -> Starlette:
         ],
         exception_handlers={404: not_found},
     )
+
+    async def asgi(scope, receive, send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send  # for EventStream's body writes
+        await app(scope, receive, send)
+
+    return asgi
+
+
+RAW_SEND = "toolwire.raw_send"
+
+
+class EventStream(StreamingResponse):
+    """A StreamingResponse whose events go straight to the server's `send`, not through
+    Starlette's two exception-handling wrappers of it (each an async call per event; they act
+    on the response's start only, which still goes through them, so an error before it is
+    still theirs to answer)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.raw_send = scope.get(RAW_SEND, send)
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        raw = self.raw_send
+        async for chunk in self.body_iterator:
+            await raw({"type": "http.response.body", "body": chunk, "more_body": True})
+        await raw({"type": "http.response.body", "body": b"", "more_body": False})

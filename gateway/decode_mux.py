@@ -38,12 +38,15 @@ class DecodeHandle(MuxHandle):
     gives a list of new token ids, then the GenerateComplete, then grpc.aio.EOF; `cancel()`
     makes the decode replica abort it."""
 
-    __slots__ = ("tokens", "complete")
+    __slots__ = ("tokens", "complete", "forward")
 
     def __init__(self, stream: DecodeStream, handle: int):
         super().__init__(stream, handle)
         self.tokens: list[int] = []
         self.complete: pb.GenerateComplete | None = None
+        # Set once the request streams with both streams multiplexed (orchestrator._Forward):
+        # what arrives goes to it at once instead of waiting here for a read().
+        self.forward = None
 
     def _take(self):
         if self.tokens:
@@ -55,9 +58,19 @@ class DecodeHandle(MuxHandle):
         return None
 
     def _finish(self, complete: pb.GenerateComplete) -> None:
-        self.complete = complete
         self.ended = True
+        if self.forward is not None:
+            self.forward.end(complete)
+            return
+        self.complete = complete
         self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if self.forward is not None:
+            self.ended = True
+            self.forward.fail(error)
+            return
+        super()._fail(error)
 
 
 class DecodeStream(MuxStream):
@@ -131,8 +144,11 @@ class DecodeStream(MuxStream):
         for h, n in zip(frame.handles, frame.counts):
             handle = handles.get(h)
             if handle is not None:
-                handle.tokens.extend(ids[pos : pos + n])
-                handle._wake()
+                if handle.forward is not None:
+                    handle.forward.tokens(ids[pos : pos + n])
+                else:
+                    handle.tokens.extend(ids[pos : pos + n])
+                    handle._wake()
             pos += n
         for f in frame.finishes:
             handle = handles.pop(f.handle, None)

@@ -136,6 +136,17 @@ def chunk_sse(c: chat_pb2.ChatCompletionChunk) -> bytes:
     return b"data: " + orjson.dumps(chunk_dict(c)) + b"\n\n"
 
 
+def content_sse(prefix: bytes, content: str) -> bytes:
+    """The SSE event of a chunk that is only `content`, from its request's `content_prefix`:
+    what chunk_sse gives for that chunk, without building it."""
+    return prefix + orjson.dumps(content) + _SUFFIX
+
+
+def content_prefix(cid: str, created: int, model: str) -> bytes:
+    """A request's bytes before the content of a content-only chunk (see content_sse)."""
+    return _content_prefix(cid, created, model)
+
+
 _SUFFIX = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
 

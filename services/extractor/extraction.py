@@ -64,6 +64,10 @@ class Extraction:
         self.seen = MarkerWatch(fmt.call_marker if extractor is not None else "")
         self.done = False  # the last response was returned
         self.unparsed = False  # the content held the call marker but no call was read
+        # Plain text (no format to read calls in, no reasoning, no stop strings): a chunk's
+        # response would be its text and nothing else, so `tokens` gives the text alone and
+        # the multiplexed stream sends it without building a response (mux.py).
+        self.plain = extractor is None and not self.stops.stops
 
     def _respond(self, delta: Delta, final: bool) -> pb.ExtractResponse:
         stops = self.stops
@@ -90,6 +94,12 @@ class Extraction:
         if final:
             out.extend(self.extractor.finish())
         return out
+
+    def text_or_tokens(self, ids) -> pb.ExtractResponse | str | None:
+        """`tokens`, except that a plain request's response (self.plain) comes as its text."""
+        if self.plain:
+            return self.detok.add(list(ids)) or None
+        return self.tokens(ids)
 
     def tokens(self, ids) -> pb.ExtractResponse | None:
         """New token ids; a response with finish_reason "stop" when a stop string ended it."""
