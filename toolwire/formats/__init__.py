@@ -20,7 +20,7 @@ from .hermes import HermesFormat
 from .inputs import Tool, ToolChoice
 from .kimi_k2 import SECTION_BEGIN, KimiK2Format
 from .llama3_json import PYTHON_TAG, Llama3JsonFormat
-from .mistral import MistralFormat
+from .mistral import MistralFormat, starts_with_space
 from .pythonic import PythonicFormat
 from .qwen3_coder import Qwen3CoderFormat
 
@@ -39,7 +39,8 @@ FORMATS: dict[str, Callable[[Any], ToolFormat]] = {
     "hermes": lambda tok: HermesFormat(),
     "llama3_json": lambda tok: Llama3JsonFormat(python_tag=PYTHON_TAG in _vocab(tok)),
     "mistral": lambda tok: MistralFormat(
-        args_token=tok is None or "[ARGS]" in _vocab(tok) or "[ARGS]" in _template(tok)
+        args_token=tok is None or "[ARGS]" in _vocab(tok) or "[ARGS]" in _template(tok),
+        list_space=starts_with_space(tok),
     ),
     "pythonic": lambda tok: PythonicFormat(),
     "deepseek_v3": lambda tok: DeepSeekV3Format(),

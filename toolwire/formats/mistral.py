@@ -1,7 +1,8 @@
 """Mistral tool calls.
 
 - `[TOOL_CALLS]name[ARGS]{...}` per call (tokenizers v11 and later: they have [ARGS]);
-- `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` (older tokenizers).
+- `[TOOL_CALLS] [{"name": ..., "arguments": {...}}, ...]` (older tokenizers; Tekken v3 writes
+  no space after the marker, sentencepiece v3 does: `list_space`).
 Tools are listed in [AVAILABLE_TOOLS]; results come back in [TOOL_RESULTS]. Mistral call ids
 are 9 letters and digits: OpenAI ids are mapped to them (stably, so a call and its result
 agree) when rendered into the prompt.
@@ -59,6 +60,15 @@ def _until_next_call(content: dict) -> dict:
     return content
 
 
+def starts_with_space(tokenizer: Any) -> bool:
+    """Whether the tokenizer writes a text's start with a space (sentencepiece's "▁"), as
+    mistral-common's v3 sentencepiece encoder does after [TOOL_CALLS]; Tekken writes none."""
+    if tokenizer is None:
+        return True
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("[", add_special_tokens=False))
+    return bool(pieces) and pieces[0].startswith("▁")
+
+
 def mistral_id(openai_id: str) -> str:
     """A 9-character id for the prompt; ids already in Mistral's shape pass unchanged."""
     if _MISTRAL_ID.match(openai_id or ""):
@@ -90,8 +100,12 @@ class MistralFormat(ToolFormat):
     call_marker = MARKER
     result_markers = ("[TOOL_RESULTS]",)
 
-    def __init__(self, args_token: bool = True):
+    def __init__(self, args_token: bool = True, list_space: bool = True):
         self.args_token = args_token  # [TOOL_CALLS]name[ARGS]{...}; else the JSON list
+        # The list's opening after the marker, as mistral-common's encoder writes it: the JSON
+        # encoded on its own, which sentencepiece vocabularies (v3) start with a space ("▁[")
+        # and Tekken ones do not ("[").
+        self.list_open = MARKER + (" [" if list_space else "[")
 
     def render(
         self,
@@ -135,8 +149,7 @@ class MistralFormat(ToolFormat):
                 for c in calls
             )
         return (
-            MARKER
-            + " ["
+            self.list_open
             + ", ".join(
                 f'{{"name": {json.dumps(c["function"]["name"])}, "arguments": '
                 f'{arguments_text(c["function"]["arguments"])}, "id": "{c["id"]}"}}'
@@ -171,7 +184,7 @@ class MistralFormat(ToolFormat):
             }
             for t in chosen
         ]
-        return block_constraint(tags, MARKER + " [", "]", ", ", choice, parallel, trigger=MARKER)
+        return block_constraint(tags, self.list_open, "]", ", ", choice, parallel, trigger=MARKER)
 
     def extractor(self, tools: list[Tool]) -> MarkedCallExtractor:
         names = {t.name for t in tools}
