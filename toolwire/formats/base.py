@@ -16,7 +16,7 @@ from typing import Any
 
 from toolwire.request.errors import RequestError
 
-from .inputs import Tool, ToolChoice
+from .inputs import Tool, ToolChoice, custom_involved
 from .plain_render import render_native, render_plain, template_renders_tools
 
 _ALNUM = string.ascii_letters + string.digits
@@ -120,6 +120,15 @@ class ToolFormat(ABC):
     # template to read it from, formats/thinking.py): gpt-oss's graded `reasoning_effort`,
     # DeepSeek V3.2/V4's on/off `thinking`.
     own_switch: str | None = None
+    # The model's own template would declare custom tools as functions (DeepSeek V3.1, gpt-oss):
+    # with a custom tool offered or in the history, the format writes the prompt itself.
+    template_misreads_custom: bool = False
+
+    def uses_template(self, tokenizer: Any, messages: list[dict], tools: list[Tool]) -> bool:
+        """Whether the model's own chat template renders this conversation."""
+        return template_renders_tools(tokenizer) and not (
+            self.template_misreads_custom and custom_involved(messages, tools)
+        )
 
     def render(
         self,
@@ -135,7 +144,7 @@ class ToolFormat(ABC):
         template's switches (formats/thinking.py)."""
         self._check_custom_history(messages)
         kw = template_kwargs or {}
-        if template_renders_tools(tokenizer):
+        if self.uses_template(tokenizer, messages, tools):
             return render_native(tokenizer, messages, tools, **kw)
         return render_plain(tokenizer, messages, tools, self.plain_style(), choice_mode, **kw)
 

@@ -32,9 +32,9 @@ from .deepseek_v3 import (
     OUTPUT_END,
     SEP,
 )
-from .inputs import Tool, ToolChoice, custom_involved, message_text
+from .inputs import Tool, ToolChoice, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
-from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+from .plain_render import PlainStyle
 
 # Detection: a V3.1 template writes NAME<｜tool▁sep｜> with no `function` slot before it.
 V3_HINT = "function" + SEP
@@ -111,22 +111,7 @@ class DeepSeekV31Format(ToolFormat):
     name = "deepseek_v31"
     call_marker = CALLS_BEGIN
     result_markers = (OUTPUT_BEGIN, OUTPUT_END)
-
-    def render(
-        self,
-        tokenizer: Any,
-        messages: list[dict],
-        tools: list[Tool],
-        choice_mode: str = "auto",
-        template_kwargs: dict | None = None,
-    ) -> str:
-        """The model's template where it renders tools, except with custom tools (it knows
-        none: it would read their declarations as functions); else written here."""
-        self._check_custom_history(messages)
-        kw = template_kwargs or {}
-        if template_renders_tools(tokenizer) and not custom_involved(messages, tools):
-            return render_native(tokenizer, messages, tools, **kw)
-        return render_plain(tokenizer, messages, tools, STYLE, choice_mode, **kw)
+    template_misreads_custom = True  # V3.1's template declares every tool as a function
 
     def plain_style(self) -> PlainStyle:
         return STYLE

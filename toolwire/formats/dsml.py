@@ -48,7 +48,6 @@ from .xml_calls import (
     _HEADER,
     _LONGEST,
     _TEXT,
-    _VALUE,
     XmlCallExtractor,
     XmlSyntax,
     names_issue,
@@ -144,16 +143,8 @@ class DsmlExtractor(XmlCallExtractor):
             ):
                 return False
             return self._broken(out)
-        key, self.buf = self.buf[:at], self.buf[m.end() :]
-        self.key, self.streaming = key, m.group(1) == "true"
-        self.lead, self.value = True, ""
-        self._args(
-            out, ("{" if not self.keys else ", ") + json.dumps(key, ensure_ascii=False) + ": "
-        )
-        self.keys += 1
-        if self.streaming:
-            self._args(out, '"')
-        self.state = _VALUE
+        self.key, self.buf = self.buf[:at], self.buf[m.end() :]
+        self._open_value(out, self.key, m.group(1) == "true")
         return True
 
     def _value_step(self, out) -> bool:

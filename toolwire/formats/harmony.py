@@ -43,9 +43,9 @@ from .base import (
     partial_suffix,
     schema_content,
 )
-from .inputs import Tool, ToolChoice, custom_involved, message_text
+from .inputs import Tool, ToolChoice, message_text
 from .json_scan import JsonValueScanner
-from .plain_render import PlainStyle, render_native, template_renders_tools
+from .plain_render import PlainStyle, render_native
 
 START, END, MESSAGE, CHANNEL = "<|start|>", "<|end|>", "<|message|>", "<|channel|>"
 CONSTRAIN, RETURN, CALL = "<|constrain|>", "<|return|>", "<|call|>"
@@ -375,6 +375,7 @@ class HarmonyFormat(ToolFormat):
     call_marker = " to=functions."
     result_markers = (" to=assistant",)
     frames_all_output = True  # its extractor runs with no tools too (channels, not only calls)
+    template_misreads_custom = True  # no template knows custom tools: Harmony written here
     own_switch = "reasoning_effort"  # "Reasoning: low|medium|high" in the system message
 
     def render(
@@ -388,7 +389,7 @@ class HarmonyFormat(ToolFormat):
         """gpt-oss's own template where it renders tools (it declares them itself); Harmony
         written here otherwise, and always with custom tools (no template knows them)."""
         kw = template_kwargs or {}
-        if template_renders_tools(tokenizer) and not custom_involved(messages, tools):
+        if self.uses_template(tokenizer, messages, tools):
             return render_native(tokenizer, messages, tools, **kw)
         return harmony_prompt(messages, tools, kw.get("reasoning_effort", "medium"))
 

@@ -25,7 +25,7 @@ from typing import Any
 from .base import ToolFormat, arguments_text, block_constraint, schema_content
 from .inputs import Tool, ToolChoice, call_name, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
-from .plain_render import PlainStyle, render_native, render_plain, template_renders_tools
+from .plain_render import PlainStyle
 
 SECTION_BEGIN = "<|tool_calls_section_begin|>"
 SECTION_END = "<|tool_calls_section_end|>"
@@ -133,11 +133,9 @@ class KimiK2Format(ToolFormat):
         choice_mode: str = "auto",
         template_kwargs: dict | None = None,
     ) -> str:
-        self._check_custom_history(messages)
-        messages, kw = with_kimi_ids(messages), template_kwargs or {}
-        if template_renders_tools(tokenizer):
-            return render_native(tokenizer, messages, tools, **kw)
-        return render_plain(tokenizer, messages, tools, STYLE, choice_mode, **kw)
+        return super().render(
+            tokenizer, with_kimi_ids(messages), tools, choice_mode, template_kwargs
+        )
 
     def plain_style(self) -> PlainStyle:
         return STYLE

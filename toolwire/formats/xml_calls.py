@@ -352,8 +352,12 @@ class XmlCallExtractor(TrimmedContent, StreamingExtractor):
             if isinstance(self.schema, dict)
             else None
         )
-        self.streaming = sub is not None and _plain_string(sub, self.schema)
-        self.lead, self.value = True, ""
+        self._open_value(out, key, sub is not None and _plain_string(sub, self.schema))
+        return True
+
+    def _open_value(self, out: Delta, key: str, streaming: bool) -> None:
+        """The key written into the arguments; a plain string's value streams from here."""
+        self.streaming, self.lead, self.value = streaming, True, ""
         self._args(
             out, ("{" if not self.keys else ", ") + json.dumps(key, ensure_ascii=False) + ": "
         )
@@ -361,7 +365,6 @@ class XmlCallExtractor(TrimmedContent, StreamingExtractor):
         if self.streaming:
             self._args(out, '"')
         self.state = _VALUE
-        return True
 
     def _value_step(self, out: Delta) -> bool:
         close = self.syntax.value_close
