@@ -8,14 +8,20 @@ import copy
 
 import torch
 
-from .llama_step import Span
+from .llama_step import MIN_PREFILL, Span
 
 
 class HFStep:
+    min_prefill = MIN_PREFILL
+    kv_tokens = None  # each slot holds its own cache; no shared pool
+
     def __init__(self, model, max_slots: int, max_len: int):
         self.model = model
         self.device = next(model.parameters()).device
         self.caches: list = [None] * max_slots
+
+    def release(self, slot: int) -> None:
+        self.caches[slot] = None
 
     def move(self, src: int, dst: int, length: int) -> None:
         self.caches[dst] = self.caches[src]

@@ -49,13 +49,6 @@ log = logging.getLogger("toolwire.decode")
 
 # Shorter shared prefixes are not worth a copy (every chat prompt shares its first few tokens).
 MIN_REUSE = 8
-# Prompt tokens a reusing request still prefills, at least. CPU matmuls give a row the same
-# bits whatever the rows beside it only from 12 rows up (measured on this machine's BLAS:
-# 1-3, 5-7 and 9-11 rows differ in the last bits, any 12+ match), so a tail of 16 prefills
-# exactly as it would inside the whole prompt and greedy output with reuse equals greedy
-# output without. Reusing all but the last token diverged after 6 tokens on a repeated
-# prompt (bench/: 141 of 142 tokens reused).
-MIN_PREFILL = 16
 
 
 def pick_dtype(name: str) -> torch.dtype:
@@ -287,13 +280,7 @@ class TorchEngine(Engine):
             self.step.forward([], [Span(0, [0] * n, 0)])
         self.step.forward([Span(0, [0], 1)], [Span(1, [0] * 4, 0)])
         for slot in (0, 1):
-            self._release(slot)
-
-    def _release(self, slot: int) -> None:
-        """A step with a shared KV pool (ggml) takes a free slot's cells back."""
-        release = getattr(self.step, "release", None)
-        if release is not None:
-            release(slot)
+            self.step.release(slot)
 
     async def start(self) -> None:
         if not hasattr(self, "step"):
@@ -321,9 +308,7 @@ class TorchEngine(Engine):
         # Read from another thread without the lock: a scrape may be off by a step, no more.
         held = list(self.running) + list(self.prefilling)
         # The ggml step's sequences share one pool; the torch step reserves each slot's room.
-        cells = getattr(self.step, "kv_tokens", None) or self.max_batch * (
-            self.info.max_model_len + 1
-        )
+        cells = self.step.kv_tokens or self.max_batch * (self.info.max_model_len + 1)
         return EngineLoad(
             running=len(held),
             waiting=len(self.pending),
@@ -450,9 +435,8 @@ class TorchEngine(Engine):
 
     def _reuse(self, seq: _Seq) -> None:
         """Start seq from the longest prefix of its prompt whose KV is already computed: in a
-        running sequence's slot or in the prefix cache. MIN_PREFILL tokens (the step's min_prefill)
-        at least are left
-        to prefill (the last one's logits give the first sample)."""
+        running sequence's slot or in the prefix cache. The step's min_prefill tokens at least
+        are left to prefill (the last one's logits give the first sample)."""
         if self.prefix_cache is None:
             return
         prompt = seq.request.prompt_ids
@@ -468,7 +452,7 @@ class TorchEngine(Engine):
         entry, n = self.prefix_cache.lookup(prompt)
         if n > best:
             best, source = n, entry
-        best = min(best, len(prompt) - getattr(self.step, "min_prefill", MIN_PREFILL))
+        best = min(best, len(prompt) - self.step.min_prefill)
         if best < MIN_REUSE:
             return
         if isinstance(source, _Seq):
@@ -682,7 +666,7 @@ class TorchEngine(Engine):
     def _free(self, seq: _Seq) -> None:
         if 0 <= seq.slot < len(self.slots) and self.slots[seq.slot] is seq:
             self._keep_prompt(seq)
-            self._release(seq.slot)
+            self.step.release(seq.slot)
             self.slots[seq.slot] = None
         seq.slot = -1
 

@@ -15,7 +15,6 @@ from toolwire.constraints.compiler import in_dialect
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.services.decode.engine import EngineRequest
 from toolwire.services.decode.llama_step import Span
-from toolwire.services.decode.torch_engine import MIN_PREFILL
 
 
 @pytest.fixture(scope="module", params=["ggml", "torch"])
@@ -70,7 +69,7 @@ def test_repeated_and_extended_prompts_decode_as_without_reuse(engine, tokenizer
     hits = engine.stats.prefix_hits
     first, _ = greedy(engine, "first", p1)
     again, out = greedy(engine, "again", p1)
-    tail = getattr(engine.step, "min_prefill", MIN_PREFILL)
+    tail = engine.step.min_prefill
     assert out.cached_tokens == len(p1) - tail  # all but the exact tail
     longer, out2 = greedy(engine, "longer", p2)
     assert out2.cached_tokens >= len(p1) - tail
