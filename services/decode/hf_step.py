@@ -21,7 +21,7 @@ class HFStep:
         self.caches: list = [None] * max_slots
 
     def release(self, slot: int) -> None:
-        self.caches[slot] = None
+        """Nothing to give back: the slot's next prefill starts a new cache."""
 
     def move(self, src: int, dst: int, length: int) -> None:
         self.caches[dst] = self.caches[src]
