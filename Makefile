@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.toolwire-installed
 
-.PHONY: install up lint test bench conformance protos clean
+.PHONY: install up lint test bench conformance protos clean llama-lib
 
-install: $(STAMP) protos
+install: $(STAMP) protos llama-lib
 
 # Re-installs only when the package definition changes; `make install` is safe to repeat.
 $(STAMP): pyproject.toml setup.py
@@ -26,6 +26,13 @@ $(STAMP): pyproject.toml setup.py
 
 protos:
 	$(PY) protos/generate.py
+
+# llama.cpp built for this CPU's AVX-512 (services/decode/llama_lib.py), once, into
+# ~/.cache/toolwire/llama-lib: about 2-5 minutes on 2 cores; then nothing (a found library or
+# a remembered failure). A failed build prints one line; the ggml step keeps the wheel's.
+# `make llama-lib FORCE=--force` rebuilds.
+llama-lib: $(STAMP)
+	$(PY) -m toolwire.services.decode.llama_lib $(FORCE)
 
 up: install
 	$(PY) -m toolwire.stack.demo --port $(PORT)

@@ -25,18 +25,22 @@ the library (tests/unit/test_ggml_abi.py), and at load `_check_abi` reads the li
 default context and model parameters through the declared structs and refuses to run unless
 the fields on either side of the ones that moved lately (n_rs_seq, n_outputs_max,
 moe_cache_size, samplers, ctx_other) hold llama.cpp's defaults.
+
+On a CPU with AVX-512 `make install` also builds llama.cpp from xllamacpp's sdist for that CPU
+(llama_lib.py: the wheel is AVX2; one decode step 15 against 26 ms); the step opens that
+library when it passes the same check, else the wheel's, and logs which (`ggml step: ...`).
+TOOLWIRE_LLAMA_LIB=wheel or =/path/to/libllama.so names one (no fallback then).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import pathlib
 
 import numpy as np
 import torch
 
+from . import llama_lib
 from .llama_step import Span
 
 log = logging.getLogger("toolwire.decode")
@@ -48,6 +52,7 @@ KV_TYPES = {"f16": GGML_TYPE_F16, "q8_0": GGML_TYPE_Q8_0}
 _ffi = None
 _lib = None
 _log_callback = None  # the C callback must outlive every call into the library
+loaded: llama_lib.Library | None = None  # which library _load() opened
 
 
 class KVPoolFull(RuntimeError):
@@ -63,27 +68,42 @@ def available() -> str | None:
     return None
 
 
-def _library_path() -> pathlib.Path:
-    spec = importlib.util.find_spec("xllamacpp")  # located, not imported (it starts a server)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("xllamacpp is not installed")
-    return pathlib.Path(next(iter(spec.submodule_search_locations)), "xllamacpp.abi3.so")
-
-
 def _load():
-    global _ffi, _lib, _log_callback
+    """The library the step runs on: the first of llama_lib.candidates() that opens and passes
+    the ABI check (a library built for this CPU, else xllamacpp's wheel)."""
+    global _ffi, _lib, _log_callback, loaded
     if _lib is not None:
         return _ffi, _lib
-    from llama_cpp_py_sync._cffi_bindings import get_ffi
-
     # ggml's OpenMP threads spin between steps by default; beside the scheduler thread, the
     # gRPC server and the other services on the same cores that cost 18x the step time under
     # load. The OpenMP runtime reads this once, when it loads: where torch is imported first,
     # its libgomp.so.1 is the one the library shares (same soname), so the decode service
     # sets it before torch loads (toolwire/stack/cli.py); this covers the other callers.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    tried = []
+    for cand in llama_lib.candidates():
+        try:
+            ffi, lib, on_log = open_library(cand.path)
+        except Exception as e:
+            if cand.explicit:
+                raise
+            log.warning("ggml step: %s unusable (%s); trying the next", cand.label, e)
+            tried.append(f"{cand.label}: {e}")
+            continue
+        lib.llama_backend_init()
+        _ffi, _lib, _log_callback, loaded = ffi, lib, on_log, cand
+        log.info("ggml step: %s, %s", cand.label, cand.path)
+        return ffi, lib
+    raise RuntimeError("no llama.cpp library loads: " + "; ".join(tried))
+
+
+def open_library(path):
+    """(ffi, lib, log callback) for one library file, its ABI checked; the callback must be
+    kept alive as long as the library is used."""
+    from llama_cpp_py_sync._cffi_bindings import get_ffi
+
     ffi = get_ffi()
-    lib = ffi.dlopen(str(_library_path()))
+    lib = ffi.dlopen(str(path))
 
     # The loader prints a hundred lines at every start: keep warnings and errors only.
     last = [0]
@@ -98,11 +118,8 @@ def _load():
                 log.log(logging.ERROR if level == 4 else logging.WARNING, "llama.cpp: %s", msg)
 
     lib.llama_log_set(on_log, ffi.NULL)
-    _log_callback = on_log
     _check_abi(ffi, lib)
-    lib.llama_backend_init()
-    _ffi, _lib = ffi, lib
-    return ffi, lib
+    return ffi, lib, on_log
 
 
 def _check_abi(ffi, lib) -> None:

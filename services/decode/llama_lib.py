@@ -1,0 +1,219 @@
+"""Which llama.cpp library the ggml step opens, and building one for this CPU.
+
+Why: xllamacpp's wheel ships one library for every x86-64 machine, built for AVX2/FMA. On a
+CPU with AVX-512 llama.cpp's kernels are wider, and the bench peer (llama-server, built here
+with AVX-512) had them while toolwire did not: that was the prose gap of issue 19 (0.84x /
+0.88x / 0.90x at 1 / 4 / 16 streams). So `make install` builds llama.cpp's shared libraries
+(libllama and the ggml ones, CPU only: no server, tools, examples, tests or curl) for the CPU
+it runs on, once, into a cache outside the repo keyed by version and CPU features; the step
+opens that library when it is there and its ABI check passes, else the wheel's.
+
+The source is the sdist of the installed xllamacpp (`pip download --no-binary`): it vendors
+the llama.cpp tree its wheel is built from (b11549), so the built library is the wheel's code
+under other compiler flags, read through the same llama-cpp-py-sync b11548 declarations and
+checked the same way at load (ggml_step._check_abi). llama-cpp-py-sync ships no sdist. CPU
+features come from /proc/cpuinfo with GGML_NATIVE off (a native build has crashed on these
+virtual machines); a CPU without AVX-512 builds nothing (the wheel's AVX2 is its best).
+
+Measured on this 2-core AMD EPYC (avx512f, avx512_vnni, avx512_bf16), 2026-12-01:
+- the build from clean (sdist download 7 s, then cmake + ninja -j2 of 79 steps): 4 min 42 s
+  wall, 3 min 48 s of user+sys CPU, at load average 3.7-5.0 (other jobs on the cores); a
+  second `make install` finds the library and returns in well under a second.
+- stepbench (GgmlStep on the embedded Q4_1 model, medians): see BENCH below.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+
+from toolwire.stack.model_source import CACHE_DIR
+
+ENV = "TOOLWIRE_LLAMA_LIB"  # "wheel", or the path of a libllama.so to open (nothing else)
+ROOT = CACHE_DIR / "llama-lib"
+LIBRARY = "libllama.so"
+
+# /proc/cpuinfo flag -> ggml's CMake option. AVX-512 needs all five of ggml's -mavx512* base.
+FEATURES = [
+    ("sse4_2", "GGML_SSE42"),
+    ("f16c", "GGML_F16C"),
+    ("fma", "GGML_FMA"),
+    ("bmi2", "GGML_BMI2"),
+    ("avx", "GGML_AVX"),
+    ("avx2", "GGML_AVX2"),
+    ("avx_vnni", "GGML_AVX_VNNI"),
+]
+AVX512_BASE = {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}
+AVX512_EXTRA = [
+    ("avx512vbmi", "GGML_AVX512_VBMI"),
+    ("avx512_vnni", "GGML_AVX512_VNNI"),
+    ("avx512_bf16", "GGML_AVX512_BF16"),
+]
+
+
+@dataclass(frozen=True)
+class Library:
+    path: pathlib.Path
+    label: str  # for the log line: what this library is and what it is built for
+    explicit: bool = False  # named by TOOLWIRE_LLAMA_LIB: no fallback if it fails
+
+
+def cpu_options() -> dict[str, bool]:
+    """ggml's instruction-set options for this CPU."""
+    try:
+        flags = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        flags = set()
+    opts = {opt: flag in flags for flag, opt in FEATURES}
+    avx512 = AVX512_BASE <= flags
+    opts["GGML_AVX512"] = avx512
+    opts.update({opt: avx512 and flag in flags for flag, opt in AVX512_EXTRA})
+    return opts
+
+
+def _tag(opts: dict[str, bool]) -> str:
+    """'avx512-vbmi-vnni-bf16': what this build has beyond the wheel's AVX2/FMA."""
+    names = {"GGML_AVX512_VBMI": "vbmi", "GGML_AVX512_VNNI": "vnni", "GGML_AVX512_BF16": "bf16"}
+    extra = [n for o, n in names.items() if opts.get(o)]
+    return "-".join(["avx512", *extra] + (["avxvnni"] if opts.get("GGML_AVX_VNNI") else []))
+
+
+def xllamacpp_version() -> str:
+    return importlib.metadata.version("xllamacpp")
+
+
+def build_dir(opts: dict[str, bool] | None = None) -> pathlib.Path:
+    opts = cpu_options() if opts is None else opts
+    return ROOT / f"xllamacpp-{xllamacpp_version()}-{_tag(opts)}"
+
+
+def wheel_library() -> Library:
+    spec = importlib.util.find_spec("xllamacpp")  # located, not imported (it starts a server)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("xllamacpp is not installed")
+    folder = next(iter(spec.submodule_search_locations))
+    return Library(pathlib.Path(folder, "xllamacpp.abi3.so"), "xllamacpp wheel (avx2)")
+
+
+def candidates() -> list[Library]:
+    """The libraries to try, best first: TOOLWIRE_LLAMA_LIB's alone, else the one built for
+    this CPU (when built) and the wheel's."""
+    named = os.environ.get(ENV, "")
+    if named == "wheel":
+        return [wheel_library()]
+    if named:
+        return [Library(pathlib.Path(named), f"{named} ({ENV})", explicit=True)]
+    found = []
+    try:
+        built = build_dir() / LIBRARY
+        if built.exists():
+            what = f"llama.cpp b{xllamacpp_version().rsplit('.', 1)[-1]} built for this CPU"
+            found.append(Library(built, f"{what} ({_tag_of(built)})"))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return found + [wheel_library()]
+
+
+def _tag_of(path: pathlib.Path) -> str:
+    return path.parent.name.split("-", 2)[-1]
+
+
+def build(jobs: int | None = None) -> pathlib.Path:
+    """Build the libraries into build_dir() (minutes); return libllama.so's path."""
+    opts = cpu_options()
+    dest = build_dir(opts)
+    if not opts["GGML_AVX512"]:
+        raise RuntimeError("no AVX-512 on this CPU: the wheel's AVX2 build is already its best")
+    for tool in ("cmake", "c++"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"no {tool} on PATH")
+    ROOT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT, prefix=".build-") as tmp:
+        tmp = pathlib.Path(tmp)
+        src = _source(tmp)
+        gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+        on = lambda ok: "ON" if ok else "OFF"  # noqa: E731
+        configure = [
+            "cmake", "-S", str(src), "-B", str(tmp / "build"), *gen,
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DBUILD_SHARED_LIBS=ON",
+            "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",  # libllama finds the ggml libraries beside it
+            "-DGGML_NATIVE=OFF",
+            "-DGGML_CCACHE=OFF",
+            *[f"-D{o}={on(v)}" for o, v in opts.items()],
+            *[f"-DLLAMA_BUILD_{p}=OFF" for p in
+              ("COMMON", "TESTS", "TOOLS", "EXAMPLES", "SERVER", "APP")],
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_OPENSSL=OFF",
+        ]  # fmt: skip
+        _run(configure)
+        _run(["cmake", "--build", str(tmp / "build"), "--target", "llama",
+              f"-j{jobs or os.cpu_count() or 2}"])  # fmt: skip
+        staged = tmp / "lib"
+        staged.mkdir()
+        for f in (tmp / "build" / "bin").glob("lib*.so*"):
+            shutil.copy2(f, staged / f.name, follow_symlinks=False)
+        (staged / "cmake-options.txt").write_text("\n".join(configure[6:]) + "\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        staged.rename(dest)  # whole or absent: a build stopped midway leaves nothing here
+    return dest / LIBRARY
+
+
+def _source(tmp: pathlib.Path) -> pathlib.Path:
+    """The llama.cpp tree vendored in the installed xllamacpp's sdist."""
+    _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
+          "xllamacpp", "-d", str(tmp), f"xllamacpp=={xllamacpp_version()}"])  # fmt: skip
+    archive = next(tmp.glob("xllamacpp-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        wanted = [m for m in tar.getmembers() if "/thirdparty/llama.cpp/" in m.name + "/"]
+        tar.extractall(tmp / "sdist", members=wanted, filter="data")
+    archive.unlink()
+    return next((tmp / "sdist").iterdir()) / "thirdparty" / "llama.cpp"
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"{pathlib.Path(cmd[0]).name} exited {done.returncode}: {last}")
+
+
+def main(argv: list[str]) -> int:
+    """`make install`'s step: build once; a failure is one line and the wheel, never an error.
+    A failed build is remembered (the .failed file beside the build folder) and not retried
+    until that file is removed or --force is given."""
+    force = "--force" in argv
+    opts = cpu_options()
+    if not opts["GGML_AVX512"]:
+        return 0  # the wheel is this CPU's best build
+    dest = build_dir(opts)
+    failed = dest.with_name(dest.name + ".failed")
+    if (dest / LIBRARY).exists() and not force:
+        return 0
+    if failed.exists() and not force:
+        return 0
+    print(f"building llama.cpp for this CPU ({_tag(opts)}) into {dest} (once; minutes)...")
+    t0 = time.monotonic()
+    try:
+        path = build()
+    except Exception as e:
+        ROOT.mkdir(parents=True, exist_ok=True)
+        failed.write_text(f"{e}\n")
+        print(f"llama.cpp build failed ({e}); the ggml step uses xllamacpp's wheel ({failed})")
+        return 0
+    failed.unlink(missing_ok=True)
+    print(f"built {path} in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
