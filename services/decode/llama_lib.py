@@ -191,24 +191,23 @@ def main(argv: list[str]) -> int:
     """`make install`'s step: build once; a failure is one line and the wheel, never an error.
     A failed build is remembered (the .failed file beside the build folder) and not retried
     until that file is removed or --force is given."""
-    force = "--force" in argv
-    opts = cpu_options()
-    if not opts["GGML_AVX512"]:
-        return 0  # the wheel is this CPU's best build
-    dest = build_dir(opts)
-    failed = dest.with_name(dest.name + ".failed")
-    if (dest / LIBRARY).exists() and not force:
-        return 0
-    if failed.exists() and not force:
-        return 0
-    print(f"building llama.cpp for this CPU ({_tag(opts)}) into {dest} (once; minutes)...")
-    t0 = time.monotonic()
+    failed = None
     try:
+        opts = cpu_options()
+        if not opts["GGML_AVX512"]:
+            return 0  # the wheel is this CPU's best build
+        dest = build_dir(opts)
+        failed = dest.with_name(dest.name + ".failed")
+        if "--force" not in argv and ((dest / LIBRARY).exists() or failed.exists()):
+            return 0
+        print(f"building llama.cpp for this CPU ({_tag(opts)}) into {dest} (once; minutes)...")
+        t0 = time.monotonic()
         path = build()
     except Exception as e:
-        ROOT.mkdir(parents=True, exist_ok=True)
-        failed.write_text(f"{e}\n")
-        print(f"llama.cpp build failed ({e}); the ggml step uses xllamacpp's wheel ({failed})")
+        if failed is not None:
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            failed.write_text(f"{e}\n")
+        print(f"llama.cpp build failed ({e}); the ggml step uses xllamacpp's wheel")
         return 0
     failed.unlink(missing_ok=True)
     print(f"built {path} in {time.monotonic() - t0:.0f} s")

@@ -72,3 +72,17 @@ def test_the_step_says_which_library_it_runs_on():
     built = llama_lib.build_dir() / llama_lib.LIBRARY
     if llama_lib.ENV not in os.environ and built.exists():
         assert ggml_step.loaded.path == built  # built for this CPU: preferred to the wheel
+
+
+def test_a_named_library_is_the_only_candidate(monkeypatch):
+    wheel = llama_lib.wheel_library()
+    monkeypatch.setenv(llama_lib.ENV, "wheel")
+    assert llama_lib.candidates() == [wheel]
+    monkeypatch.setenv(llama_lib.ENV, "/nowhere/libllama.so")
+    (named,) = llama_lib.candidates()
+    assert named.explicit and str(named.path) == "/nowhere/libllama.so"
+    with pytest.raises(OSError):
+        ggml_step.open_library(named.path)
+    monkeypatch.delenv(llama_lib.ENV)
+    found = llama_lib.candidates()
+    assert found[-1] == wheel and not any(c.explicit for c in found)
