@@ -162,7 +162,8 @@ def build(jobs: int | None = None) -> pathlib.Path:
         staged.mkdir()
         for f in (tmp / "build" / "bin").glob("lib*.so*"):
             shutil.copy2(f, staged / f.name, follow_symlinks=False)
-        (staged / "cmake-options.txt").write_text("\n".join(configure[6:]) + "\n")
+        options = [a for a in configure if a.startswith("-D")]
+        (staged / "cmake-options.txt").write_text("\n".join(options) + "\n")
         shutil.rmtree(dest, ignore_errors=True)
         staged.rename(dest)  # whole or absent: a build stopped midway leaves nothing here
     return dest / LIBRARY
