@@ -41,6 +41,8 @@ from toolwire.stack.model_source import CACHE_DIR
 ENV = "TOOLWIRE_LLAMA_LIB"  # "wheel", or the path of a libllama.so to open (nothing else)
 ROOT = CACHE_DIR / "llama-lib"
 LIBRARY = "libllama.so"
+# In the cache key: a build made otherwise (the first ones here linked OpenMP) is not reused.
+RECIPE = "noomp"
 
 # /proc/cpuinfo flag -> ggml's CMake option. AVX-512 needs all five of ggml's -mavx512* base.
 FEATURES = [
@@ -93,7 +95,7 @@ def xllamacpp_version() -> str:
 
 def build_dir(opts: dict[str, bool] | None = None) -> pathlib.Path:
     opts = cpu_options() if opts is None else opts
-    return ROOT / f"xllamacpp-{xllamacpp_version()}-{_tag(opts)}"
+    return ROOT / f"xllamacpp-{xllamacpp_version()}-{_tag(opts)}-{RECIPE}"
 
 
 def wheel_library() -> Library:
@@ -124,7 +126,7 @@ def candidates() -> list[Library]:
 
 
 def _tag_of(path: pathlib.Path) -> str:
-    return path.parent.name.split("-", 2)[-1]
+    return path.parent.name.split("-", 2)[-1].removesuffix(f"-{RECIPE}")
 
 
 def build(jobs: int | None = None) -> pathlib.Path:
@@ -149,6 +151,8 @@ def build(jobs: int | None = None) -> pathlib.Path:
             "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",  # libllama finds the ggml libraries beside it
             "-DGGML_NATIVE=OFF",
             "-DGGML_CCACHE=OFF",
+            # ggml's own threads, not OpenMP's: see OPENMP in the module docstring.
+            "-DGGML_OPENMP=OFF",
             *[f"-D{o}={on(v)}" for o, v in opts.items()],
             *[f"-DLLAMA_BUILD_{p}=OFF" for p in
               ("COMMON", "TESTS", "TOOLS", "EXAMPLES", "SERVER", "APP")],
