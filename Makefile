@@ -27,9 +27,10 @@ $(STAMP): pyproject.toml setup.py
 protos:
 	$(PY) protos/generate.py
 
-# llama.cpp built for this CPU's AVX-512 (services/decode/llama_lib.py), once, into
-# ~/.cache/toolwire/llama-lib: about 2-5 minutes on 2 cores; then nothing (a found library or
-# a remembered failure). A failed build prints one line; the ggml step keeps the wheel's.
+# llama.cpp built for this CPU, without OpenMP (services/decode/llama_lib.py: a decode step
+# 3x faster than the wheel's), once, into ~/.cache/toolwire/llama-lib: about 2-5 minutes on 2
+# cores; then nothing (a found library or a remembered failure). A failed build prints one
+# line; the ggml step keeps the wheel's.
 # `make llama-lib FORCE=--force` rebuilds.
 llama-lib: $(STAMP)
 	$(PY) -m toolwire.services.decode.llama_lib $(FORCE)

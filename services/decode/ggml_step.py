@@ -26,9 +26,10 @@ default context and model parameters through the declared structs and refuses to
 the fields on either side of the ones that moved lately (n_rs_seq, n_outputs_max,
 moe_cache_size, samplers, ctx_other) hold llama.cpp's defaults.
 
-On a CPU with AVX-512 `make install` also builds llama.cpp from xllamacpp's sdist for that CPU
-(llama_lib.py: the wheel is AVX2; one decode step 15 against 26 ms); the step opens that
-library when it passes the same check, else the wheel's, and logs which (`ggml step: ...`).
+`make install` also builds llama.cpp from xllamacpp's sdist for this CPU, without OpenMP
+(llama_lib.py: under OMP_WAIT_POLICY=passive the wheel's OpenMP barriers slept at every op;
+one decode step 9.6 against 30.5 ms); the step opens that library when it passes the same
+check, else the wheel's, and logs which (`ggml step: ...`).
 TOOLWIRE_LLAMA_LIB=wheel or =/path/to/libllama.so names one (no fallback then).
 """
 

@@ -1,25 +1,46 @@
-"""Which llama.cpp library the ggml step opens, and building one for this CPU.
+"""Which llama.cpp library the ggml step opens, and building one for this machine.
 
-Why: xllamacpp's wheel ships one library for every x86-64 machine, built for AVX2/FMA. On a
-CPU with AVX-512 llama.cpp's kernels are wider, and the bench peer (llama-server, built here
-with AVX-512) had them while toolwire did not: that was the prose gap of issue 19 (0.84x /
-0.88x / 0.90x at 1 / 4 / 16 streams). So `make install` builds llama.cpp's shared libraries
-(libllama and the ggml ones, CPU only: no server, tools, examples, tests or curl) for the CPU
-it runs on, once, into a cache outside the repo keyed by version and CPU features; the step
-opens that library when it is there and its ABI check passes, else the wheel's.
+Why: xllamacpp's wheel ships one library for every x86-64 machine: built for AVX2/FMA, and
+with OpenMP. Both cost here. OpenMP: ggml ends every op of a step with `#pragma omp barrier`,
+and the decode service runs with OMP_WAIT_POLICY=passive (spinning OpenMP threads between
+steps cost 18x the step on a busy machine, see ggml_step), so each of a step's hundreds of
+barriers sleeps and wakes a thread: one decode step of the embedded model took longer on 2
+threads than on 1. Without OpenMP ggml runs a step on its own threads (made for the step,
+spinning only at its barriers, gone after it). AVX-512: wider kernels; prefill gains most.
+So `make install` builds llama.cpp's shared libraries (libllama and the ggml ones, CPU only:
+no server, tools, examples, tests or curl) for the CPU it runs on, without OpenMP, once,
+into a cache outside the repo keyed by version, CPU features and recipe; the step opens that
+library when it is there and its ABI check passes, else the wheel's.
 
 The source is the sdist of the installed xllamacpp (`pip download --no-binary`): it vendors
 the llama.cpp tree its wheel is built from (b11549), so the built library is the wheel's code
-under other compiler flags, read through the same llama-cpp-py-sync b11548 declarations and
+under other build options, read through the same llama-cpp-py-sync b11548 declarations and
 checked the same way at load (ggml_step._check_abi). llama-cpp-py-sync ships no sdist. CPU
 features come from /proc/cpuinfo with GGML_NATIVE off (a native build has crashed on these
-virtual machines); a CPU without AVX-512 builds nothing (the wheel's AVX2 is its best).
+virtual machines).
 
-Measured on this 2-core AMD EPYC (avx512f, avx512_vnni, avx512_bf16), 2026-12-01:
-- the build from clean (sdist download 7 s, then cmake + ninja -j2 of 79 steps): 4 min 42 s
-  wall, 3 min 48 s of user+sys CPU, at load average 3.7-5.0 (other jobs on the cores); a
-  second `make install` finds the library and returns in well under a second.
-- stepbench (GgmlStep on the embedded Q4_1 model, medians): see BENCH below.
+Measured on this 2-core AMD EPYC (avx512f, avx512_vnni, avx512_bf16), 2026-12-01, other jobs
+sharing the cores:
+- the build from clean, `make install`'s step (sdist download 7 s, cmake + ninja -j2 of 79
+  steps): 2 min 3 s wall, 3 min 46 s of user+sys CPU, load average 1.2-1.7 (4 min 42 s wall
+  at load 3.7-5.0). A second `make install`: 0.3 s in all, this step 0.14 s.
+- GgmlStep on the embedded Q4_1 model, 2 threads (stepbench: medians of 35 steps, each
+  figure the mean of two runs' medians, wheel and built library alternated in one run):
+  | library (load average)                     | decode 1 / 4 / 16 seqs  | prefill 512 |
+  |--------------------------------------------|-------------------------|-------------|
+  | xllamacpp wheel, AVX2, OpenMP (1.4-1.7)    | 30.5 / 39.8 / 104.6 ms  | 2.67 s      |
+  | built here, AVX-512, OpenMP (0.4-1.3)      | 25.1 / 38.7 / 88.4 ms   | 2.06 s      |
+  | built here, AVX-512, no OpenMP (1.4-1.7)   | 9.6 / 22.9 / 83.2 ms    | 2.29 s      |
+
+  (the OpenMP row: an earlier run, alternated with the no-OpenMP build, 7.5-8.3 ms there.) On
+  1 thread the wheel's decode step was 12.5 ms: the CPU time of the kernels differs little
+  between AVX2 and AVX-512 on this 135M model; the barriers were most of the step.
+- bench.peer --kinds text --steps ggml (64 tokens, 3 rounds, medians, load 1.5-1.9), toolwire
+  on the no-OpenMP build against llama-server (AVX-512, OpenMP): with --peer-passive (the
+  peer under the same OMP_WAIT_POLICY as toolwire) 1.97x / 1.34x / 1.16x at 1 / 4 / 16
+  streams, TTFT p50 at 1 stream 25 against 24 ms; with the peer spinning as it does by
+  default 0.79x / 1.02x / 0.93x, TTFT p50 25 against 17 ms. Before (the wheel, --peer-passive,
+  load 1.6-2.6): 0.89x / 0.81x / 0.86x.
 """
 
 from __future__ import annotations
@@ -83,7 +104,9 @@ def cpu_options() -> dict[str, bool]:
 
 
 def _tag(opts: dict[str, bool]) -> str:
-    """'avx512-vbmi-vnni-bf16': what this build has beyond the wheel's AVX2/FMA."""
+    """'avx512-vbmi-vnni-bf16', 'avx2' or 'base': the widest instruction sets built for."""
+    if not opts.get("GGML_AVX512"):
+        return "avx2" if opts.get("GGML_AVX2") else "base"
     names = {"GGML_AVX512_VBMI": "vbmi", "GGML_AVX512_VNNI": "vnni", "GGML_AVX512_BF16": "bf16"}
     extra = [n for o, n in names.items() if opts.get(o)]
     return "-".join(["avx512", *extra] + (["avxvnni"] if opts.get("GGML_AVX_VNNI") else []))
@@ -133,8 +156,6 @@ def build(jobs: int | None = None) -> pathlib.Path:
     """Build the libraries into build_dir() (minutes); return libllama.so's path."""
     opts = cpu_options()
     dest = build_dir(opts)
-    if not opts["GGML_AVX512"]:
-        raise RuntimeError("no AVX-512 on this CPU: the wheel's AVX2 build is already its best")
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"no {tool} on PATH")
@@ -199,8 +220,6 @@ def main(argv: list[str]) -> int:
     failed = None
     try:
         opts = cpu_options()
-        if not opts["GGML_AVX512"]:
-            return 0  # the wheel is this CPU's best build
         dest = build_dir(opts)
         failed = dest.with_name(dest.name + ".failed")
         if "--force" not in argv and ((dest / LIBRARY).exists() or failed.exists()):
