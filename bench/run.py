@@ -260,6 +260,13 @@ def main() -> int:
         "(bench/sse_counter.py: events counted in the bytes, text only; on a 2-core machine "
         "the client's CPU is taken from the services measured)",
     )
+    p.add_argument(
+        "--stack-flag",
+        dest="stack_flags",
+        action="append",
+        default=[],
+        help="passed to toolwire up, e.g. --stack-flag=--stream-interval=4",
+    )
     p.add_argument("--url", help="measure this OpenAI-compatible server instead")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
     args = p.parse_args()
