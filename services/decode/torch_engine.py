@@ -110,7 +110,6 @@ class _Seq:
     feed: list[int] | None = None  # what prefills: the prompt, then any forced tokens
     cached: int = 0  # prompt tokens whose KV was reused, not prefilled
     jump: list[int] | None = None  # forced tokens to run after last_token, in one forward
-    unsent: list[int] | None = None  # forced tokens not yet handed to the caller
 
 
 class TorchEngine(Engine):
@@ -376,6 +375,7 @@ class TorchEngine(Engine):
                             break
                     self._drop_finished()
                     self._admit()
+                    self._flush()  # the admitted requests' forced text, before the forward
                     if self.running or self.prefilling:
                         try:
                             self._iterate()
@@ -426,11 +426,13 @@ class TorchEngine(Engine):
             self.slots[seq.slot] = seq
             seq.feed = seq.request.prompt_ids
             self._reuse(seq)
-            # What the grammar forces before the first free token prefills with the prompt.
+            # What the grammar forces before the first free token prefills with the prompt,
+            # and goes to the caller now, as a jump after a sampled token does: it is the
+            # output whatever the forward computes (see _forced).
             forced = self._forced(seq)
             if forced:
                 seq.feed = seq.feed + forced
-                seq.unsent = forced
+                self._emit(seq, EngineOutput(forced))
             self.prefilling.append(seq)
 
     def _reuse(self, seq: _Seq) -> None:
@@ -599,21 +601,20 @@ class TorchEngine(Engine):
             log.error("grammar refused its own masked token %d", token)
             self._finish(seq, "abort")
             return False
-        unsent, seq.unsent = seq.unsent or [], None
         if token in seq.stop_ids or (seq.matcher is not None and seq.matcher.is_terminated()):
-            self._finish(seq, "stop", unsent)
+            self._finish(seq, "stop")
             return False
         seq.last_token = token
         seq.completion += 1
         self.stats.tokens += 1
         done = seq.completion >= seq.max_tokens
         if done:
-            self._finish(seq, "length", unsent + [token])
+            self._finish(seq, "length", [token])
             return False
         forced = self._forced(seq)
         if forced:
             seq.jump = forced
-        self._emit(seq, EngineOutput(unsent + [token] + forced))
+        self._emit(seq, EngineOutput([token] + forced))
         return True
 
     def _emit(self, seq: _Seq, out: EngineOutput) -> None:
