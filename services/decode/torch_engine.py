@@ -11,12 +11,14 @@ Each sequence carries its own xgrammar matcher; its mask is applied to its row o
 Forced text goes to the caller when it is known, not when it is computed (issue 19). A tool call
 under tool_choice required starts with 17 forced tokens (`<tool_call>\n{"name": "get_weather",
 "arguments":`, jump-forward); 16 such requests admitted together prefill 16 x 18 rows in one
-forward, 4.5-5 s at load 4 (a 16-row decode step: ~0.2-0.4 s at that load, 89 ms quiet). The
+forward, 4.5-5 s at load 4 (a 16-row decode step: 0.1-0.7 s at that load, 89 ms quiet). The
 opening used to go out with the first sampled token, after that forward, and a streamed call's
 name with it: TTFT p50 1.4 s at 16 streams through the stack against llama.cpp's 0.2 s. It now
 goes out at admission, as a jump after a sampled token always did, and the extractor names the
-call on it (marked_calls.py): 2,295 -> 103 ms at 16 streams, load ~4 (bench/results/ttft-19.txt).
-The first argument still comes after that forward.
+call on it (marked_calls.py): TTFT p50 248 / 722 / 2,714 -> 17 / 36 / 264 ms at 1 / 4 / 16
+streams, load 3.6-4.5, one run (bench/results/ttft-19.txt). The first argument still comes
+after that forward (2,640 ms at 16 streams there): 272 forced rows are the same compute
+however they are batched.
 """
 
 from __future__ import annotations
