@@ -21,7 +21,11 @@ async def make_engine(args):
     from toolwire.services.decode.torch_engine import TorchEngine
 
     engine = TorchEngine(
-        args.model, dtype=args.dtype, max_batch=max(args.concurrency), device=args.device
+        args.model,
+        dtype=args.dtype,
+        max_batch=max(args.concurrency),
+        device=args.device,
+        threads=getattr(args, "threads", None),
     )
     await engine.start()
     return engine

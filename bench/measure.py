@@ -25,6 +25,8 @@ def pct(values: list[float], q: float) -> float:
 
 def summarize(timings: list[Timing], wall: float) -> dict:
     ttft = [t.first - t.start for t in timings if t.first is not None]
+    # The first content or arguments (a streamed call's name alone is TTFT, not this).
+    first_event = [t.events[0] - t.start for t in timings if t.events]
     itl = [b - a for t in timings for a, b in zip(t.events, t.events[1:])]
     tokens = sum(t.tokens for t in timings)
     return {
@@ -35,6 +37,7 @@ def summarize(timings: list[Timing], wall: float) -> dict:
         "tok_s": tokens / wall if wall else 0.0,
         "ttft_p50_ms": 1000 * pct(ttft, 0.5),
         "ttft_p95_ms": 1000 * pct(ttft, 0.95),
+        "first_event_p50_ms": 1000 * pct(first_event, 0.5),
         "itl_p50_ms": 1000 * pct(itl, 0.5),
         "itl_p95_ms": 1000 * pct(itl, 0.95),
         "tokens_per_request": statistics.mean(t.tokens for t in timings) if timings else 0,

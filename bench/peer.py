@@ -78,7 +78,8 @@ async def measure(servers: dict, args) -> dict:
                 s["rounds"] = rounds[name]  # per round: the agent's turns, one by one
                 print(
                     f"  {name:12} {kind:5} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 "
-                    f"{s['ttft_p50_ms']:7.1f} ms  itl p50 {s['itl_p50_ms']:6.1f} ms  cached "
+                    f"{s['ttft_p50_ms']:7.1f} ms  first args/content p50 "
+                    f"{s['first_event_p50_ms']:7.1f} ms  itl p50 {s['itl_p50_ms']:6.1f} ms  cached "
                     f"{s['cached_tokens']:.0f}/{s['prompt_tokens']:.0f}  per round ttft "
                     + " ".join(f"{x['ttft_p50_ms']:.0f}" for x in rounds[name]),
                     flush=True,

@@ -28,6 +28,10 @@ from toolwire.stack.launcher import free_port, wait_for_health
 from . import inprocess, proc_cpu, remote
 from .workloads import body
 
+# The engine in-process runs as the decode service runs it (toolwire/stack/cli.py): passive
+# OpenMP threads, set before torch loads. Else the baseline spins where the service sleeps.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 OUT = pathlib.Path(__file__).resolve().parent / "out"
 KEY = "bench-key"
 
@@ -107,6 +111,7 @@ def start_stack(args, flags: list[str] | None = None) -> tuple[subprocess.Popen,
         "--max-batch",
         str(max(args.concurrency)),
         *getattr(args, "stack_flags", []),
+        *(["--threads", str(args.threads)] if getattr(args, "threads", None) else []),
     ] + (flags or [])
     proc = subprocess.Popen(
         cmd,
@@ -127,7 +132,8 @@ async def bench_remote(
 ) -> dict:
     await remote.run_load(base_url, api_key, [body("tool", i, model, 8) for i in range(2)])
     print(f"{label}:", flush=True)
-    load = lambda b: remote.run_load(base_url, api_key, b)  # noqa: E731
+    run_load = remote.run_load_lean if args.client == "epoll" else remote.run_load
+    load = lambda b: run_load(base_url, api_key, b)  # noqa: E731
     if up_pid is not None:
         pids = proc_cpu.service_pids(up_pid)
         load = with_cpu(load, lambda: proc_cpu.cpu_seconds(pids))
@@ -226,6 +232,12 @@ def main() -> int:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="cpu", help="cpu or cuda (engine in-process)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of an engine step, in-process and in the stack's decode service",
+    )
+    p.add_argument(
         "--engine-only",
         action="store_true",
         help="only the in-process engine (e.g. random:<preset> weights on a GPU)",
@@ -240,9 +252,26 @@ def main() -> int:
         action="store_true",
         help="measure the gateway with --extractor-mux off, then on",
     )
+    p.add_argument(
+        "--client",
+        default="httpx",
+        choices=["httpx", "epoll"],
+        help="the load's HTTP client: httpx (every event parsed as JSON) or epoll "
+        "(bench/sse_counter.py: events counted in the bytes, text only; on a 2-core machine "
+        "the client's CPU is taken from the services measured)",
+    )
+    p.add_argument(
+        "--stack-flag",
+        dest="stack_flags",
+        action="append",
+        default=[],
+        help="passed to toolwire up, e.g. --stack-flag=--stream-interval=4",
+    )
     p.add_argument("--url", help="measure this OpenAI-compatible server instead")
     p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", KEY))
     args = p.parse_args()
+    if args.client == "epoll" and "tool" in args.kinds:
+        p.error("--client epoll counts text deltas only: use it with --kinds text")
     OUT.mkdir(exist_ok=True)
     results: dict = {}
     if args.url:

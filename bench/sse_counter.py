@@ -17,6 +17,7 @@ rate.
 from __future__ import annotations
 
 import asyncio
+import json
 import select
 import socket
 import time
@@ -28,11 +29,12 @@ TAIL = 1024  # bytes kept: the usage chunk and [DONE] arrive last
 class Count:
     """One response as its bytes arrive: content events, seconds to the first, the last bytes."""
 
-    __slots__ = ("start", "events", "first", "tail", "status")
+    __slots__ = ("start", "events", "first", "tail", "status", "times")
 
     def __init__(self, start: float):
         self.start = start
         self.events, self.first, self.tail, self.status = 0, None, b"", b""
+        self.times: list[float] = []  # arrival time of each content event (bench.run's ITL)
 
     def feed(self, data: bytes) -> None:
         if not self.status:
@@ -40,9 +42,11 @@ class Count:
         # A match may straddle two arrivals: look from the last len(CONTENT) - 1 bytes on.
         n = (self.tail[1 - len(CONTENT) :] + data).count(CONTENT)
         if n:
+            now = time.perf_counter()
             if self.first is None:
-                self.first = time.perf_counter() - self.start
+                self.first = now - self.start
             self.events += n
+            self.times.extend([now] * n)
         self.tail = (self.tail + data)[-TAIL:]
 
     def result(self) -> tuple[int, int, float]:
@@ -53,6 +57,13 @@ class Count:
         at = tail.rfind(b'"completion_tokens":')
         tokens = int(tail[at + 20 :].split(b",", 1)[0].split(b"}", 1)[0]) if at >= 0 else 0
         return tokens, self.events, self.first if self.first is not None else float("nan")
+
+    def usage(self) -> dict:
+        """The usage chunk's object (the last data line before [DONE])."""
+        for line in reversed(self.tail.split(b"\n")):
+            if line.startswith(b"data: {") and b'"usage":' in line:
+                return json.loads(line[6:]).get("usage") or {}
+        return {}
 
 
 def http_request(host: str, path: str, key: str, payload: bytes) -> bytes:
@@ -95,17 +106,22 @@ async def run_asyncio(host: str, port: int, requests: list[bytes]) -> list[tuple
 def run_epoll(host: str, port: int, requests: list[bytes]) -> list[tuple]:
     """Each request on its own connection, all read by one epoll loop (blocks until every
     response has ended)."""
+    return [c.result() for c in run_epoll_counts(host, port, requests)]
+
+
+def run_epoll_counts(host: str, port: int, requests: list[bytes]) -> list[Count]:
+    """run_epoll's loop: each response's Count, in the order of the requests."""
     ep = select.epoll()
     socks, counts, unsent = {}, {}, {}
-    for i, request in enumerate(requests):
+    for request in requests:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         s.connect_ex((host, port))
         fd = s.fileno()
         socks[fd], unsent[fd] = s, request
-        counts[fd] = (i, Count(time.perf_counter()))
+        counts[fd] = Count(time.perf_counter())
         ep.register(fd, select.EPOLLOUT)
-    results: list = [None] * len(requests)
+    results = list(counts.values())  # in the order of the requests
     open_fds = set(socks)
     try:
         while open_fds:
@@ -124,14 +140,14 @@ def run_epoll(host: str, port: int, requests: list[bytes]) -> list[tuple]:
                     data = s.recv(65536)
                 except BlockingIOError:
                     continue
-                i, count = counts[fd]
+                count = counts[fd]
                 if data:
                     count.feed(data)
                     continue
                 ep.unregister(fd)
                 s.close()
                 open_fds.discard(fd)
-                results[i] = count.result()
+                count.result()  # a bad response raises now, as it ends
     finally:
         for fd in open_fds:
             socks[fd].close()

@@ -7,6 +7,18 @@ never waits for more than one chunk of someone else's prompt. Llama-family model
 LlamaStep (plain torch over a slot cache); anything else on transformers' forward (HFStep). A
 GGUF on a CPU runs on GgmlStep (llama.cpp's kernels, ggml_step.py) by default (`--step`).
 Each sequence carries its own xgrammar matcher; its mask is applied to its row of logits.
+
+Forced text goes to the caller when it is known, not when it is computed (issue 19). A tool call
+under tool_choice required starts with 17 forced tokens (`<tool_call>\n{"name": "get_weather",
+"arguments":`, jump-forward); 16 such requests admitted together prefill 16 x 18 rows in one
+forward, 4.5-5 s at load 4 (a 16-row decode step: 0.1-0.7 s at that load, 89 ms quiet). The
+opening used to go out with the first sampled token, after that forward, and a streamed call's
+name with it: TTFT p50 1.4 s at 16 streams through the stack against llama.cpp's 0.2 s. It now
+goes out at admission, as a jump after a sampled token always did, and the extractor names the
+call on it (marked_calls.py): TTFT p50 248 / 722 / 2,714 -> 17 / 36 / 264 ms at 1 / 4 / 16
+streams, load 3.6-4.5, one run (bench/results/ttft-19.txt). The first argument still comes
+after that forward (2,640 ms at 16 streams there): 272 forced rows are the same compute
+however they are batched.
 """
 
 from __future__ import annotations
@@ -110,7 +122,6 @@ class _Seq:
     feed: list[int] | None = None  # what prefills: the prompt, then any forced tokens
     cached: int = 0  # prompt tokens whose KV was reused, not prefilled
     jump: list[int] | None = None  # forced tokens to run after last_token, in one forward
-    unsent: list[int] | None = None  # forced tokens not yet handed to the caller
 
 
 class TorchEngine(Engine):
@@ -376,6 +387,7 @@ class TorchEngine(Engine):
                             break
                     self._drop_finished()
                     self._admit()
+                    self._flush()  # the admitted requests' forced text, before the forward
                     if self.running or self.prefilling:
                         try:
                             self._iterate()
@@ -426,11 +438,13 @@ class TorchEngine(Engine):
             self.slots[seq.slot] = seq
             seq.feed = seq.request.prompt_ids
             self._reuse(seq)
-            # What the grammar forces before the first free token prefills with the prompt.
+            # What the grammar forces before the first free token prefills with the prompt,
+            # and goes to the caller now, as a jump after a sampled token does: it is the
+            # output whatever the forward computes (see _forced).
             forced = self._forced(seq)
             if forced:
                 seq.feed = seq.feed + forced
-                seq.unsent = forced
+                self._emit(seq, EngineOutput(forced))
             self.prefilling.append(seq)
 
     def _reuse(self, seq: _Seq) -> None:
@@ -599,21 +613,20 @@ class TorchEngine(Engine):
             log.error("grammar refused its own masked token %d", token)
             self._finish(seq, "abort")
             return False
-        unsent, seq.unsent = seq.unsent or [], None
         if token in seq.stop_ids or (seq.matcher is not None and seq.matcher.is_terminated()):
-            self._finish(seq, "stop", unsent)
+            self._finish(seq, "stop")
             return False
         seq.last_token = token
         seq.completion += 1
         self.stats.tokens += 1
         done = seq.completion >= seq.max_tokens
         if done:
-            self._finish(seq, "length", unsent + [token])
+            self._finish(seq, "length", [token])
             return False
         forced = self._forced(seq)
         if forced:
             seq.jump = forced
-        self._emit(seq, EngineOutput(unsent + [token] + forced))
+        self._emit(seq, EngineOutput([token] + forced))
         return True
 
     def _emit(self, seq: _Seq, out: EngineOutput) -> None:

@@ -56,6 +56,8 @@ class Extraction:
             if (tools and choice.mode != "none") or fmt.frames_all_output
             else None
         )
+        if extractor is not None and choice.mode in ("required", "named"):
+            extractor.calls_enforced = True  # the template's constraint: calls only
         if setup.reasoning:
             extractor = ReasoningExtractor(extractor or ContentOnly(), setup.reasoning)
         self.extractor = extractor

@@ -54,6 +54,11 @@ class Delta:
 class StreamingExtractor(ABC):
     """Turns generated text, piece by piece, into content and tool-call deltas."""
 
+    # The request's constraint makes the output calls only (tool_choice required or named):
+    # a call's header cannot turn out malformed, so its name may go out before its arguments
+    # open (Extraction sets it; extractors that hold a header back honour it).
+    calls_enforced: bool = False
+
     @abstractmethod
     def feed(self, text: str) -> Delta: ...
 

@@ -178,8 +178,13 @@ class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
             return self._not_a_call(out)
         if m.partial:
             return False
-        # Announced only once its arguments open, so a malformed call stays content.
-        self.pending = m.group("name")
+        # Announced only once its arguments open, so a malformed call stays content; where the
+        # constraint forces calls, at once: under jump-forward the forced header is the whole
+        # first output, and its name was the first delta only after a forward pass (issue 19).
+        if self.calls_enforced:
+            out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=m.group("name")))
+        else:
+            self.pending = m.group("name")
         self._consume(m.end())
         self.scanner = JsonValueScanner()
         self.state = _ARGS

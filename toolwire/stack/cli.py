@@ -58,6 +58,13 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         help="ggml step: KV cache cells shared by all sequences (q8_0, ~12 KB a token on the "
         "embedded model)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of one engine step (torch and ggml steps); default: every CPU this "
+        "process may run on",
+    )
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
     p.add_argument("--kv-cache-fraction", type=float, default=0.85, help="trtllm only")

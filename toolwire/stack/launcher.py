@@ -122,6 +122,7 @@ def commands(args) -> dict[str, list[str]]:
         "--null-step-ms",
         str(getattr(args, "null_step_ms", 0.0)),
     ]
+    decode_flags += ["--threads", str(args.threads)] if args.threads else []
     decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
     for name in replicas:
