@@ -113,6 +113,13 @@ def plot(res: dict, path: pathlib.Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def peer_env(passive: bool) -> dict:
+    """llama-server's environment: OpenMP as its users run it (spinning) unless --peer-passive,
+    whatever this process inherited or set."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    return dict(env, OMP_WAIT_POLICY="passive") if passive else env
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
@@ -163,7 +170,7 @@ def main() -> int:
                 max(args.concurrency),
                 args.threads,
                 extra=("--jinja",),
-                env=dict(os.environ, OMP_WAIT_POLICY="passive") if args.peer_passive else None,
+                env=peer_env(args.peer_passive),
             )
             procs.append(peer)
             wait_for_health(f"http://127.0.0.1:{port}/health", peer)

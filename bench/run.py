@@ -28,10 +28,6 @@ from toolwire.stack.launcher import free_port, wait_for_health
 from . import inprocess, proc_cpu, remote
 from .workloads import body
 
-# The engine in-process runs as the decode service runs it (toolwire/stack/cli.py): passive
-# OpenMP threads, set before torch loads. Else the baseline spins where the service sleeps.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 OUT = pathlib.Path(__file__).resolve().parent / "out"
 KEY = "bench-key"
 
@@ -73,6 +69,9 @@ def with_cpu(run_one, read_cpu):
 
 
 async def bench_inprocess(args) -> tuple[dict, dict]:
+    # The engine in-process runs as the decode service runs it (toolwire/stack/cli.py): passive
+    # OpenMP threads, set before torch loads. Else the baseline spins where the service sleeps.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     engine = await inprocess.make_engine(args)
     renderer = inprocess.make_renderer(engine)
     warm = [body("tool", i, "m", 8) for i in range(2)]
