@@ -140,6 +140,7 @@ class TorchEngine(Engine):
         jump_forward: bool = True,
         step: str = "auto",
         kv_tokens: int = 8192,
+        kv_type: str = "q8_0",
     ):
         self.source = model_source.resolve(model)
         if self.source.null:
@@ -163,6 +164,7 @@ class TorchEngine(Engine):
             raise SystemExit(f"--step {step!r}: auto, torch or ggml")
         self.step_kind = step
         self.kv_tokens = kv_tokens
+        self.kv_type = kv_type
         self.requested_len = max_model_len
         self.pending: collections.deque[_Seq] = collections.deque()
         self.prefilling: list[_Seq] = []  # admitted, prompt not yet all in the cache
@@ -210,6 +212,7 @@ class TorchEngine(Engine):
             pathlib.Path(self.source.folder, self.source.gguf_file),
             self.max_batch + 1,  # one slot more than the batch: room to swap two sequences
             kv_tokens=self.kv_tokens,
+            kv_type=self.kv_type,
             threads=self.threads,
         )
         check_vocab(step, self.tokenizer)

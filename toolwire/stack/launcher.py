@@ -107,6 +107,8 @@ def commands(args) -> dict[str, list[str]]:
         args.step,
         "--kv-tokens",
         str(args.kv_tokens),
+        "--kv-type",
+        args.kv_type,
         "--max-batch",
         str(args.max_batch),
         "--tensor-parallel-size",

@@ -1,0 +1,69 @@
+"""The step's options from the command line to the step. --threads: how many CPU threads one
+engine step uses (on a 2-core machine the decode service shares the cores with the gateway and
+the extractor, so it is a deployment choice: README, The service split). --kv-type: the ggml
+step's KV cache type (f16 prefills about a fifth faster than q8_0 for twice the bytes)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import torch
+
+from toolwire.services.decode.ggml_step import GgmlStep
+from toolwire.services.decode.llama_step import Span
+from toolwire.services.decode.server import make_engine
+from toolwire.stack import model_source
+from toolwire.stack.cli import parser
+
+
+def test_the_decode_flag_reaches_the_engine():
+    args = parser().parse_args(["serve", "decode", "--model", "embedded", "--threads", "1"])
+    assert make_engine(args).threads == 1
+    args = parser().parse_args(["serve", "decode", "--model", "embedded"])
+    assert make_engine(args).threads is None  # every CPU the process may run on
+    assert make_engine(args).kv_type == "q8_0"
+    args = parser().parse_args(["serve", "decode", "--model", "embedded", "--kv-type", "f16"])
+    assert make_engine(args).kv_type == "f16"
+
+
+def test_the_ggml_step_runs_on_that_many_threads():
+    src = model_source.resolve("embedded")
+    step = GgmlStep(pathlib.Path(src.folder, src.gguf_file), 2, kv_tokens=256, threads=1)
+    try:
+        assert step.lib.llama_n_threads(step.ctx) == 1
+        assert step.lib.llama_n_threads_batch(step.ctx) == 1
+    finally:
+        step.close()
+
+
+def test_toolwire_up_passes_it_to_every_decode_replica():
+    from toolwire.stack.launcher import commands
+
+    args = parser().parse_args(["up", "--model", "embedded", "--threads", "1"])
+    args.decode_replicas = 2
+    cmds = commands(args)
+    for name in ("decode", "decode-1"):
+        at = cmds[name].index("--threads")
+        assert cmds[name][at + 1] == "1"
+    assert "--threads" not in cmds["gateway"]
+    assert cmds["decode"][cmds["decode"].index("--kv-type") + 1] == "q8_0"
+    args = parser().parse_args(["up", "--model", "embedded"])
+    assert "--threads" not in commands(args)["decode"]
+
+
+def test_an_f16_kv_cache_gives_the_logits_of_q8_0():
+    """Both KV types on one prompt: the same top token and near-equal logits (q8_0 rounds
+    each cached key and value to 8 bits)."""
+    src = model_source.resolve("embedded")
+    prompt = list(range(300, 360))
+    rows, sizes = [], []
+    for kv_type in ("q8_0", "f16"):
+        step = GgmlStep(pathlib.Path(src.folder, src.gguf_file), 2, kv_tokens=256, kv_type=kv_type)
+        try:
+            rows.append(step.forward([], [Span(0, prompt, 0)])[0])
+            sizes.append(step.lib.llama_state_seq_get_size(step.ctx, 0))
+        finally:
+            step.close()
+    assert sizes[1] > 1.7 * sizes[0]  # 2 bytes a value against 34 for 32: the type took
+    assert int(rows[0].argmax()) == int(rows[1].argmax())
+    assert torch.nn.functional.cosine_similarity(rows[0], rows[1], dim=0) > 0.99
