@@ -52,10 +52,15 @@ def test_toolwire_up_passes_it_to_every_decode_replica():
 
 
 def test_an_f16_kv_cache_gives_the_logits_of_q8_0():
-    """Both KV types on one prompt: the same top token and near-equal logits (q8_0 rounds
-    each cached key and value to 8 bits)."""
+    """Both KV types on one prompt with a clear answer: the same top token and near-equal
+    logits (q8_0 rounds each cached key and value to 8 bits). A prompt of arbitrary ids had a
+    three-way near-tie that the two types, and AVX2 against AVX-512 kernels, ordered
+    differently."""
     src = model_source.resolve("embedded")
-    prompt = list(range(300, 360))
+    prompt = model_source.load_tokenizer(src).encode(
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+        "<|im_start|>assistant\nThe capital of France is"
+    )
     rows, sizes = [], []
     for kv_type in ("q8_0", "f16"):
         step = GgmlStep(pathlib.Path(src.folder, src.gguf_file), 2, kv_tokens=256, kv_type=kv_type)
