@@ -71,13 +71,13 @@ async def run_load_lean(base_url: str, api_key: str, bodies: list[dict]) -> dict
     wall = time.perf_counter() - start
     timings = []
     for c in counts:
-        tokens, _events, first = c.result()
+        tokens = c.result()[0]  # raises on a bad response
         usage = c.usage()
         details = usage.get("prompt_tokens_details") or {}
         timings.append(
             Timing(
                 c.start,
-                c.start + first if first == first else None,  # NaN: no content event
+                None if c.first is None else c.start + c.first,
                 c.times,
                 tokens,
                 usage.get("prompt_tokens", 0),

@@ -139,17 +139,14 @@ def candidates() -> list[Library]:
         return [Library(pathlib.Path(named), f"{named} ({ENV})", explicit=True)]
     found = []
     try:
-        built = build_dir() / LIBRARY
+        opts = cpu_options()
+        built = build_dir(opts) / LIBRARY
         if built.exists():
             what = f"llama.cpp b{xllamacpp_version().rsplit('.', 1)[-1]} built for this CPU"
-            found.append(Library(built, f"{what} ({_tag_of(built)})"))
+            found.append(Library(built, f"{what} ({_tag(opts)})"))
     except importlib.metadata.PackageNotFoundError:
         pass
     return found + [wheel_library()]
-
-
-def _tag_of(path: pathlib.Path) -> str:
-    return path.parent.name.split("-", 2)[-1].removesuffix(f"-{RECIPE}")
 
 
 def build(jobs: int | None = None) -> pathlib.Path:

@@ -163,9 +163,7 @@ class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
         if self.custom_header is not None:
             c = self.custom_header.match(self.buf, partial=True)
             if c is not None and not c.partial and c.group("name") in self.custom_names:
-                out.calls.append(
-                    CallDelta(index=self.calls, id=new_call_id(), name=c.group("name"), custom=True)
-                )
+                self._announce(out, c.group("name"), custom=True)
                 self._consume(c.end())
                 self.state = _RAW
                 return True
@@ -182,7 +180,7 @@ class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
         # constraint forces calls, at once: under jump-forward the forced header is the whole
         # first output, and its name was the first delta only after a forward pass (issue 19).
         if self.calls_enforced:
-            out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=m.group("name")))
+            self._announce(out, m.group("name"))
         else:
             self.pending = m.group("name")
         self._consume(m.end())
@@ -190,12 +188,16 @@ class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
         self.state = _ARGS
         return True
 
+    def _announce(self, out: Delta, name: str, custom: bool = False) -> None:
+        """The current call's first delta: its index, a new id and its name."""
+        out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=name, custom=custom))
+
     def _step_args(self, out: Delta) -> bool:
         used, text = self.scanner.feed(self.buf)
         if self.scanner.failed:
             return self._not_a_call(out)
         if self.pending and self.scanner.started:
-            out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.pending))
+            self._announce(out, self.pending)
             self.pending = None
         if text:
             self._args(out, text)
