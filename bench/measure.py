@@ -14,6 +14,7 @@ class Timing:
     tokens: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens, where reported
+    called: bool = False  # streamed a tool call (a server that ignores `tools` writes prose)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -43,4 +44,5 @@ def summarize(timings: list[Timing], wall: float) -> dict:
         "tokens_per_request": statistics.mean(t.tokens for t in timings) if timings else 0,
         "prompt_tokens": statistics.mean(t.prompt_tokens for t in timings) if timings else 0,
         "cached_tokens": statistics.mean(t.cached_tokens for t in timings) if timings else 0,
+        "called": sum(t.called for t in timings),
     }

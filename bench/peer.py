@@ -10,7 +10,8 @@ required, the same tools block each request; `agent` the multi-turn agent (round
 each stream's conversation: the previous request plus the assistant's call, a tool result and
 a new user line). `--variants off on` runs toolwire twice in the same run: `off` with prefix
 reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` as shipped.
-`--steps ggml torch` runs toolwire once per decode step backend (--step), in the same run.
+`--steps ggml torch` runs toolwire once per decode step backend (--step), in the same run;
+`--kv-types q8_0 f16` once per KV cache type of the ggml step (--kv-type).
 
 llama-server is built once into ~/.cache/toolwire/llama.cpp (bench/llama_cpp.py) or taken from
 TOOLWIRE_LLAMA_SERVER. Both servers run for the whole bench; only one is loaded at a time.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import pathlib
@@ -40,8 +42,9 @@ def ratio_table(res: dict, levels: list[int], kinds: list[str] | None = None) ->
     names = list(res)
     base = "llama.cpp" if "llama.cpp" in res else names[0]
     lines = [
-        "| workload | streams | server | tok/s | ratio | TTFT p50 | ITL p50 | cached / prompt |",
-        "|" + "---|" * 8,
+        "| workload | streams | server | tok/s | ratio | TTFT p50 | ITL p50 | cached / prompt"
+        " | calls / requests |",
+        "|" + "---|" * 9,
     ]
     for kind in kinds or ["text"]:
         for c in levels:
@@ -52,7 +55,8 @@ def ratio_table(res: dict, levels: list[int], kinds: list[str] | None = None) ->
                 lines.append(
                     f"| {kind} | {c} | {name} | {t['tok_s']:.1f} | {t['tok_s'] / b['tok_s']:.2f}"
                     f" | {t['ttft_p50_ms']:.0f} ms | {t['itl_p50_ms']:.1f} ms"
-                    f" | {t.get('cached_tokens', 0):.0f} / {t.get('prompt_tokens', 0):.0f} |"
+                    f" | {t.get('cached_tokens', 0):.0f} / {t.get('prompt_tokens', 0):.0f}"
+                    f" | {t.get('called', 0):.0f} / {t.get('requests', 0):.0f} |"
                 )
     return "\n".join(lines)
 
@@ -143,6 +147,13 @@ def main() -> int:
         help="toolwire runs, one per decode step backend (--step); auto: the default",
     )
     p.add_argument(
+        "--kv-types",
+        nargs="+",
+        default=["default"],
+        choices=["default", "q8_0", "f16"],
+        help="toolwire runs, one per KV cache type of the ggml step (--kv-type)",
+    )
+    p.add_argument(
         "--peer-passive",
         action="store_true",
         help="run llama-server with OMP_WAIT_POLICY=passive, as toolwire's decode service runs "
@@ -175,19 +186,21 @@ def main() -> int:
             procs.append(peer)
             wait_for_health(f"http://127.0.0.1:{port}/health", peer)
             servers["llama.cpp"] = (f"http://127.0.0.1:{port}/v1", "embedded")
-        for variant in args.variants:
-            for step in args.steps:
-                args.stack_flags = ["--no-prefix-reuse", "--no-jump-forward"] * (
-                    variant == "off"
-                ) + ["--step", step]
-                stack, url, model = start_stack(args)
-                procs.append(stack)
-                name = " ".join(
-                    ["toolwire"]
-                    + [variant] * (args.variants != ["on"])
-                    + [step] * (args.steps != ["auto"])
-                )
-                servers[name] = (url, model)
+        for variant, step, kv in itertools.product(args.variants, args.steps, args.kv_types):
+            args.stack_flags = (
+                ["--no-prefix-reuse", "--no-jump-forward"] * (variant == "off")
+                + ["--step", step]
+                + ["--kv-type", kv] * (kv != "default")
+            )
+            stack, url, model = start_stack(args)
+            procs.append(stack)
+            name = " ".join(
+                ["toolwire"]
+                + [variant] * (args.variants != ["on"])
+                + [step] * (args.steps != ["auto"])
+                + [kv] * (args.kv_types != ["default"])
+            )
+            servers[name] = (url, model)
         res = asyncio.run(measure(servers, args))
     finally:
         for proc in procs:

@@ -40,6 +40,7 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
                         calls = d.get("tool_calls") or []
                         # TTFT: the first chunk with content or a tool-call delta (a call's
                         # name counts), as a client sees it; not the bare role chunk.
+                        t.called = t.called or bool(calls)
                         if d.get("content") or calls:
                             t.first = t.first or time.perf_counter()
                         if d.get("content") or any(

@@ -95,14 +95,11 @@ class NullEngine(Engine):
 
     # -- lifecycle -----------------------------------------------------------------------
     def load(self) -> None:
-        from transformers import AutoConfig
-
         from toolwire.constraints.compiler import ConstraintCompiler
 
         self.tokenizer = model_source.load_tokenizer(self.source)
-        cfg = AutoConfig.from_pretrained(self.source.folder, **self.source.from_pretrained_kwargs())
-        vocab = int(cfg.vocab_size)
-        limit = int(getattr(cfg, "max_position_embeddings", 8192))
+        limit, vocab = model_source.config_sizes(self.source)
+        limit = limit or 8192
         max_len = min(self.requested_len or limit, limit)
         self.info = EngineInfo(
             "null",

@@ -183,10 +183,8 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
 
 def model_config(source: model_source.ModelSource, tokenizer) -> tuple[int, int]:
     """(max_model_len, vocab_size) from the model's config, without loading weights."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(source.folder, **source.from_pretrained_kwargs())
-    return int(getattr(cfg, "max_position_embeddings", 4096)), int(cfg.vocab_size)
+    limit, vocab = model_source.config_sizes(source)
+    return limit or 4096, vocab
 
 
 def resolve_format(name: str | None, tokenizer) -> ToolFormat:
