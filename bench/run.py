@@ -111,6 +111,7 @@ def start_stack(args, flags: list[str] | None = None) -> tuple[subprocess.Popen,
         str(max(args.concurrency)),
         *getattr(args, "stack_flags", []),
         *(["--threads", str(args.threads)] if getattr(args, "threads", None) else []),
+        *(["--kv-type", args.kv_type] if getattr(args, "kv_type", None) else []),
     ] + (flags or [])
     proc = subprocess.Popen(
         cmd,
@@ -235,6 +236,11 @@ def main() -> int:
         type=int,
         default=None,
         help="CPU threads of an engine step, in-process and in the stack's decode service",
+    )
+    p.add_argument(
+        "--kv-type",
+        choices=["q8_0", "f16"],
+        help="the ggml step's KV cache type, in-process and in the stack's decode service",
     )
     p.add_argument(
         "--engine-only",

@@ -185,6 +185,7 @@ class GgmlStep:
         threads: int | None = None,
         n_batch: int = 512,
         kv_type: str = "q8_0",
+        unified: bool = True,
     ):
         ffi, lib = _load()
         self.ffi, self.lib = ffi, lib
@@ -203,8 +204,9 @@ class GgmlStep:
         cp.n_threads_batch = threads
         cp.type_k = cp.type_v = KV_TYPES[kv_type]
         # One pool of cells for every sequence (else each gets n_ctx / n_seq_max of its own),
-        # so that a copied prefix shares cells instead of copying them.
-        cp.kv_unified = True
+        # so that a copied prefix shares cells instead of copying them. Its cost: attention
+        # loops over every sequence's cells (bench/step.py --per-sequence-streams measures it).
+        cp.kv_unified = unified
         cp.no_perf = True
         self.ctx = lib.llama_init_from_model(self.model, cp)
         if self.ctx == ffi.NULL:

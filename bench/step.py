@@ -1,0 +1,70 @@
+"""One decode step of the ggml step alone: n sequences, each with a prompt of P random tokens,
+then S steps of one token each; the median step time per n. No scheduler, no services: the
+library's own cost, to compare builds, KV types and KV layouts.
+
+    python -m bench.step                                  # 1, 4, 16 sequences; P=100; S=128
+    python -m bench.step --seqs 16 --prompt 212 --kv-type f16
+    python -m bench.step --seqs 16 --per-sequence-streams  # the pool split per sequence
+
+The step runs as the decode service runs it (`OMP_WAIT_POLICY=passive`, set before the library
+loads). `--per-sequence-streams` gives each sequence its own `--kv-tokens / (max + 1)` cells
+(llama.cpp's `kv_unified` off, as llama-server runs with `-np`): attention then loops over a
+sequence's own cells only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import random
+import statistics
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seqs", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--prompt", type=int, default=100, help="prompt tokens per sequence")
+    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--kv-type", default="q8_0", choices=["q8_0", "f16"])
+    p.add_argument("--kv-tokens", type=int, default=8192)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--per-sequence-streams", action="store_true")
+    args = p.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+    from services.decode.ggml_step import GgmlStep
+    from services.decode.llama_step import Span
+    from toolwire.stack import model_source
+
+    src = model_source.resolve("embedded")
+    step = GgmlStep(
+        pathlib.Path(src.folder, src.gguf_file),
+        max(args.seqs) + 1,
+        kv_tokens=args.kv_tokens,
+        kv_type=args.kv_type,
+        threads=args.threads,
+        unified=not args.per_sequence_streams,
+    )
+    rng = random.Random(0)
+    layout = "per-sequence streams" if args.per_sequence_streams else "unified pool"
+    for n in args.seqs:
+        for s in range(n):
+            step.forward([], [Span(s, [rng.randrange(1000, 20000) for _ in range(args.prompt)], 0)])
+        times = []
+        for i in range(args.steps):
+            spans = [Span(s, [rng.randrange(1000, 20000)], args.prompt + i) for s in range(n)]
+            t = time.perf_counter()
+            step.forward(spans, [])
+            times.append(time.perf_counter() - t)
+        for s in range(n):
+            step.release(s)
+        print(
+            f"{args.kv_type} {layout}, {n} sequences, prompt {args.prompt}: step median "
+            f"{1000 * statistics.median(times):.1f} ms",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
