@@ -149,13 +149,18 @@ def candidates() -> list[Library]:
     return found + [wheel_library()]
 
 
+class NotNow(RuntimeError):
+    """A build that could not start (no compiler, the sdist not downloadable): worth trying
+    again at the next `make install`, unlike a compile that failed."""
+
+
 def build(jobs: int | None = None) -> pathlib.Path:
     """Build the libraries into build_dir() (minutes); return libllama.so's path."""
     opts = cpu_options()
     dest = build_dir(opts)
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
-            raise RuntimeError(f"no {tool} on PATH")
+            raise NotNow(f"no {tool} on PATH")
     ROOT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT, prefix=".build-") as tmp:
         tmp = pathlib.Path(tmp)
@@ -193,8 +198,11 @@ def build(jobs: int | None = None) -> pathlib.Path:
 
 def _source(tmp: pathlib.Path) -> pathlib.Path:
     """The llama.cpp tree vendored in the installed xllamacpp's sdist."""
-    _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
-          "xllamacpp", "-d", str(tmp), f"xllamacpp=={xllamacpp_version()}"])  # fmt: skip
+    try:
+        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary",
+              "xllamacpp", "-d", str(tmp), f"xllamacpp=={xllamacpp_version()}"])  # fmt: skip
+    except RuntimeError as e:  # offline, or the index down: not this machine's fault
+        raise NotNow(f"the xllamacpp sdist could not be downloaded: {e}") from e
     archive = next(tmp.glob("xllamacpp-*.tar.gz"))
     with tarfile.open(archive) as tar:
         wanted = [m for m in tar.getmembers() if "/thirdparty/llama.cpp/" in m.name + "/"]
@@ -212,18 +220,28 @@ def _run(cmd: list[str]) -> None:
 
 def main(argv: list[str]) -> int:
     """`make install`'s step: build once; a failure is one line and the wheel, never an error.
-    A failed build is remembered (the .failed file beside the build folder) and not retried
-    until that file is removed or --force is given."""
+    A compile that failed is remembered (the .failed file beside the build folder) and not
+    retried, minutes each time, until --force; a build that could not start (no compiler,
+    no network) is tried again at the next `make install`."""
     failed = None
     try:
         opts = cpu_options()
         dest = build_dir(opts)
         failed = dest.with_name(dest.name + ".failed")
-        if "--force" not in argv and ((dest / LIBRARY).exists() or failed.exists()):
+        if "--force" not in argv and (dest / LIBRARY).exists():
+            return 0
+        if "--force" not in argv and failed.exists():
+            print(
+                f"llama.cpp's build failed before ({failed}); the ggml step uses xllamacpp's "
+                "wheel (`make llama-lib FORCE=--force` tries again)"
+            )
             return 0
         print(f"building llama.cpp for this CPU ({_tag(opts)}) into {dest} (once; minutes)...")
         t0 = time.monotonic()
         path = build()
+    except NotNow as e:
+        print(f"llama.cpp not built ({e}); the ggml step uses xllamacpp's wheel until then")
+        return 0
     except Exception as e:
         if failed is not None:
             failed.parent.mkdir(parents=True, exist_ok=True)
