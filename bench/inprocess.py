@@ -26,7 +26,7 @@ async def make_engine(args):
         max_batch=max(args.concurrency),
         device=args.device,
         threads=getattr(args, "threads", None),
-        kv_type=getattr(args, "kv_type", None) or "q8_0",
+        kv_type=getattr(args, "kv_type", None),
     )
     await engine.start()
     return engine

@@ -14,7 +14,8 @@ class Timing:
     tokens: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens, where reported
-    called: bool = False  # streamed a tool call (a server that ignores `tools` writes prose)
+    # Streamed a tool call (a server that ignores `tools` writes prose); None: not observed.
+    called: bool | None = None
 
 
 def pct(values: list[float], q: float) -> float:
@@ -30,7 +31,7 @@ def summarize(timings: list[Timing], wall: float) -> dict:
     first_event = [t.events[0] - t.start for t in timings if t.events]
     itl = [b - a for t in timings for a, b in zip(t.events, t.events[1:])]
     tokens = sum(t.tokens for t in timings)
-    return {
+    summary = {
         "requests": len(timings),
         "tokens": tokens,
         "events": sum(len(t.events) for t in timings),
@@ -44,5 +45,7 @@ def summarize(timings: list[Timing], wall: float) -> dict:
         "tokens_per_request": statistics.mean(t.tokens for t in timings) if timings else 0,
         "prompt_tokens": statistics.mean(t.prompt_tokens for t in timings) if timings else 0,
         "cached_tokens": statistics.mean(t.cached_tokens for t in timings) if timings else 0,
-        "called": sum(t.called for t in timings),
     }
+    if all(t.called is not None for t in timings):  # where the load read the deltas
+        summary["called"] = sum(t.called for t in timings)
+    return summary

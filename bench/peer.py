@@ -166,6 +166,8 @@ def main() -> int:
         "--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (-t)"
     )
     args = p.parse_args()
+    if "torch" in args.steps and args.kv_types != ["default"]:
+        p.error("--kv-types is the ggml step's (the torch step refuses --kv-type)")
     args.model = model_source.EMBEDDED
     src = model_source.resolve(args.model)
     gguf = str(pathlib.Path(src.folder, src.gguf_file))

@@ -23,7 +23,7 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
     ) as http:
 
         async def one(body: dict) -> Timing:
-            t = Timing(time.perf_counter())
+            t = Timing(time.perf_counter(), called=False)
             async with http.stream("POST", "/chat/completions", json=body) as r:
                 r.raise_for_status()
                 async for line in r.aiter_lines():
@@ -38,9 +38,9 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
                     for ch in chunk.get("choices", []):
                         d = ch.get("delta", {})
                         calls = d.get("tool_calls") or []
+                        t.called = t.called or bool(calls)
                         # TTFT: the first chunk with content or a tool-call delta (a call's
                         # name counts), as a client sees it; not the bare role chunk.
-                        t.called = t.called or bool(calls)
                         if d.get("content") or calls:
                             t.first = t.first or time.perf_counter()
                         if d.get("content") or any(

@@ -7,9 +7,9 @@ library's own cost, to compare builds, KV types and KV layouts.
     python -m bench.step --seqs 16 --per-sequence-streams  # the pool split per sequence
 
 The step runs as the decode service runs it (`OMP_WAIT_POLICY=passive`, set before the library
-loads). `--per-sequence-streams` gives each sequence its own `--kv-tokens / (max + 1)` cells
-(llama.cpp's `kv_unified` off, as llama-server runs with `-np`): attention then loops over a
-sequence's own cells only.
+loads). `--per-sequence-streams` gives each of the step's max(--seqs) + 2 sequences its own
+share of `--kv-tokens` (llama.cpp's `kv_unified` off, as llama-server runs with `-np`; llama.cpp
+pads each share to 256 cells): attention then loops over a sequence's own cells only.
 """
 
 from __future__ import annotations

@@ -150,8 +150,8 @@ def candidates() -> list[Library]:
 
 
 class NotNow(RuntimeError):
-    """A build that could not start (no compiler, the sdist not downloadable): worth trying
-    again at the next `make install`, unlike a compile that failed."""
+    """A build that could not start (no compiler, the sdist not downloadable, the cache not
+    writable): worth trying again at the next `make install`, unlike a compile that failed."""
 
 
 def build(jobs: int | None = None) -> pathlib.Path:
@@ -161,8 +161,12 @@ def build(jobs: int | None = None) -> pathlib.Path:
     for tool in ("cmake", "c++"):
         if shutil.which(tool) is None:
             raise NotNow(f"no {tool} on PATH")
-    ROOT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ROOT, prefix=".build-") as tmp:
+    try:
+        ROOT.mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.TemporaryDirectory(dir=ROOT, prefix=".build-")
+    except OSError as e:  # a read-only or full cache
+        raise NotNow(f"cannot write {ROOT}: {e}") from e
+    with workdir as tmp:
         tmp = pathlib.Path(tmp)
         src = _source(tmp)
         gen = ["-G", "Ninja"] if shutil.which("ninja") else []
@@ -244,8 +248,11 @@ def main(argv: list[str]) -> int:
         return 0
     except Exception as e:
         if failed is not None:
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            failed.write_text(f"{e}\n")
+            try:
+                failed.parent.mkdir(parents=True, exist_ok=True)
+                failed.write_text(f"{e}\n")
+            except OSError:
+                pass  # not remembered: tried again next time
         print(f"llama.cpp build failed ({e}); the ggml step uses xllamacpp's wheel")
         return 0
     failed.unlink(missing_ok=True)

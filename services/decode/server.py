@@ -148,7 +148,7 @@ def make_engine(args) -> Engine:
             jump_forward=not args.no_jump_forward,
             step=getattr(args, "step", "auto"),
             kv_tokens=getattr(args, "kv_tokens", 8192),
-            kv_type=getattr(args, "kv_type", "q8_0"),
+            kv_type=getattr(args, "kv_type", None),
             threads=getattr(args, "threads", None),
         )
     if args.engine == "trtllm":

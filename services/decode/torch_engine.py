@@ -140,7 +140,7 @@ class TorchEngine(Engine):
         jump_forward: bool = True,
         step: str = "auto",
         kv_tokens: int = 8192,
-        kv_type: str = "q8_0",
+        kv_type: str | None = None,  # the ggml step's; None: q8_0
     ):
         self.source = model_source.resolve(model)
         if self.source.null:
@@ -212,7 +212,7 @@ class TorchEngine(Engine):
             pathlib.Path(self.source.folder, self.source.gguf_file),
             self.max_batch + 1,  # one slot more than the batch: room to swap two sequences
             kv_tokens=self.kv_tokens,
-            kv_type=self.kv_type,
+            kv_type=self.kv_type or "q8_0",
             threads=self.threads,
         )
         check_vocab(step, self.tokenizer)
@@ -247,6 +247,8 @@ class TorchEngine(Engine):
                 self._warm_up()
             self._log_loaded("gguf", t0)
             return
+        if self.kv_type:  # the torch step keeps its KV in the model's dtype: not enforced
+            raise SystemExit(f"--kv-type {self.kv_type}: only the ggml step has a KV type")
         from transformers import AutoModelForCausalLM
 
         if self.source.random_preset:

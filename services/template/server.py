@@ -181,7 +181,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         )
 
 
-def model_config(source: model_source.ModelSource, tokenizer) -> tuple[int, int]:
+def model_config(source: model_source.ModelSource) -> tuple[int, int]:
     """(max_model_len, vocab_size) from the model's config, without loading weights."""
     limit, vocab = model_source.config_sizes(source)
     return limit or 4096, vocab
@@ -210,7 +210,7 @@ async def serve(args) -> None:
         )
     source = model_source.resolve(args.model)
     tokenizer = model_source.load_tokenizer(source)
-    max_len, vocab = model_config(source, tokenizer)
+    max_len, vocab = model_config(source)
     # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
     fmt = resolve_format(args.tool_format, tokenizer)
     stop_ids = stop_token_ids(tokenizer, fmt, None if source.gguf_file else source.folder)

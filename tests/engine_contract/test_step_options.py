@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
 import torch
 
 from toolwire.services.decode.ggml_step import GgmlStep
@@ -21,9 +22,19 @@ def test_the_decode_flag_reaches_the_engine():
     assert make_engine(args).threads == 1
     args = parser().parse_args(["serve", "decode", "--model", "embedded"])
     assert make_engine(args).threads is None  # every CPU the process may run on
-    assert make_engine(args).kv_type == "q8_0"
+    assert make_engine(args).kv_type is None  # the ggml step's default, q8_0
     args = parser().parse_args(["serve", "decode", "--model", "embedded", "--kv-type", "f16"])
     assert make_engine(args).kv_type == "f16"
+
+
+def test_a_kv_type_on_the_torch_step_is_refused():
+    """The torch step keeps its KV cache in the model's dtype: a --kv-type there would be a
+    flag that does nothing, so the decode service refuses to start with it."""
+    args = parser().parse_args(
+        ["serve", "decode", "--model", "random:tiny", "--step", "torch", "--kv-type", "f16"]
+    )
+    with pytest.raises(SystemExit, match="only the ggml step has a KV type"):
+        make_engine(args).load()
 
 
 def test_the_ggml_step_runs_on_that_many_threads():
@@ -46,7 +57,9 @@ def test_toolwire_up_passes_it_to_every_decode_replica():
         at = cmds[name].index("--threads")
         assert cmds[name][at + 1] == "1"
     assert "--threads" not in cmds["gateway"]
-    assert cmds["decode"][cmds["decode"].index("--kv-type") + 1] == "q8_0"
+    assert "--kv-type" not in cmds["decode"]  # the decode service's default
+    args = parser().parse_args(["up", "--model", "embedded", "--kv-type", "f16"])
+    assert commands(args)["decode"][commands(args)["decode"].index("--kv-type") + 1] == "f16"
     args = parser().parse_args(["up", "--model", "embedded"])
     assert "--threads" not in commands(args)["decode"]
 

@@ -26,9 +26,13 @@ def test_converted_tokenizer_loads_by_class_and_matches_transformers(fresh_cache
     from transformers import AutoTokenizer
 
     src = model_source.resolve("embedded")
-    first = model_source.load_tokenizer(src)  # converts the GGUF's tokenizer and caches it
     folder = model_source._gguf_cache(src)
-    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .tmp left
+    folder.mkdir(parents=True)  # a cache this transformers cannot read: replaced, not kept
+    (folder / "tokenizer_config.json").write_text("{")
+    first = model_source.load_tokenizer(src)  # converts the GGUF's tokenizer and caches it
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .tmp, .old
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] in ("TokenizersBackend", "PreTrainedTokenizerFast")
     again = model_source.load_tokenizer(src)  # from the cache, by its class
     reference = AutoTokenizer.from_pretrained(str(folder))
     for tok in (first, again):
@@ -44,7 +48,7 @@ def test_converted_tokenizer_loads_by_class_and_matches_transformers(fresh_cache
 def test_config_sizes_are_read_once_and_kept(fresh_cache):
     src = model_source.resolve("embedded")
     assert model_source.config_sizes(src) == (8192, 49152)  # SmolLM2-135M's config
-    kept = model_source._gguf_cache(src) / "sizes.json"
+    kept = model_source._gguf_cache(src).with_suffix(".sizes.json")
     assert json.loads(kept.read_text()) == {"max_position_embeddings": 8192, "vocab_size": 49152}
     kept.write_text('{"max_position_embeddings": 1024, "vocab_size": 7}')
     assert model_source.config_sizes(src) == (1024, 7)  # the kept numbers, not a re-read

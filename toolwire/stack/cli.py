@@ -60,10 +60,11 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--kv-type",
-        default="q8_0",
+        default=None,
         choices=["q8_0", "f16"],
-        help="ggml step: the KV cache's type; f16 holds twice the bytes a token and prefills "
-        "about a fifth faster on the embedded model (README, The ggml step)",
+        help="ggml step: the KV cache's type (default q8_0); f16 holds twice the bytes a token "
+        "and prefills about a fifth faster on the embedded model (README, The ggml step); "
+        "refused on the torch step",
     )
     p.add_argument(
         "--threads",

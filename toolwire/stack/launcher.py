@@ -107,8 +107,6 @@ def commands(args) -> dict[str, list[str]]:
         args.step,
         "--kv-tokens",
         str(args.kv_tokens),
-        "--kv-type",
-        args.kv_type,
         "--max-batch",
         str(args.max_batch),
         "--tensor-parallel-size",
@@ -125,6 +123,7 @@ def commands(args) -> dict[str, list[str]]:
         str(getattr(args, "null_step_ms", 0.0)),
     ]
     decode_flags += ["--threads", str(args.threads)] if args.threads else []
+    decode_flags += ["--kv-type", args.kv_type] if args.kv_type else []
     decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
     for name in replicas:
