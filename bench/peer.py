@@ -132,26 +132,26 @@ def main() -> int:
     p.add_argument(
         "--kinds", nargs="+", default=["text", "tool", "agent"], choices=["text", "tool", "agent"]
     )
-    p.add_argument(
+
+    def one_run_per_value(flag: str, choices: list[str], help: str) -> None:
+        """A toolwire option given several values: one toolwire stack each, in one run; the
+        first choice is the default."""
+        p.add_argument(flag, nargs="+", default=choices[:1], choices=choices, help=help)
+
+    one_run_per_value(
         "--variants",
-        nargs="+",
-        default=["on"],
-        choices=["on", "off"],
-        help="toolwire runs: on (as shipped), off (--no-prefix-reuse --no-jump-forward)",
+        ["on", "off"],
+        "toolwire runs: on (as shipped), off (--no-prefix-reuse --no-jump-forward)",
     )
-    p.add_argument(
+    one_run_per_value(
         "--steps",
-        nargs="+",
-        default=["auto"],
-        choices=["auto", "ggml", "torch"],
-        help="toolwire runs, one per decode step backend (--step); auto: the default",
+        ["auto", "ggml", "torch"],
+        "toolwire runs, one per decode step backend (--step); auto: the default",
     )
-    p.add_argument(
+    one_run_per_value(
         "--kv-types",
-        nargs="+",
-        default=["default"],
-        choices=["default", "q8_0", "f16"],
-        help="toolwire runs, one per KV cache type of the ggml step (--kv-type)",
+        ["default", "q8_0", "f16"],
+        "toolwire runs, one per KV cache type of the ggml step (--kv-type)",
     )
     p.add_argument(
         "--peer-passive",
