@@ -209,6 +209,8 @@ async def serve(args) -> None:
             f"environment has {version} (pip install 'xgrammar==0.2.8')"
         )
     source = model_source.resolve(args.model)
+    compiles = CompilePool(workers=args.grammar_workers, timeout_s=args.grammar_timeout)
+    compiles.spawn()  # the workers import xgrammar while this process loads the tokenizer
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source)
     # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
@@ -219,13 +221,8 @@ async def serve(args) -> None:
     compile_seconds = metrics.histogram(
         "toolwire_constraint_compile_seconds", "Compiling one request's constraint (cache misses)"
     )
-    compiles = CompilePool(
-        info.serialize_json(),
-        args.grammar_workers,
-        args.grammar_timeout,
-        observe=compile_seconds.observe,
-    )
-    await compiles.start()
+    compiles.observe = compile_seconds.observe
+    await compiles.start(info.serialize_json())
     servicer = TemplateServicer(
         tokenizer,
         fmt,

@@ -27,13 +27,17 @@ log = logging.getLogger("toolwire.template")
 _CTX = multiprocessing.get_context("spawn")
 
 
-def _worker(conn: Connection, info_json: str) -> None:
-    """In the worker process: compile whatever (constraint, dialect) arrives and answer its
-    CompileResult."""
+def _worker(conn: Connection) -> None:
+    """In the worker process: import xgrammar, take the tokenizer's info, then compile whatever
+    (constraint, dialect) arrives and answer its CompileResult."""
     import xgrammar as xgr
 
     from toolwire.constraints.compiler import check_in_dialect
 
+    try:
+        info_json = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+        return
     compiler = xgr.GrammarCompiler(
         xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1, cache_enabled=False
     )
@@ -51,15 +55,20 @@ CRASHED = CompileResult(Outcome.INVALID, message="the constraint compiler crashe
 
 
 class _Process:
-    def __init__(self, info_json: str):
+    def __init__(self):
         self.conn, child = _CTX.Pipe()
         self.proc = _CTX.Process(
-            target=_worker, args=(child, info_json), daemon=True, name="toolwire-grammar"
+            target=_worker, args=(child,), daemon=True, name="toolwire-grammar"
         )
         self.proc.start()
         child.close()
+
+    def configure(self, info_json: str) -> _Process:
+        """Hand the worker its tokenizer's info; return once it can compile."""
+        self.conn.send(info_json)
         if not self.conn.poll(120) or self.conn.recv() != "ready":
             raise RuntimeError("the grammar worker did not start")
+        return self
 
     def kill(self) -> None:
         self.proc.kill()
@@ -70,7 +79,7 @@ class _Process:
 class CompilePool:
     def __init__(
         self,
-        info_json: str,
+        info_json: str | None = None,
         workers: int = 1,
         timeout_s: float = 10.0,
         cache_size: int = 512,
@@ -84,14 +93,26 @@ class CompilePool:
         )
         self.cache_size = cache_size
         self.idle: asyncio.Queue[_Process] = asyncio.Queue()
+        self.spawned: list[_Process] = []
         self.compiles = self.cache_hits = self.timeouts = 0
         self.observe = observe or (lambda seconds: None)  # compile time, for a histogram
 
-    async def start(self) -> None:
-        for _ in range(self.size):
-            self.idle.put_nowait(await asyncio.to_thread(_Process, self.info_json))
+    def spawn(self) -> None:
+        """Start the worker processes now: their imports (xgrammar and torch, about 2 s of the
+        template service's start) run while the caller loads the tokenizer start() needs."""
+        self.spawned += [_Process() for _ in range(self.size - len(self.spawned))]
+
+    async def start(self, info_json: str | None = None) -> None:
+        self.info_json = info_json or self.info_json
+        self.spawn()
+        while self.spawned:
+            worker = self.spawned.pop()
+            self.idle.put_nowait(await asyncio.to_thread(worker.configure, self.info_json))
 
     def close(self) -> None:
+        for worker in self.spawned:
+            worker.kill()
+        self.spawned = []
         while not self.idle.empty():
             self.idle.get_nowait().kill()
 
@@ -127,7 +148,7 @@ class CompilePool:
 
     async def _replace(self, worker: _Process) -> None:
         await asyncio.to_thread(worker.kill)
-        self.idle.put_nowait(await asyncio.to_thread(_Process, self.info_json))
+        self.idle.put_nowait(await asyncio.to_thread(lambda: _Process().configure(self.info_json)))
 
     def _remember(self, key: tuple[Constraint, str], result: CompileResult) -> None:
         self.cache[key] = result
