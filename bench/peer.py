@@ -14,7 +14,9 @@ reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` 
 `--kv-types q8_0 f16` once per KV cache type of the ggml step (--kv-type).
 
 llama-server is built once into ~/.cache/toolwire/llama.cpp (bench/llama_cpp.py) or taken from
-TOOLWIRE_LLAMA_SERVER. Both servers run for the whole bench; only one is loaded at a time.
+TOOLWIRE_LLAMA_SERVER. It reads bench/peer_hermes.jinja (SmolLM2's template with toolwire's tools
+block: the same prompt as toolwire's; SmolLM2's own renders no tools), and the table counts the
+requests that streamed a call. Both servers run for the whole bench; only one is loaded at a time.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ def plot(res: dict, path: pathlib.Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def peer_template_args(name: str) -> tuple[str, ...]:
+    if name == "model":
+        return ()
+    return ("--chat-template-file", str(pathlib.Path(__file__).with_name("peer_hermes.jinja")))
+
+
 def peer_env(passive: bool) -> dict:
     """llama-server's environment: OpenMP as its users run it (spinning) unless --peer-passive,
     whatever this process inherited or set."""
@@ -160,6 +168,14 @@ def main() -> int:
         "its ggml step: on a busy machine spinning OpenMP threads cost either server several "
         "times its step time",
     )
+    p.add_argument(
+        "--peer-template",
+        default="hermes",
+        choices=["hermes", "model"],
+        help="llama-server's chat template: hermes (bench/peer_hermes.jinja: SmolLM2's with "
+        "toolwire's tools block, so that llama.cpp sees the tools and writes calls) or model "
+        "(SmolLM2's own, which renders no tools: llama.cpp then answers tool requests in prose)",
+    )
     p.add_argument("--no-peer", action="store_true", help="toolwire variants only")
     p.add_argument("--dtype", default="auto")
     p.add_argument(
@@ -182,7 +198,7 @@ def main() -> int:
                 port,
                 max(args.concurrency),
                 args.threads,
-                extra=("--jinja",),
+                extra=("--jinja", *peer_template_args(args.peer_template)),
                 env=peer_env(args.peer_passive),
             )
             procs.append(peer)
