@@ -227,14 +227,14 @@ def main(argv: list[str]) -> int:
     A compile that failed is remembered (the .failed file beside the build folder) and not
     retried, minutes each time, until --force; a build that could not start (no compiler,
     no network) is tried again at the next `make install`."""
-    failed = None
+    failed, force = None, "--force" in argv
     try:
         opts = cpu_options()
         dest = build_dir(opts)
         failed = dest.with_name(dest.name + ".failed")
-        if "--force" not in argv and (dest / LIBRARY).exists():
+        if not force and (dest / LIBRARY).exists():
             return 0
-        if "--force" not in argv and failed.exists():
+        if not force and failed.exists():
             print(
                 f"llama.cpp's build failed before ({failed}); the ggml step uses xllamacpp's "
                 "wheel (`make llama-lib FORCE=--force` tries again)"
