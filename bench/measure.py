@@ -16,6 +16,7 @@ class Timing:
     cached_tokens: int = 0  # usage.prompt_tokens_details.cached_tokens, where reported
     # Streamed a tool call (a server that ignores `tools` writes prose); None: not observed.
     called: bool | None = None
+    end: float | None = None  # the stream's end, where the load read it
 
 
 def pct(values: list[float], q: float) -> float:
@@ -37,6 +38,8 @@ def summarize(timings: list[Timing], wall: float) -> dict:
         "events": sum(len(t.events) for t in timings),
         "wall_s": wall,
         "tok_s": tokens / wall if wall else 0.0,
+        # Requests a second: a tool call's work is the call, whatever its token count.
+        "req_s": len(timings) / wall if wall else 0.0,
         "ttft_p50_ms": 1000 * pct(ttft, 0.5),
         "ttft_p95_ms": 1000 * pct(ttft, 0.95),
         "first_event_p50_ms": 1000 * pct(first_event, 0.5),
@@ -46,6 +49,8 @@ def summarize(timings: list[Timing], wall: float) -> dict:
         "prompt_tokens": statistics.mean(t.prompt_tokens for t in timings) if timings else 0,
         "cached_tokens": statistics.mean(t.cached_tokens for t in timings) if timings else 0,
     }
+    if timings and all(t.end is not None for t in timings):
+        summary["latency_p50_ms"] = 1000 * pct([t.end - t.start for t in timings], 0.5)
     if all(t.called is not None for t in timings):  # where the load read the deltas
         summary["called"] = sum(t.called for t in timings)
     return summary

@@ -16,7 +16,9 @@ reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` 
 llama-server is built once into ~/.cache/toolwire/llama.cpp (bench/llama_cpp.py) or taken from
 TOOLWIRE_LLAMA_SERVER. It reads bench/peer_hermes.jinja (SmolLM2's template with toolwire's tools
 block: the same prompt as toolwire's; SmolLM2's own renders no tools), and the table counts the
-requests that streamed a call. Both servers run for the whole bench; only one is loaded at a time.
+requests that streamed a call. Its chat route writes prose under tool_choice required, so its tool
+and agent requests go as grammar-constrained completions (bench/peer_grammar.py; `--peer-tool chat`
+for the chat route). Both servers run for the whole bench; only one is loaded at a time.
 """
 
 from __future__ import annotations
@@ -33,20 +35,21 @@ import sys
 from toolwire.stack import model_source
 from toolwire.stack.launcher import free_port, wait_for_health
 
-from . import llama_cpp, remote
+from . import llama_cpp, peer_grammar, remote
 from .run import KEY, OUT, median_summary, start_stack
 from .workloads import body
 
 
 def ratio_table(res: dict, levels: list[int], kinds: list[str] | None = None) -> str:
-    """One row per workload, streams and server; the ratio is against llama.cpp where it ran,
-    else against the first server."""
+    """One row per workload, streams and server; the ratios are against llama.cpp where it ran,
+    else against the first server: of tokens/s, and of requests/s (a tool call's work is the
+    call: toolwire forces the envelope and name by jump-forward, llama.cpp samples them)."""
     names = list(res)
     base = "llama.cpp" if "llama.cpp" in res else names[0]
     lines = [
-        "| workload | streams | server | tok/s | ratio | TTFT p50 | ITL p50 | cached / prompt"
-        " | calls / requests |",
-        "|" + "---|" * 9,
+        "| workload | streams | server | tok/s | ratio | req/s | ratio | TTFT p50 | latency p50"
+        " | ITL p50 | cached / prompt | calls / requests |",
+        "|" + "---|" * 12,
     ]
     for kind in kinds or ["text"]:
         for c in levels:
@@ -56,7 +59,9 @@ def ratio_table(res: dict, levels: list[int], kinds: list[str] | None = None) ->
                 t = res[name][key]
                 lines.append(
                     f"| {kind} | {c} | {name} | {t['tok_s']:.1f} | {t['tok_s'] / b['tok_s']:.2f}"
-                    f" | {t['ttft_p50_ms']:.0f} ms | {t['itl_p50_ms']:.1f} ms"
+                    f" | {t.get('req_s', 0):.2f} | {t.get('req_s', 0) / (b.get('req_s') or 1):.2f}"
+                    f" | {t['ttft_p50_ms']:.0f} ms | {t.get('latency_p50_ms', float('nan')):.0f} ms"
+                    f" | {t['itl_p50_ms']:.1f} ms"
                     f" | {t.get('cached_tokens', 0):.0f} / {t.get('prompt_tokens', 0):.0f}"
                     f" | {t.get('called', 0):.0f} / {t.get('requests', 0):.0f} |"
                 )
@@ -78,7 +83,12 @@ async def measure(servers: dict, args) -> dict:
                         body(kind, r * c + i, model, args.max_tokens, turn=r, stream=i)
                         for i in range(c)
                     ]
-                    rounds[name].append(await remote.run_load(url, KEY, bodies))
+                    if name == "llama.cpp" and kind != "text" and args.peer_tool == "grammar":
+                        root = url.removesuffix("/v1")
+                        bodies = await peer_grammar.completion_bodies(root, bodies)
+                        rounds[name].append(await peer_grammar.run_load(root, bodies))
+                    else:
+                        rounds[name].append(await remote.run_load(url, KEY, bodies))
             for name in servers:
                 res[name][f"{kind}/{c}"] = s = median_summary(rounds[name])
                 s["rounds"] = rounds[name]  # per round: the agent's turns, one by one
@@ -175,6 +185,15 @@ def main() -> int:
         help="llama-server's chat template: hermes (bench/peer_hermes.jinja: SmolLM2's with "
         "toolwire's tools block, so that llama.cpp sees the tools and writes calls) or model "
         "(SmolLM2's own, which renders no tools: llama.cpp then answers tool requests in prose)",
+    )
+    p.add_argument(
+        "--peer-tool",
+        default="grammar",
+        choices=["grammar", "chat"],
+        help="llama-server's tool and agent requests: grammar (bench/peer_grammar.py: its own "
+        "rendering of the prompt, then /completion under the call's JSON schema, so that it "
+        "writes the call) or chat (its chat route with tool_choice required, where SmolLM2 "
+        "writes prose)",
     )
     p.add_argument("--no-peer", action="store_true", help="toolwire variants only")
     p.add_argument("--dtype", default="auto")

@@ -47,6 +47,7 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
                             c.get("function", {}).get("arguments") for c in calls
                         ):
                             t.events.append(time.perf_counter())
+            t.end = time.perf_counter()
             # A server that sends no usage chunk streams a token per event.
             t.tokens = t.tokens or len(t.events)
             return t
