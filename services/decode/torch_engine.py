@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import xgrammar as xgr
 
@@ -235,6 +236,7 @@ class TorchEngine(Engine):
         )
         self.slots = [None] * self.max_batch
         self.bitmask = xgr.allocate_token_bitmask(self.max_batch, vocab_size)
+        self.probe = xgr.allocate_token_bitmask(1, vocab_size)  # _only_stop_left's row
 
     def load(self) -> None:
         if self.threads:
@@ -446,7 +448,11 @@ class TorchEngine(Engine):
             # What the grammar forces before the first free token prefills with the prompt,
             # and goes to the caller now, as a jump after a sampled token does: it is the
             # output whatever the forward computes (see _forced).
-            forced = self._forced(seq)
+            forced, ends = self._forced(seq)
+            if ends:  # the grammar allows one output: no forward computes any of it
+                self._finish(seq, "stop", forced)
+                self._free(seq)
+                continue
             if forced:
                 seq.feed = seq.feed + forced
                 self._emit(seq, EngineOutput(forced))
@@ -494,36 +500,64 @@ class TorchEngine(Engine):
         saved, nbytes = self.step.save(seq.slot, len(prompt))
         cache.insert(list(prompt), saved, nbytes)
 
-    def _forced(self, seq: _Seq) -> list[int]:
+    def _forced(self, seq: _Seq) -> tuple[list[int], bool]:
         """Tokens the grammar admits in exactly one way from here (jump-forward), accepted
         into seq's matcher and counted as generated; at most all but one of the tokens seq
-        has left, so a sampled token still fits.
+        has left, so a sampled token still fits. And whether the output ends with them: the
+        grammar then admits nothing but a stop token, so no forward is needed for what
+        follows (without this, a call's closing `}\n</tool_call>` prefilled its 6 tokens
+        and two more steps sampled its `>` and the stop: at 16 streams ~14% of the
+        tool workload's step time, at one stream ~60 ms of a ~300 ms call).
 
         The forced text is tokenized alone and its last token held back: the model then
         picks the token that ends the forced text, which may run on into the free text
         after it (a longer merge), so the ids stay what decoding token by token would
-        give at the seam. Every id goes through the matcher like a sampled one."""
+        give at the seam. Where nothing but a stop can follow there is no seam: the last
+        token is taken too. Every id goes through the matcher like a sampled one."""
         room = seq.max_tokens - seq.completion
         if not self.jump_forward or seq.matcher is None or room <= 1:
-            return []
+            return [], False
         try:
             text = seq.matcher.find_jump_forward_string()
         except UnicodeDecodeError:
             # The forced bytes stop inside a character (a multi-byte marker such as DeepSeek's
             # <｜tool▁sep｜> on a vocabulary without it): xgrammar cannot hand them over as text,
             # and raising here ended the engine loop, leaving queued requests hanging. No jump.
-            return []
+            return [], False
         if not text:
-            return []
-        ids = self.tokenizer.encode(text, add_special_tokens=False)[:-1][: room - 1]
+            return [], self._only_stop_left(seq)
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
         taken = []
-        for t in ids:
+        for t in ids[:-1][: room - 1]:
             if t in seq.stop_ids or not seq.matcher.accept_token(t):
                 break
             taken.append(t)
+        ends = False
+        # The whole text fits with a token to spare (decoded token by token, its last token
+        # would leave room for the stop, not end at max_tokens).
+        if len(taken) == len(ids) - 1 and len(ids) < room and ids[-1] not in seq.stop_ids:
+            if seq.matcher.accept_token(ids[-1]):
+                if self._only_stop_left(seq):
+                    taken.append(ids[-1])
+                    ends = True
+                else:
+                    seq.matcher.rollback(1)
         seq.completion += len(taken)
         self.stats.tokens += len(taken)
-        return taken
+        return taken, ends
+
+    def _only_stop_left(self, seq: _Seq) -> bool:
+        """seq's grammar is complete and admits no token but a stop from here (a strict call
+        with parallel_tool_calls false after its closing tag; a JSON response after its last
+        brace): the stop a forward would sample is the only one it could."""
+        if not seq.matcher.is_completed():
+            return False
+        seq.matcher.fill_next_token_bitmask(self.probe, 0)
+        bits = self.probe.numpy().view(np.uint32)[0]
+        for t in seq.stop_ids:
+            if t < bits.size * 32:
+                bits[t >> 5] &= ~np.uint32(1 << (t & 31))
+        return not bits.any()
 
     def _prefill_spans(self) -> list[Span]:
         """Prompt chunks for this iteration, oldest request first, within the token budget.
@@ -628,7 +662,10 @@ class TorchEngine(Engine):
         if done:
             self._finish(seq, "length", [token])
             return False
-        forced = self._forced(seq)
+        forced, ends = self._forced(seq)
+        if ends:
+            self._finish(seq, "stop", [token] + forced)
+            return False
         if forced:
             seq.jump = forced
         self._emit(seq, EngineOutput([token] + forced))

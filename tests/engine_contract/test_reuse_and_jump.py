@@ -194,7 +194,7 @@ def test_forced_text_that_starts_inside_a_character_is_no_jump(torch_engine, tok
         raised = True
     assert raised  # xgrammar's behaviour the engine must survive
     seq = types.SimpleNamespace(max_tokens=10, completion=0, matcher=matcher, stop_ids=[2])
-    assert torch_engine._forced(seq) == [] and seq.completion == 0
+    assert torch_engine._forced(seq) == ([], False) and seq.completion == 0
 
 
 class _Sink:
@@ -246,3 +246,90 @@ def test_forced_opening_goes_out_before_the_forward_that_prefills_it(engine, tok
         assert tokenizer.decode(first.token_ids) == opening  # no sampled token after it
         rest = [t for o in sink.outputs[1:] for t in o.token_ids]
         assert tokenizer.decode(rest).startswith(" {")  # the arguments open after a forward
+
+
+def _required_call(engine):
+    """What the template service sends for a strict get_weather under tool_choice required,
+    parallel_tool_calls false (bench's tool workload): one call, then only a stop."""
+    tool = Tool("get_weather", parameters=CALL["properties"]["arguments"], strict=True)
+    built = build_constraint(
+        get_format("hermes"), [tool], ToolChoice("required"), False, ResponseFormat()
+    )
+    return in_dialect(Constraint.from_proto(built), engine.info.constraint_dialect)
+
+
+def _outputs(engine, rid, prompt, max_tokens, constraint):
+    async def run():
+        sink = _Sink()
+        req = EngineRequest(rid, prompt, max_tokens, [2], temperature=0.0, constraint=constraint)
+        await engine.submit(req, sink)
+        await sink.done.wait()
+        return sink.outputs
+
+    return engine.loop.run_until_complete(run())
+
+
+def test_an_output_the_grammar_ends_finishes_without_a_forward(engine, tokenizer):
+    """Once the grammar admits nothing but a stop, the output is over: the call's closing
+    `}\n</tool_call>` goes out whole with the finish, in the step that sampled the last free
+    token, where it used to prefill its tokens and take two more steps (`>`, then the stop).
+    Decoded token by token (no jump-forward) the call reads the same and stops the same way."""
+    c = _required_call(engine)
+    prompt = chat(tokenizer, [{"role": "user", "content": "What is the weather in Oslo?"}])
+    runs = {}
+    for jump in (False, True):
+        engine.jump_forward = jump
+        steps = engine.stats.steps
+        try:
+            outs = _outputs(engine, f"ends-{jump}", prompt, 60, c)
+        finally:
+            engine.jump_forward = True
+        text = tokenizer.decode([t for o in outs for t in o.token_ids])
+        assert outs[-1].finish_reason == "stop", text
+        assert text.endswith("}\n</tool_call>")
+        runs[jump] = (text, outs, engine.stats.steps - steps)
+    (outs_off, _), (text_on, outs_on, steps_on) = runs[False][1:], runs[True]
+    assert json.loads(text_on[len("<tool_call>\n") : -len("\n</tool_call>")])["name"] == (
+        "get_weather"
+    )
+    assert outs_off[-1].token_ids == []  # token by token: a forward sampled the stop alone
+    last = tokenizer.decode(outs_on[-1].token_ids)
+    assert last.endswith("}\n</tool_call>") and len(outs_on[-1].token_ids) > 1, last
+    free = len(outs_on) - 1  # one output per forward: the opening came before the first
+    assert steps_on == free, (steps_on, free)
+
+
+def test_a_grammar_end_at_max_tokens_is_length_as_token_by_token(engine, tokenizer):
+    """The closing taken whole must not change the finish: where its last token is the
+    max_tokens-th, decoding token by token ends on `length` (no room left for the stop)."""
+    c = _required_call(engine)
+    prompt = chat(tokenizer, [{"role": "user", "content": "What is the weather in Rome?"}])
+    outs = _outputs(engine, "ends-full", prompt, 60, c)
+    n = outs[-1].completion_tokens
+    at_n = _outputs(engine, "ends-at-n", prompt, n, c)
+    above = _outputs(engine, "ends-above-n", prompt, n + 1, c)
+    whole = tokenizer.decode([t for o in outs for t in o.token_ids])
+    for run, finish in ((at_n, "length"), (above, "stop")):
+        assert run[-1].finish_reason == finish
+        assert tokenizer.decode([t for o in run for t in o.token_ids]) == whole
+
+
+def test_a_json_response_finishes_with_its_last_brace(engine, tokenizer):
+    """A JSON-schema response: the `}` that completes the object is the last token; the stop
+    after it needs no forward."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    c = in_dialect(
+        Constraint(Kind("json_schema"), json.dumps(schema)), engine.info.constraint_dialect
+    )
+    prompt = chat(tokenizer, [{"role": "user", "content": "Name a city in JSON."}])
+    steps = engine.stats.steps
+    outs = _outputs(engine, "json-ends", prompt, 40, c)
+    text = tokenizer.decode([t for o in outs for t in o.token_ids])
+    assert outs[-1].finish_reason == "stop" and outs[-1].token_ids, outs[-1]
+    jsonschema.validate(json.loads(text), schema)
+    assert engine.stats.steps - steps == len(outs)  # no forward after the last output
