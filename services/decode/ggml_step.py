@@ -41,6 +41,8 @@ import os
 import numpy as np
 import torch
 
+from toolwire.stack.cpus import usable_cpus
+
 from . import llama_lib
 from .llama_step import Span
 
@@ -162,7 +164,7 @@ def _check_abi(ffi, lib) -> None:
 
 
 def default_threads() -> int:
-    return len(os.sched_getaffinity(0))
+    return usable_cpus()  # the affinity, capped by a container's CPU quota
 
 
 class GgmlStep:

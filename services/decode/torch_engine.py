@@ -39,6 +39,7 @@ import xgrammar as xgr
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.constraints.dialects import engine_dialect
 from toolwire.stack import model_source
+from toolwire.stack.cpus import usable_cpus
 
 from . import llama_step
 from .engine import (
@@ -123,6 +124,7 @@ class _Seq:
     feed: list[int] | None = None  # what prefills: the prompt, then any forced tokens
     cached: int = 0  # prompt tokens whose KV was reused, not prefilled
     jump: list[int] | None = None  # forced tokens to run after last_token, in one forward
+    completed: bool = False  # the matcher's is_completed() after the last token (_forced)
 
 
 class TorchEngine(Engine):
@@ -239,8 +241,9 @@ class TorchEngine(Engine):
         self.probe = xgr.allocate_token_bitmask(1, vocab_size)  # _only_stop_left's row
 
     def load(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        # torch starts a thread per core it sees, whatever the container's CPU quota
+        threads = self.threads or min(usable_cpus(), torch.get_num_threads())
+        torch.set_num_threads(threads)
         t0 = time.perf_counter()
         self.tokenizer = model_source.load_tokenizer(self.source)
         if self._use_ggml():
@@ -441,18 +444,17 @@ class TorchEngine(Engine):
             if seq.aborted:
                 self._finish(seq, "abort")
                 continue
-            seq.slot = self.slots.index(None)
-            self.slots[seq.slot] = seq
-            seq.feed = seq.request.prompt_ids
-            self._reuse(seq)
             # What the grammar forces before the first free token prefills with the prompt,
             # and goes to the caller now, as a jump after a sampled token does: it is the
             # output whatever the forward computes (see _forced).
             forced, ends = self._forced(seq)
-            if ends:  # the grammar allows one output: no forward computes any of it
+            if ends:  # the grammar allows one output: no slot, no forward, nothing reused
                 self._finish(seq, "stop", forced)
-                self._free(seq)
                 continue
+            seq.slot = self.slots.index(None)
+            self.slots[seq.slot] = seq
+            seq.feed = seq.request.prompt_ids
+            self._reuse(seq)
             if forced:
                 seq.feed = seq.feed + forced
                 self._emit(seq, EngineOutput(forced))
@@ -525,7 +527,10 @@ class TorchEngine(Engine):
             # and raising here ended the engine loop, leaving queued requests hanging. No jump.
             return [], False
         if not text:
-            return [], self._only_stop_left(seq)
+            # Only where the grammar has just become complete: in free text (tool_choice auto)
+            # it is complete at every token, and a probe each time cost 86 µs a token.
+            was, seq.completed = seq.completed, seq.matcher.is_completed()
+            return [], seq.completed and not was and self._only_stop_left(seq)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         taken = []
         for t in ids[:-1][: room - 1]:
@@ -542,6 +547,7 @@ class TorchEngine(Engine):
                     ends = True
                 else:
                     seq.matcher.rollback(1)
+        seq.completed = seq.matcher.is_completed()
         seq.completion += len(taken)
         self.stats.tokens += len(taken)
         return taken, ends
@@ -552,11 +558,13 @@ class TorchEngine(Engine):
         brace): the stop a forward would sample is the only one it could."""
         if not seq.matcher.is_completed():
             return False
+        t0 = time.perf_counter()
         seq.matcher.fill_next_token_bitmask(self.probe, 0)
         bits = self.probe.numpy().view(np.uint32)[0]
         for t in seq.stop_ids:
             if t < bits.size * 32:
                 bits[t >> 5] &= ~np.uint32(1 << (t & 31))
+        self.stats.mask_s += time.perf_counter() - t0
         return not bits.any()
 
     def _prefill_spans(self) -> list[Span]:

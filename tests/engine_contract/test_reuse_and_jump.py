@@ -273,30 +273,25 @@ def test_an_output_the_grammar_ends_finishes_without_a_forward(engine, tokenizer
     """Once the grammar admits nothing but a stop, the output is over: the call's closing
     `}\n</tool_call>` goes out whole with the finish, in the step that sampled the last free
     token, where it used to prefill its tokens and take two more steps (`>`, then the stop).
-    Decoded token by token (no jump-forward) the call reads the same and stops the same way."""
+    Decoded token by token (no jump-forward) the last output is that stop alone."""
     c = _required_call(engine)
     prompt = chat(tokenizer, [{"role": "user", "content": "What is the weather in Oslo?"}])
     runs = {}
     for jump in (False, True):
         engine.jump_forward = jump
-        steps = engine.stats.steps
         try:
-            outs = _outputs(engine, f"ends-{jump}", prompt, 60, c)
+            outs = _outputs(engine, f"ends-{jump}", prompt, 100, c)
         finally:
             engine.jump_forward = True
         text = tokenizer.decode([t for o in outs for t in o.token_ids])
         assert outs[-1].finish_reason == "stop", text
         assert text.endswith("}\n</tool_call>")
-        runs[jump] = (text, outs, engine.stats.steps - steps)
-    (outs_off, _), (text_on, outs_on, steps_on) = runs[False][1:], runs[True]
-    assert json.loads(text_on[len("<tool_call>\n") : -len("\n</tool_call>")])["name"] == (
-        "get_weather"
-    )
-    assert outs_off[-1].token_ids == []  # token by token: a forward sampled the stop alone
-    last = tokenizer.decode(outs_on[-1].token_ids)
-    assert last.endswith("}\n</tool_call>") and len(outs_on[-1].token_ids) > 1, last
-    free = len(outs_on) - 1  # one output per forward: the opening came before the first
-    assert steps_on == free, (steps_on, free)
+        call = json.loads(text[len("<tool_call>\n") : -len("\n</tool_call>")])
+        assert call["name"] == "get_weather"
+        runs[jump] = outs
+    assert runs[False][-1].token_ids == []  # token by token: a forward sampled the stop alone
+    last = tokenizer.decode(runs[True][-1].token_ids)
+    assert last.endswith("}\n</tool_call>") and len(runs[True][-1].token_ids) > 1, last
 
 
 def test_a_grammar_end_at_max_tokens_is_length_as_token_by_token(engine, tokenizer):
@@ -327,9 +322,29 @@ def test_a_json_response_finishes_with_its_last_brace(engine, tokenizer):
         Constraint(Kind("json_schema"), json.dumps(schema)), engine.info.constraint_dialect
     )
     prompt = chat(tokenizer, [{"role": "user", "content": "Name a city in JSON."}])
-    steps = engine.stats.steps
     outs = _outputs(engine, "json-ends", prompt, 40, c)
     text = tokenizer.decode([t for o in outs for t in o.token_ids])
     assert outs[-1].finish_reason == "stop" and outs[-1].token_ids, outs[-1]
+    assert tokenizer.decode(outs[-1].token_ids).endswith("}")
     jsonschema.validate(json.loads(text), schema)
-    assert engine.stats.steps - steps == len(outs)  # no forward after the last output
+
+
+def test_an_output_the_grammar_fixes_whole_needs_no_slot_and_no_forward(engine, tokenizer):
+    """A grammar with one possible output (a const schema) ends at admission: the request
+    takes no slot, runs no forward and reuses nothing (its prompt was seen before, and
+    `cached_tokens` stays 0: nothing was read from the cache)."""
+    schema = {"const": "Oslo"}
+    c = in_dialect(
+        Constraint(Kind("json_schema"), json.dumps(schema)), engine.info.constraint_dialect
+    )
+    prompt = chat(tokenizer, [{"role": "user", "content": "Name a city in JSON."}])
+    _outputs(engine, "const-warm", prompt, 2, None)  # the prompt is now in the prefix cache
+    steps, hits = engine.stats.steps, engine.stats.prefix_hits
+    outs = _outputs(engine, "const", prompt, 8, c)
+    assert tokenizer.decode([t for o in outs for t in o.token_ids]) == '"Oslo"'
+    assert outs[-1].finish_reason == "stop" and outs[-1].cached_tokens == 0
+    assert engine.stats.steps == steps and engine.stats.prefix_hits == hits
+    assert all(s is None for s in engine.slots) and not engine.running and not engine.prefilling
+    n = outs[-1].completion_tokens
+    cut = _outputs(engine, "const-cut", prompt, n, c)  # its last token is the max_tokens-th
+    assert cut[-1].finish_reason == "length"

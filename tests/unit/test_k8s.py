@@ -125,3 +125,13 @@ def test_the_gpu_overlay_runs_decode_on_tensorrt_llm_with_a_gpu():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     cpu = _by_kind(render("cpu"), "Deployment")["toolwire-decode"]["spec"]["template"]["spec"]
     assert "nvidia.com/gpu" not in cpu["containers"][0]["resources"].get("limits", {})
+
+
+def test_the_cpu_decode_runs_as_many_step_threads_as_it_requests_cpus():
+    """A step thread per node core, beyond the CPUs the pod is given, stalls ggml's spinning
+    barriers (toolwire/stack/cpus.py): the decode's --threads is its CPU request."""
+    decode = _by_kind(render("cpu"), "Deployment")["toolwire-decode"]["spec"]["template"]["spec"]
+    container = decode["containers"][0]
+    args = container["args"]
+    threads = args[args.index("--threads") + 1]
+    assert threads == str(container["resources"]["requests"]["cpu"])

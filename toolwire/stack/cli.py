@@ -71,7 +71,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="CPU threads of one engine step (torch and ggml steps); default: every CPU this "
-        "process may run on",
+        "process may run on, capped by its container's CPU quota (cgroup cpu.max)",
     )
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
