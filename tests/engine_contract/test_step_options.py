@@ -64,6 +64,22 @@ def test_toolwire_up_passes_it_to_every_decode_replica():
     assert "--threads" not in commands(args)["decode"]
 
 
+def test_replicas_on_one_machine_share_its_cpus():
+    """Without --threads, several decode replicas split the CPUs between them: a thread per
+    CPU in each stalls every one of them (two 2-thread decodes on 2 cores: 45-470 ms a token
+    against 8-10 ms alone)."""
+    from toolwire.stack.cpus import usable_cpus
+    from toolwire.stack.launcher import commands
+
+    for n in (2, 3):
+        args = parser().parse_args(["up", "--model", "embedded", "--decode-replicas", str(n)])
+        cmds = commands(args)
+        names = ["decode"] + [f"decode-{i}" for i in range(1, n)]
+        for name in names:
+            flag = cmds[name][cmds[name].index("--threads") + 1]
+            assert flag == str(max(1, usable_cpus() // n))
+
+
 def test_an_f16_kv_cache_gives_the_logits_of_q8_0():
     """Both KV types on one prompt with a clear answer: the same top token and near-equal
     logits (q8_0 rounds each cached key and value to 8 bits). A prompt of arbitrary ids had a

@@ -18,6 +18,7 @@ import urllib.request
 
 from toolwire.plumbing.internal_security import TOKEN_ENV
 from toolwire.request.limits import Limits
+from toolwire.stack.cpus import usable_cpus
 
 CHILD_GRACE_S = 10
 BACKOFF_S = (1, 2, 4, 8, 16, 30)  # delay before the n-th restart in a row
@@ -122,7 +123,13 @@ def commands(args) -> dict[str, list[str]]:
         "--null-step-ms",
         str(getattr(args, "null_step_ms", 0.0)),
     ]
-    decode_flags += ["--threads", str(args.threads)] if args.threads else []
+    # Replicas on one machine share its CPUs: a step thread per CPU in each of them stalls all
+    # of them (ggml's threads spin at every op's barrier; two 2-thread decodes on 2 cores:
+    # 45-470 ms a token against 8-10 ms alone, 12-14 ms each at one thread).
+    threads = args.threads
+    if not threads and len(replicas) > 1:
+        threads = max(1, usable_cpus() // len(replicas))
+    decode_flags += ["--threads", str(threads)] if threads else []
     decode_flags += ["--kv-type", args.kv_type] if args.kv_type else []
     decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
