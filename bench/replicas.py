@@ -31,7 +31,9 @@ KEY = "bench-key"
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def start(model: str, replicas: int, max_batch: int) -> tuple[subprocess.Popen, str, str]:
+def start(
+    model: str, replicas: int, max_batch: int, threads: int | None = None
+) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -49,6 +51,7 @@ def start(model: str, replicas: int, max_batch: int) -> tuple[subprocess.Popen, 
             str(replicas),
             "--max-batch",
             str(max_batch),
+            *(["--threads", str(threads)] if threads else []),
         ],
         env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
         stdout=subprocess.DEVNULL,
@@ -68,10 +71,17 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[4, 16])
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="each replica's step threads (default: toolwire up splits the CPUs between them)",
+    )
+    p.add_argument("--out", default=None, help="results file name (default replicas-<model>)")
     args = p.parse_args()
     results: dict = {}
     for n in args.replicas:
-        proc, base_url, model = start(args.model, n, max(args.concurrency))
+        proc, base_url, model = start(args.model, n, max(args.concurrency), args.threads)
         try:
             asyncio.run(run_load(base_url, KEY, [body("text", 0, model, 8)]))  # warm-up
             for c in args.concurrency:
@@ -109,7 +119,7 @@ def main() -> int:
         )
     RESULTS.mkdir(exist_ok=True)
     name = args.model.replace(":", "-").replace("/", "_")
-    (RESULTS / f"replicas-{name}.json").write_text(
+    (RESULTS / (args.out or f"replicas-{name}.json")).write_text(
         json.dumps({"args": vars(args), "results": results}, indent=1)
     )
     return 0
