@@ -213,6 +213,16 @@ class _Sink:
         raise exc
 
 
+def _required_call(engine):
+    """What the template service sends for a strict get_weather under tool_choice required,
+    parallel_tool_calls false (bench's tool workload): one call, then only a stop."""
+    tool = Tool("get_weather", parameters=CALL["properties"]["arguments"], strict=True)
+    built = build_constraint(
+        get_format("hermes"), [tool], ToolChoice("required"), False, ResponseFormat()
+    )
+    return in_dialect(Constraint.from_proto(built), engine.info.constraint_dialect)
+
+
 def test_forced_opening_goes_out_before_the_forward_that_prefills_it(engine, tokenizer):
     """Issue 19: 16 constrained calls admitted together prefill their prompt's tail and the
     forced opening (`<tool_call>\\n{"name": "get_weather", "arguments":`, 17 tokens) in one
@@ -220,11 +230,7 @@ def test_forced_opening_goes_out_before_the_forward_that_prefills_it(engine, tok
     first sampled token, after that forward, and a streamed call's name with it (TTFT 1.4 s at
     16 streams against llama.cpp's 0.2 s). It is the output whatever the forward computes:
     each request's first output is the forced text alone, handed over at admission."""
-    tool = Tool("get_weather", parameters=CALL["properties"]["arguments"], strict=True)
-    built = build_constraint(
-        get_format("hermes"), [tool], ToolChoice("required"), False, ResponseFormat()
-    )  # what the template service sends for tool_choice required (bench's tool workload)
-    c = in_dialect(Constraint.from_proto(built), engine.info.constraint_dialect)
+    c = _required_call(engine)
     opening = '<tool_call>\n{"name": "get_weather", "arguments":'
     cities = ["Oslo", "Rome", "Lima", "Quito"]
     prompts = [
@@ -246,16 +252,6 @@ def test_forced_opening_goes_out_before_the_forward_that_prefills_it(engine, tok
         assert tokenizer.decode(first.token_ids) == opening  # no sampled token after it
         rest = [t for o in sink.outputs[1:] for t in o.token_ids]
         assert tokenizer.decode(rest).startswith(" {")  # the arguments open after a forward
-
-
-def _required_call(engine):
-    """What the template service sends for a strict get_weather under tool_choice required,
-    parallel_tool_calls false (bench's tool workload): one call, then only a stop."""
-    tool = Tool("get_weather", parameters=CALL["properties"]["arguments"], strict=True)
-    built = build_constraint(
-        get_format("hermes"), [tool], ToolChoice("required"), False, ResponseFormat()
-    )
-    return in_dialect(Constraint.from_proto(built), engine.info.constraint_dialect)
 
 
 def _outputs(engine, rid, prompt, max_tokens, constraint):
