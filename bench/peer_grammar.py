@@ -15,13 +15,13 @@ jump-forward and samples the arguments; llama.cpp samples every token of the JSO
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import httpx
 
-from .measure import Timing, summarize
+from .measure import Timing
+from .remote import load_client, timed
 
 MARKER = "<tool_call>\n"
 
@@ -85,8 +85,7 @@ async def completion_bodies(root: str, bodies: list[dict]) -> list[dict]:
 
 async def run_load(root: str, bodies: list[dict]) -> dict:
     """The completion bodies streamed at once; the same summary as bench/remote.py's."""
-    limits = httpx.Limits(max_connections=len(bodies) + 4)
-    async with httpx.AsyncClient(base_url=root, timeout=600, limits=limits) as http:
+    async with load_client(root, len(bodies)) as http:
 
         async def one(body: dict) -> Timing:
             tools = body["tools"]
@@ -114,6 +113,4 @@ async def run_load(root: str, bodies: list[dict]) -> dict:
             t.called = is_call("".join(text), tools)
             return t
 
-        start = time.perf_counter()
-        timings = await asyncio.gather(*(one(b) for b in bodies))
-        return summarize(list(timings), time.perf_counter() - start)
+        return await timed(one, bodies)

@@ -13,14 +13,22 @@ from . import sse_counter
 from .measure import Timing, summarize
 
 
+def load_client(base_url: str, streams: int, headers: dict | None = None) -> httpx.AsyncClient:
+    """A client with a connection for every stream of the load, and time for the slowest."""
+    limits = httpx.Limits(max_connections=streams + 4)
+    return httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits, headers=headers)
+
+
+async def timed(one, bodies: list[dict]) -> dict:
+    """Every body's stream at once through `one` (body -> Timing), summarized over the wall."""
+    start = time.perf_counter()
+    timings = await asyncio.gather(*(one(b) for b in bodies))
+    return summarize(list(timings), time.perf_counter() - start)
+
+
 async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
-    limits = httpx.Limits(max_connections=len(bodies) + 4)
-    async with httpx.AsyncClient(
-        base_url=base_url,
-        timeout=600,
-        limits=limits,
-        headers={"Authorization": f"Bearer {api_key}"},
-    ) as http:
+    headers = {"Authorization": f"Bearer {api_key}"}
+    async with load_client(base_url, len(bodies), headers) as http:
 
         async def one(body: dict) -> Timing:
             t = Timing(time.perf_counter(), called=False)
@@ -52,9 +60,7 @@ async def run_load(base_url: str, api_key: str, bodies: list[dict]) -> dict:
             t.tokens = t.tokens or len(t.events)
             return t
 
-        start = time.perf_counter()
-        timings = await asyncio.gather(*(one(b) for b in bodies))
-        return summarize(list(timings), time.perf_counter() - start)
+        return await timed(one, bodies)
 
 
 async def run_load_lean(base_url: str, api_key: str, bodies: list[dict]) -> dict:
