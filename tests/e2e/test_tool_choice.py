@@ -127,24 +127,67 @@ def test_streamed_equals_non_streamed_at_temperature_zero(client, stack):
             temperature=0,
             max_tokens=60,
         )
-        whole = client.chat.completions.create(**kwargs).choices[0]
-        content, calls, finish = "", {}, None
-        for chunk in client.chat.completions.create(stream=True, **kwargs):
-            if not chunk.choices:
-                continue
-            d = chunk.choices[0].delta
-            content += d.content or ""
-            for c in d.tool_calls or []:
-                entry = calls.setdefault(c.index, [None, ""])
-                if c.function.name:
-                    entry[0] = c.function.name
-                entry[1] += c.function.arguments
-            finish = chunk.choices[0].finish_reason or finish
-        assert finish == whole.finish_reason
-        assert content == (whole.message.content or "")
-        assert [calls[i] for i in sorted(calls)] == [
-            [c.function.name, c.function.arguments] for c in whole.message.tool_calls or []
-        ]
+        _assert_streamed_equals_whole(client, kwargs)
+
+
+def _assert_streamed_equals_whole(client, kwargs):
+    whole = client.chat.completions.create(**kwargs).choices[0]
+    content, calls, finish = "", {}, None
+    for chunk in client.chat.completions.create(stream=True, **kwargs):
+        if not chunk.choices:
+            continue
+        d = chunk.choices[0].delta
+        content += d.content or ""
+        for c in d.tool_calls or []:
+            entry = calls.setdefault(c.index, [None, ""])
+            if c.function.name:
+                entry[0] = c.function.name
+            entry[1] += c.function.arguments
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == whole.finish_reason
+    assert content == (whole.message.content or "")
+    assert [calls[i] for i in sorted(calls)] == [
+        [c.function.name, c.function.arguments] for c in whole.message.tool_calls or []
+    ]
+    return whole
+
+
+def test_an_output_the_grammar_ends_streams_whole_to_its_finish(client, stack):
+    """A strict single call (parallel_tool_calls false) and a JSON-schema response end in the
+    engine step that samples their last free token, the forced closing going out with the
+    finish: streamed or not, the call's arguments and the JSON arrive whole, the same both
+    ways, and the finish is the model's (tool_calls, stop), not max_tokens."""
+    call = dict(
+        model=stack.model,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=100,
+    )
+    whole = _assert_streamed_equals_whole(client, call)
+    assert whole.finish_reason == "tool_calls"
+    _validate(whole.message.tool_calls)
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    answer = dict(
+        model=stack.model,
+        messages=[{"role": "user", "content": "Name a city, in JSON."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": schema, "strict": True},
+        },
+        temperature=0,
+        max_tokens=100,
+    )
+    whole = _assert_streamed_equals_whole(client, answer)
+    assert whole.finish_reason == "stop"
+    jsonschema.validate(json.loads(whole.message.content), schema)
 
 
 def _allowed(mode: str, *names: str) -> dict:
