@@ -1,5 +1,7 @@
-"""CPU seconds spent by each process of a running `toolwire up`, read from /proc: what each
-service costs per streamed token, measured apart from wall-clock noise."""
+"""CPU seconds and context switches of each process of a running `toolwire up`, read from /proc:
+what each service costs per streamed token, measured apart from wall-clock noise. On 2 cores
+every switch into a serving thread takes a core from one of the step's threads (the other then
+waits at the op's barrier), so switches per token say what CPU time alone does not."""
 
 from __future__ import annotations
 
@@ -39,4 +41,25 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
             out[name] = (int(f[11]) + int(f[12])) / TICK  # utime + stime
         except OSError:
             out[name] = float("nan")
+    return out
+
+
+def context_switches(pids: dict[str, int]) -> dict[str, float]:
+    """Voluntary and involuntary switches of every thread of each process (gRPC's poller and
+    event-engine threads hand each message on, so the main thread's count is not enough)."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            tasks = list(pathlib.Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            out[name] = float("nan")  # the process ended
+            continue
+        total = 0
+        for task in tasks:
+            try:
+                lines = (task / "status").read_text().splitlines()
+            except OSError:
+                continue  # a thread that ended meanwhile
+            total += sum(int(ln.split()[1]) for ln in lines if "ctxt_switches:" in ln)
+        out[name] = total
     return out

@@ -54,15 +54,22 @@ async def sweep(run_one, kinds, concurrency, rounds, max_tokens, model) -> dict:
     return results
 
 
-def with_cpu(run_one, read_cpu):
-    """Wrap a load so its result also holds µs of CPU per token for each process measured."""
+def with_cpu(run_one, read_cpu, read_switches=None):
+    """Wrap a load so its result also holds µs of CPU per token for each process measured
+    (and, given read_switches, its context switches per token)."""
 
     async def run(bodies):
         before = read_cpu()
+        switches = read_switches() if read_switches else {}
         res = await run_one(bodies)
         after = read_cpu()
+        tokens = max(1, res["tokens"])
         for name in before:
-            res[f"cpu_us_{name}"] = 1e6 * (after[name] - before[name]) / max(1, res["tokens"])
+            res[f"cpu_us_{name}"] = 1e6 * (after[name] - before[name]) / tokens
+        if read_switches:
+            now = read_switches()
+            for name in switches:
+                res[f"cs_{name}"] = (now[name] - switches[name]) / tokens
         return res
 
     return run
@@ -136,7 +143,9 @@ async def bench_remote(
     load = lambda b: run_load(base_url, api_key, b)  # noqa: E731
     if up_pid is not None:
         pids = proc_cpu.service_pids(up_pid)
-        load = with_cpu(load, lambda: proc_cpu.cpu_seconds(pids))
+        load = with_cpu(
+            load, lambda: proc_cpu.cpu_seconds(pids), lambda: proc_cpu.context_switches(pids)
+        )
     return await sweep(load, args.kinds, args.concurrency, args.rounds, args.max_tokens, model)
 
 
@@ -196,6 +205,19 @@ def cpu_table(inproc: dict, over: dict) -> str:
         ]
         lines.append(
             f"| {kind} | {c} | " + " | ".join("-" if v is None else f"{v:.0f}" for v in row) + " |"
+        )
+    return "\n".join(lines)
+
+
+def switch_table(over: dict) -> str:
+    """Context switches per streamed token of each service, all its threads together."""
+    names = list(proc_cpu.SERVICES)
+    lines = ["| workload | C | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    for key, b in over.items():
+        kind, c = key.split("/")
+        row = [b.get(f"cs_{n}") for n in names]
+        lines.append(
+            f"| {kind} | {c} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in row) + " |"
         )
     return "\n".join(lines)
 
@@ -306,6 +328,7 @@ def main() -> int:
         for label in variants:
             print("\n" + table(results["engine"], results[label], label))
             print("\n" + cpu_table(results["engine"], results[label]))
+            print("\ncontext switches per token\n" + switch_table(results[label]))
         share = 100 * cost["mask_ms"] / cost["forward_ms"] if cost["forward_ms"] else 0.0
         print(
             f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
