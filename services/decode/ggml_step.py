@@ -308,7 +308,8 @@ class GgmlStep:
             pos.extend(range(s.start, s.start + n))
             seqs.extend([s.slot] * n)
             want.extend([0] * (n - 1) + [1])
-        out = torch.empty((len(spans), self.n_vocab), dtype=torch.float32)
+        # Filled by numpy: torch ran this copy on its OpenMP pool (README, The ggml step).
+        out_np = np.empty((len(spans), self.n_vocab), dtype=np.float32)
         tokens, pos = np.asarray(tokens, np.int32), np.asarray(pos, np.int32)
         seqs, want = np.asarray(seqs, np.uint64), np.asarray(want, np.int8)
         row = 0
@@ -329,6 +330,6 @@ class GgmlStep:
             if k:
                 ptr = lib.llama_get_logits(self.ctx)
                 rows = np.frombuffer(self.ffi.buffer(ptr, k * self.n_vocab * 4), np.float32)
-                out[row : row + k] = torch.from_numpy(rows.reshape(k, self.n_vocab))
+                out_np[row : row + k] = rows.reshape(k, self.n_vocab)
                 row += k
-        return out
+        return torch.from_numpy(out_np)
