@@ -45,8 +45,10 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def context_switches(pids: dict[str, int]) -> dict[str, float]:
-    """Voluntary and involuntary switches of every thread of each process (gRPC's poller and
-    event-engine threads hand each message on, so the main thread's count is not enough)."""
+    """Voluntary and involuntary switches of each process's threads alive when read (gRPC's
+    poller and event-engine threads hand each message on, so the main thread's count is not
+    enough). A thread that ends between two reads drops out of the difference: the ggml
+    step's per-step worker threads are not counted (unlike cpu_seconds, which keeps them)."""
     out = {}
     for name, pid in pids.items():
         try:

@@ -161,6 +161,7 @@ class TorchEngine(Engine):
         self.device = device
         self.max_batch = max_batch
         self.threads = threads
+        self.torch_threads: int | None = None  # set by load(): torch's threads in the step
         self.prefill_chunk = prefill_chunk
         self.queue_timeout = queue_timeout
         # Prefix reuse: from running sequences always (when on), from finished ones within the
@@ -251,9 +252,10 @@ class TorchEngine(Engine):
             # Beside the ggml step torch only samples: a few small ops a step, which on its
             # OpenMP pool woke a sleeping thread that then took a core from the step's threads.
             # In-process, one stream, three alternated runs: ITL 11.3 -> 8.8 ms (README).
-            torch.set_num_threads(1)
+            self.torch_threads = 1
         else:  # torch starts a thread per core it sees, whatever the container's CPU quota
-            torch.set_num_threads(self.threads or min(usable_cpus(), TORCH_DEFAULT_THREADS))
+            self.torch_threads = self.threads or min(usable_cpus(), TORCH_DEFAULT_THREADS)
+        torch.set_num_threads(self.torch_threads)  # the warm-up's, on this thread
         self.tokenizer = model_source.load_tokenizer(self.source)
         if use_ggml:
             self._load_ggml()
@@ -394,6 +396,11 @@ class TorchEngine(Engine):
 
     # -- the worker thread ---------------------------------------------------------------
     def _run(self) -> None:
+        if self.torch_threads:
+            # This thread's own count: torch gives a thread the process-wide count at its first
+            # op (read here), and another engine loaded in this process may have changed that.
+            torch.get_num_threads()
+            torch.set_num_threads(self.torch_threads)
         try:
             with torch.inference_mode():
                 while True:
@@ -646,7 +653,7 @@ class TorchEngine(Engine):
         if logits.device.type == "cpu" and logits.dtype == torch.float32:
             # numpy's argmax, the same first-maximum rule as torch's: a 49,152-token row in
             # 9-15 µs against torch's ~100 (16 rows: ~100 µs against ~1,250).
-            greedy = logits.numpy().argmax(axis=-1).tolist()
+            greedy = logits.detach().numpy().argmax(axis=-1).tolist()
         else:
             greedy = logits.argmax(dim=-1).tolist()
         tokens = []

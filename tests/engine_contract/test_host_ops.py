@@ -32,11 +32,12 @@ def test_torch_runs_one_thread_beside_the_ggml_step_and_all_beside_the_torch_ste
     try:
         ggml = _load("--model", "embedded", "--kv-tokens", "256")
         assert type(ggml.step).__name__ == "GgmlStep"
-        assert torch.get_num_threads() == 1
+        assert ggml.torch_threads == torch.get_num_threads() == 1
         ggml.step.close()
-        # loaded after it in the same process (as the test session and bench.run do)
-        _load("--model", "random:tiny", "--step", "torch")
-        assert torch.get_num_threads() == usable
+        # loaded after it in the same process (as the test session and bench.run do); each
+        # engine's step thread sets its own count from torch_threads when it starts
+        tiny = _load("--model", "random:tiny", "--step", "torch")
+        assert tiny.torch_threads == torch.get_num_threads() == usable
     finally:
         torch.set_num_threads(before)
 
@@ -44,13 +45,21 @@ def test_torch_runs_one_thread_beside_the_ggml_step_and_all_beside_the_torch_ste
 def test_greedy_takes_the_first_of_equal_maxima_as_torch_does():
     """Greedy rows are argmaxed by numpy on CPU fp32 logits (a 49,152-token row in 9-15 µs
     against torch's ~100): the same token as torch's argmax, ties included."""
-    logits = torch.full((3, 49152), -1.0)
-    logits[0, [7, 3000, 49151]] = 2.0  # a tie: the first wins
-    logits[1, 12] = float("inf")
-    logits[2, 40000] = 0.5
-    seqs = [
-        types.SimpleNamespace(matcher=None, request=types.SimpleNamespace(temperature=0.0))
-        for _ in range(3)
-    ]
-    engine = TorchEngine.__new__(TorchEngine)  # _sample reads no state for greedy rows
-    assert engine._sample(seqs, logits) == logits.argmax(dim=-1).tolist() == [7, 12, 40000]
+    with torch.inference_mode():  # as the step thread samples
+        logits = torch.full((5, 49152), -1.0)
+        logits[0, [7, 3000, 49151]] = 2.0  # a tie: the first wins
+        logits[1, 12] = float("inf")
+        logits[2, 40000] = 0.5
+        logits[3, [9, 30]] = float("nan")  # both take the first NaN
+        logits[4, 5] = 3.0
+        rows = logits[[4, 0, 1, 2, 3]]  # the engine's row selection: a copy
+        seqs = [
+            types.SimpleNamespace(matcher=None, request=types.SimpleNamespace(temperature=0.0))
+            for _ in range(5)
+        ]
+        engine = TorchEngine.__new__(TorchEngine)  # _sample reads no state for greedy rows
+        expected = [5, 7, 12, 40000, 9]
+        assert engine._sample(seqs, rows) == rows.argmax(dim=-1).tolist() == expected
+        strided = logits[[4, 0]].t().contiguous().t()  # column-major: strides (1, 2)
+        assert not strided.is_contiguous()
+        assert engine._sample(seqs[:2], strided) == [5, 7]
