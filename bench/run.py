@@ -193,33 +193,44 @@ def table(inproc: dict, over: dict, label: str) -> str:
     return "\n".join(lines)
 
 
+def _per_service_table(names: list[str], over: dict, row_of, fmt: str) -> str:
+    """One row per workload and concurrency of `over`, one column per name; row_of(key, result)
+    gives the row's values (None prints as -)."""
+    lines = ["| workload | C | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    for key, b in over.items():
+        kind, c = key.split("/")
+        row = row_of(key, b)
+        lines.append(
+            f"| {kind} | {c} | "
+            + " | ".join("-" if v is None else f"{v:{fmt}}" for v in row)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def cpu_table(inproc: dict, over: dict) -> str:
     """µs of CPU per streamed token: each service through the gateway, and the engine alone
     (in-process, its bench harness included) for the decode service to be read against."""
-    names = ["in-process"] + list(proc_cpu.SERVICES)
-    lines = ["| workload | C | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
-    for key, b in over.items():
-        kind, c = key.split("/")
-        row = [inproc.get(key, {}).get("cpu_us_in-process")] + [
-            b.get(f"cpu_us_{n}") for n in proc_cpu.SERVICES
-        ]
-        lines.append(
-            f"| {kind} | {c} | " + " | ".join("-" if v is None else f"{v:.0f}" for v in row) + " |"
-        )
-    return "\n".join(lines)
+    return _per_service_table(
+        ["in-process"] + list(proc_cpu.SERVICES),
+        over,
+        lambda key, b: (
+            [inproc.get(key, {}).get("cpu_us_in-process")]
+            + [b.get(f"cpu_us_{n}") for n in proc_cpu.SERVICES]
+        ),
+        ".0f",
+    )
 
 
 def switch_table(over: dict) -> str:
-    """Context switches per streamed token of each service, all its threads together."""
-    names = list(proc_cpu.SERVICES)
-    lines = ["| workload | C | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
-    for key, b in over.items():
-        kind, c = key.split("/")
-        row = [b.get(f"cs_{n}") for n in names]
-        lines.append(
-            f"| {kind} | {c} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in row) + " |"
-        )
-    return "\n".join(lines)
+    """Context switches per streamed token of each service, its long-lived threads together
+    (bench/proc_cpu.context_switches)."""
+    return _per_service_table(
+        list(proc_cpu.SERVICES),
+        over,
+        lambda key, b: [b.get(f"cs_{n}") for n in proc_cpu.SERVICES],
+        ".1f",
+    )
 
 
 def plot(results: dict, path: pathlib.Path) -> None:

@@ -1,4 +1,4 @@
-"""bench/proc_cpu.py's context switch count: every thread of a process, read from /proc."""
+"""bench/proc_cpu.py's context switch count: every live thread of a process, read from /proc."""
 
 import math
 import os
