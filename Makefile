@@ -33,7 +33,7 @@ protos:
 # line; the ggml step keeps the wheel's.
 # `make llama-lib FORCE=--force` rebuilds.
 llama-lib: $(STAMP)
-	$(PY) -m toolwire.services.decode.llama_lib $(FORCE)
+	$(PY) -m toolwire.services.decode.steps.llama_cpp_build $(FORCE)
 
 up: install
 	$(PY) -m toolwire.stack.demo --port $(PORT)

@@ -23,7 +23,7 @@ from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.constraints.schemas import first_unsupported
 from toolwire.formats.base import schema_content
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 # The suite files of keywords a strict tool may use (claimed), and of ones toolwire refuses.
 CLAIMED = [

@@ -41,7 +41,7 @@ from toolwire.constraints.dialects import EBNF, DialectError
 from toolwire.constraints.kinds import Constraint
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 TOOLS = [
     Tool(

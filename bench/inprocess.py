@@ -18,9 +18,9 @@ async def make_engine(args):
         engine = NullEngine(max_batch=max(args.concurrency))
         await engine.start()
         return engine
-    from toolwire.services.decode.torch_engine import TorchEngine
+    from toolwire.services.decode.batch_engine import BatchEngine
 
-    engine = TorchEngine(
+    engine = BatchEngine(
         args.model,
         dtype=args.dtype,
         max_batch=max(args.concurrency),
@@ -48,7 +48,7 @@ def make_renderer(engine):
 def engine_request(renderer, body: dict, rid: str):
     from toolwire.constraints.kinds import Constraint
     from toolwire.gateway.openai_models import ChatCompletionRequest
-    from toolwire.gateway.request_convert import to_proto
+    from toolwire.gateway.rest_to_proto import to_proto
     from toolwire.grpc_gen.template.v1 import template_pb2
     from toolwire.services.decode.engine import EngineRequest
 

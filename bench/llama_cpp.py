@@ -16,7 +16,7 @@ import sys
 import tarfile
 import tempfile
 
-from toolwire.stack.model_source import CACHE_DIR
+from toolwire.runtime.model_source import CACHE_DIR
 
 ROOT = CACHE_DIR / "llama.cpp"
 BINARY = ROOT / "build" / "bin" / "llama-server"

@@ -32,7 +32,7 @@ import pathlib
 import signal
 import sys
 
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 from toolwire.stack.launcher import free_port, wait_for_health
 
 from . import llama_cpp, peer_grammar, remote

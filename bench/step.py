@@ -33,9 +33,9 @@ def main() -> None:
     p.add_argument("--per-sequence-streams", action="store_true")
     args = p.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    from services.decode.ggml_step import GgmlStep
-    from services.decode.llama_step import Span
-    from toolwire.stack import model_source
+    from services.decode.steps.ggml import GgmlStep
+    from services.decode.steps.torch_llama import Span
+    from toolwire.runtime import model_source
 
     src = model_source.resolve("embedded")
     step = GgmlStep(

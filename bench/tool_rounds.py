@@ -227,8 +227,8 @@ def table(results: dict[str, list[Answer]]) -> str:
 def main() -> None:
     from openai import OpenAI
 
+    from toolwire.runtime.model_source import resolve
     from toolwire.stack.launcher import free_port, wait_for_health
-    from toolwire.stack.model_source import resolve
 
     from . import llama_cpp
     from .run import KEY, start_stack

@@ -16,14 +16,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from toolwire.request.errors import RequestError
+from toolwire.errors import RequestError
 
 from . import request_log
 from .auth import Auth
 from .openai_models import ChatCompletionRequest
 from .openapi import openapi_document
 from .orchestrator import Orchestrator, new_request_id
-from .request_convert import to_proto
+from .rest_to_proto import to_proto
 from .wire import chunk_sse, completion_dict, content_prefix, content_sse
 
 log = logging.getLogger("toolwire.gateway")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from toolwire.request.errors import RequestError
+from toolwire.errors import RequestError
 
 
 class Auth:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from toolwire.errors import RequestError, abort_with
 from toolwire.grpc_gen.chat.v1 import chat_pb2_grpc
-from toolwire.request.errors import RequestError, abort_with
 
 from . import request_log
 from .auth import Auth

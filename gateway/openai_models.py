@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from toolwire.constraints import schema_checks
 from toolwire.request import checks as rules
 
-_NAME = {"pattern": rules.NAME_PATTERN}
+_NAME = {"pattern": schema_checks.NAME_PATTERN}
 
 
 class _Model(BaseModel):
@@ -124,7 +125,7 @@ class JSONSchemaSpec(_Model):
 
 
 class ResponseFormat(_Model):
-    type: str = Field(json_schema_extra={"enum": list(rules.RESPONSE_FORMATS)})
+    type: str = Field(json_schema_extra={"enum": list(schema_checks.RESPONSE_FORMATS)})
     json_schema: JSONSchemaSpec | None = None
 
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import grpc
 import jsonschema
 
+from toolwire.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2
@@ -25,9 +26,8 @@ from toolwire.grpc_gen.template.v1 import template_pb2, template_pb2_grpc
 from toolwire.plumbing.grpc_server import check_serving
 from toolwire.plumbing.internal_security import ClientSecurity
 from toolwire.plumbing.request_context import REQUEST_ID_KEY
-from toolwire.request.checks import check_request
-from toolwire.request.convert import choice_from_proto
-from toolwire.request.errors import CODE_KEY, RequestError, from_rpc_error, overloaded, unavailable
+from toolwire.request.checks import check_chat_request
+from toolwire.request.from_proto import choice_from_proto
 from toolwire.request.limits import Limits, completion_budget
 
 from .decode_mux import DecodeHandle
@@ -144,7 +144,7 @@ class Orchestrator:
                 code="model_not_found",
                 status=404,
             )
-        check_request(req, self.limits)
+        check_chat_request(req, self.limits)
         if req.stream_interval.tokens > 1 and not self.decode_mux:
             raise RequestError(
                 "stream_interval needs the gateway's multiplexed decode stream "

@@ -8,7 +8,7 @@ import orjson
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.convert import custom_call_dict
+from toolwire.request.from_proto import custom_call_dict
 
 
 def usage_dict(u: common.Usage) -> dict:

@@ -136,7 +136,7 @@ def client(stack):
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from toolwire.stack import model_source
+    from toolwire.runtime import model_source
 
     return model_source.load_tokenizer(model_source.resolve("embedded"))
 
@@ -144,10 +144,10 @@ def tokenizer():
 def _engine(**kw):
     import asyncio
 
-    from toolwire.services.decode.torch_engine import TorchEngine
+    from toolwire.services.decode.batch_engine import BatchEngine
 
     loop = asyncio.new_event_loop()
-    engine = TorchEngine("embedded", max_batch=16, **kw)
+    engine = BatchEngine("embedded", max_batch=16, **kw)
     loop.run_until_complete(engine.start())
     engine.loop = loop
     return engine

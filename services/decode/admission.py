@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 
 from toolwire.constraints.kinds import Constraint
+from toolwire.errors import RequestError, overloaded, unavailable
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
-from toolwire.request.errors import RequestError, overloaded, unavailable
 
 from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
 

@@ -102,6 +102,10 @@ class Engine(ABC):
         """The id the decode service reports (GetModelInfo, the metrics' model label); known
         before start()."""
 
+    def describe(self) -> str:
+        """The engine, and what runs its forward passes, for the service's startup line."""
+        return f"{self.info.name} engine"
+
     @abstractmethod
     async def start(self) -> None:
         """Load the model and get ready to generate; sets `info`. Called once. Raising (or
@@ -167,7 +171,7 @@ class Engine(ABC):
         return EngineLoad(running=self.active_requests(), waiting=0, cache_used=float("nan"))
 
 
-def check_request(request: EngineRequest, info: EngineInfo, running) -> None:
+def check_engine_request(request: EngineRequest, info: EngineInfo, running) -> None:
     """What an engine that schedules its own slots (torch, null) refuses before it queues a
     request: the caller's 400s, naming the parameter."""
     n = len(request.prompt_ids)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from toolwire.errors import RequestError, grpc_status, unavailable
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.plumbing import request_context
-from toolwire.request.errors import RequestError, grpc_status, unavailable
 
 from .admission import admit, engine_request, request_error
 from .engine import Engine, EngineOutput

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from toolwire.constraints.dialects import engine_dialect
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 from .engine import (
     Engine,
@@ -42,7 +42,7 @@ from .engine import (
     EngineOutput,
     EngineRequest,
     EngineStats,
-    check_request,
+    check_engine_request,
     constraint_matcher,
     queued_outputs,
 )
@@ -143,7 +143,7 @@ class NullEngine(Engine):
 
     # -- requests ------------------------------------------------------------------------
     async def submit(self, request: EngineRequest, sink) -> _Seq:
-        check_request(request, self.info, self.by_id)
+        check_engine_request(request, self.info, self.by_id)
         matcher = await constraint_matcher(self.compiler, request)
         room = self.info.max_model_len - len(request.prompt_ids)
         seq = _Seq(

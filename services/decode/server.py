@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from toolwire.errors import RequestError, abort_with
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc as pb_grpc
@@ -12,8 +13,7 @@ from toolwire.plumbing import request_context
 from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
-from toolwire.request.errors import RequestError, abort_with
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 from .admission import admit, engine_request, request_error
 from .engine import Engine, EngineBusy, EngineRequestError
@@ -124,7 +124,9 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
 
 
 def make_engine(args) -> Engine:
-    if args.model == model_source.NULL and args.engine == "torch":
+    if args.engine == "torch":  # the batch engine's name before its steps were split out
+        args.engine = "batch"
+    if args.model == model_source.NULL and args.engine == "batch":
         from .null_engine import NullEngine
 
         return NullEngine(
@@ -133,10 +135,10 @@ def make_engine(args) -> Engine:
             args.queue_timeout,
             getattr(args, "null_step_ms", 0.0) / 1000,
         )
-    if args.engine == "torch":
-        from .torch_engine import TorchEngine
+    if args.engine == "batch":
+        from .batch_engine import BatchEngine
 
-        return TorchEngine(
+        return BatchEngine(
             args.model,
             dtype=args.dtype,
             max_batch=args.max_batch,
@@ -155,7 +157,7 @@ def make_engine(args) -> Engine:
         from .trtllm_engine import TrtllmEngine
 
         return TrtllmEngine.from_args(args)
-    raise SystemExit(f"unknown engine {args.engine!r}: torch or trtllm")
+    raise SystemExit(f"unknown engine {args.engine!r}: batch or trtllm")
 
 
 async def serve(args) -> None:
@@ -172,7 +174,7 @@ async def serve(args) -> None:
     )
     await server.start()
     decode_metrics(engine, model_id).serve(args.metrics_port, args.host)
-    log.info("decode service (%s engine) on %s:%s", engine.info.name, args.host, args.port)
+    log.info("decode service (%s) on %s:%s", engine.describe(), args.host, args.port)
     stop = asyncio.ensure_future(wait_for_signal())
     fault = asyncio.ensure_future(engine.wait_fault())
     await asyncio.wait([stop, fault], return_when=asyncio.FIRST_COMPLETED)

@@ -6,11 +6,11 @@ both drive this one object, so a request's deltas cannot differ between the two 
 
 from __future__ import annotations
 
+from toolwire.errors import RequestError
 from toolwire.formats import Delta, get_format
 from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
-from toolwire.request.convert import choice_from_proto, tool_from_proto
-from toolwire.request.errors import RequestError
+from toolwire.request.from_proto import choice_from_proto, tool_from_proto
 
 from .detokenizer import IncrementalDetokenizer
 from .stop_strings import StopStrings

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from toolwire.errors import RequestError, grpc_status
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
-from toolwire.request.errors import RequestError, grpc_status
 
 from .extraction import Extraction
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from toolwire.errors import RequestError, abort_with
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2_grpc as pb_grpc
 from toolwire.plumbing import request_context
 from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
-from toolwire.request.errors import RequestError, abort_with
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 from .extraction import Extraction
 from .mux import serve_stream

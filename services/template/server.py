@@ -14,6 +14,7 @@ from toolwire.constraints.compiler import Outcome
 from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_dialect
 from toolwire.constraints.kinds import Constraint
 from toolwire.constraints.pool import CompilePool
+from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format
 from toolwire.formats.reasoning import NONE, reasoning_mode
 from toolwire.formats.thinking import template_kwargs
@@ -25,9 +26,8 @@ from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.request.checks import check_render
-from toolwire.request.convert import choice_from_proto, message_to_dict, tool_from_proto
-from toolwire.request.errors import RequestError, abort_with
-from toolwire.stack import model_source
+from toolwire.request.from_proto import choice_from_proto, message_to_dict, tool_from_proto
+from toolwire.runtime import model_source
 
 from .stop_tokens import stop_token_ids
 

@@ -12,11 +12,11 @@ import time
 import grpc
 import pytest
 
+from toolwire.errors import PARAM_KEY
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc
 from toolwire.plumbing.internal_security import TOKEN_KEY
-from toolwire.request.errors import PARAM_KEY
 
 PROMPT = [791, 3363, 315, 9822, 374, 264, 1317, 3446, 922, 18198, 13]
 

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from tests.e2e.sse import read_recorded
+from toolwire.errors import PARAM_KEY, from_rpc_error
 from toolwire.gateway.extractor_mux import ExtractStream
 from toolwire.gateway.extractor_pool import ExtractorPool
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
@@ -22,7 +23,6 @@ from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2_grpc as pb_grpc
 from toolwire.plumbing.grpc_server import GrpcServer
 from toolwire.plumbing.internal_security import ClientSecurity
-from toolwire.request.errors import PARAM_KEY, from_rpc_error
 from toolwire.services.extractor.server import ExtractorServicer
 from toolwire.stack.launcher import free_ports
 

@@ -46,7 +46,7 @@ def engine(request):
         return
     if request.param == "torch":
         engine = request.getfixturevalue("torch_step_engine")
-        assert type(engine.step).__name__ == "LlamaStep"
+        assert type(engine.step).__name__ == "TorchLlamaStep"
         yield engine
         return
     if request.param == "null":
@@ -138,7 +138,7 @@ def test_stop_token_ids_end_the_sequence(engine, prompt):
 def _seed(engine, n: int) -> int | None:
     """A seed where the engine honours one; the trtllm engine refuses per-request seeds (the
     null engine ignores them: its output does not depend on sampling)."""
-    return n if engine.info.name in ("torch", "null") else None
+    return n if engine.info.name in ("batch", "null") else None
 
 
 SCHEMA = {

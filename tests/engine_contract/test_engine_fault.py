@@ -9,13 +9,13 @@ import asyncio
 
 import pytest
 
+from toolwire.services.decode.batch_engine import BatchEngine
 from toolwire.services.decode.engine import EngineBusy, EngineRequest
-from toolwire.services.decode.torch_engine import TorchEngine
 
 
 def test_a_failed_step_loop_ends_its_streams_and_refuses_new_requests():
     loop = asyncio.new_event_loop()
-    engine = TorchEngine("embedded", max_batch=2)
+    engine = BatchEngine("embedded", max_batch=2)
     loop.run_until_complete(engine.start())
 
     def broken(decode, prefill):

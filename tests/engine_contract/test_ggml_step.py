@@ -9,10 +9,10 @@ import pathlib
 import pytest
 import torch
 
-from toolwire.services.decode.ggml_step import GgmlStep
-from toolwire.services.decode.llama_step import Span
-from toolwire.services.decode.torch_engine import check_vocab
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
+from toolwire.services.decode.batch_engine import check_vocab
+from toolwire.services.decode.steps.ggml import GgmlStep
+from toolwire.services.decode.steps.torch_llama import Span
 
 PROMPT = list(range(200, 260))
 TAIL = 16
@@ -83,11 +83,11 @@ def test_a_full_kv_pool_aborts_what_holds_it_and_the_engine_serves_on():
     the next request runs."""
     import asyncio
 
+    from toolwire.services.decode.batch_engine import BatchEngine
     from toolwire.services.decode.engine import EngineRequest
-    from toolwire.services.decode.torch_engine import TorchEngine
 
     async def scenario():
-        engine = TorchEngine("embedded", max_batch=2, kv_tokens=256, step="ggml")
+        engine = BatchEngine("embedded", max_batch=2, kv_tokens=256, step="ggml")
         await engine.start()
         try:
 

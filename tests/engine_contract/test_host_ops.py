@@ -12,13 +12,14 @@ import types
 import pytest
 import torch
 
+from toolwire.runtime.cpus import usable_cpus
+from toolwire.services.decode import sampling
+from toolwire.services.decode.batch_engine import TORCH_DEFAULT_THREADS, BatchEngine
 from toolwire.services.decode.server import make_engine
-from toolwire.services.decode.torch_engine import TORCH_DEFAULT_THREADS, TorchEngine
 from toolwire.stack.cli import parser
-from toolwire.stack.cpus import usable_cpus
 
 
-def _load(*argv: str) -> TorchEngine:
+def _load(*argv: str) -> BatchEngine:
     engine = make_engine(parser().parse_args(["serve", "decode", *argv]))
     engine.load()
     return engine
@@ -53,13 +54,9 @@ def test_greedy_takes_the_first_of_equal_maxima_as_torch_does():
         logits[3, [9, 30]] = float("nan")  # both take the first NaN
         logits[4, 5] = 3.0
         rows = logits[[4, 0, 1, 2, 3]]  # the engine's row selection: a copy
-        seqs = [
-            types.SimpleNamespace(matcher=None, request=types.SimpleNamespace(temperature=0.0))
-            for _ in range(5)
-        ]
-        engine = TorchEngine.__new__(TorchEngine)  # _sample reads no state for greedy rows
+        seqs = [types.SimpleNamespace(matcher=None, temperature=0.0) for _ in range(5)]
         expected = [5, 7, 12, 40000, 9]
-        assert engine._sample(seqs, rows) == rows.argmax(dim=-1).tolist() == expected
+        assert sampling.pick(seqs, rows) == rows.argmax(dim=-1).tolist() == expected
         strided = logits[[4, 0]].t().contiguous().t()  # column-major: strides (1, 2)
         assert not strided.is_contiguous()
-        assert engine._sample(seqs[:2], strided) == [5, 7]
+        assert sampling.pick(seqs[:2], strided) == [5, 7]

@@ -1,4 +1,4 @@
-"""LlamaStep, the torch engine's own forward step, against transformers' reference forward on
+"""TorchLlamaStep, the torch engine's own forward step, against transformers' reference forward on
 the embedded model (fp32): the same greedy tokens however the prompt is chunked and whoever
 shares the batch. int8 is checked for closeness, since its matmuls round differently."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolwire.services.decode.llama_step import LlamaStep, Span
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
+from toolwire.services.decode.steps.torch_llama import Span, TorchLlamaStep
 
 N = 24
 
@@ -79,14 +79,14 @@ def greedy(step, prompts, chunk):
 @pytest.mark.parametrize("chunk", [1000, 7])
 def test_batched_and_chunked_greedy_matches_transformers(model, prompts, reference, chunk):
     with torch.inference_mode():
-        step = LlamaStep(model, 4, 512)
+        step = TorchLlamaStep(model, 4, 512)
         assert greedy(step, prompts, chunk) == reference
         assert greedy(step, prompts[:1], chunk) == reference[:1]  # alone, same tokens
 
 
 def test_moved_slot_decodes_the_same(model, prompts, reference):
     with torch.inference_mode():
-        step = LlamaStep(model, 4, 512)
+        step = TorchLlamaStep(model, 4, 512)
         p = prompts[0]
         token = int(step.forward([], [Span(3, p, 0)])[0].argmax())
         step.move(3, 0, len(p))
@@ -98,7 +98,7 @@ def test_moved_slot_decodes_the_same(model, prompts, reference):
 
 def test_int8_weights_stay_close_to_fp32(model, prompts):
     with torch.inference_mode():
-        exact, int8 = LlamaStep(model, 2, 512), LlamaStep(model, 2, 512, int8=True)
+        exact, int8 = TorchLlamaStep(model, 2, 512), TorchLlamaStep(model, 2, 512, int8=True)
         a = exact.forward([], [Span(0, prompts[1], 0)])[0]
         b = int8.forward([], [Span(0, prompts[1], 0)])[0]
     assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
@@ -112,13 +112,13 @@ def test_ggml_step_stays_close_to_the_fp32_reference(model, prompts):
     the same top token at 67 of 68 positions on four prompts)."""
     import pathlib
 
-    from toolwire.services.decode.ggml_step import GgmlStep
+    from toolwire.services.decode.steps.ggml import GgmlStep
 
     src = model_source.resolve("embedded")
     ggml = GgmlStep(pathlib.Path(src.folder, src.gguf_file), 2, kv_tokens=1024)
     same_top, rows = 0, 0
     with torch.inference_mode():
-        exact = LlamaStep(model, 2, 512)
+        exact = TorchLlamaStep(model, 2, 512)
         for p in prompts:
             a = exact.forward([], [Span(0, p, 0)])[0]
             b = ggml.forward([], [Span(0, p, 0)])[0]

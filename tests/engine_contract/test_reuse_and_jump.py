@@ -18,7 +18,7 @@ from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.grpc_gen.common.v1.common_pb2 import ResponseFormat
 from toolwire.services.decode.engine import EngineRequest
-from toolwire.services.decode.llama_step import Span
+from toolwire.services.decode.steps.torch_llama import Span
 
 
 @pytest.fixture(scope="module", params=["ggml", "torch"])
@@ -51,11 +51,11 @@ def greedy(engine, rid, prompt, **kw):
 
 
 def without_reuse(engine, rid, prompt):
-    cache, engine.prefix_cache = engine.prefix_cache, None
+    cache, engine.scheduler.prefix_cache = engine.scheduler.prefix_cache, None
     try:
         return greedy(engine, rid, prompt)
     finally:
-        engine.prefix_cache = cache
+        engine.scheduler.prefix_cache = cache
 
 
 def test_repeated_and_extended_prompts_decode_as_without_reuse(engine, tokenizer):
@@ -144,12 +144,12 @@ def test_jump_forward_runs_forced_text_in_one_forward(engine, tokenizer):
     )
     runs = {}
     for jump in (False, True):
-        engine.jump_forward = jump
+        engine.scheduler.jump_forward = jump
         steps = engine.stats.steps
         try:
             ids, out = greedy(engine, f"jump-{jump}", prompt, max_tokens=60, constraint=c)
         finally:
-            engine.jump_forward = True
+            engine.scheduler.jump_forward = True
         text = tokenizer.decode(ids)
         assert out.finish_reason == "stop", text
         assert text.startswith("<tool_call>\n") and text.endswith("\n</tool_call>")
@@ -194,7 +194,7 @@ def test_forced_text_that_starts_inside_a_character_is_no_jump(torch_engine, tok
         raised = True
     assert raised  # xgrammar's behaviour the engine must survive
     seq = types.SimpleNamespace(max_tokens=10, completion=0, matcher=matcher, stop_ids=[2])
-    assert torch_engine._forced(seq) == ([], False) and seq.completion == 0
+    assert torch_engine.scheduler._forced(seq) == ([], False) and seq.completion == 0
 
 
 class _Sink:
@@ -274,11 +274,11 @@ def test_an_output_the_grammar_ends_finishes_without_a_forward(engine, tokenizer
     prompt = chat(tokenizer, [{"role": "user", "content": "What is the weather in Oslo?"}])
     runs = {}
     for jump in (False, True):
-        engine.jump_forward = jump
+        engine.scheduler.jump_forward = jump
         try:
             outs = _outputs(engine, f"ends-{jump}", prompt, 100, c)
         finally:
-            engine.jump_forward = True
+            engine.scheduler.jump_forward = True
         text = tokenizer.decode([t for o in outs for t in o.token_ids])
         assert outs[-1].finish_reason == "stop", text
         assert text.endswith("}\n</tool_call>")
@@ -340,7 +340,7 @@ def test_an_output_the_grammar_fixes_whole_needs_no_slot_and_no_forward(engine, 
     assert tokenizer.decode([t for o in outs for t in o.token_ids]) == '"Oslo"'
     assert outs[-1].finish_reason == "stop" and outs[-1].cached_tokens == 0
     assert engine.stats.steps == steps and engine.stats.prefix_hits == hits
-    assert all(s is None for s in engine.slots) and not engine.running and not engine.prefilling
+    assert all(s is None for s in engine.scheduler.slots) and not engine.scheduler.running and not engine.scheduler.prefilling
     n = outs[-1].completion_tokens
     cut = _outputs(engine, "const-cut", prompt, n, c)  # its last token is the max_tokens-th
     assert cut[-1].finish_reason == "length"

@@ -9,14 +9,14 @@ import asyncio
 
 import pytest
 
+from toolwire.services.decode.batch_engine import BatchEngine
 from toolwire.services.decode.engine import EngineRequest
-from toolwire.services.decode.torch_engine import TorchEngine
 
 
 @pytest.fixture(scope="module", params=["ggml", "torch"])
 def small_engine(request):
     loop = asyncio.new_event_loop()
-    engine = TorchEngine(
+    engine = BatchEngine(
         "embedded", dtype="fp32", max_batch=3, prefill_chunk=16, step=request.param
     )
     loop.run_until_complete(engine.start())

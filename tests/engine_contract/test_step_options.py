@@ -10,10 +10,10 @@ import pathlib
 import pytest
 import torch
 
-from toolwire.services.decode.ggml_step import GgmlStep
-from toolwire.services.decode.llama_step import Span
+from toolwire.runtime import model_source
 from toolwire.services.decode.server import make_engine
-from toolwire.stack import model_source
+from toolwire.services.decode.steps.ggml import GgmlStep
+from toolwire.services.decode.steps.torch_llama import Span
 from toolwire.stack.cli import parser
 
 
@@ -68,7 +68,7 @@ def test_replicas_on_one_machine_share_its_cpus():
     """Without --threads, several decode replicas split the CPUs between them: a thread per
     CPU in each stalls every one of them (two 2-thread decodes on 2 cores: 45-470 ms a token
     against 8-10 ms alone)."""
-    from toolwire.stack.cpus import usable_cpus
+    from toolwire.runtime.cpus import usable_cpus
     from toolwire.stack.launcher import commands
 
     for n in (2, 3):

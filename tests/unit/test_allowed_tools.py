@@ -8,11 +8,11 @@ import pytest
 import xgrammar as xgr
 
 from toolwire.constraints.build import build_constraint
+from toolwire.errors import RequestError
 from toolwire.formats import ToolChoice
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import check_conversation
-from toolwire.request.errors import RequestError
 
 from .test_formats import TOOLS, WRITE, T, W, _run, answer, family  # noqa: F401 (a fixture)
 

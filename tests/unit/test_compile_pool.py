@@ -13,7 +13,7 @@ from toolwire.constraints.compiler import Outcome
 from toolwire.constraints.dialects import STRUCTURAL_TAG
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.constraints.pool import CompilePool
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 SIMPLE = Constraint(Kind.JSON_SCHEMA, json.dumps({"type": "object", "properties": {}}))
 # Sixty properties with bounded-repetition patterns: seconds of xgrammar compile on a real vocab.

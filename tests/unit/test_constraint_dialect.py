@@ -22,11 +22,11 @@ from toolwire.constraints.dialects import (
 )
 from toolwire.constraints.ebnf import to_ebnf_0125
 from toolwire.constraints.kinds import Constraint, Kind
+from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.gateway.decode_pool import DecodePool, Replica
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.plumbing.internal_security import ClientSecurity
-from toolwire.request.errors import RequestError
 from toolwire.services.decode.engine import EngineRequestError
 from toolwire.services.decode.trtllm_engine import guided_decoding
 

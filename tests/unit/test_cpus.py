@@ -4,7 +4,7 @@ quota caps its affinity, on cgroup v2 (the smallest quota up the tree) and v1.""
 import math
 import os
 
-from toolwire.stack import cpus
+from toolwire.runtime import cpus
 
 
 def _v2(tmp_path, limits: dict[str, str]):

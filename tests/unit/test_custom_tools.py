@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.checks import check_request
-from toolwire.request.errors import RequestError
+from toolwire.request.checks import check_chat_request
 from toolwire.request.limits import Limits
 
 from .family_tokenizers import family_tokenizer
@@ -298,12 +298,12 @@ def _request(fmt: dict, choice: str | None = None) -> chat_pb2.ChatCompletionReq
 )
 def test_bad_custom_tools_name_the_parameter(fmt, choice, param):
     with pytest.raises(RequestError) as e:
-        check_request(_request(fmt, choice), Limits())
+        check_chat_request(_request(fmt, choice), Limits())
     assert e.value.param == param and e.value.status == 400
 
 
 def test_good_custom_tool_passes():
-    check_request(
+    check_chat_request(
         _request({"type": "grammar", "syntax": "regex", "definition": "[a-z]+"}, "ticket"),
         Limits(),
     )

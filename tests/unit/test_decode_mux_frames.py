@@ -9,10 +9,10 @@ import asyncio
 import grpc
 import pytest
 
+from toolwire.errors import CODE_KEY
 from toolwire.gateway.decode_mux import DecodeStream
 from toolwire.gateway.mux_stream import rpc_error as _rpc_error
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
-from toolwire.request.errors import CODE_KEY
 
 
 class _Stub:

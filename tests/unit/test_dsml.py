@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from toolwire.constraints.build import build_constraint, tool_schemas
 from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
 from toolwire.formats.reasoning import NONE, reasoning_mode
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.errors import RequestError
 
 from .family_tokenizers import family_tokenizer
 from .test_formats import CONVERSATION, WEATHER, WRITE, _run

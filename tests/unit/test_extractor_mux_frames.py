@@ -10,11 +10,11 @@ import asyncio
 import grpc
 import pytest
 
+from toolwire.errors import PARAM_KEY
 from toolwire.gateway.extractor_mux import ExtractStream
 from toolwire.gateway.mux_stream import rpc_error as _rpc_error
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
-from toolwire.request.errors import PARAM_KEY
 
 
 def _stream() -> ExtractStream:

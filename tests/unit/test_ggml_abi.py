@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from toolwire.services.decode import ggml_step, llama_lib
+from toolwire.services.decode.steps import ggml as ggml_step
+from toolwire.services.decode.steps import llama_cpp_build as llama_lib
 
 # Declared in llama.h but not in xllamacpp's export table (its extension links llama.cpp in
 # statically and keeps what its server reaches); the step uses none of them. A libllama.so

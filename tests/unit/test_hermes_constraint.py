@@ -93,7 +93,7 @@ def test_named_forces_that_tool(compiler):
 
 
 def test_strict_schema_with_unenforceable_keyword_is_refused():
-    from toolwire.request.errors import RequestError
+    from toolwire.errors import RequestError
 
     bad = Tool(
         "t",

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
+from toolwire.errors import RequestError
 from toolwire.gateway.metrics import Metrics
 from toolwire.gateway.orchestrator import Orchestrator
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.errors import RequestError
-from toolwire.request.limits import Limits, _depth, check_request, completion_budget
+from toolwire.request.limits import Limits, _depth, check_limits, completion_budget
 
 SMALL = Limits(
     max_messages=2,
@@ -33,7 +33,7 @@ def _request(**kw) -> chat_pb2.ChatCompletionRequest:
 
 def _param(req) -> tuple[str, str]:
     with pytest.raises(RequestError) as e:
-        check_request(req, SMALL)
+        check_limits(req, SMALL)
     return e.value.param, e.value.code
 
 
@@ -72,7 +72,7 @@ def test_each_limit_names_its_parameter():
     ) == ("response_format.json_schema.schema", "enum_too_large")
     assert _param(_request(stop=["a", "b"])) == ("stop", "too_many_stop_sequences")
     assert _param(_request(stop=["abcd"])) == ("stop[0]", "stop_too_long")
-    check_request(_request(stop=["abc"], tools=[tool({"enum": [1, 2]})]), SMALL)  # at the limits
+    check_limits(_request(stop=["abc"], tools=[tool({"enum": [1, 2]})]), SMALL)  # at the limits
 
 
 def test_max_tokens_must_fit_the_context_with_the_prompt():

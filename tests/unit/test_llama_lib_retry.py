@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from toolwire.services.decode import llama_lib
+from toolwire.services.decode.steps import llama_cpp_build as llama_lib
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.errors import RequestError
 from toolwire.formats import Tool, get_format
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.template.v1 import template_pb2
-from toolwire.request.errors import RequestError
 from toolwire.services.template.server import TemplateServicer
 
 from .family_tokenizers import FAMILIES, family_tokenizer

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from toolwire.errors import RequestError
 from toolwire.gateway.openai_models import ChatCompletionRequest
-from toolwire.gateway.request_convert import to_proto
+from toolwire.gateway.rest_to_proto import to_proto
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.template.v1 import template_pb2
-from toolwire.request.checks import check_render, check_request
-from toolwire.request.errors import RequestError
+from toolwire.request.checks import check_chat_request, check_render
 from toolwire.request.limits import Limits
 
 
@@ -70,7 +70,7 @@ def test_sampling_and_limits():
 )
 def test_refusals_name_the_parameter(body, param):
     with pytest.raises(RequestError) as e:
-        check_request(convert(**body), Limits())  # the proto check, for REST and gRPC alike
+        check_chat_request(convert(**body), Limits())  # the proto check, for REST and gRPC alike
     assert e.value.param == param
 
 
@@ -116,7 +116,7 @@ def test_allowed_tools_as_the_sdk_sends_them():
     )
     a = p.tool_choice.allowed_tools
     assert list(a.tool_names) == ["get_time"] and a.mode == common.ToolChoice.MODE_REQUIRED
-    check_request(p, Limits())
+    check_chat_request(p, Limits())
 
 
 @pytest.mark.parametrize(
@@ -135,5 +135,5 @@ def test_allowed_tools_as_the_sdk_sends_them():
 def test_bad_allowed_tools_name_the_parameter(allowed, param):
     p = convert(tools=TOOLS, tool_choice={"type": "allowed_tools", "allowed_tools": allowed})
     with pytest.raises(RequestError) as e:
-        check_request(p, Limits())
+        check_chat_request(p, Limits())
     assert e.value.param == param

@@ -9,13 +9,13 @@ import copy
 import pytest
 
 from services.template.server import TemplateServicer
+from toolwire.errors import RequestError
 from toolwire.formats import get_format
 from toolwire.formats.reasoning import NONE, STARTED
 from toolwire.formats.thinking import template_kwargs, template_switch
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.template.v1 import template_pb2 as pb
 from toolwire.request.checks import check_render
-from toolwire.request.errors import RequestError
 
 from .family_tokenizers import QWEN_TOKENS, family_tokenizer
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from toolwire.constraints.schema_checks import check_response_format, check_strict_schema
 from toolwire.constraints.schemas import first_unsupported
+from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, ToolFormat
 from toolwire.formats.base import schema_content
 from toolwire.formats.reasoning import NONE, wrap_constraint
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.checks import check_response_format, check_strict_schema
-from toolwire.request.errors import RequestError
 
 NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
 ANY_OBJECT = {"type": "object"}

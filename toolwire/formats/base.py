@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolwire.request.errors import RequestError
+from toolwire.errors import RequestError
 
 from .inputs import Tool, ToolChoice, custom_involved
 from .plain_render import render_native, render_plain, template_renders_tools

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from toolwire.request.errors import RequestError
+from toolwire.errors import RequestError
 
 from .reasoning import OPEN
 

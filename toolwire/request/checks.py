@@ -1,8 +1,8 @@
 """Every semantic check of a chat request, written once and run on the proto for REST and gRPC
 alike.
 
-The gateway runs `check_request` on the ChatService request whichever surface it came in on
-(a REST body is converted to that proto first; gateway/request_convert.py only changes its
+The gateway runs `check_chat_request` on the ChatService request whichever surface it came in on
+(a REST body is converted to that proto first; gateway/rest_to_proto.py only changes its
 shape), and the template service runs `check_render` on what reaches it, for callers that reach
 it directly. So a rule has one message, and a gRPC client cannot get past a check that a REST
 client meets. Left elsewhere, on purpose: REST parameters the proto cannot carry (n > 1,
@@ -17,17 +17,18 @@ import json
 import re
 from typing import Any
 
-from toolwire.constraints.schemas import first_unsupported
+from toolwire.constraints.schema_checks import (
+    NAME_PATTERN,
+    check_response_format,
+    check_schema_text,
+)
+from toolwire.errors import RequestError, invalid_value
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.errors import RequestError
-from toolwire.request.limits import Limits
-from toolwire.request.limits import check_request as check_limits
+from toolwire.request.limits import Limits, check_limits
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TEXT_PARTS = ("text", "refusal")  # content part types served; the rest is refused
-NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # a function's and a response_format's name
-RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 # OpenAI's reasoning_effort values (the SDK's ReasoningEffort); formats/thinking.py maps them.
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 GRAMMAR_SYNTAXES = ("lark", "regex")  # a custom tool's grammar
@@ -39,7 +40,7 @@ STREAM_INTERVAL_MS = 1000
 _NAME = re.compile(NAME_PATTERN)
 
 
-def check_request(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
+def check_chat_request(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
     """The gateway's check of one request, in the order a client would fix it."""
     check_conversation(req)
     check_sampling(req)
@@ -60,19 +61,17 @@ def check_conversation(req) -> None:
     check_tool_choice(req.tool_choice, req.tools)
     check_response_format(req.response_format)
     if req.HasField("reasoning_effort") and req.reasoning_effort not in REASONING_EFFORTS:
-        raise _invalid("reasoning_effort", f"must be one of {', '.join(REASONING_EFFORTS)}")
-
-
-def _invalid(param: str, why: str) -> RequestError:
-    return RequestError(f"Invalid value for '{param}': {why}", param=param, code="invalid_value")
+        raise invalid_value("reasoning_effort", f"must be one of {', '.join(REASONING_EFFORTS)}")
 
 
 def check_messages(messages) -> None:
     if not messages:
-        raise _invalid("messages", "at least one message is required")
+        raise invalid_value("messages", "at least one message is required")
     for i, m in enumerate(messages):
         if m.role not in ROLES:
-            raise _invalid(f"messages[{i}].role", f"{m.role!r} is not one of {', '.join(ROLES)}")
+            raise invalid_value(
+                f"messages[{i}].role", f"{m.role!r} is not one of {', '.join(ROLES)}"
+            )
         for j, part in enumerate(m.content_parts):
             if part.type not in TEXT_PARTS:
                 raise RequestError(
@@ -97,12 +96,12 @@ def check_tools(tools) -> None:
     names: set[str] = set()
     for i, t in enumerate(tools):
         if t.type not in ("", "function", "custom"):
-            raise _invalid(f"tools[{i}].type", f"{t.type!r} is not one of function, custom")
+            raise invalid_value(f"tools[{i}].type", f"{t.type!r} is not one of function, custom")
         if t.type == "custom":
             check_custom_format(t.custom_format, f"tools[{i}].custom.format")
         param = f"tools[{i}].{'custom' if t.type == 'custom' else 'function'}.name"
         if not _NAME.match(t.name):
-            raise _invalid(
+            raise invalid_value(
                 param, f"{t.name!r} must be 1 to 64 letters, digits, underscores or dashes"
             )
         if t.name in names:
@@ -115,13 +114,13 @@ def check_custom_format(f: common.CustomFormat, param: str) -> None:
     if f.type in ("", "text"):
         return
     if f.type != "grammar":
-        raise _invalid(f"{param}.type", f"{f.type!r} is not one of text, grammar")
+        raise invalid_value(f"{param}.type", f"{f.type!r} is not one of text, grammar")
     if f.syntax not in GRAMMAR_SYNTAXES:
-        raise _invalid(
+        raise invalid_value(
             f"{param}.grammar.syntax", f"{f.syntax!r} is not one of {', '.join(GRAMMAR_SYNTAXES)}"
         )
     if not f.definition.strip():
-        raise _invalid(f"{param}.grammar.definition", "the grammar definition is empty")
+        raise invalid_value(f"{param}.grammar.definition", "the grammar definition is empty")
 
 
 def check_grammar(f: common.CustomFormat, param: str) -> None:
@@ -171,54 +170,37 @@ def check_allowed_tools(allowed: common.ToolChoice.AllowedTools, names: set[str]
     """tool_choice {"type": "allowed_tools"}: mode auto or required, a non-empty subset of
     the request's tools."""
     if allowed.mode not in (common.ToolChoice.MODE_AUTO, common.ToolChoice.MODE_REQUIRED):
-        raise _invalid("tool_choice.allowed_tools.mode", "must be 'auto' or 'required'")
+        raise invalid_value("tool_choice.allowed_tools.mode", "must be 'auto' or 'required'")
     if not allowed.tool_names:
-        raise _invalid("tool_choice.allowed_tools.tools", "at least one tool is required")
+        raise invalid_value("tool_choice.allowed_tools.tools", "at least one tool is required")
     for i, name in enumerate(allowed.tool_names):
         if name not in names:
-            raise _invalid(
+            raise invalid_value(
                 f"tool_choice.allowed_tools.tools[{i}]",
                 f"names tool {name!r}, which is not in tools",
             )
 
 
-def check_response_format(rf: common.ResponseFormat) -> None:
-    if rf.type and rf.type not in RESPONSE_FORMATS:
-        raise _invalid(
-            "response_format.type", f"{rf.type!r} is not one of {', '.join(RESPONSE_FORMATS)}"
-        )
-    if rf.type != "json_schema":
-        return
-    if rf.name and not _NAME.match(rf.name):
-        raise _invalid(
-            "response_format.json_schema.name",
-            f"{rf.name!r} must be 1 to 64 letters, digits, underscores or dashes",
-        )
-    if not rf.schema_json:
-        raise RequestError(
-            "response_format.json_schema.schema is required",
-            param="response_format.json_schema.schema",
-        )
-
-
 def check_sampling(req: chat_pb2.ChatCompletionRequest) -> None:
     low, high = TEMPERATURE
     if req.HasField("temperature") and not low <= req.temperature <= high:
-        raise _invalid("temperature", f"{req.temperature:g} is not between {low:g} and {high:g}")
+        raise invalid_value(
+            "temperature", f"{req.temperature:g} is not between {low:g} and {high:g}"
+        )
     low, high = TOP_P
     if req.HasField("top_p") and not low < req.top_p <= high:
-        raise _invalid("top_p", f"{req.top_p:g} is not above {low:g} and at most {high:g}")
+        raise invalid_value("top_p", f"{req.top_p:g} is not above {low:g} and at most {high:g}")
     if req.HasField("max_completion_tokens") and req.max_completion_tokens < 1:
-        raise _invalid("max_tokens", "at least 1 token is required")
+        raise invalid_value("max_tokens", "at least 1 token is required")
     if req.HasField("stream_interval"):
         check_stream_interval(req.stream_interval)
 
 
 def check_stream_interval(si: chat_pb2.StreamInterval) -> None:
     if si.tokens > STREAM_INTERVAL_TOKENS:
-        raise _invalid("stream_interval.tokens", f"at most {STREAM_INTERVAL_TOKENS} tokens")
+        raise invalid_value("stream_interval.tokens", f"at most {STREAM_INTERVAL_TOKENS} tokens")
     if si.ms > STREAM_INTERVAL_MS:
-        raise _invalid("stream_interval.ms", f"at most {STREAM_INTERVAL_MS} ms")
+        raise invalid_value("stream_interval.ms", f"at most {STREAM_INTERVAL_MS} ms")
 
 
 def check_schemas(req) -> None:
@@ -227,33 +209,10 @@ def check_schemas(req) -> None:
         if t.type == "custom":
             check_grammar(t.custom_format, f"tools[{i}].custom.format")
         if t.parameters_json:
-            _schema(t.parameters_json, f"tools[{i}].function.parameters", t.strict)
+            check_schema_text(t.parameters_json, f"tools[{i}].function.parameters", t.strict)
     rf = req.response_format
     if rf.type == "json_schema":
-        _schema(rf.schema_json, "response_format.json_schema.schema", rf.strict)
-
-
-def check_strict_schema(schema: Any, param: str) -> None:
-    """Refuse a strict schema with a keyword that constrained decoding would not enforce."""
-    bad = first_unsupported(schema)
-    if bad is not None:
-        path, keyword = bad
-        raise RequestError(
-            f"Invalid schema for {param}: '{keyword}' (at {path}) cannot be enforced by "
-            "toolwire's constrained decoding, so strict mode cannot guarantee it. Remove it "
-            "or set strict to false.",
-            param=param,
-            code="unsupported_schema_keyword",
-        )
-
-
-def _schema(text: str, param: str, strict: bool) -> None:
-    try:
-        schema = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise RequestError(f"'{param}' is not valid JSON: {e}", param=param) from None
-    if strict:
-        check_strict_schema(schema, param)
+        check_schema_text(rf.schema_json, "response_format.json_schema.schema", rf.strict)
 
 
 def _json(text: str) -> Any:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
+from toolwire.errors import RequestError
 from toolwire.grpc_gen.chat.v1 import chat_pb2
-from toolwire.request.errors import RequestError
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def check_schema(text: str, param: str, limits: Limits) -> None:
             )
 
 
-def check_request(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
+def check_limits(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
     """Refuse a request over any limit, naming the parameter."""
     if len(req.messages) > limits.max_messages:
         raise RequestError(

@@ -10,7 +10,7 @@ import sys
 
 from toolwire.plumbing.internal_security import add_client_arguments, add_server_arguments
 from toolwire.request.limits import Limits
-from toolwire.stack import model_source
+from toolwire.runtime import model_source
 
 SERVICES = ("template", "decode", "extractor", "gateway")
 
@@ -37,7 +37,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", default="torch", choices=["torch", "trtllm"])
+    p.add_argument(
+        "--engine",
+        default="batch",
+        choices=["batch", "torch", "trtllm"],
+        help="batch: toolwire's continuous-batching engine over a ggml or torch step (torch is "
+        "its old name, kept as an alias); trtllm: TensorRT-LLM on a GPU",
+    )
     p.add_argument(
         "--dtype",
         default="auto",
@@ -48,7 +54,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         "--step",
         default="auto",
         choices=["auto", "torch", "ggml"],
-        help="torch engine's forward step: ggml (llama.cpp's kernels on the GGUF as it is), "
+        help="the batch engine's forward step: ggml (llama.cpp's kernels on the GGUF as it is), "
         "torch (transformers weights); auto: ggml for a GGUF on the CPU, else torch",
     )
     p.add_argument(

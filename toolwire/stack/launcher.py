@@ -18,7 +18,7 @@ import urllib.request
 
 from toolwire.plumbing.internal_security import TOKEN_ENV
 from toolwire.request.limits import Limits
-from toolwire.stack.cpus import usable_cpus
+from toolwire.runtime.cpus import usable_cpus
 
 CHILD_GRACE_S = 10
 BACKOFF_S = (1, 2, 4, 8, 16, 30)  # delay before the n-th restart in a row

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
+from toolwire.errors import RequestError
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import TEXT_PARTS
-from toolwire.request.errors import RequestError
 
 from .openai_models import (
     AllowedToolChoice,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import Span
+
 # Architectures whose decoder layer is exactly: RMSNorm, GQA attention with rotary positions
 # (optional q/k/v bias), RMSNorm, SiLU-gated MLP.
 SUPPORTED = {"llama", "mistral", "qwen2"}
@@ -93,16 +95,7 @@ class _Layer:
     down: torch.Tensor
 
 
-@dataclass
-class Span:
-    """New tokens for one cache slot, starting at position `start` of that slot."""
-
-    slot: int
-    tokens: list[int]
-    start: int
-
-
-class LlamaStep:
+class TorchLlamaStep:
     min_prefill = MIN_PREFILL
     kv_tokens = None  # each slot reserves its own room; no shared pool
 

@@ -36,6 +36,11 @@ class RequestError(Exception):
         self.retry_after = retry_after
 
 
+def invalid_value(param: str, why: str) -> RequestError:
+    """400: the parameter is present and wrong; the message names it."""
+    return RequestError(f"Invalid value for '{param}': {why}", param=param, code="invalid_value")
+
+
 def overloaded(message: str, code: str, retry_after: int = 1) -> RequestError:
     """429: the request was refused before any work, because too much is queued."""
     return RequestError(

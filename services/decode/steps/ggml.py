@@ -2,7 +2,7 @@
 
 The torch engine's scheduler (torch_engine.py) calls a step with spans of new tokens per cache
 slot and gets one row of logits per span; it applies the xgrammar masks and samples, as with
-LlamaStep. Here the spans become one llama_batch: each slot is a llama sequence id, each span's
+TorchLlamaStep. Here the spans become one llama_batch: each slot is a llama sequence id, each span's
 last token asks for logits, and the KV cache is llama.cpp's, one pool shared by all sequences
 (`kv_unified`): a shared prefix (llama_memory_seq_cp) costs no copy, a finished sequence's
 cells go back to the pool.
@@ -41,10 +41,9 @@ import os
 import numpy as np
 import torch
 
-from toolwire.stack.cpus import usable_cpus
+from toolwire.runtime.cpus import usable_cpus
 
-from . import llama_lib
-from .llama_step import Span
+from . import Span, llama_cpp_build
 
 log = logging.getLogger("toolwire.decode")
 
@@ -55,7 +54,7 @@ KV_TYPES = {"f16": GGML_TYPE_F16, "q8_0": GGML_TYPE_Q8_0}
 _ffi = None
 _lib = None
 _log_callback = None  # the C callback must outlive every call into the library
-loaded: llama_lib.Library | None = None  # which library _load() opened
+loaded: llama_cpp_build.Library | None = None  # which library _load() opened
 
 
 class KVPoolFull(RuntimeError):
@@ -72,7 +71,7 @@ def available() -> str | None:
 
 
 def _load():
-    """The library the step runs on: the first of llama_lib.candidates() that opens and passes
+    """The library the step runs on: the first of llama_cpp_build.candidates() that opens and passes
     the ABI check (a library built for this CPU, else xllamacpp's wheel)."""
     global _ffi, _lib, _log_callback, loaded
     if _lib is not None:
@@ -84,7 +83,7 @@ def _load():
     # sets it before torch loads (toolwire/stack/cli.py); this covers the other callers.
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     tried = []
-    for cand in llama_lib.candidates():
+    for cand in llama_cpp_build.candidates():
         try:
             ffi, lib, on_log = open_library(cand.path)
         except Exception as e:
@@ -168,7 +167,7 @@ def default_threads() -> int:
 
 
 class GgmlStep:
-    """LlamaStep's interface (forward, move, save, load, copy_prefix, release) on llama.cpp.
+    """TorchLlamaStep's interface (forward, move, save, load, copy_prefix, release) on llama.cpp.
 
     Slot i is llama sequence i; one more sequence (`scratch`) holds a prefix while it is
     saved."""

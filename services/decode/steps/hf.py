@@ -1,4 +1,4 @@
-"""The fallback step for architectures LlamaStep does not compute: transformers' own forward,
+"""The fallback step for architectures TorchLlamaStep does not compute: transformers' own forward,
 one sequence at a time, each slot holding its own DynamicCache. Correct for any causal LM
 transformers loads, but unbatched: the engine logs that it runs this way."""
 
@@ -8,10 +8,11 @@ import copy
 
 import torch
 
-from .llama_step import MIN_PREFILL, Span
+from . import Span
+from .torch_llama import MIN_PREFILL
 
 
-class HFStep:
+class TransformersStep:
     min_prefill = MIN_PREFILL
     kv_tokens = None  # each slot holds its own cache; no shared pool
 

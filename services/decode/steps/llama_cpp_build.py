@@ -57,7 +57,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from toolwire.stack.model_source import CACHE_DIR
+from toolwire.runtime.model_source import CACHE_DIR
 
 ENV = "TOOLWIRE_LLAMA_LIB"  # "wheel", or the path of a libllama.so to open (nothing else)
 ROOT = CACHE_DIR / "llama-lib"

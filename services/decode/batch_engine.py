@@ -1,0 +1,360 @@
+"""The batch engine: the decode service's own engine, continuous batching over one step.
+
+It loads the model, picks the step that runs it (llama.cpp's kernels for a GGUF on a CPU,
+plain torch for a Llama-family model elsewhere, transformers' forward for anything else:
+services/decode/steps/), and hands requests to the scheduler (scheduler.py), which runs on a
+thread of its own. Each sequence carries its own xgrammar matcher; the scheduler applies its
+mask to its row of logits (sampling.py) and skips forced text (jump_forward.py).
+
+`--engine batch` names it; `--engine torch`, its name before the steps were split out, is
+kept as an alias.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import torch
+
+from toolwire.constraints.compiler import ConstraintCompiler
+from toolwire.constraints.dialects import engine_dialect
+from toolwire.runtime import model_source
+from toolwire.runtime.cpus import usable_cpus
+
+from .engine import (
+    Engine,
+    EngineInfo,
+    EngineLoad,
+    EngineOutput,
+    EngineRequest,
+    EngineStats,
+    check_engine_request,
+    constraint_matcher,
+    queued_outputs,
+)
+from .prefix_cache import PrefixCache
+from .scheduler import Scheduler, Sequence
+from .steps import Span, torch_llama
+from .steps.hf import TransformersStep
+from .steps.torch_llama import TorchLlamaStep
+
+# torch's own count (a thread per core it sees), read before any engine here changes it: a
+# process may host a ggml engine (one torch thread) and then a torch one (tests, benches).
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+log = logging.getLogger("toolwire.decode")
+
+
+def pick_dtype(name: str) -> torch.dtype:
+    """auto: bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32."""
+    if name != "auto":
+        return {
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp32": torch.float32,
+            "float32": torch.float32,
+            "fp16": torch.float16,
+        }[name]
+    if torch.cuda.is_available():
+        return torch.bfloat16
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    # Measured on the embedded model, 2 cores: bf16 matches fp32 at one stream and batches
+    # 1.5x better at 16 (bench/), where the CPU does bf16 natively.
+    return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
+
+
+def check_vocab(step, tokenizer) -> None:
+    """The GGUF's vocabulary (llama.cpp's) and the tokenizer toolwire encodes with must agree:
+    the same size and the same text at a spread of ids, special tokens included."""
+    n = len(tokenizer)
+    if step.n_vocab < n:
+        raise SystemExit(f"the GGUF has {step.n_vocab} tokens, the tokenizer {n}")
+    ids = sorted({0, 1, 2, tokenizer.eos_token_id, n // 7, n // 3, n // 2, n - 1})
+    theirs = [step.token_text(i) for i in ids]
+    ours = tokenizer.convert_ids_to_tokens(ids)
+    if theirs != ours:
+        raise SystemExit(f"GGUF and tokenizer vocabularies differ at ids {ids}: {theirs} vs {ours}")
+
+
+class BatchEngine(Engine):
+    def __init__(
+        self,
+        model: str = model_source.EMBEDDED,
+        dtype: str = "auto",
+        max_batch: int = 32,
+        max_model_len: int | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+        prefill_chunk: int = 256,
+        queue_timeout: float = 120.0,
+        prefix_cache_mb: int = 1024,
+        prefix_reuse: bool = True,
+        jump_forward: bool = True,
+        step: str = "auto",
+        kv_tokens: int = 8192,
+        kv_type: str | None = None,  # the ggml step's; None: q8_0
+    ):
+        self.source = model_source.resolve(model)
+        if self.source.null:
+            raise SystemExit("--model null runs on the null engine (null_engine.py)")
+        # int8: weight-only int8 matmuls, fp32 everywhere else (TorchLlamaStep only). `auto` on a
+        # CPU takes it where the step supports the model: decode there is bound by the bytes
+        # of weights read per step (bench/: 2.3x the tokens/s of fp32 at one stream).
+        self.int8 = dtype == "int8" or (dtype == "auto" and device == "cpu")
+        self.int8_required = dtype == "int8"
+        self.dtype = pick_dtype("fp32" if self.int8 else dtype)
+        self.device = device
+        self.max_batch = max_batch
+        self.threads = threads
+        self.torch_threads: int | None = None  # set by load(): torch's threads in the step
+        self.prefill_chunk = prefill_chunk
+        self.queue_timeout = queue_timeout
+        self.prefix_cache_mb = prefix_cache_mb
+        self.prefix_reuse = prefix_reuse
+        self.jump_forward = jump_forward
+        if step not in ("auto", "torch", "ggml"):
+            raise SystemExit(f"--step {step!r}: auto, torch or ggml")
+        self.step_kind = step
+        self.kv_tokens = kv_tokens
+        self.kv_type = kv_type
+        self.requested_len = max_model_len
+        self.thread: threading.Thread | None = None
+        self.stats = EngineStats()
+        self.scheduler: Scheduler  # built by load(), once the step is known
+
+    @property
+    def model_id(self) -> str:
+        return self.source.default_id
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _use_ggml(self) -> bool:
+        """auto: ggml for a GGUF on a CPU when the library loads here; torch otherwise."""
+        if self.step_kind == "torch":
+            return False
+        why_not = None
+        if not self.source.gguf_file or self.source.random_preset:
+            why_not = "the model is not a GGUF file"
+        elif self.device != "cpu":
+            why_not = f"device {self.device!r} (the ggml step runs on the CPU)"
+        else:
+            from .steps import ggml
+
+            why_not = ggml.available()
+        if why_not is None:
+            return True
+        if self.step_kind == "ggml":
+            raise SystemExit(f"--step ggml: {why_not}")
+        if self.source.gguf_file and not self.source.random_preset:
+            log.warning("torch step: %s", why_not)
+        return False
+
+    def _load_ggml(self) -> None:
+        import pathlib
+
+        from .steps.ggml import GgmlStep
+
+        step = GgmlStep(
+            pathlib.Path(self.source.folder, self.source.gguf_file),
+            self.max_batch + 1,  # one slot more than the batch: room to swap two sequences
+            kv_tokens=self.kv_tokens,
+            kv_type=self.kv_type or "q8_0",
+            threads=self.threads,
+        )
+        check_vocab(step, self.tokenizer)
+        self.step = step
+        self.int8 = False
+        max_len = min(self.requested_len or step.n_ctx_train, step.n_ctx_train, self.kv_tokens)
+        self._finish_load(max_len, step.n_vocab)
+        self._schedule(step.n_vocab)
+
+    def _finish_load(self, max_len: int, vocab_size: int) -> None:
+        # The dialect of the xgrammar this process compiles with (an older one takes EBNF).
+        self.info = EngineInfo(
+            "batch",
+            max_len,
+            vocab_size,
+            self.max_batch,
+            engine_dialect(importlib.metadata.version("xgrammar")),
+        )
+        self.compiler = ConstraintCompiler(
+            self.tokenizer, vocab_size, [self.tokenizer.eos_token_id]
+        )
+
+    def _schedule(self, vocab_size: int) -> None:
+        """The scheduler over the loaded step."""
+        cache = PrefixCache(self.prefix_cache_mb << 20) if self.prefix_reuse else None
+        self.scheduler = Scheduler(
+            self.step,
+            self.tokenizer,
+            vocab_size,
+            self.max_batch,
+            self.prefill_chunk,
+            self.queue_timeout,
+            cache,
+            self.jump_forward,
+            self.stats,
+        )
+
+    def load(self) -> None:
+        t0 = time.perf_counter()
+        use_ggml = self._use_ggml()
+        if use_ggml:
+            # Beside the ggml step torch only samples: a few small ops a step, which on its
+            # OpenMP pool woke a sleeping thread that then took a core from the step's threads.
+            # In-process, one stream, three alternated runs: ITL 11.3 -> 8.8 ms (README).
+            self.torch_threads = 1
+        else:  # torch starts a thread per core it sees, whatever the container's CPU quota
+            self.torch_threads = self.threads or min(usable_cpus(), TORCH_DEFAULT_THREADS)
+        torch.set_num_threads(self.torch_threads)  # the warm-up's, on this thread
+        self.tokenizer = model_source.load_tokenizer(self.source)
+        if use_ggml:
+            self._load_ggml()
+            with torch.inference_mode():
+                self._warm_up()
+            self._log_loaded("gguf", t0)
+            return
+        if self.kv_type:  # the torch step keeps its KV in the model's dtype: not enforced
+            raise SystemExit(f"--kv-type {self.kv_type}: only the ggml step has a KV type")
+        from transformers import AutoModelForCausalLM
+
+        if self.source.random_preset:
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(self.source.random_config(), dtype=self.dtype)
+        else:
+            model = model_source.load_model(self.source, self.dtype)
+        model.to(self.device).eval()
+        cfg = model.config
+        max_len = min(
+            self.requested_len or cfg.max_position_embeddings, cfg.max_position_embeddings
+        )
+        self._finish_load(max_len, cfg.vocab_size)
+        why_not = torch_llama.supports(cfg)
+        with torch.inference_mode():
+            # One slot more than the batch: room to swap two sequences' caches.
+            if why_not is None:
+                self.step = TorchLlamaStep(model, self.max_batch + 1, max_len + 1, int8=self.int8)
+            elif self.int8_required:
+                raise SystemExit(f"--dtype int8 needs the Llama-family step: {why_not}")
+            else:
+                self.int8 = False
+                log.warning(
+                    "%s: %s; decoding one sequence per forward pass (transformers)",
+                    self.source.default_id,
+                    why_not,
+                )
+                self.step = TransformersStep(model, self.max_batch + 1, max_len + 1)
+            self._schedule(cfg.vocab_size)
+            self._warm_up()
+        self._log_loaded("int8" if self.int8 else str(self.dtype).removeprefix("torch."), t0)
+
+    def describe(self) -> str:
+        libraries = {
+            "GgmlStep": "llama.cpp's kernels",
+            "TorchLlamaStep": "plain torch",
+            "TransformersStep": "transformers' forward",
+        }
+        kind = type(self.step).__name__
+        return f"batch engine, {kind} ({libraries.get(kind, kind)})"
+
+    def _log_loaded(self, dtype: str, t0: float) -> None:
+        log.info(
+            "loaded %s (%s, %s, %s) in %.1fs",
+            self.source.default_id,
+            dtype,
+            self.device,
+            type(self.step).__name__,
+            time.perf_counter() - t0,
+        )
+
+    def _warm_up(self) -> None:
+        """First calls of the kernels pay set-up costs: pay them here, not in a request."""
+        for n in (8, 1):
+            self.step.forward([], [Span(0, [0] * n, 0)])
+        self.step.forward([Span(0, [0], 1)], [Span(1, [0] * 4, 0)])
+        for slot in (0, 1):
+            self.step.release(slot)
+
+    async def start(self) -> None:
+        if not hasattr(self, "step"):
+            await asyncio.to_thread(self.load)
+        self.loop = asyncio.get_running_loop()
+        self.faulted = asyncio.Event()
+        self.thread = threading.Thread(target=self._run, name="batch-engine", daemon=True)
+        self.thread.start()
+
+    async def wait_fault(self) -> BaseException:
+        await self.faulted.wait()
+        return self.fault
+
+    async def stop(self) -> None:
+        self.scheduler.stop()
+        if self.thread:
+            await asyncio.to_thread(self.thread.join, 10)
+
+    @property
+    def fault(self) -> BaseException | None:
+        return self.scheduler.fault if hasattr(self, "scheduler") else None
+
+    def active_requests(self) -> int:
+        return len(self.scheduler.by_id)
+
+    def occupancy(self) -> EngineLoad:
+        # Read from another thread without the lock: a scrape may be off by a step, no more.
+        s = self.scheduler
+        held = list(s.running) + list(s.prefilling)
+        # The ggml step's sequences share one pool; the torch step reserves each slot's room.
+        cells = self.step.kv_tokens or self.max_batch * (self.info.max_model_len + 1)
+        return EngineLoad(
+            running=len(held),
+            waiting=len(s.pending),
+            cache_used=sum(q.position for q in held) / cells,
+        )
+
+    # -- requests ------------------------------------------------------------------------
+    async def submit(self, request: EngineRequest, sink) -> Sequence:
+        """Check, compile and queue `request`; its outputs go to `sink.put_nowait` on this
+        event loop, all of a step's outputs in one loop callback (the multiplexed stream
+        builds one frame per step from them). The returned sequence's `timed_out` tells an
+        "abort" finish that was a queue timeout."""
+        check_engine_request(request, self.info, self.scheduler.by_id)
+        matcher = await constraint_matcher(self.compiler, request)
+        generator = None
+        if request.seed is not None and request.temperature > 0:
+            generator = torch.Generator().manual_seed(request.seed)
+        room = self.info.max_model_len - len(request.prompt_ids)
+        max_tokens = min(request.max_tokens, room) if request.max_tokens else room
+        seq = Sequence(
+            request,
+            asyncio.get_running_loop(),
+            sink,
+            matcher,
+            generator,
+            frozenset(request.stop_ids),
+            max_tokens,
+            enqueued=time.monotonic(),
+        )
+        self.scheduler.enqueue(seq)
+        return seq
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+        return queued_outputs(self, request, self.scheduler.notify)
+
+    async def abort(self, request_id: str) -> bool:
+        return self.scheduler.abort(request_id)
+
+    def _run(self) -> None:
+        """The scheduler's thread."""
+        if self.torch_threads:
+            # This thread's own count: torch gives a thread the process-wide count at its first
+            # op (read here), and another engine loaded in this process may have changed that.
+            torch.get_num_threads()
+            torch.set_num_threads(self.torch_threads)
+        self.scheduler.run(lambda: self.loop.call_soon_threadsafe(self.faulted.set))

@@ -1,0 +1,67 @@
+"""The next token of each row of a step's logits: the grammar's mask first, then greedy or
+temperature / top-p sampling.
+
+Greedy rows are picked by numpy where the logits are float32 on the CPU: numpy's argmax
+follows torch's first-maximum rule, and does not wake torch's OpenMP pool, whose threads
+would take a core from the ggml step's own (docs/performance.md, The decode step)."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import torch
+import xgrammar as xgr
+
+
+class Sampled(Protocol):
+    """What sampling reads of a sequence."""
+
+    matcher: xgr.GrammarMatcher | None
+    generator: torch.Generator | None
+
+    @property
+    def temperature(self) -> float: ...
+
+    @property
+    def top_p(self) -> float: ...
+
+
+def apply_masks(seqs: list, logits: torch.Tensor, bitmask: torch.Tensor) -> float:
+    """Mask each constrained row to the tokens its grammar admits; the seconds it took."""
+    constrained = [i for i, s in enumerate(seqs) if s.matcher is not None]
+    if not constrained:
+        return 0.0
+    t0 = time.perf_counter()
+    for i in constrained:
+        seqs[i].matcher.fill_next_token_bitmask(bitmask, i)
+    xgr.apply_token_bitmask_inplace(
+        logits, bitmask[: len(seqs)].to(logits.device), indices=constrained
+    )
+    return time.perf_counter() - t0
+
+
+def greedy(logits: torch.Tensor) -> list[int]:
+    if logits.device.type == "cpu" and logits.dtype == torch.float32:
+        return logits.detach().numpy().argmax(axis=-1).tolist()
+    return logits.argmax(dim=-1).tolist()
+
+
+def pick(seqs: list, logits: torch.Tensor) -> list[int]:
+    """One token per row of (already masked) logits: greedy where the temperature is 0."""
+    best = greedy(logits)
+    tokens = []
+    for i, s in enumerate(seqs):
+        temp = s.temperature
+        if temp <= 0:
+            tokens.append(best[i])
+            continue
+        probs = torch.softmax(logits[i].cpu() / temp, dim=-1)  # seeded generators are CPU
+        top_p = s.top_p
+        if 0 < top_p < 1:
+            sorted_p, order = probs.sort(descending=True)
+            cut = sorted_p.cumsum(0) - sorted_p > top_p
+            sorted_p[cut] = 0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+        tokens.append(int(torch.multinomial(probs, 1, generator=s.generator)))
+    return tokens

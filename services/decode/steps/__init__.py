@@ -1,0 +1,58 @@
+"""A step: one forward pass of a model over a slot-indexed KV cache.
+
+The batch engine's scheduler (services/decode/scheduler.py) decides what each step computes;
+a step only computes it. Three steps run the same contract over three libraries:
+
+- `ggml.GgmlStep`: llama.cpp's kernels through ctypes, the CPU default for a GGUF;
+- `torch_llama.TorchLlamaStep`: a Llama-family forward in plain torch (CPU or GPU);
+- `hf.TransformersStep`: transformers' own forward, for any other architecture.
+
+A slot holds one sequence's keys and values. The scheduler names slots, never tensors, so a
+step may keep its cache wherever its library wants it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class Span:
+    """New tokens for one cache slot, starting at position `start` of that slot."""
+
+    slot: int
+    tokens: list[int]
+    start: int
+
+
+class Step(Protocol):
+    # The fewest prompt tokens a step recomputes after reusing a cached prefix: a step whose
+    # prefill and decode kernels round differently needs a few, so reuse does not change output.
+    min_prefill: int
+
+    def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor:
+        """Logits for the last token of each span, decode spans first, one row each."""
+        ...
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Slot `dst` starts with the first `length` positions of slot `src`."""
+        ...
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Slot `src`'s first `length` positions now live in slot `dst`; `src` is free."""
+        ...
+
+    def save(self, slot: int, length: int) -> tuple[Any, int]:
+        """A copy of the slot's first `length` positions (for the prefix cache) and its size in bytes."""
+        ...
+
+    def load(self, slot: int, saved: Any, length: int) -> None:
+        """Put what `save` returned back into `slot`."""
+        ...
+
+    def release(self, slot: int) -> None:
+        """The slot's positions are no longer needed."""
+        ...
