@@ -12,7 +12,7 @@ class IncrementalDetokenizer:
     """A fast tokenizer's `DecodeStream`: one Rust call per chunk of new ids, holding its own
     window of context. Measured on the embedded tokenizer (README text in chunks of 1-3 ids,
     2 loaded cores): 18.5 µs per chunk against 29.3 µs for the two window decodes below, and
-    the same text chunk for chunk (tests/unit/test_detokenizer.py).
+    the same text chunk for chunk (tests/unit/extractor/test_detokenizer.py).
 
     Without one (a slow tokenizer, an old tokenizers): decode a short window of recent ids
     twice each time (cf. vLLM's prefix/read offsets), so the cost per chunk stays flat however

@@ -340,7 +340,11 @@ def test_an_output_the_grammar_fixes_whole_needs_no_slot_and_no_forward(engine, 
     assert tokenizer.decode([t for o in outs for t in o.token_ids]) == '"Oslo"'
     assert outs[-1].finish_reason == "stop" and outs[-1].cached_tokens == 0
     assert engine.stats.steps == steps and engine.stats.prefix_hits == hits
-    assert all(s is None for s in engine.scheduler.slots) and not engine.scheduler.running and not engine.scheduler.prefilling
+    assert (
+        all(s is None for s in engine.scheduler.slots)
+        and not engine.scheduler.running
+        and not engine.scheduler.prefilling
+    )
     n = outs[-1].completion_tokens
     cut = _outputs(engine, "const-cut", prompt, n, c)  # its last token is the max_tokens-th
     assert cut[-1].finish_reason == "length"

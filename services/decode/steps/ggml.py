@@ -21,7 +21,7 @@ is never loaded (its get_lib() is never called), only its declarations. xllamacp
 2026.10.11549 is built from llama.cpp b11549, one commit later. What was checked: the tag diff
 itself could not be read here (the llama.cpp snapshot is 1.4 GB, over the fetch limit), so the
 match is checked where a mismatch would show: every llama_* function declared is exported by
-the library (tests/unit/test_ggml_abi.py), and at load `_check_abi` reads the library's own
+the library (tests/unit/decode/test_ggml_abi.py), and at load `_check_abi` reads the library's own
 default context and model parameters through the declared structs and refuses to run unless
 the fields on either side of the ones that moved lately (n_rs_seq, n_outputs_max,
 moe_cache_size, samplers, ctx_other) hold llama.cpp's defaults.

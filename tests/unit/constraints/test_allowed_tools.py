@@ -7,14 +7,13 @@ from __future__ import annotations
 import pytest
 import xgrammar as xgr
 
+from tests.unit.formats.test_formats import TOOLS, WRITE, T, W, _run, answer, family  # noqa: F401 (a fixture)
 from toolwire.constraints.build import build_constraint
 from toolwire.errors import RequestError
 from toolwire.formats import ToolChoice
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import check_conversation
-
-from .test_formats import TOOLS, WRITE, T, W, _run, answer, family  # noqa: F401 (a fixture)
 
 ONLY_TIME = ("get_time",)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-K8S = Path(__file__).resolve().parents[2] / "k8s"
+K8S = Path(__file__).resolve().parents[3] / "k8s"
 OVERLAYS = ["cpu", "gpu"]
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}  # not in the core schemas
 

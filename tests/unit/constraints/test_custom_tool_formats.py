@@ -13,6 +13,8 @@ import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.formats.family_tokenizers import family_tokenizer
+from tests.unit.formats.test_formats import TIME, WEATHER, WRITE
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.errors import RequestError
@@ -21,9 +23,6 @@ from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import check_chat_request
 from toolwire.request.limits import Limits
-
-from .family_tokenizers import family_tokenizer
-from .test_formats import TIME, WEATHER, WRITE
 
 XML = ("qwen3_coder", "glm45", "glm47")
 DSML = ("deepseek_v32", "deepseek_v4")
