@@ -16,6 +16,7 @@ from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.runtime import model_source
 
 from .admission import admit, engine_request, request_error
+from .config import DecodeConfig
 from .engine import Engine, EngineBusy, EngineRequestError
 from .mux import complete_message, serve_stream
 
@@ -123,53 +124,52 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
     return m
 
 
-def make_engine(args) -> Engine:
-    if args.engine == "torch":  # the batch engine's name before its steps were split out
-        args.engine = "batch"
-    if args.model == model_source.NULL and args.engine == "batch":
+def make_engine(config: DecodeConfig) -> Engine:
+    if config.model == model_source.NULL and config.engine == "batch":
         from .null_engine import NullEngine
 
         return NullEngine(
-            args.max_batch,
-            args.max_model_len,
-            args.queue_timeout,
-            getattr(args, "null_step_ms", 0.0) / 1000,
+            config.max_batch,
+            config.max_model_len,
+            config.queue_timeout,
+            config.null_step_ms / 1000,
         )
-    if args.engine == "batch":
+    if config.engine == "batch":
         from .batch_engine import BatchEngine
 
         return BatchEngine(
-            args.model,
-            dtype=args.dtype,
-            max_batch=args.max_batch,
-            max_model_len=args.max_model_len,
-            device=args.device,
-            queue_timeout=args.queue_timeout,
-            prefix_cache_mb=args.prefix_cache_mb,
-            prefix_reuse=not args.no_prefix_reuse,
-            jump_forward=not args.no_jump_forward,
-            step=getattr(args, "step", "auto"),
-            kv_tokens=getattr(args, "kv_tokens", 8192),
-            kv_type=getattr(args, "kv_type", None),
-            threads=getattr(args, "threads", None),
+            config.model,
+            dtype=config.dtype,
+            max_batch=config.max_batch,
+            max_model_len=config.max_model_len,
+            device=config.device,
+            queue_timeout=config.queue_timeout,
+            prefix_cache_mb=config.prefix_cache_mb,
+            prefix_reuse=not config.no_prefix_reuse,
+            jump_forward=not config.no_jump_forward,
+            step=config.step,
+            kv_tokens=config.kv_tokens,
+            kv_type=config.kv_type,
+            threads=config.threads,
         )
-    if args.engine == "trtllm":
+    if config.engine == "trtllm":
         from .trtllm_engine import TrtllmEngine
 
-        return TrtllmEngine.from_args(args)
-    raise SystemExit(f"unknown engine {args.engine!r}: batch or trtllm")
+        return TrtllmEngine.from_config(config)
+    raise SystemExit(f"unknown engine {config.engine!r}: batch or trtllm")
 
 
 async def serve(args) -> None:
     security = ServerSecurity.from_args(args)
     security.check_address(args.host)  # before the model loads: fail fast
-    engine = make_engine(args)
+    config = DecodeConfig.from_args(args)
+    engine = make_engine(config)
     await engine.start()
     model_id = engine.model_id
     server = GrpcServer(f"{args.host}:{args.port}", security)
     server.add(
         pb_grpc.add_DecodeServiceServicer_to_server,
-        DecodeServicer(engine, model_id, args.max_queue),
+        DecodeServicer(engine, model_id, config.max_queue),
         pb.DESCRIPTOR,
     )
     await server.start()

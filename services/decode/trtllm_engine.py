@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from toolwire.constraints.dialects import EBNF
 from toolwire.constraints.kinds import Constraint, Kind
 
+from .config import DecodeConfig
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
 
 log = logging.getLogger("toolwire.decode.trtllm")
@@ -80,13 +81,13 @@ class TrtllmEngine(Engine):
         return self.model_path  # the checkpoint folder, as given
 
     @classmethod
-    def from_args(cls, args) -> TrtllmEngine:
+    def from_config(cls, args: DecodeConfig) -> TrtllmEngine:
         if args.model in ("embedded", "null") or args.model.startswith("random:"):
             raise SystemExit(
                 "--engine trtllm needs a Hugging Face checkpoint folder as --model "
                 "(TensorRT-LLM's PyTorch backend loads Hugging Face checkpoints, "
                 "not prebuilt engine folders); the embedded GGUF, random: presets "
-                "and null are for the torch engine"
+                "and null are for the batch engine"
             )
         return cls(
             args.model,

@@ -15,12 +15,13 @@ import torch
 from toolwire.runtime.cpus import usable_cpus
 from toolwire.services.decode import sampling
 from toolwire.services.decode.batch_engine import TORCH_DEFAULT_THREADS, BatchEngine
+from toolwire.services.decode.config import DecodeConfig
 from toolwire.services.decode.server import make_engine
 from toolwire.stack.cli import parser
 
 
 def _load(*argv: str) -> BatchEngine:
-    engine = make_engine(parser().parse_args(["serve", "decode", *argv]))
+    engine = make_engine(DecodeConfig.from_args(parser().parse_args(["serve", "decode", *argv])))
     engine.load()
     return engine
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from toolwire.runtime import model_source
+from toolwire.services.decode.config import DecodeConfig
 from toolwire.services.decode.server import make_engine
 from toolwire.services.decode.steps.ggml import GgmlStep
 from toolwire.services.decode.steps.torch_llama import Span
@@ -19,12 +20,16 @@ from toolwire.stack.cli import parser
 
 def test_the_decode_flag_reaches_the_engine():
     args = parser().parse_args(["serve", "decode", "--model", "embedded", "--threads", "1"])
-    assert make_engine(args).threads == 1
+    assert make_engine(DecodeConfig.from_args(args)).threads == 1
     args = parser().parse_args(["serve", "decode", "--model", "embedded"])
-    assert make_engine(args).threads is None  # every CPU the process may run on
-    assert make_engine(args).kv_type is None  # the ggml step's default, q8_0
+    assert (
+        make_engine(DecodeConfig.from_args(args)).threads is None
+    )  # every CPU the process may run on
+    assert (
+        make_engine(DecodeConfig.from_args(args)).kv_type is None
+    )  # the ggml step's default, q8_0
     args = parser().parse_args(["serve", "decode", "--model", "embedded", "--kv-type", "f16"])
-    assert make_engine(args).kv_type == "f16"
+    assert make_engine(DecodeConfig.from_args(args)).kv_type == "f16"
 
 
 def test_a_kv_type_on_the_torch_step_is_refused():
@@ -34,7 +39,7 @@ def test_a_kv_type_on_the_torch_step_is_refused():
         ["serve", "decode", "--model", "random:tiny", "--step", "torch", "--kv-type", "f16"]
     )
     with pytest.raises(SystemExit, match="only the ggml step has a KV type"):
-        make_engine(args).load()
+        make_engine(DecodeConfig.from_args(args)).load()
 
 
 def test_the_ggml_step_runs_on_that_many_threads():

@@ -11,6 +11,7 @@ import sys
 from toolwire.plumbing.internal_security import add_client_arguments, add_server_arguments
 from toolwire.request.limits import Limits
 from toolwire.runtime import model_source
+from toolwire.services.decode.config import DEFAULTS as DECODE
 
 SERVICES = ("template", "decode", "extractor", "gateway")
 
@@ -39,20 +40,20 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
-        default="batch",
+        default=DECODE.engine,
         choices=["batch", "torch", "trtllm"],
         help="batch: toolwire's continuous-batching engine over a ggml or torch step (torch is "
         "its old name, kept as an alias); trtllm: TensorRT-LLM on a GPU",
     )
     p.add_argument(
         "--dtype",
-        default="auto",
+        default=DECODE.dtype,
         help="auto | bf16 | fp32 | fp16 | int8 (weight-only int8, Llama family; auto on a CPU)",
     )
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=DECODE.device)
     p.add_argument(
         "--step",
-        default="auto",
+        default=DECODE.step,
         choices=["auto", "torch", "ggml"],
         help="the batch engine's forward step: ggml (llama.cpp's kernels on the GGUF as it is), "
         "torch (transformers weights); auto: ggml for a GGUF on the CPU, else torch",
@@ -60,13 +61,13 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kv-tokens",
         type=int,
-        default=8192,
+        default=DECODE.kv_tokens,
         help="ggml step: KV cache cells shared by all sequences (q8_0, ~12 KB a token on the "
         "embedded model)",
     )
     p.add_argument(
         "--kv-type",
-        default=None,
+        default=DECODE.kv_type,
         choices=["q8_0", "f16"],
         help="ggml step: the KV cache's type (default q8_0); f16 holds twice the bytes a token "
         "and prefills about a fifth faster on the embedded model (README, The ggml step); "
@@ -75,29 +76,33 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        default=None,
+        default=DECODE.threads,
         help="CPU threads of one engine step (torch and ggml steps); default: every CPU this "
         "process may run on, capped by its container's CPU quota (cgroup cpu.max)",
     )
-    p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--tensor-parallel-size", type=int, default=1, help="trtllm only")
-    p.add_argument("--kv-cache-fraction", type=float, default=0.85, help="trtllm only")
+    p.add_argument("--max-batch", type=int, default=DECODE.max_batch)
+    p.add_argument(
+        "--tensor-parallel-size", type=int, default=DECODE.tensor_parallel_size, help="trtllm only"
+    )
+    p.add_argument(
+        "--kv-cache-fraction", type=float, default=DECODE.kv_cache_fraction, help="trtllm only"
+    )
     p.add_argument(
         "--max-queue",
         type=int,
-        default=256,
+        default=DECODE.max_queue,
         help="requests waiting for a decode slot before new ones get 429",
     )
     p.add_argument(
         "--queue-timeout",
         type=float,
-        default=120.0,
+        default=DECODE.queue_timeout,
         help="seconds a request may wait for a decode slot before it fails (503)",
     )
     p.add_argument(
         "--prefix-cache-mb",
         type=int,
-        default=1024,
+        default=DECODE.prefix_cache_mb,
         help="torch: memory for finished requests' prompt KV, reused by a later prompt with "
         "the same prefix (LRU); 0 keeps none (running requests still share)",
     )
@@ -109,7 +114,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--null-step-ms",
         type=float,
-        default=0.0,
+        default=DECODE.null_step_ms,
         help="--model null: how long one engine step takes (a GPU's step time, to measure the "
         "serving path at a given rate); 0: one step per event-loop turn, as fast as it goes",
     )

@@ -14,11 +14,11 @@ response at all (issue 10, finding 5). Nothing else of tensorrt_llm is imitated.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 from transformers import LlamaConfig
 
+from toolwire.services.decode.config import DecodeConfig
 from toolwire.services.decode.engine import EngineInfo, EngineRequest, EngineRequestError
 from toolwire.services.decode.trtllm_engine import TrtllmEngine, model_limits, request_error
 
@@ -50,12 +50,9 @@ def test_limits_come_from_the_checkpoint_config(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["embedded", "random:tiny"])
-def test_the_embedded_model_is_for_the_torch_engine(model):
-    args = SimpleNamespace(
-        model=model, tensor_parallel_size=1, max_batch=8, kv_cache_fraction=0.8, max_model_len=None
-    )
+def test_the_embedded_model_is_for_the_batch_engine(model):
     with pytest.raises(SystemExit) as e:
-        TrtllmEngine.from_args(args)
+        TrtllmEngine.from_config(DecodeConfig(model=model, engine="trtllm", max_batch=8))
     assert "Hugging Face checkpoint" in str(e.value) and "engine folder" in str(e.value)
 
 
