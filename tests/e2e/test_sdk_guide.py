@@ -63,7 +63,7 @@ def test_weather_flow_step_by_step(client, stack):
 
 def test_tool_rounds_are_answered_grounded_and_clean(client, stack):
     """bench/tool_rounds.py's rounds, tool_choice auto and none, no max_tokens: the answer
-    stops by itself, states the result's key fact and writes no markup (README has the table
+    stops by itself, states the result's key fact and writes no markup (docs/performance.md has the table
     against llama.cpp; one round loops in both servers, so the bar is 14 of 16)."""
     answers = tool_rounds.run(client, stack.model, max_tokens=None)
     assert tool_rounds.summary(answers)["all_three"] >= 14, [

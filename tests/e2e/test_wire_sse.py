@@ -1,4 +1,4 @@
-"""The raw SSE wire shape of streamed tool calls (DESIGN.md wire rule 2), checked against the
+"""The raw SSE wire shape of streamed tool calls (docs/wire-rules.md, rule 2), checked against the
 recorded OpenAI streams when ../shared is present."""
 
 from __future__ import annotations

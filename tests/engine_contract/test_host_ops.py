@@ -1,9 +1,8 @@
 """What the engine runs on the host beside the step: torch's thread count and greedy sampling.
 
 Beside the ggml step torch only samples, a few small ops a step; on its OpenMP pool they woke
-a sleeping thread every step, which then took a core from the step's threads (README, The ggml
-step: in-process, one stream, ITL 11.3 -> 8.8 ms). The torch step's forward needs torch's
-threads."""
+a sleeping thread every step, which then took a core from the step's threads
+(docs/performance.md, The decode step). The torch step's forward needs torch's threads."""
 
 from __future__ import annotations
 

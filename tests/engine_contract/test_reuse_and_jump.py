@@ -224,7 +224,7 @@ def _required_call(engine):
 
 
 def test_forced_opening_goes_out_before_the_forward_that_prefills_it(engine, tokenizer):
-    """Issue 19: 16 constrained calls admitted together prefill their prompt's tail and the
+    """16 constrained calls admitted together prefill their prompt's tail and the
     forced opening (`<tool_call>\\n{"name": "get_weather", "arguments":`, 17 tokens) in one
     forward of 16 x 18 rows, ~16 decode steps' worth of compute. The opening went out with the
     first sampled token, after that forward, and a streamed call's name with it (TTFT 1.4 s at

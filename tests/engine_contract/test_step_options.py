@@ -1,6 +1,6 @@
 """The step's options from the command line to the step. --threads: how many CPU threads one
 engine step uses (on a 2-core machine the decode service shares the cores with the gateway and
-the extractor, so it is a deployment choice: README, The service split). --kv-type: the ggml
+the extractor, so it is a deployment choice: docs/performance.md, The service split). --kv-type: the ggml
 step's KV cache type (f16 prefills about a fifth faster than q8_0 for twice the bytes)."""
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         default=DECODE.kv_type,
         choices=["q8_0", "f16"],
         help="ggml step: the KV cache's type (default q8_0); f16 holds twice the bytes a token "
-        "and prefills about a fifth faster on the embedded model (README, The ggml step); "
+        "and prefills about a fifth faster on the embedded model (docs/performance.md, The decode step); "
         "refused on the torch step",
     )
     p.add_argument(

@@ -59,7 +59,7 @@ def accepts(compiler, mode, text, parallel=True, name=None, stop=2):
         ("auto", call("delete_everything", "{}"), False),
         ("none", "Just text.", True),
         ("none", W, False),
-        # Tool results are the caller's to write: free text may not open one (issue 7's demo).
+        # Tool results are the caller's to write: free text may not open one (the weather demo).
         ("auto", "It is sunny.", True),
         ("auto", "<tool_response>\n14\n</tool_response>", False),
         ("auto", "It is 14. <tool_response>", False),

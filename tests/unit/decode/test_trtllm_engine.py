@@ -9,7 +9,7 @@ the result itself, ending (StopAsyncIteration) once a final response was handled
 *extends* the cumulative `token_ids`, so `token_ids_diff` (`token_ids[_last_token_ids_len:]`)
 is that response's ids; on a STOP_WORDS finish it cuts the stop ids off `token_ids` again;
 `abort()` asks the executor to cancel, and a request aborted while still queued gets no
-response at all (issue 10, finding 5). Nothing else of tensorrt_llm is imitated."""
+response at all (read from its source). Nothing else of tensorrt_llm is imitated."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""When a streamed call's name goes out (issue 19). Under tool_choice required or named the
+"""When a streamed call's name goes out. Under tool_choice required or named the
 constraint makes the output calls only, so the hermes extractor announces a call as soon as its
 header is complete: the forced opening the engine hands over before any forward pass
 (`<tool_call>\\n{"name": "get_weather", "arguments":`, jump-forward's last token held back) is
