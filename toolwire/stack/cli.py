@@ -246,6 +246,12 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--host", default="127.0.0.1", help="where the gateway listens")
     up.add_argument("--port", type=int, default=8000)
+    up.add_argument(
+        "--log-file",
+        default=None,
+        help="append the services' own logs (startup lines, one JSON line per request) to this "
+        "file instead of the console; `make up` writes them to toolwire-up.log",
+    )
     _model_args(up)
     _decode_args(up)
     up.add_argument(

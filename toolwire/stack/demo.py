@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -70,19 +71,33 @@ def weather_flow(base_url: str, model: str, api_key: str) -> None:
     )
 
 
+def _tail(path: str, lines: int = 20) -> str:
+    """The end of the services' log, for a start that failed."""
+    try:
+        with open(path, errors="replace") as f:
+            end = f.readlines()[-lines:]
+    except OSError:
+        return ""
+    return f"last lines of {path}:\n" + "".join(end)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--exit-after-demo", action="store_true")
     args, rest = p.parse_known_args()
-    cmd = [sys.executable, "-m", "toolwire.stack.cli", "up", "--port", str(args.port), *rest]
+    # The transcript shows the conversation; the services' own log lines go to a file.
+    log_file = os.path.abspath("toolwire-up.log")
+    up = ["up", "--port", str(args.port), "--log-file", log_file]
+    cmd = [sys.executable, "-m", "toolwire.stack.cli", *up, *rest]
+    print(f"starting toolwire (services' logs: {log_file})", flush=True)
     proc = subprocess.Popen(cmd)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         try:
             health = wait_for_health(f"http://127.0.0.1:{args.port}/health", proc)
         except RuntimeError as e:
-            raise SystemExit(str(e)) from None
+            raise SystemExit(f"{e}\n{_tail(log_file)}") from None
         model = health["models"][0]
         weather_flow(f"http://127.0.0.1:{args.port}/v1", model, "not-needed-on-loopback")
         if args.exit_after_demo:

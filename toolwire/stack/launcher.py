@@ -192,8 +192,9 @@ def wait_for_health(url: str, proc: subprocess.Popen, timeout: float = 600) -> d
 class Child:
     """One service process, restarted with back-off when it dies."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str]):
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log=None):
         self.name, self.cmd, self.env = name, cmd, env
+        self.log = log  # a file for the service's stdout and stderr; None: the console
         self.restarts = 0  # in a row, since it last ran STABLE_S
         self.restart_at: float | None = None
         self.start()
@@ -201,7 +202,7 @@ class Child:
     def start(self) -> None:
         self.started = time.monotonic()
         self.restart_at = None
-        self.proc = subprocess.Popen(self.cmd, env=self.env)
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=self.log, stderr=self.log)
 
     def watch(self) -> None:
         """Schedule a restart if it died; start it when its back-off is over."""
@@ -242,9 +243,10 @@ def up(args) -> int:
     # process cannot call the services behind the gateway's back. Passed in the environment,
     # never on a command line (visible in ps).
     env = dict(os.environ, **{TOKEN_ENV: os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)})
+    log = open(args.log_file, "ab", buffering=0) if getattr(args, "log_file", None) else None
     try:
         for name, cmd in commands(args).items():
-            children[name] = Child(name, cmd, env)
+            children[name] = Child(name, cmd, env, log)
         deadline = time.monotonic() + 600
         ready = False
         while not stopping:
@@ -286,3 +288,5 @@ def up(args) -> int:
                 p.wait(max(0.1, end - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
+        if log is not None:
+            log.close()
