@@ -1,115 +1,23 @@
 """The OpenAPI document of the REST surface, served at /openapi.json.
 
-The request schema is the pydantic model the gateway validates with, so the document cannot
-drift from what is accepted; responses are described by hand from OpenAI's reference (the
-gateway writes them from protos, not pydantic).
+Generated, never written by hand: the request schema is the pydantic model the gateway
+validates with, so the document cannot drift from what is accepted; the response schemas come
+from response_types.py, the definitions wire.py's builders are typed against.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from toolwire import __version__
 from toolwire.request.limits import Limits
 
 from .openai_models import ChatCompletionRequest
+from .response_types import DOCUMENTED
 
 REF = "#/components/schemas/{model}"
-
-ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string"},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
-    },
-}
-
-TOOL_CALL = {
-    "anyOf": [
-        {
-            "type": "object",
-            "required": ["id", "type", "function"],
-            "properties": {
-                "id": {"type": "string"},
-                "type": {"const": "function"},
-                "function": {
-                    "type": "object",
-                    "required": ["name", "arguments"],
-                    "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}},
-                },
-            },
-        },
-        {  # a custom tool's call: raw input
-            "type": "object",
-            "required": ["id", "type", "custom"],
-            "properties": {
-                "id": {"type": "string"},
-                "type": {"const": "custom"},
-                "custom": {
-                    "type": "object",
-                    "required": ["name", "input"],
-                    "properties": {"name": {"type": "string"}, "input": {"type": "string"}},
-                },
-            },
-        },
-    ]
-}
-
-USAGE = {
-    "type": "object",
-    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
-    "properties": {
-        **{k: {"type": "integer"} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-        "prompt_tokens_details": {
-            "type": "object",
-            "properties": {"cached_tokens": {"type": "integer"}},
-        },
-    },
-}
-
-CHAT_COMPLETION = {
-    "type": "object",
-    "required": ["id", "object", "created", "model", "choices"],
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "chat.completion"},
-        "created": {"type": "integer"},
-        "model": {"type": "string"},
-        "choices": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "message", "finish_reason"],
-                "properties": {
-                    "index": {"type": "integer"},
-                    "finish_reason": {"enum": ["stop", "length", "tool_calls", "content_filter"]},
-                    "message": {
-                        "type": "object",
-                        "required": ["role", "content"],
-                        "properties": {
-                            "role": {"const": "assistant"},
-                            "content": {"type": ["string", "null"]},
-                            "tool_calls": {
-                                "type": "array",
-                                "items": {"$ref": REF.format(model="ResponseToolCall")},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-        "usage": {"$ref": REF.format(model="Usage")},
-    },
-}
 
 # The request model accepts these parameters only to refuse other values with a clear message;
 # the document states the values that are served.
@@ -144,18 +52,6 @@ def _served_request(request: dict, schemas: dict, limits: Limits) -> None:
     }
 
 
-MODEL = {
-    "type": "object",
-    "required": ["id", "object", "created", "owned_by"],
-    "properties": {
-        "id": {"type": "string"},
-        "object": {"const": "model"},
-        "created": {"type": "integer"},
-        "owned_by": {"type": "string"},
-    },
-}
-
-
 def _errors(*statuses: int) -> dict[str, Any]:
     what = {
         400: "Invalid request; `param` names the parameter",
@@ -178,15 +74,14 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
     request = ChatCompletionRequest.model_json_schema(ref_template=REF, by_alias=True)
     schemas = request.pop("$defs", {})
     _served_request(request, schemas, limits)
-    schemas.update(
-        ChatCompletionRequest=request,
-        Error=ERROR,
-        ResponseToolCall=TOOL_CALL,
-        Usage=USAGE,
-        ChatCompletion=CHAT_COMPLETION,
-        Model=MODEL,
-    )
-    bearer = [{"bearer": []}]
+    schemas["ChatCompletionRequest"] = request
+    for name, shape in DOCUMENTED.items():
+        schema = TypeAdapter(shape).json_schema(ref_template=REF)
+        for inner, definition in schema.pop("$defs", {}).items():
+            if schemas.setdefault(inner, definition) != definition:
+                raise AssertionError(f"two response shapes named {inner}")
+        schemas[name] = schema
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -236,16 +131,7 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
                             "description": "The served model and its aliases",
                             "content": {
                                 "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "object": {"const": "list"},
-                                            "data": {
-                                                "type": "array",
-                                                "items": {"$ref": REF.format(model="Model")},
-                                            },
-                                        },
-                                    }
+                                    "schema": {"$ref": REF.format(model="ModelList")}
                                 }
                             },
                         },
