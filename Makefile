@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.toolwire-installed
 
-.PHONY: install up lint test bench conformance protos clean llama-lib
+.PHONY: install up lint typecheck test bench conformance protos clean llama-lib
 
 install: $(STAMP) protos llama-lib
 
@@ -38,10 +38,22 @@ llama-lib: $(STAMP)
 up: install
 	$(PY) -m toolwire.stack.demo --port $(PORT)
 
-# The lint gate (ruff, configured in pyproject.toml); `make test` runs it before pytest.
+# The lint gate (ruff, then mypy; configured in pyproject.toml); `make test` runs it before pytest.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) typecheck
+
+# mypy over toolwire/, services/ and gateway/. The editable install maps services/ and gateway/
+# to toolwire.services and toolwire.gateway with an import hook, which mypy does not follow:
+# build/typecheck/toolwire/ is a tree of links to toolwire/'s entries plus those two folders.
+typecheck: install
+	rm -rf build/typecheck
+	mkdir -p build/typecheck/toolwire
+	for entry in toolwire/* services gateway; do \
+		ln -s "$(CURDIR)/$$entry" build/typecheck/toolwire/; \
+	done
+	$(VENV)/bin/mypy -p toolwire
 
 test: lint
 	$(PY) -m pytest -q

@@ -6,7 +6,10 @@ import asyncio
 import json
 import logging
 import time
+import types
+import typing
 import weakref
+from typing import Any
 
 import orjson
 import pydantic
@@ -17,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from toolwire.errors import RequestError
+from toolwire.vocabulary import ErrorCode
 
 from . import request_log
 from .auth import Auth
@@ -55,28 +59,62 @@ def _too_large(size: int, limit: int) -> RequestError:
     return RequestError(
         f"The request body is {size} bytes or more; the limit is {limit} bytes.",
         status=413,
-        code="request_too_large",
+        code=ErrorCode.REQUEST_TOO_LARGE,
     )
 
 
-def _param(loc: tuple) -> str:
+def _union_members(tp: Any) -> list[Any]:
+    """A type's alternatives, None left out: one for a plain or optional type, several for a
+    union (where pydantic puts the alternative it tried into an error's location)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _union_members(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(tp) if a is not type(None) for m in _union_members(a)]
+    return [tp]
+
+
+def _tag_member(members: list[Any], tag: str) -> Any:
+    """The alternative a union tag names: a model by its class name, a list or dict by its
+    kind; a scalar (str, a Literal) is a leaf, None."""
+    for m in members:
+        if isinstance(m, type) and issubclass(m, pydantic.BaseModel) and m.__name__ == tag:
+            return m
+        origin = typing.get_origin(m)
+        if origin in (list, dict) and tag.startswith(f"{origin.__name__}["):
+            return m
+    return None
+
+
+def _step(node: Any, part: str | int) -> Any:
+    """The type below `node` at a location part: a model's field, a list's item, a dict's
+    value (None where the location leaves the models)."""
+    origin = typing.get_origin(node)
+    if isinstance(part, int):
+        return typing.get_args(node)[0] if origin is list else None
+    if origin is dict:
+        return typing.get_args(node)[1]
+    if isinstance(node, type) and issubclass(node, pydantic.BaseModel):
+        for name, field in node.model_fields.items():
+            if part in (name, field.alias):
+                return field.annotation
+    return None
+
+
+def _param(loc: tuple, model: type[pydantic.BaseModel] = ChatCompletionRequest) -> str:
+    """The parameter a pydantic error location names, in OpenAI's `a.b[0].c` form. The location
+    is walked along the request's models: where the type there is a union, pydantic's part is
+    the alternative it tried (a class name, `str`, `literal[...]`), not a parameter, and is
+    left out."""
     out = ""
+    node: Any = model
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part not in ("function-after", "union", "literal") and not str(part).startswith(
-            (
-                "str",
-                "list[",
-                "NamedToolChoice",
-                "CustomToolChoice",
-                "AllowedToolChoice",
-                "FunctionTool",
-                "CustomTool",
-                "Literal[",
-            )
-        ):
-            out += ("." if out else "") + str(part)
+        members = _union_members(node) if node is not None else []
+        if len(members) > 1:
+            node = _tag_member(members, str(part))
+            continue
+        node = members[0] if members else None
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+        node = _step(node, part) if node is not None else None
     return out
 
 
@@ -86,7 +124,9 @@ def validation_error(e: pydantic.ValidationError) -> RequestError:
     return RequestError(
         f"Invalid value for '{param}': {first['msg']}",
         param=param,
-        code="invalid_value" if first["type"] != "missing" else "missing_required_parameter",
+        code=ErrorCode.INVALID_VALUE
+        if first["type"] != "missing"
+        else ErrorCode.MISSING_REQUIRED_PARAMETER,
     )
 
 
@@ -220,7 +260,9 @@ def build_app(orch: Orchestrator, auth: Auth):
         name = request.path_params["name"]
         if name not in orch.names:
             return error_response(
-                RequestError(f"The model `{name}` does not exist", "model", "model_not_found", 404)
+                RequestError(
+                    f"The model `{name}` does not exist", "model", ErrorCode.MODEL_NOT_FOUND, 404
+                )
             )
         return JSONResponse(
             {"id": name, "object": "model", "created": int(time.time()), "owned_by": "toolwire"}
@@ -250,7 +292,7 @@ def build_app(orch: Orchestrator, auth: Auth):
 
     async def not_found(request: Request, exc) -> Response:
         return error_response(
-            RequestError(f"Unknown path {request.url.path}", status=404, code="not_found")
+            RequestError(f"Unknown path {request.url.path}", status=404, code=ErrorCode.NOT_FOUND)
         )
 
     app = Starlette(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 
 from toolwire.errors import RequestError
+from toolwire.vocabulary import ErrorCode
 
 
 class Auth:
@@ -22,9 +23,11 @@ class Auth:
             return RequestError(
                 "You didn't provide an API key. Provide it as 'Authorization: Bearer YOUR_KEY'.",
                 status=401,
-                code="invalid_api_key",
+                code=ErrorCode.INVALID_API_KEY,
             )
         given = header[7:].strip().encode()
         if any(hmac.compare_digest(given, k.encode()) for k in self.keys):
             return None
-        return RequestError("Incorrect API key provided.", status=401, code="invalid_api_key")
+        return RequestError(
+            "Incorrect API key provided.", status=401, code=ErrorCode.INVALID_API_KEY
+        )

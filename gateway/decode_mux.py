@@ -1,6 +1,6 @@
 """The gateway's end of GenerateStream: one stream per decode replica, every request on it.
 
-Why (issue 17): a per-request Generate call costs the gateway one gRPC message read (a proto
+Why: a per-request Generate call costs the gateway one gRPC message read (a proto
 parse, a completion through grpc.aio's poller, a coroutine wake-up) per token per request.
 Here one reader task reads one frame per engine step and hands each request its new tokens;
 the request's `DecodeHandle` is read like the per-request call was (`read()`, `cancel()`), and
@@ -11,10 +11,8 @@ reader is busy are appended to what it has not read yet (merged, not queued per 
 A stream that breaks (the replica died) fails every request on it with the stream's error;
 the next request opens a new stream.
 
-Measured (`bench.run --model random:tiny --compare-mux`, 2 loaded cores, one run): the
-gateway's CPU per streamed token 605 -> 464 µs at 16 streams and 485 -> 405 µs at 64 against
-`--decode-mux off`; at one stream no gain (1328 -> 1641 µs, within that run's noise: a frame
-then holds one request's token).
+What it saves: `bench.run --model random:tiny --compare-mux` (docs/performance.md, The
+service split).
 """
 
 from __future__ import annotations
@@ -23,6 +21,8 @@ import asyncio
 import collections
 import itertools
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 import grpc
 
@@ -31,6 +31,16 @@ from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from .mux_stream import MuxHandle, MuxStream
 
 log = logging.getLogger("toolwire.gateway")
+
+
+class Forward(Protocol):
+    """Where a request's tokens go as they arrive, instead of to read() (orchestrator._Forward)."""
+
+    def tokens(self, ids: Sequence[int], /) -> None: ...
+
+    def end(self, complete: pb.GenerateComplete, /) -> None: ...
+
+    def fail(self, error: BaseException, /) -> None: ...
 
 
 class DecodeHandle(MuxHandle):
@@ -46,7 +56,7 @@ class DecodeHandle(MuxHandle):
         self.complete: pb.GenerateComplete | None = None
         # Set once the request streams with both streams multiplexed (orchestrator._Forward):
         # what arrives goes to it at once instead of waiting here for a read().
-        self.forward = None
+        self.forward: Forward | None = None
 
     def _take(self):
         if self.tokens:
@@ -79,7 +89,7 @@ class DecodeStream(MuxStream):
 
     ended_details = "the decode stream ended"
 
-    def __init__(self, stub, metadata):
+    def __init__(self, stub, metadata) -> None:
         self.stub = stub
         self.metadata = metadata
         self.call = None
@@ -125,7 +135,7 @@ class DecodeStream(MuxStream):
         loop = asyncio.get_running_loop()
         self.tasks = [loop.create_task(self._write(call)), loop.create_task(self._read(call))]
 
-    async def _write(self, call) -> None:
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
         try:
             while True:
                 await self.has_mail.wait()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Set
 from dataclasses import dataclass, field
 
 import grpc
@@ -79,7 +80,7 @@ class DecodePool:
             [r.dialect for r in self.replicas.values() if r.healthy and r.dialect]
         )
 
-    def pick(self, dialect: str, exclude: set[str] = frozenset()) -> Replica | None:
+    def pick(self, dialect: str, exclude: Set[str] = frozenset()) -> Replica | None:
         """The healthy replica taking `dialect` with the fewest outstanding requests (then the
         least used)."""
         ready = [

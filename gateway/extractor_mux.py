@@ -1,6 +1,6 @@
 """The gateway's end of ExtractStream: one stream per extractor pod, every request on it.
 
-Why (issue 17): a per-request Extract call costs the gateway one gRPC message written and one
+Why: a per-request Extract call costs the gateway one gRPC message written and one
 read per token per request, and the extractor as much again. Here a request's new tokens go
 into the stream's pending outgoing message (`ExtractHandle.tokens`, no I/O); one writer task
 sends it when the event loop next runs it, so the tokens that one decode frame handed to all
@@ -24,6 +24,7 @@ import grpc
 
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
+from toolwire.wire_enums import finish_to_proto
 
 from .mux_stream import MuxHandle, MuxStream
 
@@ -33,6 +34,8 @@ class ExtractHandle(MuxHandle):
     with finish_reason; `cancel()` drops it."""
 
     __slots__ = ("pending",)
+
+    stream: ExtractStream
 
     def __init__(self, stream: ExtractStream, handle: int):
         super().__init__(stream, handle)
@@ -63,7 +66,7 @@ class ExtractStream(MuxStream):
 
     ended_details = "the extractor stream ended"
 
-    def __init__(self, stub, metadata):
+    def __init__(self, stub, metadata) -> None:
         self.stub = stub
         self.metadata = metadata
         self.call = None
@@ -102,7 +105,13 @@ class ExtractStream(MuxStream):
         self.has_mail.set()
 
     def put_end(self, handle: int, finish_reason: str) -> None:
-        self.ends.append(pb.ExtractStreamEnd(handle=handle, finish_reason=finish_reason))
+        self.ends.append(
+            pb.ExtractStreamEnd(
+                handle=handle,
+                finish_reason=finish_reason,
+                finish_reason_code=finish_to_proto(finish_reason),
+            )
+        )
         self.has_mail.set()
 
     def forget(self, handle: int, cancel: bool) -> None:
@@ -154,7 +163,7 @@ class ExtractStream(MuxStream):
         self._clear()
         return msg
 
-    async def _write(self, call) -> None:
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
         try:
             while self.call is call:
                 await self.has_mail.wait()
@@ -195,7 +204,14 @@ class ExtractCall:
         await self.call.write(pb.ExtractRequest(tokens=pb.TokenChunk(token_ids=ids)))
 
     async def end(self, finish_reason: str) -> None:
-        await self.call.write(pb.ExtractRequest(end=pb.ExtractEnd(finish_reason=finish_reason)))
+        await self.call.write(
+            pb.ExtractRequest(
+                end=pb.ExtractEnd(
+                    finish_reason=finish_reason,
+                    finish_reason_code=finish_to_proto(finish_reason),
+                )
+            )
+        )
         await self.call.done_writing()
 
     async def read(self):

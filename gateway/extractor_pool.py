@@ -1,6 +1,6 @@
 """Every extractor pod behind one gateway: a multiplexed stream to each, a request sticky to one.
 
-Why (issue 17): one channel to a ClusterIP Service with gRPC's default pick_first sends all of
+Why: one channel to a ClusterIP Service with gRPC's default pick_first sends all of
 a gateway's requests to one pod, so pods the HPA adds are never used by an existing gateway.
 Addresses come from `--extractor-addr` (repeatable, comma-separated); a name that resolves to
 several addresses (the headless Service in k8s/) counts as one pod per address and is

@@ -11,6 +11,7 @@ requests in `_dispatch`.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -79,11 +80,15 @@ class MuxStream:
     # the error's details when the server ends the stream cleanly
     ended_details = "the stream ended"
 
-    call = None
+    call: grpc.aio.StreamStreamCall | None = None
     tasks: list[asyncio.Task]
-    handles: dict
+    handles: dict[int, Any]
 
     def _dispatch(self, frame) -> None:
+        raise NotImplementedError
+
+    def forget(self, handle: int, cancel: bool) -> None:
+        """Drop `handle` (cancel: and tell the service to end it)."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -94,7 +99,7 @@ class MuxStream:
             task.cancel()
         self._fail_all(rpc_error(grpc.StatusCode.UNAVAILABLE, "the gateway is closing"))
 
-    async def _read(self, call) -> None:
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
         error: BaseException
         try:
             while True:

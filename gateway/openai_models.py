@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 from toolwire.constraints import schema_checks
 from toolwire.request import checks as rules
 
-_NAME = {"pattern": schema_checks.NAME_PATTERN}
+_NAME: JsonDict = {"pattern": schema_checks.NAME_PATTERN}
 
 
 class _Model(BaseModel):

@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import jsonschema
@@ -29,9 +30,11 @@ from toolwire.plumbing.request_context import REQUEST_ID_KEY
 from toolwire.request.checks import check_chat_request
 from toolwire.request.from_proto import choice_from_proto
 from toolwire.request.limits import Limits, completion_budget
+from toolwire.vocabulary import ErrorCode, FinishReason
+from toolwire.wire_enums import finish_to_proto, set_finish
 
 from .decode_mux import DecodeHandle
-from .decode_pool import DecodePool
+from .decode_pool import DecodePool, Replica
 from .extractor_mux import ExtractHandle
 from .extractor_pool import ExtractorPool
 from .metrics import Metrics
@@ -141,7 +144,7 @@ class Orchestrator:
             raise RequestError(
                 f"The model `{req.model}` does not exist. Served: {', '.join(self.names)}",
                 param="model",
-                code="model_not_found",
+                code=ErrorCode.MODEL_NOT_FOUND,
                 status=404,
             )
         check_chat_request(req, self.limits)
@@ -150,12 +153,12 @@ class Orchestrator:
                 "stream_interval needs the gateway's multiplexed decode stream "
                 "(--decode-mux on); this gateway runs one call per request",
                 param="stream_interval",
-                code="unsupported_parameter",
+                code=ErrorCode.UNSUPPORTED_PARAMETER,
             )
         if self.in_flight >= self.limits.max_concurrent_requests:
             raise overloaded(
                 f"the server has {self.in_flight} requests in flight, its limit; retry shortly",
-                code="too_many_requests",
+                code=ErrorCode.TOO_MANY_REQUESTS,
             )
         self.in_flight += 1
         try:
@@ -227,8 +230,11 @@ class Run:
         self.completion_tokens = 0
         self.decode_done: decode_pb2.GenerateComplete | None = None
         self.tool_calls = 0
-        self.generate = self.extract = None
-        self.replica = None  # the decode replica this request runs on
+        # A gRPC call or a multiplexed stream's handle, whichever the gateway runs with: Any
+        # until the mux-off paths go.
+        self.generate: Any = None
+        self.extract: Any = None
+        self.replica: Replica | None = None  # the decode replica this request runs on
         self.released = False
         self.call_text: dict[int, list[str]] = {}  # index -> [name, arguments so far]
         self.custom_calls: set[int] = set()  # indexes of custom tools' calls (raw input)
@@ -289,7 +295,8 @@ class Run:
         """Start on the replica with the fewest outstanding requests and wait for the first
         token. A replica that cannot be reached before that (the request never started there)
         is marked down and the next one is tried."""
-        pool, tried, full = self.orch.decode, set(), None
+        pool, full = self.orch.decode, None
+        tried: set[str] = set()
         interval = self.stream_interval()
         while True:
             replica = pool.pick(self.dialect, exclude=tried)
@@ -364,7 +371,7 @@ class Run:
     ) -> chat_pb2.ChatCompletionChunk:
         choice = chat_pb2.ChunkChoice(index=0, delta=delta or chat_pb2.Delta())
         if finish:
-            choice.finish_reason = finish
+            set_finish(choice, finish)
         return chat_pb2.ChatCompletionChunk(
             id=self.id,
             object="chat.completion.chunk",
@@ -419,7 +426,7 @@ class Run:
     async def chunks(self) -> AsyncIterator[chat_pb2.ChatCompletionChunk]:
         """The stream as ChatCompletionChunk protos (the gRPC ChatService, completion())."""
         async for item in self.items():
-            yield self._content_chunk(item) if type(item) is str else item
+            yield self._content_chunk(item) if isinstance(item, str) else item
 
     def _content_chunk(self, content: str) -> chat_pb2.ChatCompletionChunk:
         return self._chunk(chat_pb2.Delta(content=content))
@@ -452,12 +459,13 @@ class Run:
                     last = now
                     yield content
                 finish = resp.finish_reason or None
-            if finish == "abort":
+            if finish == FinishReason.ABORT:
                 raise RequestError(
                     "generation was aborted by the decode service", status=500, type="server_error"
                 )
-            if pump.done() and pump.exception():
-                raise pump.exception()
+            failed = pump.exception() if pump.done() else None
+            if failed is not None:
+                raise failed
             yield self._chunk(finish=finish)
             if self.decode_done is not None:
                 self.completion_tokens = self.decode_done.completion_tokens
@@ -496,13 +504,14 @@ class Run:
         m.generation_tokens.labels(model).observe(self.completion_tokens)
         m.tokens_generated.labels(model).inc(self.completion_tokens)
         m.success.labels(model, finish).inc()
-        if finish == "length" and self.budget_source != "request":
+        if finish == FinishReason.LENGTH and self.budget_source != "request":
             # Ended by the server's limit, not the client's: a model that would have run on.
             m.length_capped.labels(model, self.budget_source).inc()
         if self.tool_calls:
             mode = choice_from_proto(self.req.tool_choice, has_tools=True).mode
             m.tool_calls.labels(model, self.rendered.tool_format, mode).inc(self.tool_calls)
-        complete = self.call_text if finish != "length" else {}  # a cut call is no violation
+        # A call cut by the length limit is no violation.
+        complete = self.call_text if finish != FinishReason.LENGTH else {}
         for name, arguments in complete.values():
             try:
                 value = json.loads(arguments)
@@ -523,7 +532,10 @@ class Run:
 
     async def completion(self) -> chat_pb2.ChatCompletion:
         """The non-streamed response: the same chunks, accumulated."""
-        content, reasoning, calls, finish = [], [], {}, "stop"
+        content: list[str] = []
+        reasoning: list[str] = []
+        calls: dict[int, common.ToolCall] = {}
+        finish: str = FinishReason.STOP
         async for chunk in self.chunks():
             for ch in chunk.choices:
                 if ch.delta.HasField("content"):
@@ -556,7 +568,14 @@ class Run:
             object="chat.completion",
             created=self.created,
             model=self.req.model,
-            choices=[chat_pb2.Choice(index=0, message=message, finish_reason=finish)],
+            choices=[
+                chat_pb2.Choice(
+                    index=0,
+                    message=message,
+                    finish_reason=finish,
+                    finish_reason_code=finish_to_proto(finish),
+                )
+            ],
             usage=self.usage(),
         )
 

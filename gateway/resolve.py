@@ -23,7 +23,7 @@ def resolve(targets: list[str]) -> list[str]:
         except (socket.gaierror, ValueError):
             out.append(target)  # let gRPC report it; keep the address we knew
             continue
-        ips = sorted({info[4][0] for info in infos})
+        ips = sorted({str(info[4][0]) for info in infos})  # an INET/INET6 address: a str
         if len(ips) <= 1:
             out.append(target)  # one address: keep the name (TLS checks it)
         else:

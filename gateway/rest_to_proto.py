@@ -11,10 +11,12 @@ from toolwire.errors import RequestError
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import TEXT_PARTS
+from toolwire.vocabulary import ErrorCode, ToolChoiceMode
 
 from .openai_models import (
     AllowedToolChoice,
     ChatCompletionRequest,
+    CustomCall,
     CustomTool,
     CustomToolChoice,
     FunctionTool,
@@ -22,10 +24,10 @@ from .openai_models import (
     unsupported_parameters,
 )
 
-_MODES = {
-    "auto": common.ToolChoice.MODE_AUTO,
-    "none": common.ToolChoice.MODE_NONE,
-    "required": common.ToolChoice.MODE_REQUIRED,
+_MODES: dict[str, common.ToolChoice.Mode] = {
+    ToolChoiceMode.AUTO: common.ToolChoice.MODE_AUTO,
+    ToolChoiceMode.NONE: common.ToolChoice.MODE_NONE,
+    ToolChoiceMode.REQUIRED: common.ToolChoice.MODE_REQUIRED,
 }
 
 
@@ -47,7 +49,7 @@ def message_proto(m: Message, i: int = 0) -> common.ChatMessage:
         if body is None:
             param = f"messages[{i}].tool_calls[{j}].{c.type}"
             raise RequestError(f"'{param}' is required for a {c.type} call", param=param)
-        if c.type == "custom":
+        if isinstance(body, CustomCall):
             call = common.ToolCall(
                 id=c.id, type="custom", custom=common.CustomCall(name=body.name, input=body.input)
             )
@@ -105,7 +107,7 @@ def tool_choice_proto(choice, out: common.ToolChoice) -> None:
 def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
     bad = unsupported_parameters(req)
     if bad:
-        raise RequestError(bad[1], param=bad[0], code="unsupported_parameter")
+        raise RequestError(bad[1], param=bad[0], code=ErrorCode.UNSUPPORTED_PARAMETER)
     out = chat_pb2.ChatCompletionRequest(model=req.model)
     out.messages.extend(message_proto(m, i) for i, m in enumerate(req.messages))
     out.tools.extend(tool_proto(t) for t in req.tools or [])

@@ -81,7 +81,8 @@ async def serve(args) -> None:
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # our own handler stops both servers
+    # Our own handler stops both servers: uvicorn (0.29 on) takes SIGINT/SIGTERM only while
+    # serve() runs, and wait_for_signal's handlers, added once it has started, replace its.
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)

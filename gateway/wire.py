@@ -1,17 +1,20 @@
-"""ChatService protos into OpenAI's JSON wire shapes (DESIGN.md, wire rules 1-2)."""
+"""ChatService protos into OpenAI's JSON wire shapes (response_types.py; docs/wire-rules.md,
+rules 1-2)."""
 
 from __future__ import annotations
 
 import functools
+from typing import Literal, cast
 
 import orjson
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.request.from_proto import custom_call_dict
+
+from . import response_types as rt
 
 
-def usage_dict(u: common.Usage) -> dict:
+def usage_dict(u: common.Usage) -> rt.Usage:
     return {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
@@ -20,11 +23,11 @@ def usage_dict(u: common.Usage) -> dict:
     }
 
 
-def completion_dict(c: chat_pb2.ChatCompletion) -> dict:
-    choices = []
+def completion_dict(c: chat_pb2.ChatCompletion) -> rt.ChatCompletion:
+    choices: list[rt.Choice] = []
     for ch in c.choices:
         m = ch.message
-        message = {
+        message: rt.ResponseMessage = {
             "role": "assistant",
             "content": m.content if m.HasField("content") else None,
             "refusal": None,
@@ -32,25 +35,13 @@ def completion_dict(c: chat_pb2.ChatCompletion) -> dict:
         if m.HasField("reasoning_content"):
             message["reasoning_content"] = m.reasoning_content
         if m.tool_calls:
-            message["tool_calls"] = [
-                custom_call_dict(t)
-                if t.type == "custom"
-                else {
-                    "id": t.id,
-                    "type": "function",
-                    "function": {
-                        "name": t.function.name,
-                        "arguments": t.function.arguments or "{}",
-                    },
-                }
-                for t in m.tool_calls
-            ]
+            message["tool_calls"] = [_tool_call(t) for t in m.tool_calls]
         choices.append(
             {
                 "index": ch.index,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": ch.finish_reason,
+                "finish_reason": cast(rt.WireFinishReason, ch.finish_reason),
             }
         )
     return {
@@ -63,31 +54,48 @@ def completion_dict(c: chat_pb2.ChatCompletion) -> dict:
     }
 
 
-def chunk_dict(c: chat_pb2.ChatCompletionChunk) -> dict:
-    out = {
+def _tool_call(t: common.ToolCall) -> rt.ToolCall:
+    if t.type == "custom":
+        return {
+            "id": t.id,
+            "type": "custom",
+            "custom": {"name": t.custom.name, "input": t.custom.input},
+        }
+    return {
+        "id": t.id,
+        "type": "function",
+        "function": {"name": t.function.name, "arguments": t.function.arguments or "{}"},
+    }
+
+
+def chunk_dict(c: chat_pb2.ChatCompletionChunk) -> rt.ChatCompletionChunk:
+    choices: list[rt.ChunkChoice] = []
+    out: rt.ChatCompletionChunk = {
         "id": c.id,
         "object": "chat.completion.chunk",
         "created": c.created,
         "model": c.model,
-        "choices": [],
+        "choices": choices,
     }
     for ch in c.choices:
         d = ch.delta
-        delta: dict = {}
+        delta: rt.Delta = {}
         if d.HasField("role"):
-            delta = {"role": d.role, "content": None}
+            delta = {"role": cast(Literal["assistant"], d.role), "content": None}
         if d.HasField("content"):
             delta["content"] = d.content
         if d.HasField("reasoning_content"):
             delta["reasoning_content"] = d.reasoning_content
         if d.tool_calls:
             delta["tool_calls"] = [_tool_call_delta(t) for t in d.tool_calls]
-        out["choices"].append(
+        choices.append(
             {
                 "index": ch.index,
                 "delta": delta,
                 "logprobs": None,
-                "finish_reason": ch.finish_reason if ch.HasField("finish_reason") else None,
+                "finish_reason": cast(rt.WireFinishReason, ch.finish_reason)
+                if ch.HasField("finish_reason")
+                else None,
             }
         )
     if c.HasField("usage"):
@@ -95,15 +103,16 @@ def chunk_dict(c: chat_pb2.ChatCompletionChunk) -> dict:
     return out
 
 
-def _tool_call_delta(t: chat_pb2.ToolCallChunk) -> dict:
+def _tool_call_delta(t: chat_pb2.ToolCallChunk) -> rt.ToolCallDelta:
     """A call's piece. A custom call streams as OpenAI's non-streamed shape does, piece by
     piece: {"index", "id", "type": "custom", "custom": {"name", "input": ""}} first, then
     {"index", "custom": {"input": fragment}}. (The SDK's ChoiceDeltaToolCall knows only
     function calls; it keeps `custom` as an untyped extra, and `type` as sent.)"""
-    d: dict = {"index": t.index}
+    d: rt.ToolCallDelta = {"index": t.index}
     if t.custom:
         if t.HasField("id"):
-            d.update(id=t.id, type="custom", custom={"name": t.name, "input": t.arguments})
+            d["id"], d["type"] = t.id, "custom"
+            d["custom"] = {"name": t.name, "input": t.arguments}
         else:
             d["custom"] = {"input": t.arguments}
         return d

@@ -6,6 +6,8 @@ import logging
 
 import grpc
 
+from toolwire.vocabulary import ErrorCode
+
 log = logging.getLogger("toolwire.gateway")
 
 # Trailing-metadata keys that carry the OpenAI `param` and `code` of an error between services.
@@ -21,7 +23,7 @@ class RequestError(Exception):
         self,
         message: str,
         param: str | None = None,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         status: int = 400,
         type: str = "invalid_request_error",
         retry_after: int | None = None,
@@ -38,10 +40,12 @@ class RequestError(Exception):
 
 def invalid_value(param: str, why: str) -> RequestError:
     """400: the parameter is present and wrong; the message names it."""
-    return RequestError(f"Invalid value for '{param}': {why}", param=param, code="invalid_value")
+    return RequestError(
+        f"Invalid value for '{param}': {why}", param=param, code=ErrorCode.INVALID_VALUE
+    )
 
 
-def overloaded(message: str, code: str, retry_after: int = 1) -> RequestError:
+def overloaded(message: str, code: ErrorCode, retry_after: int = 1) -> RequestError:
     """429: the request was refused before any work, because too much is queued."""
     return RequestError(
         message, code=code, status=429, type="rate_limit_error", retry_after=retry_after
@@ -49,7 +53,7 @@ def overloaded(message: str, code: str, retry_after: int = 1) -> RequestError:
 
 
 def unavailable(
-    message: str, code: str = "service_unavailable", retry_after: int = 2
+    message: str, code: ErrorCode = ErrorCode.SERVICE_UNAVAILABLE, retry_after: int = 2
 ) -> RequestError:
     """503: a service the request needs is down (or timed out waiting); try again later."""
     return RequestError(
@@ -76,7 +80,7 @@ def grpc_status(err: RequestError) -> tuple[grpc.StatusCode, tuple[tuple[str, st
     if err.param:
         md.append((PARAM_KEY, err.param))
     if err.code:
-        md.append((CODE_KEY, err.code))
+        md.append((CODE_KEY, str(err.code)))
     if err.retry_after is not None:
         md.append((RETRY_KEY, str(err.retry_after)))
     return _GRPC_BY_STATUS.get(err.status, grpc.StatusCode.INTERNAL), tuple(md)
@@ -113,14 +117,30 @@ def from_rpc_error(e: grpc.aio.AioRpcError, service: str) -> RequestError:
         )
     if status in (429, 503) and retry_after is None:
         retry_after = 1
+    param = md.get(PARAM_KEY)
+    # gRPC gives bytes only for binary ("-bin") keys; PARAM_KEY is a text key.
+    assert not isinstance(param, bytes), "a text metadata key carries a str"
     return RequestError(
         e.details() or "",
-        param=md.get(PARAM_KEY),
-        code=md.get(CODE_KEY),
+        param=param,
+        code=_error_code(md.get(CODE_KEY)),
         status=status,
         type=_TYPE_BY_STATUS.get(status, "invalid_request_error"),
         retry_after=retry_after,
     )
+
+
+def _error_code(code: str | bytes | None) -> ErrorCode | None:
+    """A code read from trailing metadata as its member. A code this build does not know (a
+    newer service's) passes on as the string it is, so the client still gets it."""
+    if not code:
+        return None
+    if isinstance(code, bytes):
+        code = code.decode()
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return code  # type: ignore[return-value]
 
 
 _TYPE_BY_STATUS = {

@@ -2,8 +2,8 @@
 
 `StrEnum`s, so a member is the string it names: it goes into JSON, a log line or a proto
 string field as that string, and compares equal to it. Where a word crosses a gRPC wire the
-proto has an enum of its own beside the old string field (common.proto); `to_proto` and
-`from_proto` below are the only places the two spellings meet.
+proto has an enum of its own beside the old string field (common.proto); toolwire/wire_enums.py
+is the only place the two spellings meet.
 
 This module is a leaf: it imports nothing of toolwire, so every layer may import it.
 """
@@ -55,6 +55,7 @@ class ErrorCode(StrEnum):
     INVALID_SCHEMA = "invalid_schema"
     INVALID_GRAMMAR = "invalid_grammar"
     INVALID_API_KEY = "invalid_api_key"
+    MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
     UNSUPPORTED_PARAMETER = "unsupported_parameter"
     UNSUPPORTED_VALUE = "unsupported_value"
     UNSUPPORTED_SCHEMA_KEYWORD = "unsupported_schema_keyword"

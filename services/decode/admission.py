@@ -9,6 +9,7 @@ import logging
 from toolwire.constraints.kinds import Constraint
 from toolwire.errors import RequestError, overloaded, unavailable
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
+from toolwire.vocabulary import ErrorCode
 
 from .engine import Engine, EngineBusy, EngineRequest, EngineRequestError
 
@@ -38,7 +39,7 @@ def admit(engine: Engine, max_queue: int, request: pb.GenerateRequest) -> None:
     if waiting >= max_queue:
         raise overloaded(
             f"the decode queue is full ({waiting} requests waiting for a slot); retry shortly",
-            code="queue_full",
+            code=ErrorCode.QUEUE_FULL,
         )
 
 
@@ -47,7 +48,7 @@ def request_error(exc: BaseException) -> RequestError:
     if isinstance(exc, EngineRequestError):
         return RequestError(str(exc), exc.param)
     if isinstance(exc, EngineBusy):
-        return unavailable(str(exc), code="queue_timeout")
+        return unavailable(str(exc), code=ErrorCode.QUEUE_TIMEOUT)
     if isinstance(exc, RequestError):
         return exc
     log.error("a decode request failed: %r", exc)

@@ -17,7 +17,7 @@ import importlib.metadata
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import torch
 
@@ -39,7 +39,7 @@ from .engine import (
 )
 from .prefix_cache import PrefixCache
 from .scheduler import Scheduler, Sequence
-from .steps import Span, torch_llama
+from .steps import Span, Step, torch_llama
 from .steps.hf import TransformersStep
 from .steps.torch_llama import TorchLlamaStep
 
@@ -127,7 +127,8 @@ class BatchEngine(Engine):
         self.kv_type = kv_type
         self.requested_len = max_model_len
         self.thread: threading.Thread | None = None
-        self.stats = EngineStats()
+        self.stats: EngineStats = EngineStats()
+        self.step: Step  # set by load()
         self.scheduler: Scheduler  # built by load(), once the step is known
 
     @property
@@ -161,6 +162,7 @@ class BatchEngine(Engine):
 
         from .steps.ggml import GgmlStep
 
+        assert self.source.gguf_file is not None, "the ggml step runs a GGUF"
         step = GgmlStep(
             pathlib.Path(self.source.folder, self.source.gguf_file),
             self.max_batch + 1,  # one slot more than the batch: room to swap two sequences
@@ -208,8 +210,8 @@ class BatchEngine(Engine):
         use_ggml = self._use_ggml()
         if use_ggml:
             # Beside the ggml step torch only samples: a few small ops a step, which on its
-            # OpenMP pool woke a sleeping thread that then took a core from the step's threads.
-            # In-process, one stream, three alternated runs: ITL 11.3 -> 8.8 ms (README).
+            # OpenMP pool woke a sleeping thread that then took a core from the step's threads
+            # (docs/performance.md, The decode step).
             self.torch_threads = 1
         else:  # torch starts a thread per core it sees, whatever the container's CPU quota
             self.torch_threads = self.threads or min(usable_cpus(), TORCH_DEFAULT_THREADS)
@@ -292,7 +294,9 @@ class BatchEngine(Engine):
 
     async def wait_fault(self) -> BaseException:
         await self.faulted.wait()
-        return self.fault
+        fault = self.fault
+        assert fault is not None, "faulted is set after the scheduler's fault"
+        return fault
 
     async def stop(self) -> None:
         self.scheduler.stop()
@@ -344,7 +348,7 @@ class BatchEngine(Engine):
         self.scheduler.enqueue(seq)
         return seq
 
-    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+    def generate(self, request: EngineRequest) -> AsyncGenerator[EngineOutput, None]:
         return queued_outputs(self, request, self.scheduler.notify)
 
     async def abort(self, request_id: str) -> bool:

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from toolwire.constraints.dialects import STRUCTURAL_TAG
 from toolwire.constraints.kinds import Constraint
+from toolwire.vocabulary import FinishReason
 
 
 @dataclass
@@ -41,7 +43,7 @@ class EngineRequest:
 @dataclass
 class EngineOutput:
     token_ids: list[int]  # new ids since the last output
-    finish_reason: str | None = None  # stop | length | abort, on the last output only
+    finish_reason: FinishReason | None = None  # STOP, LENGTH or ABORT, on the last output only
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV was reused, not prefilled
@@ -89,12 +91,44 @@ class EngineInfo:
     constraint_dialect: str = STRUCTURAL_TAG  # see toolwire/constraints/dialects.py
 
 
+class OutputSink(Protocol):
+    """Where a submitted request's outputs go, on the engine's loop (an asyncio.Queue, or the
+    multiplexed stream's sink, which also takes `fail(exc)`)."""
+
+    def put_nowait(self, out: EngineOutput, /) -> None: ...
+
+
+class Submission(Protocol):
+    """What submit() returns: `timed_out` is true when an "abort" finish was a queue timeout."""
+
+    timed_out: bool
+
+
+class QueuedSubmission(Submission, Protocol):
+    """A request queued by an engine that schedules its own slots (torch, null): `aborted`
+    set tells its step loop to end it."""
+
+    aborted: bool
+
+
+class QueueingEngine(Protocol):
+    """An engine whose submit() pushes to a queue sink, for queued_outputs()."""
+
+    queue_timeout: float
+
+    async def submit(self, request: EngineRequest, sink: OutputSink) -> QueuedSubmission: ...
+
+
 class Engine(ABC):
     info: EngineInfo  # set by start(); read only after it
     # Where decode time goes, kept up to date while serving; None: the engine cannot tell
     # (its counters are then left out of /metrics).
     stats: EngineStats | None = None
-    fault: BaseException | None = None  # what broke the engine for good (then it serves no more)
+
+    @property
+    def fault(self) -> BaseException | None:
+        """What broke the engine for good (then it serves no more); None while it serves."""
+        return None
 
     @property
     @abstractmethod
@@ -124,13 +158,13 @@ class Engine(ABC):
         raise AssertionError("unreachable")
 
     @abstractmethod
-    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+    def generate(self, request: EngineRequest) -> AsyncGenerator[EngineOutput, None]:
         """Stream outputs; the last has finish_reason (stop | length | abort) and the token
         counts. Closing the iterator early aborts the request and frees its slot. Raises
         EngineRequestError for a request it cannot run (the caller's 400) and EngineBusy when
         no slot came free in time (503)."""
 
-    async def submit(self, request: EngineRequest, sink) -> object:
+    async def submit(self, request: EngineRequest, sink) -> Submission:
         """Start `request` with its outputs pushed to `sink.put_nowait(out)` on this loop
         instead of pulled from generate() (the multiplexed GenerateStream). Raises as
         generate() does for a request it cannot take; a failure after that goes to
@@ -205,8 +239,8 @@ async def constraint_matcher(compiler, request: EngineRequest):
 
 
 async def queued_outputs(
-    engine: Engine, request: EngineRequest, wake
-) -> AsyncIterator[EngineOutput]:
+    engine: QueueingEngine, request: EngineRequest, wake
+) -> AsyncGenerator[EngineOutput, None]:
     """generate() for an engine whose submit() pushes to a queue sink (torch, null): what queued
     up while the consumer was busy comes as one output; a request whose queue wait ran out
     raises EngineBusy; a caller that leaves before the finish marks the request aborted and

@@ -28,9 +28,11 @@ import itertools
 from toolwire.errors import RequestError, grpc_status, unavailable
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.plumbing import request_context
+from toolwire.vocabulary import ErrorCode, FinishReason
+from toolwire.wire_enums import finish_to_proto
 
 from .admission import admit, engine_request, request_error
-from .engine import Engine, EngineOutput
+from .engine import Engine, EngineOutput, Submission
 
 # A stream interval given in tokens only still has a deadline: a held token waits this long at
 # most, whatever the engine's steps take.
@@ -41,6 +43,7 @@ def complete_message(out: EngineOutput) -> pb.GenerateComplete:
     """The finish of a request, as both Generate and GenerateStream send it."""
     return pb.GenerateComplete(
         finish_reason=out.finish_reason,
+        finish_reason_code=finish_to_proto(out.finish_reason),
         prompt_tokens=out.prompt_tokens,
         completion_tokens=out.completion_tokens,
         cached_tokens=out.cached_tokens,
@@ -65,7 +68,7 @@ class _Sink:
     def __init__(self, mux: StreamMux, handle: int, every: int = 0, delay: float = 0.0):
         self.mux = mux
         self.handle = handle
-        self.state = None  # what engine.submit returned (its timed_out)
+        self.state: Submission | None = None  # what engine.submit returned (its timed_out)
         self.every = every  # hold until this many tokens (0 or 1: never hold)
         self.delay = delay  # ... or until this many seconds after the first held one
         self.held: list[int] = []
@@ -95,11 +98,13 @@ class _Sink:
             self._push(ids)
         if out.finish_reason:
             mux.live.pop(self.handle, None)
-            if out.finish_reason == "abort" and getattr(self.state, "timed_out", False):
+            if out.finish_reason == FinishReason.ABORT and getattr(self.state, "timed_out", False):
                 mux.failures.append(
                     failure(
                         self.handle,
-                        unavailable("no decode slot came free in time", code="queue_timeout"),
+                        unavailable(
+                            "no decode slot came free in time", code=ErrorCode.QUEUE_TIMEOUT
+                        ),
                     )
                 )
             else:

@@ -29,11 +29,13 @@ import asyncio
 import collections
 import importlib.metadata
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolwire.constraints.dialects import engine_dialect
 from toolwire.runtime import model_source
+from toolwire.vocabulary import FinishReason
 
 from .engine import (
     Engine,
@@ -42,6 +44,7 @@ from .engine import (
     EngineOutput,
     EngineRequest,
     EngineStats,
+    OutputSink,
     check_engine_request,
     constraint_matcher,
     queued_outputs,
@@ -55,13 +58,17 @@ CYCLE_TEXT = (
 CLOSERS = ('"', "}", "]")
 
 
+if TYPE_CHECKING:
+    import xgrammar as xgr
+
+
 @dataclass
 class _Seq:
     request: EngineRequest
-    sink: object  # put_nowait(EngineOutput); fail(exc) for a submit() sink
+    sink: OutputSink  # put_nowait(EngineOutput); fail(exc) for a submit() sink
     max_tokens: int
     stop_ids: frozenset
-    matcher: object | None
+    matcher: xgr.GrammarMatcher | None
     enqueued: float
     completion: int = 0
     aborted: bool = False
@@ -85,8 +92,8 @@ class NullEngine(Engine):
         self.running: list[_Seq] = []
         self.pending: collections.deque[_Seq] = collections.deque()
         self.by_id: dict[str, _Seq] = {}
-        self.stats = EngineStats()
-        self.wake: asyncio.Event | None = None
+        self.stats: EngineStats = EngineStats()
+        self.wake: asyncio.Event  # set by start()
         self.task: asyncio.Task | None = None
 
     @property
@@ -133,7 +140,7 @@ class NullEngine(Engine):
             except asyncio.CancelledError:
                 pass
         for seq in list(self.by_id.values()):
-            self._finish(seq, "abort")
+            self._finish(seq, FinishReason.ABORT)
 
     def active_requests(self) -> int:
         return len(self.by_id)
@@ -159,7 +166,7 @@ class NullEngine(Engine):
         self.wake.set()
         return seq
 
-    def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+    def generate(self, request: EngineRequest) -> AsyncGenerator[EngineOutput, None]:
         return queued_outputs(self, request, self.wake.set)
 
     async def abort(self, request_id: str) -> bool:
@@ -197,7 +204,7 @@ class NullEngine(Engine):
             self.pending.remove(seq)
             seq.timed_out = not seq.aborted
             self.stats.queue_timeouts += seq.timed_out
-            self._finish(seq, "abort")
+            self._finish(seq, FinishReason.ABORT)
         while self.pending and len(self.running) < self.max_batch:
             self.running.append(self.pending.popleft())
 
@@ -206,17 +213,17 @@ class NullEngine(Engine):
         ended = False
         for seq in self.running:
             if seq.aborted:
-                self._finish(seq, "abort")
+                self._finish(seq, FinishReason.ABORT)
                 ended = True
                 continue
             token = cycle[seq.completion % n] if seq.matcher is None else self._pick(seq)
             if token < 0 or token in seq.stop_ids:
-                self._finish(seq, "stop")
+                self._finish(seq, FinishReason.STOP)
                 ended = True
                 continue
             seq.completion += 1
             if seq.completion >= seq.max_tokens:
-                self._finish(seq, "length", [token])
+                self._finish(seq, FinishReason.LENGTH, [token])
                 ended = True
             else:
                 seq.sink.put_nowait(EngineOutput([token]))
@@ -228,7 +235,9 @@ class NullEngine(Engine):
     def _pick(self, seq: _Seq) -> int:
         """The constrained choice (see the module's docstring), accepted into the matcher."""
         bits = self.bits
-        seq.matcher.fill_next_token_bitmask(self.bitmask, 0)
+        matcher = seq.matcher
+        assert matcher is not None, "only a constrained sequence picks"
+        matcher.fill_next_token_bitmask(self.bitmask, 0)
 
         def allowed(t: int) -> bool:
             return bool((int(bits[t >> 5]) >> (t & 31)) & 1)
@@ -252,14 +261,14 @@ class NullEngine(Engine):
             low = int(bits[word]) & 0xFFFFFFFF
             token = word * 32 + (low & -low).bit_length() - 1
         if token not in seq.stop_ids:
-            seq.matcher.accept_token(token)
+            matcher.accept_token(token)
         return token
 
-    def _finish(self, seq: _Seq, reason: str, last: list[int] | None = None) -> None:
+    def _finish(self, seq: _Seq, reason: FinishReason, last: list[int] | None = None) -> None:
         if seq.finished:
             return
         seq.finished = True
-        self.stats.aborts += reason == "abort" and not seq.timed_out
+        self.stats.aborts += reason == FinishReason.ABORT and not seq.timed_out
         self.by_id.pop(seq.request.request_id, None)
         seq.sink.put_nowait(
             EngineOutput(last or [], reason, len(seq.request.prompt_ids), seq.completion)

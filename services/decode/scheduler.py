@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import xgrammar as xgr
@@ -30,7 +30,7 @@ from toolwire.vocabulary import FinishReason
 from . import sampling
 from .engine import EngineBusy, EngineOutput, EngineRequest, EngineStats
 from .jump_forward import forced_tokens
-from .prefix_cache import PrefixCache, common_prefix
+from .prefix_cache import Entry, PrefixCache, common_prefix
 from .steps import Span, Step
 from .steps.ggml import KVPoolFull
 
@@ -57,7 +57,8 @@ class Sequence:
     finish: FinishReason | None = None
     enqueued: float = 0.0  # time.monotonic() when it joined the queue
     timed_out: bool = False  # waited longer than queue_timeout for a slot
-    feed: list[int] | None = None  # what prefills: the prompt, then any forced tokens
+    # what prefills: the prompt, then any forced tokens (set when admitted)
+    feed: list[int] = field(default_factory=list)
     cached: int = 0  # prompt tokens whose KV was reused, not prefilled
     jump: list[int] | None = None  # forced tokens to run after last_token, in one forward
     completed: bool = False  # the matcher's is_completed() after the last token (jump_forward)
@@ -138,7 +139,7 @@ class Scheduler:
             self.wake.notify()
 
     # -- the scheduler's thread -------------------------------------------------------------
-    def run(self, on_fault: Callable[[], None]) -> None:
+    def run(self, on_fault: Callable[[], object]) -> None:
         """Iterate until stopped. A fault here must not hang every stream: all end with an
         abort, later requests are refused, and `on_fault` tells the engine (which exits)."""
         try:
@@ -230,7 +231,8 @@ class Scheduler:
             return
         prompt = seq.request.prompt_ids
         self.stats.prefix_queries += len(prompt)
-        best, source = 0, None
+        best = 0
+        source: Sequence | Entry | None = None
         for other in self.running + self.prefilling:
             theirs = other.request.prompt_ids
             have = min(other.position, len(theirs))
@@ -247,6 +249,7 @@ class Scheduler:
         if isinstance(source, Sequence):
             self.step.copy_prefix(source.slot, seq.slot, best)
         else:
+            assert source is not None, "best > 0 came from a sequence or a cache entry"
             try:
                 self.step.load(seq.slot, source.kv, best)
             except KVPoolFull:  # no room to put it back: prefill the whole prompt instead
@@ -283,8 +286,8 @@ class Scheduler:
         # A sequence with forced tokens runs them as a chunk right after its decode row (the
         # chunk attends to that row's key, written first in each layer); its next token is
         # sampled from the chunk's last row.
-        jumping = [s for s in self.running if s.jump]
-        jumps = [Span(s.slot, s.jump, s.position + 1) for s in jumping]
+        jumping = [(s, s.jump) for s in self.running if s.jump]
+        jumps = [Span(s.slot, jump, s.position + 1) for s, jump in jumping]
         prefill = self._prefill_spans()
         t0 = time.perf_counter()
         logits = self.step.forward(decode, jumps + prefill)
@@ -293,8 +296,8 @@ class Scheduler:
         for s in self.running:
             s.position += 1
         jump_row = {}
-        for i, s in enumerate(jumping):
-            s.position += len(s.jump)
+        for i, (s, jump) in enumerate(jumping):
+            s.position += len(jump)
             s.jump = None
             jump_row[s.slot] = len(decode) + i
         # Sequences whose prompt is now whole get their first token sampled with the rest.
@@ -303,6 +306,7 @@ class Scheduler:
         first = len(decode) + len(jumps)
         for i, span in enumerate(prefill):
             seq = self.slots[span.slot]
+            assert seq is not None, "a prefill span's slot holds its sequence"
             seq.position += len(span.tokens)
             if seq.position == len(seq.feed):
                 ready.append(seq)

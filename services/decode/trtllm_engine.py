@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from toolwire.constraints.dialects import EBNF
 from toolwire.constraints.kinds import Constraint, Kind
+from toolwire.vocabulary import FinishReason
 
 from .config import DecodeConfig
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
@@ -74,7 +76,7 @@ class TrtllmEngine(Engine):
         self.kv_fraction = kv_cache_fraction
         self.max_model_len = max_model_len
         self.running: dict[str, _Running] = {}
-        self.llm = None
+        self.llm: Any = None  # tensorrt_llm.LLM once started (the trtllm extra, untyped)
 
     @property
     def model_id(self) -> str:
@@ -188,7 +190,7 @@ class TrtllmEngine(Engine):
                 if new:
                     sink.put_nowait(EngineOutput(new))
             finished = True  # the results ended without a final one: report an abort
-            sink.put_nowait(EngineOutput([], "abort", prompt, r.count))
+            sink.put_nowait(EngineOutput([], FinishReason.ABORT, prompt, r.count))
         except asyncio.CancelledError:
             if not r.aborted:
                 raise
@@ -201,7 +203,7 @@ class TrtllmEngine(Engine):
             if not finished:
                 result.abort()  # the reader went away: free the slot
 
-    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineOutput]:
+    async def generate(self, request: EngineRequest) -> AsyncGenerator[EngineOutput, None]:
         sink = _QueueSink()
         running = await self.submit(request, sink)
         finished = False
@@ -234,7 +236,7 @@ class TrtllmEngine(Engine):
 
     def _abort(self, running: _Running) -> None:
         """Abort in TensorRT-LLM and report the abort now: a request aborted while still
-        queued gets no final response from it (issue 10, finding 5), so none is awaited; the
+        queued gets no final response from it (read in its source), so none is awaited; the
         reader task is cancelled instead (no per-step race against an abort event)."""
         if running.aborted or running.task is None or running.task.done():
             return
@@ -242,7 +244,9 @@ class TrtllmEngine(Engine):
         running.result.abort()
         request = running.request
         self.running.pop(request.request_id, None)
-        running.sink.put_nowait(EngineOutput([], "abort", len(request.prompt_ids), running.count))
+        running.sink.put_nowait(
+            EngineOutput([], FinishReason.ABORT, len(request.prompt_ids), running.count)
+        )
         running.task.cancel()
 
 
@@ -306,10 +310,10 @@ def model_limits(folder: str, requested: int | None) -> tuple[int, int]:
     return length, int(cfg.vocab_size)
 
 
-def _finish(reason) -> str:
+def _finish(reason) -> FinishReason:
     reason = str(reason or "stop").lower()
     if "length" in reason:
-        return "length"
+        return FinishReason.LENGTH
     if "cancel" in reason or "abort" in reason:
-        return "abort"
-    return "stop"
+        return FinishReason.ABORT
+    return FinishReason.STOP

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 try:
     from tokenizers.decoders import DecodeStream
+
+    HAVE_DECODE_STREAM = True
 except ImportError:  # tokenizers < 0.21
-    DecodeStream = None
+    HAVE_DECODE_STREAM = False
 
 
 class IncrementalDetokenizer:
@@ -28,7 +30,7 @@ class IncrementalDetokenizer:
         self._backend = backend
         self._stream = (
             DecodeStream(skip_special_tokens=False)
-            if stream and backend is not None and DecodeStream is not None
+            if stream and backend is not None and HAVE_DECODE_STREAM
             else None
         )
         self.ids: list[int] = []
@@ -45,6 +47,7 @@ class IncrementalDetokenizer:
     def add(self, ids: list[int]) -> str:
         self.ids.extend(ids)
         if self._stream is not None:
+            assert self._backend is not None  # a stream is made only over a backend
             text = self._stream.step(self._backend, ids)
             if text:
                 self.prefix, self.read = self.read, len(self.ids)

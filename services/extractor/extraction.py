@@ -11,6 +11,8 @@ from toolwire.formats import Delta, get_format
 from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.request.from_proto import choice_from_proto, tool_from_proto
+from toolwire.vocabulary import FinishReason, ToolChoiceMode
+from toolwire.wire_enums import set_finish
 
 from .detokenizer import IncrementalDetokenizer
 from .stop_strings import StopStrings
@@ -32,8 +34,10 @@ class MarkerWatch:
 
 
 def finish_reason(decode_reason: str, calls: int) -> str:
-    if decode_reason == "stop" and calls:
-        return "tool_calls"
+    """The turn's finish reason from decode's (a FinishReason's string, as the proto carries
+    it): STOP with calls read is TOOL_CALLS, as OpenAI reports it."""
+    if decode_reason == FinishReason.STOP and calls:
+        return FinishReason.TOOL_CALLS
     return decode_reason
 
 
@@ -52,11 +56,11 @@ class Extraction:
         # It reads calls of the tools the choice lets the model call (allowed_tools, named):
         # anything else is content.
         extractor = (
-            fmt.extractor(choice.callable(tools) if choice.mode != "none" else [])
-            if (tools and choice.mode != "none") or fmt.frames_all_output
+            fmt.extractor(choice.callable(tools) if choice.mode != ToolChoiceMode.NONE else [])
+            if (tools and choice.mode != ToolChoiceMode.NONE) or fmt.frames_all_output
             else None
         )
-        if extractor is not None and choice.mode in ("required", "named"):
+        if extractor is not None and choice.mode in (ToolChoiceMode.REQUIRED, ToolChoiceMode.NAMED):
             extractor.calls_enforced = True  # the template's constraint: calls only
         if setup.reasoning:
             extractor = ReasoningExtractor(extractor or ContentOnly(), setup.reasoning)
@@ -104,10 +108,10 @@ class Extraction:
         return self.tokens(ids)
 
     def tokens(self, ids) -> pb.ExtractResponse | None:
-        """New token ids; a response with finish_reason "stop" when a stop string ended it."""
+        """New token ids; a response with finish reason STOP when a stop string ended it."""
         resp = self._respond(self._parse(self.detok.add(list(ids)), False), False)
         if self.stops.hit:
-            resp.finish_reason = "stop"
+            set_finish(resp, FinishReason.STOP)
             self.done = True
             return resp
         if resp.content or resp.tool_calls or resp.reasoning_content:
@@ -120,6 +124,8 @@ class Extraction:
         resp = self._respond(self._parse(self.detok.flush(), True), True)
         calls = self.extractor.call_count if self.extractor else 0
         self.unparsed = self.seen.marker_in(resp.content)
-        resp.finish_reason = "stop" if self.stops.hit else finish_reason(decode_reason, calls)
+        set_finish(
+            resp, FinishReason.STOP if self.stops.hit else finish_reason(decode_reason, calls)
+        )
         self.done = True
         return resp

@@ -1,6 +1,6 @@
 """ExtractStream: the gateway's requests on one stream; one frame of deltas per frame taken in.
 
-Why (issue 17): the per-request Extract call costs one gRPC message in and one out per token
+Why: the per-request Extract call costs one gRPC message in and one out per token
 per request, each a proto parse, a completion through grpc.aio's poller and a coroutine
 wake-up in the extractor and in the gateway. Here the gateway sends one decode frame's tokens
 for all of its requests as one message; this handler runs every request's `Extraction` on it
@@ -60,7 +60,7 @@ class ExtractMux:
         # a delta against 1.0).
         add = frame.deltas.add
         for d in self.deltas:
-            if type(d) is str:
+            if isinstance(d, str):
                 add(content=d)
             else:
                 add().CopyFrom(d)
@@ -72,12 +72,12 @@ class ExtractMux:
         i = self.last.get(handle)
         if i is not None:
             last = self.deltas[i]
-            if type(resp) is str:
-                if type(last) is str:
+            if isinstance(resp, str):
+                if isinstance(last, str):
                     self.deltas[i] = last + resp
                     return
                 resp = pb.ExtractResponse(content=resp)
-            elif type(last) is str:
+            elif isinstance(last, str):
                 last = self.deltas[i] = pb.ExtractResponse(content=last)
             if merge(last, resp):
                 return

@@ -28,6 +28,7 @@ from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.request.checks import check_render
 from toolwire.request.from_proto import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.runtime import model_source
+from toolwire.vocabulary import ErrorCode
 
 from .stop_tokens import stop_token_ids
 
@@ -89,7 +90,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 f"This model's maximum context length is {self.max_model_len} tokens; the "
                 f"messages take {len(ids)}.",
                 param="messages",
-                code="context_length_exceeded",
+                code=ErrorCode.CONTEXT_LENGTH_EXCEEDED,
             )
         return pb.RenderChatResponse(
             prompt_token_ids=ids,
@@ -112,7 +113,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                     f"template service cannot build (it builds {', '.join(DIALECTS)}); run "
                     "matching toolwire versions",
                     param=None,
-                    code="unknown_constraint_dialect",
+                    code=ErrorCode.UNKNOWN_CONSTRAINT_DIALECT,
                     status=500,
                 )
             response = await asyncio.to_thread(self.render, request)
@@ -130,18 +131,21 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
         """The constraint in the engine's dialect; refuse (400) one xgrammar cannot compile, or
         not within the deadline, or that the dialect cannot state."""
         param = "tools" if has_tools else "response_format"
-        result = await self.compiles.check(Constraint.from_proto(c), dialect)
+        compiles, constraint = self.compiles, Constraint.from_proto(c)
+        assert compiles is not None, "RenderChat runs on a servicer built with its compile pool"
+        assert constraint is not None, "render() returned a constraint with a kind"
+        result = await compiles.check(constraint, dialect)
         if result.outcome is Outcome.TIMEOUT:
             raise RequestError(
                 f"The schema in '{param}' did not compile within "
-                f"{self.compiles.timeout_s:g} s (--grammar-timeout); simplify it (fewer "
+                f"{compiles.timeout_s:g} s (--grammar-timeout); simplify it (fewer "
                 "properties with patterns, smaller repetition bounds)",
                 param=param,
-                code="schema_too_complex",
+                code=ErrorCode.SCHEMA_TOO_COMPLEX,
             )
         if result.outcome is Outcome.INVALID:
             raise RequestError(
-                f"Invalid schema: {result.message}", param=param, code="invalid_schema"
+                f"Invalid schema: {result.message}", param=param, code=ErrorCode.INVALID_SCHEMA
             )
         if result.outcome is Outcome.DIALECT_SCHEMA:  # a pattern in a schema, not the format
             raise RequestError(
@@ -149,7 +153,7 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 f"{dialect}): {result.message}. Use ASCII in character classes, or set strict "
                 "to false.",
                 param=param,
-                code="unsupported_by_engine",
+                code=ErrorCode.UNSUPPORTED_BY_ENGINE,
             )
         if result.outcome is Outcome.DIALECT:
             raise RequestError(
@@ -157,8 +161,9 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 f"(constraint dialect {dialect}): {result.message}. With the {self.format.name} "
                 "tool format that engine enforces tool_choice 'required' or a named function.",
                 param="tool_choice" if has_tools else "messages",
-                code="unsupported_by_engine",
+                code=ErrorCode.UNSUPPORTED_BY_ENGINE,
             )
+        assert result.constraint is not None, "an OK outcome carries its constraint"
         return result.constraint.to_proto()
 
     async def Tokenize(self, request, context):
@@ -259,4 +264,4 @@ async def serve(args) -> None:
     log.info("template service on %s:%s (format %s)", args.host, args.port, servicer.format.name)
     await wait_for_signal()
     await server.stop()
-    servicer.compiles.close()
+    compiles.close()

@@ -11,8 +11,9 @@ from toolwire.constraints.schemas import first_unsupported
 from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, ToolFormat
 from toolwire.formats.base import schema_content
-from toolwire.formats.reasoning import NONE, wrap_constraint
+from toolwire.formats.reasoning import wrap_constraint
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.vocabulary import ErrorCode, ReasoningMode, ToolChoiceMode
 
 NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
 ANY_OBJECT = {"type": "object"}
@@ -50,7 +51,7 @@ def check_custom_tools(fmt: ToolFormat, tools: list[Tool]) -> None:
                 f"custom tools are not supported with the {fmt.name} tool format (its calls "
                 "have no place for raw input); use a function tool",
                 param=f"tools[{i}]",
-                code="unsupported_parameter",
+                code=ErrorCode.UNSUPPORTED_PARAMETER,
             )
 
 
@@ -71,7 +72,7 @@ def tool_schemas(fmt: ToolFormat, tools: list[Tool]) -> dict[str, Any]:
                 f"Invalid schema for {param}: the {fmt.name} tool format cannot "
                 f"enforce it in strict mode ({why}).",
                 param=param,
-                code="unsupported_schema_keyword",
+                code=ErrorCode.UNSUPPORTED_SCHEMA_KEYWORD,
             )
         schemas[t.name] = schema
     return schemas
@@ -83,19 +84,22 @@ def build_constraint(
     choice: ToolChoice,
     parallel: bool,
     response_format: common.ResponseFormat,
-    reasoning: str = NONE,
+    reasoning: str = ReasoningMode.NONE,
     has_tool_results: bool = False,
 ) -> common.Constraint | None:
     """The request's constraint; with `reasoning`, free thinking runs first (formats.reasoning).
     `has_tool_results`: the prompt shows tool results, whose markup free text may not echo."""
     text_schema = response_schema(response_format)
     check_custom_tools(fmt, tools)
-    if tools and choice.mode != "none":
+    if tools and choice.mode != ToolChoiceMode.NONE:
         schemas = tool_schemas(fmt, tools)
-        if text_schema is not None and choice.mode == "auto":
+        if text_schema is not None and choice.mode == ToolChoiceMode.AUTO:
             # A text answer must follow response_format; or the model calls tools.
             forced = fmt.constraint(
-                tools, schemas, ToolChoice("required", allowed=choice.allowed), parallel
+                tools,
+                schemas,
+                ToolChoice(ToolChoiceMode.REQUIRED, allowed=choice.allowed),
+                parallel,
             )
             return _tag(
                 {"type": "or", "elements": [forced, fmt.answer(schema_content(text_schema))]},

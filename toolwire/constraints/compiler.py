@@ -11,14 +11,17 @@ from typing import Any
 
 import xgrammar as xgr
 
-from toolwire.constraints.dialects import EBNF, STRUCTURAL_TAG, DialectError
+from toolwire.constraints.dialects import DialectError
 from toolwire.constraints.ebnf import to_ebnf_0125
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.vocabulary import Dialect
 
 # How toolwire compiles a JSON schema, on every engine: non-strict (extra properties where the
 # schema allows them) and one whitespace at most between tokens (compact arguments).
-JSON_SCHEMA_OPTIONS = dict(strict_mode=False, any_whitespace=True, max_whitespace_cnt=1)
+JSON_SCHEMA_OPTIONS: dict[str, Any] = dict(
+    strict_mode=False, any_whitespace=True, max_whitespace_cnt=1
+)
 
 
 class ConstraintCompiler:
@@ -67,9 +70,9 @@ def in_dialect(c: Constraint, dialect: str, grammar: xgr.Grammar | None = None) 
     """The constraint as an engine of `dialect` takes it; raises DialectError where the dialect
     cannot state it, xgrammar's error where the constraint is invalid.
     `grammar`: grammar_of(c), where the caller has already built it."""
-    if dialect == STRUCTURAL_TAG:
+    if dialect == Dialect.STRUCTURAL_TAG:
         return c
-    if dialect != EBNF:
+    if dialect != Dialect.EBNF:
         raise ValueError(f"unknown constraint dialect {dialect!r}")
     return Constraint(Kind.EBNF, to_ebnf_0125(str(grammar or grammar_of(c))))
 

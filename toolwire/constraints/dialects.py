@@ -14,33 +14,37 @@ template service, which builds every constraint in it:
   of a mixed pool.
 
 A dialect's name travels on the wire (ModelInfo.constraint_dialect,
-RenderChatRequest.constraint_dialect), so dialects are those strings.
+RenderChatRequest.constraint_dialect) as its string: the members of toolwire.vocabulary's
+Dialect (a StrEnum), which compare equal to the strings a proto carries.
 """
 
 from __future__ import annotations
 
 import re
 
-STRUCTURAL_TAG = "xgrammar-structural-tag-0.2"
-EBNF = "xgrammar-ebnf-0.1.25"
-DIALECTS = (STRUCTURAL_TAG, EBNF)  # most capable first
+from toolwire.vocabulary import Dialect
+
+# The members under the module's names, which the decode and template services import.
+STRUCTURAL_TAG = Dialect.STRUCTURAL_TAG
+EBNF = Dialect.EBNF
+DIALECTS: tuple[Dialect, ...] = (Dialect.STRUCTURAL_TAG, Dialect.EBNF)  # most capable first
 
 
-def engine_dialect(xgrammar_version: str) -> str:
+def engine_dialect(xgrammar_version: str) -> Dialect:
     """The dialect of an engine that compiles constraints with this xgrammar version itself."""
     major, minor = (int(p) for p in re.findall(r"\d+", xgrammar_version)[:2])
-    return STRUCTURAL_TAG if (major, minor) >= (0, 2) else EBNF
+    return Dialect.STRUCTURAL_TAG if (major, minor) >= (0, 2) else Dialect.EBNF
 
 
 def accepts(engine: str, constraint: str) -> bool:
     """Whether an engine of dialect `engine` takes constraints built in `constraint`."""
-    return engine == constraint or constraint == EBNF
+    return engine == constraint or constraint == Dialect.EBNF
 
 
-def common_dialect(dialects: list[str]) -> str:
+def common_dialect(dialects: list[str]) -> Dialect:
     """The dialect every engine of a pool accepts: EBNF as soon as one engine needs it."""
-    known = [d for d in dialects if d in DIALECTS]
-    return max(known, key=DIALECTS.index) if known else STRUCTURAL_TAG
+    known = [Dialect(d) for d in dialects if d in DIALECTS]
+    return max(known, key=DIALECTS.index) if known else Dialect.STRUCTURAL_TAG
 
 
 class DialectError(ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from toolwire.constraints.dialects import DialectError
 
@@ -88,12 +89,16 @@ def _parse_dispatch(body: str) -> _Dispatch:
     )
 
 
+# What a character does in a TagDispatch state (see _dispatch_rules).
+_Action = tuple[Literal["go"], int] | tuple[Literal["call"], str] | tuple[Literal["ban"]]
+
+
 def _dispatch_rules(name: str, body: str) -> str:
     """TagDispatch as rules: free text that never holds an excluded string; a trigger in it
     goes on with the trigger's rule (then free text again if it loops, else the end). Text may
     end in any state, like TagDispatch before whatever follows it."""
     d = _parse_dispatch(body)
-    ends = {t: rule for t, rule in d.triggers}
+    ends: dict[str, str | None] = {t: rule for t, rule in d.triggers}
     for e in d.excludes:
         ends.setdefault(e, None)  # None: completing it is refused
     alphabet = sorted({c for s in ends for c in s})
@@ -107,16 +112,17 @@ def _dispatch_rules(name: str, body: str) -> str:
         )
     states, goto = _automaton(list(ends))
     # What each character does in each state: ("go", state), ("call", rule) or ("ban",).
-    table = []
+    table: list[dict[str, _Action]] = []
     for q, prefix in enumerate(states):
-        row = {}
+        row: dict[str, _Action] = {}
         for c in alphabet:
             done = _completed(prefix + c, ends)
-            row[c] = (
-                ("go", goto[q][c])
-                if done is None
-                else (("call", ends[done]) if ends[done] is not None else ("ban",))
-            )
+            if done is None:
+                row[c] = ("go", goto[q][c])
+            elif (rule := ends[done]) is not None:
+                row[c] = ("call", rule)
+            else:
+                row[c] = ("ban",)
         table.append(row)
     cls = _minimize(table, alphabet)
     rules = [f"{name} ::= ({_state(name, 0)})"]

@@ -105,9 +105,11 @@ class CompilePool:
     async def start(self, info_json: str | None = None) -> None:
         self.info_json = info_json or self.info_json
         self.spawn()
+        info = self.info_json
+        assert info is not None, "the tokenizer's info comes with the pool or with start()"
         while self.spawned:
             worker = self.spawned.pop()
-            self.idle.put_nowait(await asyncio.to_thread(worker.configure, self.info_json))
+            self.idle.put_nowait(await asyncio.to_thread(worker.configure, info))
 
     def close(self) -> None:
         for worker in self.spawned:
@@ -148,7 +150,9 @@ class CompilePool:
 
     async def _replace(self, worker: _Process) -> None:
         await asyncio.to_thread(worker.kill)
-        self.idle.put_nowait(await asyncio.to_thread(lambda: _Process().configure(self.info_json)))
+        info = self.info_json
+        assert info is not None, "start() configured the pool before any worker could time out"
+        self.idle.put_nowait(await asyncio.to_thread(lambda: _Process().configure(info)))
 
     def _remember(self, key: tuple[Constraint, str], result: CompileResult) -> None:
         self.cache[key] = result

@@ -14,6 +14,7 @@ from typing import Any
 from toolwire.constraints.schemas import first_unsupported
 from toolwire.errors import RequestError, invalid_value
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.vocabulary import ErrorCode
 
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # a function's and a response_format's name
@@ -49,7 +50,7 @@ def check_strict_schema(schema: Any, param: str) -> None:
             "toolwire's constrained decoding, so strict mode cannot guarantee it. Remove it "
             "or set strict to false.",
             param=param,
-            code="unsupported_schema_keyword",
+            code=ErrorCode.UNSUPPORTED_SCHEMA_KEYWORD,
         )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolwire.errors import RequestError
+from toolwire.vocabulary import ErrorCode, ToolChoiceMode
 
 from .inputs import Tool, ToolChoice, custom_involved
 from .plain_render import render_native, render_plain, template_renders_tools
@@ -58,6 +59,8 @@ class StreamingExtractor(ABC):
     # a call's header cannot turn out malformed, so its name may go out before its arguments
     # open (Extraction sets it; extractors that hold a header back honour it).
     calls_enforced: bool = False
+    # Calls completed so far: the index of the call being read (_args reads it).
+    calls: int
 
     @abstractmethod
     def feed(self, text: str) -> Delta: ...
@@ -140,7 +143,7 @@ class ToolFormat(ABC):
         tokenizer: Any,
         messages: list[dict],
         tools: list[Tool],
-        choice_mode: str = "auto",
+        choice_mode: ToolChoiceMode = ToolChoiceMode.AUTO,
         template_kwargs: dict | None = None,
     ) -> str:
         """Messages (OpenAI-shaped dicts) and tools into the prompt text, generation prompt
@@ -180,7 +183,7 @@ class ToolFormat(ABC):
                         f"custom tool calls are not supported with the {self.name} tool "
                         "format (its calls have no place for raw input)",
                         param=f"messages[{i}].tool_calls[{j}]",
-                        code="unsupported_parameter",
+                        code=ErrorCode.UNSUPPORTED_PARAMETER,
                     )
 
     def answer(self, content: dict) -> dict:
@@ -195,7 +198,10 @@ class ToolFormat(ABC):
 
 def custom_tag(fmt: ToolFormat, tool: Tool, content: dict) -> dict:
     """A custom tool's call as a structural tag: its wrapping, the input's grammar inside."""
-    begin, end = fmt.custom_call(tool.name)
+    wrapping = fmt.custom_call(tool.name)
+    # Custom calls reach a tag only in families that have a place for them (others refused).
+    assert wrapping is not None, f"{fmt.name} has no custom call syntax"
+    begin, end = wrapping
     return {"type": "tag", "begin": begin, "content": content, "end": end}
 
 
@@ -253,9 +259,9 @@ def calls_constraint(
 ) -> dict:
     """Formats whose every call carries its marker: free text until a trigger in auto; calls
     only, at least one, in required and named; one call at most without parallel calls."""
-    if choice.mode == "none":
+    if choice.mode == ToolChoiceMode.NONE:
         return {"type": "any_text", "excludes": triggers}
-    if choice.mode == "auto":
+    if choice.mode == ToolChoiceMode.AUTO:
         return {
             "type": "triggered_tags",
             "triggers": triggers,
@@ -283,7 +289,7 @@ def block_constraint(
 ) -> dict:
     """Formats that put all calls in one marked block (a list): one block, its calls inside."""
     trigger = trigger or begin
-    if choice.mode == "none":
+    if choice.mode == ToolChoiceMode.NONE:
         return {"type": "any_text", "excludes": [trigger]}
     inner = {
         "type": "tags_with_separator",
@@ -293,7 +299,7 @@ def block_constraint(
         "stop_after_first": not parallel,
     }
     block = {"type": "tag", "begin": begin, "content": inner, "end": end}
-    if choice.mode == "auto":
+    if choice.mode == ToolChoiceMode.AUTO:
         return {
             "type": "triggered_tags",
             "triggers": [trigger],

@@ -33,6 +33,8 @@ import json
 import re
 from typing import Any
 
+from toolwire.vocabulary import ToolChoiceMode
+
 from .base import ToolFormat, block_constraint, call_tags
 from .inputs import Tool, ToolChoice, message_text
 from .plain_render import (
@@ -232,7 +234,7 @@ class DsmlFormat(ToolFormat):
         tokenizer: Any,
         messages: list[dict],
         tools: list[Tool],
-        choice_mode: str = "auto",
+        choice_mode: ToolChoiceMode = ToolChoiceMode.AUTO,
         template_kwargs: dict | None = None,
     ) -> str:
         """The model's template where it renders tools; its turns with DSML inside where it
@@ -297,7 +299,9 @@ class DsmlFormat(ToolFormat):
         )
         # Calls only (required, named): the block in the model's layout, after a blank line; in
         # auto that blank line is the text's.
-        begin = self.block_begin if choice.mode == "auto" else "\n\n" + self.block_begin
+        begin = (
+            self.block_begin if choice.mode == ToolChoiceMode.AUTO else "\n\n" + self.block_begin
+        )
         return block_constraint(
             tags, begin, self.block_end, "", choice, parallel, trigger=self.trigger
         )

@@ -33,6 +33,8 @@ from typing import Any
 
 import regex
 
+from toolwire.vocabulary import ToolChoiceMode
+
 from .base import (
     CallDelta,
     Delta,
@@ -104,6 +106,8 @@ def ts_type(schema: Any) -> str:
             mark = "" if key in required else "?"
             lines.append(f"{key}{mark}: {ts_type(sub)},")
         return "{\n" + "\n".join(lines) + "\n}"
+    if kind is None:
+        return "any"
     return {
         "string": "string",
         "integer": "number",
@@ -307,21 +311,23 @@ class HarmonyExtractor(StreamingExtractor):
     def _json(self, out: Delta) -> bool:
         """A call's JSON arguments: the scanner says where they end (an end token inside a
         JSON string is text)."""
-        used, canonical = self.scanner.feed(self.buf)
-        if not self.scanner.started:
+        scanner = self.scanner
+        assert scanner is not None, "_head sets the scanner as a call's body begins"
+        used, canonical = scanner.feed(self.buf)
+        if not scanner.started:
             self.held += self.buf[:used]
-        if self.scanner.failed:  # not JSON: the message was no call; its frame is content
+        if scanner.failed:  # not JSON: the message was no call; its frame is content
             out.content += self.header + self.held
             self.kind, self.held, self.pending = "other", "", None
             self.buf = self.buf[used:]
             return True
-        if self.pending and self.scanner.started:
+        if self.pending and scanner.started:
             out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=self.pending))
             self.pending = None
         if canonical:
             self._args(out, canonical)
         self.buf = self.buf[used:]
-        if self.scanner.done:
+        if scanner.done:
             self.kind = "trail"
             return True
         return False
@@ -383,7 +389,7 @@ class HarmonyFormat(ToolFormat):
         tokenizer: Any,
         messages: list[dict],
         tools: list[Tool],
-        choice_mode: str = "auto",
+        choice_mode: ToolChoiceMode = ToolChoiceMode.AUTO,
         template_kwargs: dict | None = None,
     ) -> str:
         """gpt-oss's own template where it renders tools (it declares them itself); Harmony
@@ -407,7 +413,7 @@ class HarmonyFormat(ToolFormat):
         self, tools: list[Tool], schemas: dict[str, Any], choice: ToolChoice, parallel: bool
     ) -> dict:
         answer = _final({"type": "any_text", "excludes": FRAMING})
-        if choice.mode == "none":
+        if choice.mode == ToolChoiceMode.NONE:
             return _after_analysis(answer)
         tags = [
             {
@@ -425,7 +431,7 @@ class HarmonyFormat(ToolFormat):
             "at_least_one": True,
             "stop_after_first": not parallel,
         }
-        if choice.mode == "auto":
+        if choice.mode == ToolChoiceMode.AUTO:
             return _after_analysis({"type": "or", "elements": [answer, calls]})
         return _after_analysis(calls)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from toolwire.vocabulary import ToolChoiceMode
+
 
 @dataclass
 class Tool:
@@ -44,14 +46,17 @@ class Tool:
 
 @dataclass
 class ToolChoice:
-    mode: str = "auto"  # auto | none | required | named
-    name: str | None = None  # the forced tool when mode == "named"
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str | None = None  # the forced tool when mode is NAMED
     # allowed_tools: calls (in auto or required) only of these; every tool stays in the prompt.
     allowed: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        self.mode = ToolChoiceMode(self.mode)  # a plain string ("required") becomes its member
+
     def callable(self, tools: list[Tool]) -> list[Tool]:
         """The tools a call may name under this choice (all of them in the prompt)."""
-        if self.mode == "named":
+        if self.mode == ToolChoiceMode.NAMED:
             return [t for t in tools if t.name == self.name]
         if self.allowed is not None:
             return [t for t in tools if t.name in self.allowed]
@@ -70,7 +75,9 @@ def message_text(message: dict) -> str:
 
 def call_name(call: dict) -> str:
     """A past call's tool name, function or custom."""
-    return (call.get("custom") if call.get("type") == "custom" else call.get("function"))["name"]
+    body = call.get("custom") if call.get("type") == "custom" else call.get("function")
+    assert body is not None, "a validated call holds its function or custom part"
+    return body["name"]
 
 
 def custom_involved(messages: list[dict], tools: list[Tool]) -> bool:

@@ -22,7 +22,7 @@ class JsonValueScanner:
 
     def feed(self, text: str) -> tuple[int, str]:
         """Consume text; return (characters that belong to the value, their canonical text)."""
-        out = []
+        out: list[str] = []
         for i, ch in enumerate(text):
             if self.done or self.failed:
                 return i, "".join(out)

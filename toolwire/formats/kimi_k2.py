@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from toolwire.vocabulary import ToolChoiceMode
+
 from .base import ToolFormat, arguments_text, block_constraint, schema_content
 from .inputs import Tool, ToolChoice, call_name, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor, extractor_for
@@ -130,7 +132,7 @@ class KimiK2Format(ToolFormat):
         tokenizer: Any,
         messages: list[dict],
         tools: list[Tool],
-        choice_mode: str = "auto",
+        choice_mode: ToolChoiceMode = ToolChoiceMode.AUTO,
         template_kwargs: dict | None = None,
     ) -> str:
         return super().render(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from toolwire.vocabulary import ToolChoiceMode
+
 from .base import ToolFormat, arguments_text, calls_constraint, schema_content
 from .inputs import Tool, ToolChoice, message_text
 from .marked_calls import CallSyntax, MarkedCallExtractor
@@ -83,7 +85,7 @@ class Llama3JsonFormat(ToolFormat):
             for t in choice.callable(tools)
         ]
         trigger = PYTHON_TAG if self.python_tag else JSON_START
-        if choice.mode == "none":
+        if choice.mode == ToolChoiceMode.NONE:
             return {"type": "any_text", "excludes": [PYTHON_TAG, JSON_START]}
         return calls_constraint(tags, [trigger], SEPARATOR, choice, parallel)
 

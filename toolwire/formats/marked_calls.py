@@ -178,7 +178,7 @@ class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
             return False
         # Announced only once its arguments open, so a malformed call stays content; where the
         # constraint forces calls, at once: under jump-forward the forced header is the whole
-        # first output, and its name was the first delta only after a forward pass (issue 19).
+        # first output, and its name was the first delta only after a forward pass.
         if self.calls_enforced:
             self._announce(out, m.group("name"))
         else:
@@ -193,16 +193,18 @@ class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
         out.calls.append(CallDelta(index=self.calls, id=new_call_id(), name=name, custom=custom))
 
     def _step_args(self, out: Delta) -> bool:
-        used, text = self.scanner.feed(self.buf)
-        if self.scanner.failed:
+        scanner = self.scanner
+        assert scanner is not None, "_step_header sets the scanner as it enters _ARGS"
+        used, text = scanner.feed(self.buf)
+        if scanner.failed:
             return self._not_a_call(out)
-        if self.pending and self.scanner.started:
+        if self.pending and scanner.started:
             self._announce(out, self.pending)
             self.pending = None
         if text:
             self._args(out, text)
         self._consume(used)
-        if self.scanner.done:
+        if scanner.done:
             self.state = _CLOSE
             return True
         return False
@@ -210,6 +212,8 @@ class MarkedCallExtractor(TrimmedContent, StreamingExtractor):
     def _step_raw(self, out: Delta) -> bool:
         """A custom call's raw input, streamed as it arrives, up to its end."""
         end = self.syntax.custom_end
+        # _RAW is entered through custom_header only, and a syntax with one has its end.
+        assert end is not None, "a syntax with custom_header sets custom_end"
         at = self.buf.find(end)
         if at < 0:
             keep = partial_suffix(self.buf, end)

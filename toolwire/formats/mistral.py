@@ -25,6 +25,8 @@ import re
 import string
 from typing import Any
 
+from toolwire.vocabulary import ToolChoiceMode
+
 from .base import (
     ToolFormat,
     arguments_text,
@@ -112,7 +114,7 @@ class MistralFormat(ToolFormat):
         tokenizer: Any,
         messages: list[dict],
         tools: list[Tool],
-        choice_mode: str = "auto",
+        choice_mode: ToolChoiceMode = ToolChoiceMode.AUTO,
         template_kwargs: dict | None = None,
     ) -> str:
         return super().render(tokenizer, _mapped_ids(messages), tools, choice_mode, template_kwargs)

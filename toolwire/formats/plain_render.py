@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from toolwire.vocabulary import ToolChoiceMode
+
 from .inputs import Tool, message_text
 
 
@@ -36,7 +38,7 @@ def render_plain(
     messages: list[dict],
     tools: list[Tool],
     style: PlainStyle,
-    choice_mode: str = "auto",
+    choice_mode: ToolChoiceMode = ToolChoiceMode.AUTO,
     **template_kwargs,
 ) -> str:
     out: list[dict] = []
@@ -44,7 +46,7 @@ def render_plain(
     system = (
         message_text(rest.pop(0)) if rest and rest[0]["role"] in ("system", "developer") else None
     )
-    if tools and (choice_mode != "none" or style.tools_with_choice_none):
+    if tools and (choice_mode != ToolChoiceMode.NONE or style.tools_with_choice_none):
         block = style.tools_block(tools)
         system = f"{system}\n\n{block}" if system else block
     if system is not None:

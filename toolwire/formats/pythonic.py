@@ -19,6 +19,8 @@ from typing import Any
 
 import regex
 
+from toolwire.vocabulary import ToolChoiceMode
+
 from .base import (
     CallDelta,
     Delta,
@@ -343,7 +345,7 @@ class PythonicFormat(ToolFormat):
     ) -> dict:
         """The list opens with its first call: `[NAME(` is the trigger, so a bracket in prose
         starts nothing; later calls of the list follow ", "."""
-        if choice.mode == "none":
+        if choice.mode == ToolChoiceMode.NONE:
             return {"type": "any_text", "excludes": [f"[{t.name}(" for t in tools]}
         chosen = choice.callable(tools)
 
@@ -390,7 +392,7 @@ class PythonicFormat(ToolFormat):
             }
             for t in chosen
         ]
-        if choice.mode == "auto":
+        if choice.mode == ToolChoiceMode.AUTO:
             # allowed_tools: a call of a tool outside the subset may not open in free text
             # either (the extractor, knowing only the subset, would leave it as content).
             others = [f"[{t.name}(" for t in tools if t not in chosen]

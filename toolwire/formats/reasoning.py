@@ -8,36 +8,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from toolwire.vocabulary import ReasoningMode
+
 from .base import Delta, StreamingExtractor, partial_suffix
 
 OPEN, CLOSE = "<think>", "</think>"
-NONE, OPTIONAL, STARTED = "", "optional", "started"
+# The modes under their older names, for the imports that still use them; new code says
+# ReasoningMode.
+NONE, OPTIONAL, STARTED = ReasoningMode.NONE, ReasoningMode.OPTIONAL, ReasoningMode.STARTED
 
 
-def reasoning_mode(tokenizer: Any, prompt: str) -> str:
+def reasoning_mode(tokenizer: Any, prompt: str) -> ReasoningMode:
     """STARTED when the prompt itself opened <think>; NONE when it closed it (DeepSeek V3.1+
     and Kimi K2.5 answer without thinking after a prompt ending in `</think>`); OPTIONAL when
     the model's template knows <think> (the model may open it), else NONE. The prompt decides
     first: DeepSeek V3.2/V4 have no template, toolwire writes their prompt (formats/dsml.py)."""
     tail = prompt.rstrip()
     if tail.endswith(OPEN):
-        return STARTED
+        return ReasoningMode.STARTED
     if tail.endswith(CLOSE) or OPEN not in (getattr(tokenizer, "chat_template", None) or ""):
-        return NONE
-    return OPTIONAL
+        return ReasoningMode.NONE
+    return ReasoningMode.OPTIONAL
 
 
 def wrap_constraint(fmt: dict, mode: str) -> dict:
-    """The structural-tag format `fmt`, preceded by free reasoning."""
-    if mode == NONE:
+    """The structural-tag format `fmt`, preceded by free reasoning (`mode` a ReasoningMode, or
+    the string a proto carried)."""
+    if mode == ReasoningMode.NONE:
         return fmt
     think = {
         "type": "tag",
-        "begin": "" if mode == STARTED else OPEN,
+        "begin": "" if mode == ReasoningMode.STARTED else OPEN,
         "content": {"type": "any_text"},
         "end": CLOSE,
     }
-    if mode == OPTIONAL:
+    if mode == ReasoningMode.OPTIONAL:
         think = {"type": "optional", "content": think}
     return {"type": "sequence", "elements": [think, fmt]}
 
@@ -59,7 +64,7 @@ class ContentOnly(StreamingExtractor):
 class ReasoningExtractor(StreamingExtractor):
     def __init__(self, inner: StreamingExtractor, mode: str):
         self.inner = inner
-        self.state = "think" if mode == STARTED else "maybe"
+        self.state = "think" if mode == ReasoningMode.STARTED else "maybe"
         self.buf = ""
         self.started_reasoning = False
 

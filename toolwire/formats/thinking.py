@@ -4,7 +4,7 @@ Open models take it through their chat template, each under its own name: Qwen3,
 and GLM `enable_thinking` (on or off), DeepSeek V3.1 and Kimi K2.5 `thinking` (on or off),
 gpt-oss `reasoning_effort` (low, medium, high; written in its system message). The name is read
 from the template's own statements. An on/off model thinks for every effort but `none`: it
-cannot grade its effort, and the README says so. A model with no switch refuses any effort but
+cannot grade its effort, and docs/constraints.md says so. A model with no switch refuses any effort but
 `none` (as OpenAI refuses reasoning_effort for a model that does not reason), and `none` on a
 model that thinks without a switch is refused too: it would think anyway.
 """
@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from toolwire.errors import RequestError
+from toolwire.vocabulary import ErrorCode
 
 from .reasoning import OPEN
 
@@ -32,7 +33,7 @@ def template_switch(template: str) -> str | None:
 
 
 def _refuse(why: str) -> RequestError:
-    return RequestError(why, param="reasoning_effort", code="unsupported_value")
+    return RequestError(why, param="reasoning_effort", code=ErrorCode.UNSUPPORTED_VALUE)
 
 
 def template_kwargs(tokenizer: Any, effort: str | None, own_switch: str | None = None) -> dict:

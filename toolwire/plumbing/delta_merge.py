@@ -29,4 +29,5 @@ def merge(last: pb.ExtractResponse, new: pb.ExtractResponse) -> bool:
             calls.append(c)
     if new.finish_reason:
         last.finish_reason = new.finish_reason
+        last.finish_reason_code = new.finish_reason_code
     return True

@@ -72,7 +72,9 @@ async def check_serving(ch: grpc.aio.Channel, timeout: float = 2.0) -> bool:
     """Whether the gRPC server behind the channel reports SERVING."""
     try:
         stub = health_pb2_grpc.HealthStub(ch)
-        resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        resp = await stub.Check(  # type: ignore[attr-defined]  # the stubs' HealthStub has no methods
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout
+        )
         return resp.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.aio.AioRpcError:
         return False

@@ -100,6 +100,7 @@ class ServerSecurity:
     def credentials(self) -> grpc.ServerCredentials | None:
         if not self.cert:
             return None
+        assert self.key is not None, "--tls-cert goes with --tls-key"
         return grpc.ssl_server_credentials(
             [(self.key, self.cert)],
             root_certificates=self.client_ca,

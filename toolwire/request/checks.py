@@ -26,6 +26,7 @@ from toolwire.errors import RequestError, invalid_value
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.limits import Limits, check_limits
+from toolwire.vocabulary import ErrorCode
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 TEXT_PARTS = ("text", "refusal")  # content part types served; the rest is refused
@@ -77,7 +78,7 @@ def check_messages(messages) -> None:
                 raise RequestError(
                     f"content parts of type {part.type!r} are not supported; only text",
                     param=f"messages[{i}].content[{j}].type",
-                    code="unsupported_parameter",
+                    code=ErrorCode.UNSUPPORTED_PARAMETER,
                 )
         if m.role == "tool" and not m.tool_call_id:
             raise RequestError(
@@ -138,7 +139,9 @@ def check_grammar(f: common.CustomFormat, param: str) -> None:
         why = str(e).split("\n")[0]
         why = why.split("] ", 1)[-1] if why.startswith("[") else why  # its log prefix
         raise RequestError(
-            f"Invalid {f.syntax} grammar in '{param}': {why}", param=param, code="invalid_grammar"
+            f"Invalid {f.syntax} grammar in '{param}': {why}",
+            param=param,
+            code=ErrorCode.INVALID_GRAMMAR,
         ) from None
 
 

@@ -7,6 +7,7 @@ import json
 
 from toolwire.formats import Tool, ToolChoice
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.vocabulary import ToolChoiceMode
 
 
 def custom_call_dict(c: common.ToolCall) -> dict:
@@ -53,19 +54,20 @@ def tool_from_proto(t: common.FunctionTool) -> Tool:
 
 
 _MODES = {
-    common.ToolChoice.MODE_AUTO: "auto",
-    common.ToolChoice.MODE_NONE: "none",
-    common.ToolChoice.MODE_REQUIRED: "required",
+    common.ToolChoice.MODE_AUTO: ToolChoiceMode.AUTO,
+    common.ToolChoice.MODE_NONE: ToolChoiceMode.NONE,
+    common.ToolChoice.MODE_REQUIRED: ToolChoiceMode.REQUIRED,
 }
 
 
 def choice_from_proto(c: common.ToolChoice, has_tools: bool) -> ToolChoice:
     which = c.WhichOneof("choice")
     if which == "function_name":
-        return ToolChoice("named", c.function_name)
+        return ToolChoice(ToolChoiceMode.NAMED, c.function_name)
     if which == "custom_name":
-        return ToolChoice("named", c.custom_name)
+        return ToolChoice(ToolChoiceMode.NAMED, c.custom_name)
     if which == "allowed_tools":  # checks.py has refused any other mode
         a = c.allowed_tools
-        return ToolChoice(_MODES.get(a.mode, "auto"), allowed=tuple(a.tool_names))
-    return ToolChoice(_MODES.get(c.mode) or ("auto" if has_tools else "none"))
+        return ToolChoice(_MODES.get(a.mode, ToolChoiceMode.AUTO), allowed=tuple(a.tool_names))
+    default = ToolChoiceMode.AUTO if has_tools else ToolChoiceMode.NONE
+    return ToolChoice(_MODES.get(c.mode, default))

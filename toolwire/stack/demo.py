@@ -9,10 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from toolwire.stack.launcher import wait_for_health
 
-TOOLS = [
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+TOOLS: list[ChatCompletionToolParam] = [
     {
         "type": "function",
         "function": {
@@ -43,7 +47,9 @@ def weather_flow(base_url: str, model: str, api_key: str) -> None:
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=api_key)
-    messages = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the weather like in Paris today?"}
+    ]
     print(f"\n>>> user: {messages[0]['content']}")
     completion = client.chat.completions.create(
         model=model,
@@ -54,8 +60,11 @@ def weather_flow(base_url: str, model: str, api_key: str) -> None:
         temperature=0,
     )
     message = completion.choices[0].message
-    messages.append(message)
+    # The SDK sends its own reply model as a message; its types take only the params.
+    messages.append(message)  # type: ignore[arg-type]
+    assert message.tool_calls is not None, "tool_choice=required: the reply calls a tool"
     for call in message.tool_calls:
+        assert call.type == "function", "TOOLS are functions"
         args = json.loads(call.function.arguments)
         print(f"<<< tool call {call.id}: {call.function.name}({call.function.arguments})")
         result = get_weather(args["location"])
@@ -65,6 +74,7 @@ def weather_flow(base_url: str, model: str, api_key: str) -> None:
         model=model, messages=messages, tools=TOOLS, tool_choice="none", temperature=0
     )
     print(f"<<< assistant: {final.choices[0].message.content}")
+    assert final.usage is not None, "the gateway reports usage"
     print(
         f"    (finish_reason={final.choices[0].finish_reason}, usage={final.usage.total_tokens} "
         "tokens)\n"

@@ -33,6 +33,11 @@ class Step(Protocol):
     # prefill and decode kernels round differently needs a few, so reuse does not change output.
     min_prefill: int
 
+    @property
+    def kv_tokens(self) -> int | None:
+        """The positions of the KV pool all slots share; None: each slot has its own room."""
+        ...
+
     def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor:
         """Logits for the last token of each span, decode spans first, one row each."""
         ...

@@ -1,16 +1,15 @@
 """The step on ggml: llama.cpp's library computes the forward pass, toolwire keeps the rest.
 
-The torch engine's scheduler (torch_engine.py) calls a step with spans of new tokens per cache
+The batch engine's scheduler (services/decode/scheduler.py) calls a step with spans of new tokens per cache
 slot and gets one row of logits per span; it applies the xgrammar masks and samples, as with
 TorchLlamaStep. Here the spans become one llama_batch: each slot is a llama sequence id, each span's
 last token asks for logits, and the KV cache is llama.cpp's, one pool shared by all sequences
 (`kv_unified`): a shared prefix (llama_memory_seq_cp) costs no copy, a finished sequence's
 cells go back to the pool.
 
-Why ggml on a CPU (issue 19): the embedded model ships as a Q4_1 GGUF. torch decoded it to
-fp32 (20 s at every start, 1.5 GB resident) and its int8 step took 22 ms a token at one stream;
-llama.cpp's kernels on the file as it is take ~9 ms (batched decode of 1/4/16 sequences: 9, 26,
-72 ms on 2 cores), and the model loads in under a second.
+Why ggml on a CPU: the embedded model ships as a Q4_1 GGUF. torch has to decode it to fp32
+at every start (seconds, and the weights four times over in memory) and runs slower kernels
+on it; llama.cpp's kernels run on the file as it is (docs/performance.md, The decode step).
 
 The library: no llama.cpp binding on PyPI installs here without a ~9 minute compile except
 this pair. `xllamacpp` (Xorbits, maintained) ships a manylinux2014 CPU wheel whose
@@ -27,8 +26,8 @@ the fields on either side of the ones that moved lately (n_rs_seq, n_outputs_max
 moe_cache_size, samplers, ctx_other) hold llama.cpp's defaults.
 
 `make install` also builds llama.cpp from xllamacpp's sdist for this CPU, without OpenMP
-(llama_lib.py: under OMP_WAIT_POLICY=passive the wheel's OpenMP barriers slept at every op;
-one decode step 9.6 against 30.5 ms); the step opens that library when it passes the same
+(llama_cpp_build.py: under OMP_WAIT_POLICY=passive the wheel's OpenMP barriers sleep at
+every op); the step opens that library when it passes the same
 check, else the wheel's, and logs which (`ggml step: ...`).
 TOOLWIRE_LLAMA_LIB=wheel or =/path/to/libllama.so names one (no fallback then).
 """
@@ -180,7 +179,7 @@ class GgmlStep:
 
     def __init__(
         self,
-        gguf: str,
+        gguf: str | os.PathLike[str],
         max_slots: int,
         kv_tokens: int = 8192,
         threads: int | None = None,
@@ -298,19 +297,22 @@ class GgmlStep:
         A span starting before what its sequence holds drops the rest first (a reused slot)."""
         lib, mem = self.lib, self.mem
         spans = decode + prefill
-        tokens, pos, seqs, want = [], [], [], []
+        token_l: list[int] = []
+        pos_l: list[int] = []
+        seq_l: list[int] = []
+        want_l: list[int] = []
         for s in spans:
             if lib.llama_memory_seq_pos_max(mem, s.slot) >= s.start:
                 lib.llama_memory_seq_rm(mem, s.slot, s.start, -1)
             n = len(s.tokens)
-            tokens.extend(s.tokens)
-            pos.extend(range(s.start, s.start + n))
-            seqs.extend([s.slot] * n)
-            want.extend([0] * (n - 1) + [1])
-        # Filled by numpy: torch ran this copy on its OpenMP pool (README, The ggml step).
+            token_l.extend(s.tokens)
+            pos_l.extend(range(s.start, s.start + n))
+            seq_l.extend([s.slot] * n)
+            want_l.extend([0] * (n - 1) + [1])
+        # Filled by numpy: torch ran this copy on its OpenMP pool (docs/performance.md, The decode step).
         out_np = np.empty((len(spans), self.n_vocab), dtype=np.float32)
-        tokens, pos = np.asarray(tokens, np.int32), np.asarray(pos, np.int32)
-        seqs, want = np.asarray(seqs, np.uint64), np.asarray(want, np.int8)
+        tokens, pos = np.asarray(token_l, np.int32), np.asarray(pos_l, np.int32)
+        seqs, want = np.asarray(seq_l, np.uint64), np.asarray(want_l, np.int8)
         row = 0
         for at in range(0, len(tokens), self.n_batch):  # the library takes n_batch at a time
             end = min(at + self.n_batch, len(tokens))

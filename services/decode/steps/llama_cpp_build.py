@@ -3,7 +3,7 @@
 Why: xllamacpp's wheel ships one library for every x86-64 machine: built for AVX2/FMA, and
 with OpenMP. Both cost here. OpenMP: ggml ends every op of a step with `#pragma omp barrier`,
 and the decode service runs with OMP_WAIT_POLICY=passive (spinning OpenMP threads between
-steps cost 18x the step on a busy machine, see ggml_step), so each of a step's hundreds of
+steps cost many times the step on a busy machine, see steps/ggml.py), so each of a step's hundreds of
 barriers sleeps and wakes a thread: one decode step of the embedded model took longer on 2
 threads than on 1. Without OpenMP ggml runs a step on its own threads (made for the step,
 spinning only at its barriers, gone after it). AVX-512: wider kernels; prefill gains most.
@@ -15,32 +15,12 @@ library when it is there and its ABI check passes, else the wheel's.
 The source is the sdist of the installed xllamacpp (`pip download --no-binary`): it vendors
 the llama.cpp tree its wheel is built from (b11549), so the built library is the wheel's code
 under other build options, read through the same llama-cpp-py-sync b11548 declarations and
-checked the same way at load (ggml_step._check_abi). llama-cpp-py-sync ships no sdist. CPU
+checked the same way at load (steps/ggml.py, `_check_abi`). llama-cpp-py-sync ships no sdist. CPU
 features come from /proc/cpuinfo with GGML_NATIVE off (a native build has crashed on these
 virtual machines).
 
-Measured on this 2-core AMD EPYC (avx512f, avx512_vnni, avx512_bf16), 2026-12-01, other jobs
-sharing the cores:
-- the build from clean, `make install`'s step (sdist download 7 s, cmake + ninja -j2 of 79
-  steps): 2 min 3 s wall, 3 min 46 s of user+sys CPU, load average 1.2-1.7 (4 min 42 s wall
-  at load 3.7-5.0). A second `make install`: 0.3 s in all, this step 0.14 s.
-- GgmlStep on the embedded Q4_1 model, 2 threads (stepbench: medians of 35 steps, each
-  figure the mean of two runs' medians, wheel and built library alternated in one run):
-  | library (load average)                     | decode 1 / 4 / 16 seqs  | prefill 512 |
-  |--------------------------------------------|-------------------------|-------------|
-  | xllamacpp wheel, AVX2, OpenMP (1.4-1.7)    | 30.5 / 39.8 / 104.6 ms  | 2.67 s      |
-  | built here, AVX-512, OpenMP (0.4-1.3)      | 25.1 / 38.7 / 88.4 ms   | 2.06 s      |
-  | built here, AVX-512, no OpenMP (1.4-1.7)   | 9.6 / 22.9 / 83.2 ms    | 2.29 s      |
-
-  (the OpenMP row: an earlier run, alternated with the no-OpenMP build, 7.5-8.3 ms there.) On
-  1 thread the wheel's decode step was 12.5 ms: the CPU time of the kernels differs little
-  between AVX2 and AVX-512 on this 135M model; the barriers were most of the step.
-- bench.peer --kinds text --steps ggml (64 tokens, 3 rounds, medians, load 1.5-1.9), toolwire
-  on the no-OpenMP build against llama-server (AVX-512, OpenMP): with --peer-passive (the
-  peer under the same OMP_WAIT_POLICY as toolwire) 1.97x / 1.34x / 1.16x at 1 / 4 / 16
-  streams, TTFT p50 at 1 stream 25 against 24 ms; with the peer spinning as it does by
-  default 0.79x / 1.02x / 0.93x, TTFT p50 25 against 17 ms. Before (the wheel, --peer-passive,
-  load 1.6-2.6): 0.89x / 0.81x / 0.86x.
+What the build costs and gains: docs/performance.md (The decode step) and docs/engines.md
+(The ggml step).
 """
 
 from __future__ import annotations
@@ -166,8 +146,8 @@ def build(jobs: int | None = None) -> pathlib.Path:
         workdir = tempfile.TemporaryDirectory(dir=ROOT, prefix=".build-")
     except OSError as e:  # a read-only or full cache
         raise NotNow(f"cannot write {ROOT}: {e}") from e
-    with workdir as tmp:
-        tmp = pathlib.Path(tmp)
+    with workdir as tmp_name:
+        tmp = pathlib.Path(tmp_name)
         src = _source(tmp)
         gen = ["-G", "Ninja"] if shutil.which("ninja") else []
         on = lambda ok: "ON" if ok else "OFF"  # noqa: E731
