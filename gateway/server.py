@@ -31,9 +31,9 @@ def api_keys(args) -> list[str]:
 
 def stream_interval(args) -> tuple[int, int]:
     """(--stream-interval, --stream-interval-ms); refused where nothing would hold tokens."""
-    tokens = getattr(args, "stream_interval", 0) or 0
-    ms = getattr(args, "stream_interval_ms", 0) or 0
-    if tokens > 1 and getattr(args, "decode_mux", "on") != "on":
+    tokens = args.stream_interval or 0
+    ms = args.stream_interval_ms or 0
+    if tokens > 1 and args.decode_mux != "on":
         raise SystemExit("--stream-interval needs --decode-mux on (tokens are held there)")
     return tokens, ms
 
@@ -59,9 +59,9 @@ async def serve(args) -> None:
         Metrics(),
         Limits.from_args(args),
         ClientSecurity.from_args(args),
-        decode_mux=getattr(args, "decode_mux", "on") == "on",
+        decode_mux=args.decode_mux == "on",
         stream_interval=stream_interval(args),
-        extractor_mux=getattr(args, "extractor_mux", "on") == "on",
+        extractor_mux=args.extractor_mux == "on",
     )
     await orch.connect()
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")
@@ -77,7 +77,7 @@ async def serve(args) -> None:
         port=args.port,
         log_level="warning",
         lifespan="off",
-        http=getattr(args, "http_parser", "auto"),
+        http=args.http_parser,
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

@@ -82,8 +82,8 @@ def commands(args) -> dict[str, list[str]]:
         return [f"{service}-{i}" if i else service for i in range(n)]
 
     replicas = several("decode", args.decode_replicas)
-    templates = several("template", getattr(args, "template_replicas", 1))
-    extractors = several("extractor", getattr(args, "extractor_replicas", 1))
+    templates = several("template", args.template_replicas)
+    extractors = several("extractor", args.extractor_replicas)
     names = (*templates, *replicas, *extractors)
     picked = free_ports(2 * len(names))
     ports = dict(zip(names, picked))
@@ -121,7 +121,7 @@ def commands(args) -> dict[str, list[str]]:
         "--prefix-cache-mb",
         str(args.prefix_cache_mb),
         "--null-step-ms",
-        str(getattr(args, "null_step_ms", 0.0)),
+        str(args.null_step_ms),
     ]
     # Replicas on one machine share its CPUs: a step thread per CPU in each of them stalls all
     # of them (ggml's threads spin at every op's barrier; two 2-thread decodes on 2 cores:
@@ -157,11 +157,11 @@ def commands(args) -> dict[str, list[str]]:
         + [f"--{name.split('-')[0]}-addr=127.0.0.1:{port}" for name, port in ports.items()]
     )
     cmds["gateway"] += Limits.from_args(args).as_flags()
-    cmds["gateway"] += ["--decode-mux", getattr(args, "decode_mux", "on")]
-    cmds["gateway"] += ["--extractor-mux", getattr(args, "extractor_mux", "on")]
-    cmds["gateway"] += ["--http-parser", getattr(args, "http_parser", "auto")]
-    cmds["gateway"] += ["--stream-interval", str(getattr(args, "stream_interval", 0))]
-    cmds["gateway"] += ["--stream-interval-ms", str(getattr(args, "stream_interval_ms", 0))]
+    cmds["gateway"] += ["--decode-mux", args.decode_mux]
+    cmds["gateway"] += ["--extractor-mux", args.extractor_mux]
+    cmds["gateway"] += ["--http-parser", args.http_parser]
+    cmds["gateway"] += ["--stream-interval", str(args.stream_interval)]
+    cmds["gateway"] += ["--stream-interval-ms", str(args.stream_interval_ms)]
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
     return cmds
@@ -243,7 +243,7 @@ def up(args) -> int:
     # process cannot call the services behind the gateway's back. Passed in the environment,
     # never on a command line (visible in ps).
     env = dict(os.environ, **{TOKEN_ENV: os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)})
-    log = open(args.log_file, "ab", buffering=0) if getattr(args, "log_file", None) else None
+    log = open(args.log_file, "ab", buffering=0) if args.log_file else None
     try:
         for name, cmd in commands(args).items():
             children[name] = Child(name, cmd, env, log)
