@@ -24,7 +24,7 @@ import grpc
 
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
-from toolwire.wire_enums import finish_to_proto
+from toolwire.wire_enums import set_finish
 
 from .mux_stream import MuxHandle, MuxStream
 
@@ -105,13 +105,9 @@ class ExtractStream(MuxStream):
         self.has_mail.set()
 
     def put_end(self, handle: int, finish_reason: str) -> None:
-        self.ends.append(
-            pb.ExtractStreamEnd(
-                handle=handle,
-                finish_reason=finish_reason,
-                finish_reason_code=finish_to_proto(finish_reason),
-            )
-        )
+        end = pb.ExtractStreamEnd(handle=handle)
+        set_finish(end, finish_reason)
+        self.ends.append(end)
         self.has_mail.set()
 
     def forget(self, handle: int, cancel: bool) -> None:
@@ -204,14 +200,9 @@ class ExtractCall:
         await self.call.write(pb.ExtractRequest(tokens=pb.TokenChunk(token_ids=ids)))
 
     async def end(self, finish_reason: str) -> None:
-        await self.call.write(
-            pb.ExtractRequest(
-                end=pb.ExtractEnd(
-                    finish_reason=finish_reason,
-                    finish_reason_code=finish_to_proto(finish_reason),
-                )
-            )
-        )
+        end = pb.ExtractEnd()
+        set_finish(end, finish_reason)
+        await self.call.write(pb.ExtractRequest(end=end))
         await self.call.done_writing()
 
     async def read(self):

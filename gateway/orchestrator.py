@@ -31,7 +31,7 @@ from toolwire.request.checks import check_chat_request
 from toolwire.request.from_proto import choice_from_proto
 from toolwire.request.limits import Limits, completion_budget
 from toolwire.vocabulary import ErrorCode, FinishReason
-from toolwire.wire_enums import finish_to_proto, set_finish
+from toolwire.wire_enums import set_finish
 
 from .decode_mux import DecodeHandle
 from .decode_pool import DecodePool, Replica
@@ -563,19 +563,14 @@ class Run:
             message.content = "".join(content)
         if reasoning:
             message.reasoning_content = "".join(reasoning)
+        choice = chat_pb2.Choice(index=0, message=message)
+        set_finish(choice, finish)
         return chat_pb2.ChatCompletion(
             id=self.id,
             object="chat.completion",
             created=self.created,
             model=self.req.model,
-            choices=[
-                chat_pb2.Choice(
-                    index=0,
-                    message=message,
-                    finish_reason=finish,
-                    finish_reason_code=finish_to_proto(finish),
-                )
-            ],
+            choices=[choice],
             usage=self.usage(),
         )
 

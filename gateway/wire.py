@@ -10,6 +10,7 @@ import orjson
 
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
+from toolwire.request.from_proto import custom_call_dict
 
 from . import response_types as rt
 
@@ -55,12 +56,8 @@ def completion_dict(c: chat_pb2.ChatCompletion) -> rt.ChatCompletion:
 
 
 def _tool_call(t: common.ToolCall) -> rt.ToolCall:
-    if t.type == "custom":
-        return {
-            "id": t.id,
-            "type": "custom",
-            "custom": {"name": t.custom.name, "input": t.custom.input},
-        }
+    if t.type == "custom":  # the same shape history uses (from_proto, below the gateway)
+        return cast(rt.CustomToolCall, custom_call_dict(t))
     return {
         "id": t.id,
         "type": "function",

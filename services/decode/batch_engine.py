@@ -258,13 +258,7 @@ class BatchEngine(Engine):
         self._log_loaded("int8" if self.int8 else str(self.dtype).removeprefix("torch."), t0)
 
     def describe(self) -> str:
-        libraries = {
-            "GgmlStep": "llama.cpp's kernels",
-            "TorchLlamaStep": "plain torch",
-            "TransformersStep": "transformers' forward",
-        }
-        kind = type(self.step).__name__
-        return f"batch engine, {kind} ({libraries.get(kind, kind)})"
+        return f"batch engine, {type(self.step).__name__} ({self.step.library})"
 
     def _log_loaded(self, dtype: str, t0: float) -> None:
         log.info(

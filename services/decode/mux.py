@@ -29,7 +29,7 @@ from toolwire.errors import RequestError, grpc_status, unavailable
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.plumbing import request_context
 from toolwire.vocabulary import ErrorCode, FinishReason
-from toolwire.wire_enums import finish_to_proto
+from toolwire.wire_enums import set_finish
 
 from .admission import admit, engine_request, request_error
 from .engine import Engine, EngineOutput, Submission
@@ -41,13 +41,14 @@ DEFAULT_INTERVAL_MS = 50
 
 def complete_message(out: EngineOutput) -> pb.GenerateComplete:
     """The finish of a request, as both Generate and GenerateStream send it."""
-    return pb.GenerateComplete(
-        finish_reason=out.finish_reason,
-        finish_reason_code=finish_to_proto(out.finish_reason),
+    assert out.finish_reason is not None, "only a finished output completes a request"
+    complete = pb.GenerateComplete(
         prompt_tokens=out.prompt_tokens,
         completion_tokens=out.completion_tokens,
         cached_tokens=out.cached_tokens,
     )
+    set_finish(complete, out.finish_reason)
+    return complete
 
 
 def failure(handle: int, err: RequestError) -> pb.StreamFailure:

@@ -8,6 +8,7 @@ would take a core from the ggml step's own (docs/performance.md, The decode step
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -27,14 +28,15 @@ class Sampled(Protocol):
     def top_p(self) -> float: ...
 
 
-def apply_masks(seqs: list, logits: torch.Tensor, bitmask: torch.Tensor) -> float:
+def apply_masks(seqs: Sequence[Sampled], logits: torch.Tensor, bitmask: torch.Tensor) -> float:
     """Mask each constrained row to the tokens its grammar admits; the seconds it took."""
-    constrained = [i for i, s in enumerate(seqs) if s.matcher is not None]
-    if not constrained:
+    matchers = [(i, s.matcher) for i, s in enumerate(seqs) if s.matcher is not None]
+    if not matchers:
         return 0.0
+    constrained = [i for i, _ in matchers]
     t0 = time.perf_counter()
-    for i in constrained:
-        seqs[i].matcher.fill_next_token_bitmask(bitmask, i)
+    for i, matcher in matchers:
+        matcher.fill_next_token_bitmask(bitmask, i)
     xgr.apply_token_bitmask_inplace(
         logits, bitmask[: len(seqs)].to(logits.device), indices=constrained
     )
@@ -47,7 +49,7 @@ def greedy(logits: torch.Tensor) -> list[int]:
     return logits.argmax(dim=-1).tolist()
 
 
-def pick(seqs: list, logits: torch.Tensor) -> list[int]:
+def pick(seqs: Sequence[Sampled], logits: torch.Tensor) -> list[int]:
     """One token per row of (already masked) logits: greedy where the temperature is 0."""
     best = greedy(logits)
     tokens = []

@@ -32,6 +32,7 @@ class Step(Protocol):
     # The fewest prompt tokens a step recomputes after reusing a cached prefix: a step whose
     # prefill and decode kernels round differently needs a few, so reuse does not change output.
     min_prefill: int
+    library: str  # what computes the forward pass, for the service's startup line
 
     @property
     def kv_tokens(self) -> int | None:

@@ -176,6 +176,7 @@ class GgmlStep:
     # (tails of 3 to 16 tokens did not, on the 137: other kernels for other row counts), and
     # each prefilled token is TTFT: at one stream, 16 of them were most of toolwire's.
     min_prefill = 1
+    library = "llama.cpp's kernels"
 
     def __init__(
         self,
