@@ -24,11 +24,12 @@ from toolwire.vocabulary import ErrorCode
 
 from . import request_log
 from .auth import Auth
+from .chat_render import chat_completion, chat_sse
 from .openai_models import ChatCompletionRequest
 from .openapi import openapi_document
 from .orchestrator import Orchestrator, new_request_id
 from .rest_to_proto import to_proto
-from .wire import chunk_sse, completion_dict, content_prefix, content_sse
+from .wire import completion_dict
 
 log = logging.getLogger("toolwire.gateway")
 
@@ -179,7 +180,7 @@ def build_app(orch: Orchestrator, auth: Auth):
                 raise validation_error(e) from None
             run = await orch.open(to_proto(req), rid)
             if not req.stream:
-                result = completion_dict(await run.completion())
+                result = completion_dict(await chat_completion(run))
                 metrics.count("rest", 200)
                 request_log.write(
                     request_id=rid, api="rest", model=model, status=200, started=started, run=run
@@ -190,16 +191,11 @@ def build_app(orch: Orchestrator, auth: Auth):
 
         async def events():
             status, code = 200, None
-            # A content-only delta comes as its text (most of a stream's events): written
-            # from this request's pre-rendered bytes, no proto chunk built for it.
-            prefix = content_prefix(run.id, run.created, run.req.model)
             try:
-                async for item in run.items():
-                    # orjson: compact UTF-8 as OpenAI sends it, several times json's speed.
-                    yield content_sse(prefix, item) if type(item) is str else chunk_sse(item)
-                yield b"data: [DONE]\n\n"
+                async for event in chat_sse(run):
+                    yield event
             except (GeneratorExit, asyncio.CancelledError):
-                # The client went away (the write failed): items()' finally aborts decoding.
+                # The client went away (the write failed): the run's finally aborts decoding.
                 status, code = 499, "client_disconnected"
                 metrics.client_disconnects.labels(orch.model_id).inc()
                 raise

@@ -9,6 +9,7 @@ from toolwire.grpc_gen.chat.v1 import chat_pb2_grpc
 
 from . import request_log
 from .auth import Auth
+from .chat_render import chat_chunks, chat_completion
 from .orchestrator import Orchestrator, new_request_id
 
 
@@ -30,7 +31,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         await self._check(context, rid, request, started, False)
         try:
             run = await self.orch.open(request, rid)
-            result = await run.completion()
+            result = await chat_completion(run)
         except RequestError as e:
             self._done(rid, request, e.status, e.code, started, None, False)
             await abort_with(context, e)
@@ -55,7 +56,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         await self._check(context, rid, request, started, True)
         try:
             run = await self.orch.open(request, rid)
-            async for chunk in run.chunks():
+            async for chunk in chat_chunks(run):
                 yield chunk
         except RequestError as e:
             self._done(rid, request, e.status, e.code, started, run, True)

@@ -30,12 +30,8 @@ def api_keys(args) -> list[str]:
 
 
 def stream_interval(args) -> tuple[int, int]:
-    """(--stream-interval, --stream-interval-ms); refused where nothing would hold tokens."""
-    tokens = args.stream_interval or 0
-    ms = args.stream_interval_ms or 0
-    if tokens > 1 and args.decode_mux != "on":
-        raise SystemExit("--stream-interval needs --decode-mux on (tokens are held there)")
-    return tokens, ms
+    """(--stream-interval, --stream-interval-ms)."""
+    return args.stream_interval or 0, args.stream_interval_ms or 0
 
 
 async def serve(args) -> None:
@@ -59,9 +55,7 @@ async def serve(args) -> None:
         Metrics(),
         Limits.from_args(args),
         ClientSecurity.from_args(args),
-        decode_mux=args.decode_mux == "on",
         stream_interval=stream_interval(args),
-        extractor_mux=args.extractor_mux == "on",
     )
     await orch.connect()
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")

@@ -11,23 +11,31 @@ from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.grpc_gen.decode.v1 import decode_pb2_grpc as pb_grpc
 from toolwire.plumbing import request_context
 from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
-from toolwire.plumbing.internal_security import ServerSecurity
+from toolwire.plumbing.internal_security import ClientSecurity, ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.runtime import model_source
 
 from .admission import admit, engine_request, request_error
 from .config import DecodeConfig
 from .engine import Engine, EngineBusy, EngineRequestError
-from .mux import complete_message, serve_stream
+from .generate_stream import complete_message, serve_stream
+from .push_tokens import PushTokensStreams
 
 log = logging.getLogger("toolwire.decode")
 
 
 class DecodeServicer(pb_grpc.DecodeServiceServicer):
-    def __init__(self, engine: Engine, model_id: str, max_queue: int = 256):
+    def __init__(
+        self,
+        engine: Engine,
+        model_id: str,
+        max_queue: int = 256,
+        links: PushTokensStreams | None = None,
+    ):
         self.engine = engine
         self.model_id = model_id
         self.max_queue = max_queue
+        self.links = links or PushTokensStreams()  # routed requests' streams to the extractors
 
     async def Generate(self, request, context):
         request_context.bind(context)
@@ -48,9 +56,9 @@ class DecodeServicer(pb_grpc.DecodeServiceServicer):
             await stream.aclose()  # a cancelled call aborts the request in the engine
 
     async def GenerateStream(self, request_iterator, context):
-        """The multiplexed form (services/decode/mux.py): the gateway's one stream."""
+        """The multiplexed form (generate_stream.py): the gateway's one stream."""
         request_context.bind(context)
-        await serve_stream(self.engine, self.max_queue, request_iterator, context)
+        await serve_stream(self.engine, self.max_queue, request_iterator, context, self.links)
 
     async def Abort(self, request, context):
         request_context.bind(context)
@@ -167,9 +175,12 @@ async def serve(args) -> None:
     await engine.start()
     model_id = engine.model_id
     server = GrpcServer(f"{args.host}:{args.port}", security)
+    # Routed requests' tokens go to the extractor pods the gateway names, dialled as the
+    # gateway dials them (its TLS flags, the internal token).
+    links = PushTokensStreams(ClientSecurity.from_args(args))
     server.add(
         pb_grpc.add_DecodeServiceServicer_to_server,
-        DecodeServicer(engine, model_id, config.max_queue),
+        DecodeServicer(engine, model_id, config.max_queue, links),
         pb.DESCRIPTOR,
     )
     await server.start()
@@ -185,4 +196,5 @@ async def serve(args) -> None:
         log.error("decode engine failed (%r): exiting for a restart", fault.result())
         raise SystemExit(1)
     fault.cancel()
+    await links.close()
     await engine.stop()

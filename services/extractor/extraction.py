@@ -1,6 +1,6 @@
 """One request's extraction: detokenize, cut at stop strings, read tool calls into deltas.
 
-Why a class of its own: the per-request Extract RPC and the multiplexed ExtractStream (mux.py)
+Why a class of its own: the per-request Extract RPC and the multiplexed ExtractStream (extract_stream.py)
 both drive this one object, so a request's deltas cannot differ between the two paths.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 from toolwire.errors import RequestError
 from toolwire.formats import Delta, get_format
 from toolwire.formats.reasoning import ContentOnly, ReasoningExtractor
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.request.from_proto import choice_from_proto, tool_from_proto
 from toolwire.vocabulary import FinishReason, ToolChoiceMode
@@ -72,8 +73,9 @@ class Extraction:
         self.unparsed = False  # the content held the call marker but no call was read
         # Plain text (no format to read calls in, no reasoning, no stop strings): a chunk's
         # response would be its text and nothing else, so `tokens` gives the text alone and
-        # the multiplexed stream sends it without building a response (mux.py).
+        # the multiplexed stream sends it without building a response (extract_stream.py).
         self.plain = extractor is None and not self.stops.stops
+        self.taken = 0  # completion tokens taken: the usage of a turn a stop string ended
 
     def _respond(self, delta: Delta, final: bool) -> pb.ExtractResponse:
         stops = self.stops
@@ -104,14 +106,17 @@ class Extraction:
     def text_or_tokens(self, ids) -> pb.ExtractResponse | str | None:
         """`tokens`, except that a plain request's response (self.plain) comes as its text."""
         if self.plain:
+            self.taken += len(ids)
             return self.detok.add(list(ids)) or None
         return self.tokens(ids)
 
     def tokens(self, ids) -> pb.ExtractResponse | None:
         """New token ids; a response with finish reason STOP when a stop string ended it."""
+        self.taken += len(ids)
         resp = self._respond(self._parse(self.detok.add(list(ids)), False), False)
         if self.stops.hit:
             set_finish(resp, FinishReason.STOP)
+            resp.usage.completion_tokens = self.taken
             self.done = True
             return resp
         if resp.content or resp.tool_calls or resp.reasoning_content:
@@ -119,9 +124,14 @@ class Extraction:
             return resp
         return None
 
-    def end(self, decode_reason: str) -> pb.ExtractResponse:
-        """The last response, with the turn's finish reason."""
+    def end(self, decode_reason: str, usage: common.Usage | None = None) -> pb.ExtractResponse:
+        """The last response, with the turn's finish reason, and `usage` (decode's counts, for
+        a routed request) or the completion tokens taken."""
         resp = self._respond(self._parse(self.detok.flush(), True), True)
+        if usage is not None:
+            resp.usage.CopyFrom(usage)
+        else:
+            resp.usage.completion_tokens = self.taken
         calls = self.extractor.call_count if self.extractor else 0
         self.unparsed = self.seen.marker_in(resp.content)
         set_finish(

@@ -13,8 +13,8 @@ from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.runtime import model_source
 
+from .extract_stream import ServedExtractStream, serve_stream
 from .extraction import Extraction
-from .mux import serve_stream
 
 log = logging.getLogger("toolwire.extractor")
 
@@ -25,6 +25,9 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
         self.default_format = default_format
         self.streams = 0
         self.unparsed = 0  # streams with the call marker in their content
+        self.sessions: dict[
+            str, ServedExtractStream
+        ] = {}  # gateway sessions by id (extract_stream.py)
 
     async def Extract(self, request_iterator, context):
         request_context.bind(context)
@@ -52,6 +55,21 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
 
     async def ExtractStream(self, request_iterator, context):
         await serve_stream(self, request_iterator, context)
+
+    async def PushTokens(self, request_iterator, context):
+        """A decode replica's tokens for routed requests, into their gateways' sessions. A
+        session that is gone (its gateway stream ended) takes nothing: its requests are over."""
+        taken = 0
+        try:
+            async for push in request_iterator:
+                taken += 1
+                for tokens in push.sessions:
+                    mux = self.sessions.get(tokens.session)
+                    if mux is not None:
+                        mux.push(tokens)
+        except Exception:  # noqa: BLE001 - the replica went away; its gateways learn it too
+            log.info("a decode replica's token stream ended after %d messages", taken)
+        return pb.PushSummary(messages=taken)
 
 
 async def serve(args) -> None:

@@ -30,4 +30,6 @@ def merge(last: pb.ExtractResponse, new: pb.ExtractResponse) -> bool:
     if new.finish_reason:
         last.finish_reason = new.finish_reason
         last.finish_reason_code = new.finish_reason_code
+    if new.HasField("usage"):
+        last.usage.CopyFrom(new.usage)
     return True

@@ -7,6 +7,9 @@ import contextvars
 import logging
 
 REQUEST_ID_KEY = "x-request-id"
+# Names a gateway's ExtractStream on an extractor pod, so that a decode replica's PushTokens can
+# deliver a request's tokens into it (decode.proto's ExtractRoute).
+SESSION_KEY = "toolwire-session"
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 

@@ -150,13 +150,6 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     )
     Limits.add_arguments(p.add_argument_group("request limits"))
     p.add_argument(
-        "--decode-mux",
-        choices=["on", "off"],
-        default="on",
-        help="on: one multiplexed GenerateStream per decode replica, one frame per engine "
-        "step; off: one Generate call per request (the earlier path, for comparison)",
-    )
-    p.add_argument(
         "--stream-interval",
         type=int,
         default=0,
@@ -171,13 +164,6 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
         metavar="MS",
         help="with --stream-interval: a held token waits at most this long, whatever the "
         "engine's steps take (0: 50 ms)",
-    )
-    p.add_argument(
-        "--extractor-mux",
-        choices=["on", "off"],
-        default="on",
-        help="on: one multiplexed ExtractStream per extractor pod, one message per decode "
-        "frame; off: one Extract call per request (the earlier path, for comparison)",
     )
     p.add_argument(
         "--http-parser",
@@ -234,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
         _model_args(p)
         if name == "decode":
             _decode_args(p)
+            add_client_arguments(p)  # it dials the extractor pods (routed tokens)
         if name == "template":
             _template_args(p)
         if name == "gateway":

@@ -157,8 +157,6 @@ def commands(args) -> dict[str, list[str]]:
         + [f"--{name.split('-')[0]}-addr=127.0.0.1:{port}" for name, port in ports.items()]
     )
     cmds["gateway"] += Limits.from_args(args).as_flags()
-    cmds["gateway"] += ["--decode-mux", args.decode_mux]
-    cmds["gateway"] += ["--extractor-mux", args.extractor_mux]
     cmds["gateway"] += ["--http-parser", args.http_parser]
     cmds["gateway"] += ["--stream-interval", str(args.stream_interval)]
     cmds["gateway"] += ["--stream-interval-ms", str(args.stream_interval_ms)]

@@ -9,6 +9,15 @@ sends. A frame still unsent when the next message has been read takes its deltas
 request's new delta is merged into its pending one where the order of content and calls
 allows (the pending frame is the only buffer, bounded by the requests' own text).
 
+The gateway's own requests take their tokens from the decode replicas directly
+(`ExtractorService.PushTokens`, decode.proto's ExtractRoute): the gateway names its stream with
+a session id in the call's metadata, and a replica's message for that session is run here
+exactly as the tokens of an ExtractStreamRequest are (`push`), its deltas going down this
+stream. So a token crosses the gateway not at all, and a step costs two messages (decode to
+extractor, extractor to gateway) instead of three. Tokens pushed for a handle whose start has
+not been read yet (the gateway's start and the replica's first tokens travel on different
+connections) wait in `early` until it is.
+
 Per-request refusals (an unknown tool format) and faults are failure entries with the status
 and trailing metadata the request's own Extract call would have ended with; the stream
 ending drops every request on it.
@@ -18,12 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from toolwire.errors import RequestError, grpc_status
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
 from toolwire.plumbing.delta_merge import merge
+from toolwire.plumbing.request_context import SESSION_KEY
+from toolwire.vocabulary import FinishReason
+from toolwire.wire_enums import finish_from_proto
 
 from .extraction import Extraction
+
+if TYPE_CHECKING:
+    from .server import ExtractorServicer
 
 log = logging.getLogger("toolwire.extractor")
 
@@ -36,10 +52,10 @@ def failure(handle: int, err: RequestError) -> pb.ExtractStreamFailure:
     )
 
 
-class ExtractMux:
+class ServedExtractStream:
     """One ExtractStream call: its requests, its pending frame."""
 
-    def __init__(self, servicer):
+    def __init__(self, servicer: ExtractorServicer):
         self.servicer = servicer
         self.states: dict[int, Extraction] = {}
         self.ids: dict[int, str] = {}  # handle -> request id, for log lines
@@ -51,6 +67,9 @@ class ExtractMux:
         self.failures: list[pb.ExtractStreamFailure] = []
         self.ready = asyncio.Event()
         self.reading = True
+        self.newest = 0  # the highest handle started: handles grow, so a lower one has ended
+        # handle -> pushed token chunks and end not yet taken, before its start was read
+        self.early: dict[int, list[tuple[object, object]]] = {}
 
     def take(self) -> pb.ExtractStreamFrame | None:
         if not (self.handles or self.failures):
@@ -112,12 +131,15 @@ class ExtractMux:
         for start in msg.starts:
             servicer.streams += 1
             self.ids[start.handle] = start.request_id
+            self.newest = max(self.newest, start.handle)
             try:
                 self.states[start.handle] = Extraction(
                     start.setup, servicer.tokenizer, servicer.default_format
                 )
             except RequestError as e:
                 self._fail(start.handle, e)
+            for step, arg in self.early.pop(start.handle, ()):
+                self._run(start.handle, step, arg)
         ids = msg.token_ids
         pos = 0
         for h, n in zip(msg.handles, msg.counts):
@@ -128,6 +150,23 @@ class ExtractMux:
             self._run(end.handle, Extraction.end, end.finish_reason)
         for h in msg.cancels:
             self._drop(h)
+
+    def push(self, tokens: pb.SessionTokens) -> None:
+        """One decode step's tokens and ends for this stream's routed requests."""
+        ids = tokens.token_ids
+        pos = 0
+        for h, n in zip(tokens.handles, tokens.counts):
+            self._routed(h, Extraction.text_or_tokens, ids[pos : pos + n])
+            pos += n
+        for end in tokens.ends:
+            self._routed(end.handle, _end, end)
+        self.ready.set()
+
+    def _routed(self, handle: int, step, arg) -> None:
+        if handle in self.states:
+            self._run(handle, step, arg)
+        elif handle > self.newest:  # its start is still on its way
+            self.early.setdefault(handle, []).append((step, arg))
 
     def _drop(self, handle: int) -> None:
         self.states.pop(handle, None)
@@ -145,9 +184,17 @@ class ExtractMux:
             self.ready.set()
 
 
+def _end(state: Extraction, end: pb.RoutedEnd) -> pb.ExtractResponse:
+    # unspecified (a peer that set no reason) ends the turn loudly, as decode's abort does
+    return state.end(finish_from_proto(end.finish_reason) or FinishReason.ABORT, end.usage)
+
+
 async def serve_stream(servicer, requests, context) -> None:
     """The ExtractStream handler: read frames, write one frame of deltas per wake-up."""
-    mux = ExtractMux(servicer)
+    mux = ServedExtractStream(servicer)
+    session = dict(context.invocation_metadata() or ()).get(SESSION_KEY, "")
+    if session:  # named before the headers go: a request routed here finds it
+        servicer.sessions[session] = mux
     # Headers at once: the gateway's first request waits for them to know the stream is up.
     await context.send_initial_metadata(())
     reader = asyncio.create_task(mux.read(requests))
@@ -163,3 +210,6 @@ async def serve_stream(servicer, requests, context) -> None:
     finally:
         reader.cancel()
         mux.states.clear()
+        mux.early.clear()
+        if session and servicer.sessions.get(session) is mux:
+            del servicer.sessions[session]

@@ -15,6 +15,11 @@ gateway's reads). The first token and the finish go at once; one timer per strea
 held tokens at their deadline, so a held token never waits for a later engine step (another
 request's long prefill).
 
+A request started with an ExtractRoute has its tokens and finish sent to its extractor pod
+instead (push_tokens.py); this stream then names it in `started` once, with its first
+tokens' step, and still carries its finish and any failure, so the gateway knows it is running,
+can cancel it, and can retry it elsewhere while nothing has been produced.
+
 Failures are sent as the status and trailing metadata the per-request call would have ended
 with, so the gateway rebuilds the same errors. The stream ending, either way, aborts every
 request still running on it.
@@ -26,6 +31,7 @@ import asyncio
 import itertools
 
 from toolwire.errors import RequestError, grpc_status, unavailable
+from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2 as pb
 from toolwire.plumbing import request_context
 from toolwire.vocabulary import ErrorCode, FinishReason
@@ -33,6 +39,7 @@ from toolwire.wire_enums import set_finish
 
 from .admission import admit, engine_request, request_error
 from .engine import Engine, EngineOutput, Submission
+from .push_tokens import PushTokensStream, PushTokensStreams
 
 # A stream interval given in tokens only still has a deadline: a held token waits this long at
 # most, whatever the engine's steps take.
@@ -60,13 +67,28 @@ def failure(handle: int, err: RequestError) -> pb.StreamFailure:
 
 
 class _Sink:
-    """Where the engine puts one request's outputs: straight into the pending frame, or (with a
-    stream interval) into `held` until `every` tokens have gathered or the mux's timer finds
-    `delay` seconds passed since the first of them."""
+    """Where the engine puts one request's outputs: straight into the pending frame (or, routed,
+    its extract link's pending message), or (with a stream interval) into `held` until `every`
+    tokens have gathered or the mux's timer finds `delay` seconds passed since the first of
+    them."""
 
-    __slots__ = ("mux", "handle", "state", "every", "delay", "held", "since", "sent")
+    __slots__ = (
+        "mux",
+        "handle",
+        "state",
+        "every",
+        "delay",
+        "held",
+        "since",
+        "sent",
+        "link",
+        "session",
+        "routed_handle",
+        "link_key",
+        "request_id",
+    )
 
-    def __init__(self, mux: StreamMux, handle: int, every: int = 0, delay: float = 0.0):
+    def __init__(self, mux: ServedGenerateStream, handle: int, every: int = 0, delay: float = 0.0):
         self.mux = mux
         self.handle = handle
         self.state: Submission | None = None  # what engine.submit returned (its timed_out)
@@ -75,6 +97,26 @@ class _Sink:
         self.held: list[int] = []
         self.since = 0.0
         self.sent = 0  # tokens put in frames so far
+        # routed (StreamStart.route): the link to the extractor, the request's session and
+        # handle there, and its key on the link
+        self.link: PushTokensStream | None = None
+        self.session = ""
+        self.routed_handle = 0
+        self.link_key = 0
+        self.request_id = ""
+
+    def route(self, link: PushTokensStream, session: str, handle: int, request_id: str) -> None:
+        self.link, self.session, self.routed_handle = link, session, handle
+        self.request_id = request_id
+        self.link_key = link.attach(self.link_broken)
+
+    def link_broken(self, why: str) -> None:
+        """The extractor this request's tokens go to is gone: fail it, stop its work."""
+        if self.handle not in self.mux.live:
+            return
+        self.link = None
+        self.fail(unavailable(why))
+        self.mux.abort_later(self.request_id)
 
     def put_nowait(self, out: EngineOutput) -> None:
         mux = self.mux
@@ -99,6 +141,20 @@ class _Sink:
             self._push(ids)
         if out.finish_reason:
             mux.live.pop(self.handle, None)
+            link = self.link
+            if link is not None:
+                link.detach(self.link_key)
+                link.put_end(
+                    self.session,
+                    self.routed_handle,
+                    out.finish_reason,
+                    common.Usage(
+                        prompt_tokens=out.prompt_tokens,
+                        completion_tokens=out.completion_tokens,
+                        total_tokens=out.prompt_tokens + out.completion_tokens,
+                        cached_tokens=out.cached_tokens,
+                    ),
+                )
             if out.finish_reason == FinishReason.ABORT and getattr(self.state, "timed_out", False):
                 mux.failures.append(
                     failure(
@@ -115,6 +171,13 @@ class _Sink:
         mux.ready.set()
 
     def _push(self, ids) -> None:
+        link = self.link
+        if link is not None:
+            if not self.sent:
+                self.mux.started.append(self.handle)
+            self.sent += len(ids)
+            link.put_tokens(self.session, self.routed_handle, ids)
+            return
         self.sent += len(ids)
         pending = self.mux.tokens.get(self.handle)
         if pending is None:
@@ -130,18 +193,22 @@ class _Sink:
 
     def fail(self, exc: Exception) -> None:
         mux = self.mux
+        if self.link is not None:
+            self.link.detach(self.link_key)
         mux.live.pop(self.handle, None)
         mux.holding.pop(self.handle, None)
         mux.failures.append(failure(self.handle, request_error(exc)))
         mux.ready.set()
 
 
-class StreamMux:
+class ServedGenerateStream:
     """One GenerateStream call: its requests, its pending frame."""
 
-    def __init__(self, engine: Engine, max_queue: int):
+    def __init__(self, engine: Engine, max_queue: int, links: PushTokensStreams | None = None):
         self.engine = engine
         self.max_queue = max_queue
+        self.links = links or PushTokensStreams()
+        self.started: list[int] = []  # routed requests whose first tokens went out this step
         self.live: dict[int, str] = {}  # handle -> request id, started and not finished
         self.starting: dict[int, bool] = {}  # handle -> cancelled while starting
         self.tokens: dict[int, list[int]] = {}
@@ -183,7 +250,7 @@ class StreamMux:
 
     def take(self) -> pb.StreamFrame | None:
         """The pending frame, emptied."""
-        if not (self.tokens or self.finishes or self.failures):
+        if not (self.tokens or self.finishes or self.failures or self.started):
             return None
         tokens, self.tokens = self.tokens, {}
         frame = pb.StreamFrame(
@@ -192,9 +259,15 @@ class StreamMux:
             token_ids=list(itertools.chain.from_iterable(tokens.values())),
             finishes=self.finishes,
             failures=self.failures,
+            started=self.started,
         )
-        self.finishes, self.failures = [], []
+        self.finishes, self.failures, self.started = [], [], []
         return frame
+
+    def abort_later(self, request_id: str) -> None:
+        task = asyncio.create_task(self.engine.abort(request_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def read(self, requests) -> None:
         try:
@@ -222,6 +295,7 @@ class StreamMux:
     async def _start(self, handle: int, start: pb.StreamStart) -> None:
         request = start.request
         request_context.bind_id(request.request_id)  # this task's log lines name it
+        sink: _Sink | None = None
         try:
             admit(self.engine, self.max_queue, request)
             sink = _Sink(
@@ -230,10 +304,15 @@ class StreamMux:
                 start.interval_tokens,
                 (start.interval_ms or DEFAULT_INTERVAL_MS) / 1000,
             )
+            if start.HasField("route"):
+                r = start.route
+                sink.route(self.links.get(r.address), r.session, r.handle, request.request_id)
             self.live[handle] = request.request_id
             sink.state = await self.engine.submit(engine_request(request), sink)
         except Exception as e:  # noqa: BLE001 - every refusal becomes this request's failure
             self.live.pop(handle, None)
+            if sink is not None and sink.link is not None:
+                sink.link.detach(sink.link_key)
             self.failures.append(failure(handle, request_error(e)))
             self.ready.set()
             return
@@ -252,9 +331,11 @@ class StreamMux:
         self.live.clear()
 
 
-async def serve_stream(engine: Engine, max_queue: int, requests, context) -> None:
+async def serve_stream(
+    engine: Engine, max_queue: int, requests, context, links: PushTokensStreams | None = None
+) -> None:
     """The GenerateStream handler: read starts and cancels, write one frame per wake-up."""
-    mux = StreamMux(engine, max_queue)
+    mux = ServedGenerateStream(engine, max_queue, links)
     reader = asyncio.create_task(mux.read(requests))
     try:
         while True:

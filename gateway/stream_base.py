@@ -1,11 +1,12 @@
-"""What the gateway's two multiplexed streams share (decode_mux.py, extractor_mux.py): a
-request's handle read like the per-request call, reading
-frames until the stream ends, failing every request on a stream that broke, failing one
-request from a frame's failure entry, and closing.
+"""What the gateway's two long-lived streams share (generate_stream.py, extract_stream.py): a
+request's entry on a stream (its `handle` is the int the protos carry), reading frames until the
+stream ends, failing every request on a stream that broke, failing one request from a frame's
+failure entry, and closing.
 
 A stream subclass holds `call` (the open stream or None), `tasks` (its writer and reader) and
-`handles` (open requests by handle, each with `_fail(error)`), and reads a frame into its
-requests in `_dispatch`.
+`entries` (open requests by handle, each with `_fail(error)`), and reads a frame into its
+requests in `_dispatch`. Errors are the `AioRpcError` a per-request call would have raised, so
+the run's error paths are the ones a per-request call has.
 """
 
 from __future__ import annotations
@@ -19,19 +20,19 @@ _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 def rpc_error(code: grpc.StatusCode, details: str, trailing=()) -> grpc.aio.AioRpcError:
-    """The error a per-request call would have raised, so the orchestrator's paths stay one."""
+    """The error a per-request call would have raised, so the run's error paths stay one."""
     return grpc.aio.AioRpcError(
         code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details=details
     )
 
 
-class MuxHandle:
-    """One request on a multiplexed stream, read like the per-request call: `read()` gives what
-    `_take()` has ready, waits when nothing is, raises the request's error, then grpc.aio.EOF."""
+class StreamEntry:
+    """One request on a stream: `read()` gives what `_take()` has ready, waits when nothing is,
+    raises the request's error, then grpc.aio.EOF."""
 
     __slots__ = ("stream", "handle", "error", "ended", "waiter")
 
-    def __init__(self, stream: MuxStream, handle: int):
+    def __init__(self, stream: StreamBase, handle: int):
         self.stream = stream
         self.handle = handle
         self.error: BaseException | None = None
@@ -76,13 +77,13 @@ class MuxHandle:
         self._wake()
 
 
-class MuxStream:
+class StreamBase:
     # the error's details when the server ends the stream cleanly
     ended_details = "the stream ended"
 
     call: grpc.aio.StreamStreamCall | None = None
     tasks: list[asyncio.Task]
-    handles: dict[int, Any]
+    entries: dict[int, Any]
 
     def _dispatch(self, frame) -> None:
         raise NotImplementedError
@@ -129,9 +130,9 @@ class MuxStream:
     def _fail_each(self, failures) -> None:
         """A frame's per-request failures (handle, status_code, details, metadata)."""
         for f in failures:
-            handle = self.handles.pop(f.handle, None)
-            if handle is not None:
-                handle._fail(
+            entry = self.entries.pop(f.handle, None)
+            if entry is not None:
+                entry._fail(
                     rpc_error(
                         _CODES.get(f.status_code, grpc.StatusCode.UNKNOWN),
                         f.details,
@@ -140,6 +141,11 @@ class MuxStream:
                 )
 
     def _fail_all(self, error: BaseException) -> None:
-        handles, self.handles = self.handles, {}
-        for handle in handles.values():
-            handle._fail(error)
+        entries, self.entries = self.entries, {}
+        for entry in entries.values():
+            entry._fail(error)
+
+    @property
+    def load(self) -> int:
+        """Requests of this gateway open on the stream (replicas.py picks the least loaded)."""
+        return len(self.entries)
