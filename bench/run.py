@@ -5,6 +5,8 @@
     python -m bench.run --url http://host:port/v1 --model NAME   # any OpenAI-compatible server
     python -m bench.run --engine-only --model random:llama-8b --device cuda   # a GPU, no download
     python -m bench.run --model null --kinds text        # no forward pass: the serving path alone
+    python -m bench.run --model random:tiny --kinds text --concurrency 1 16 64 --baseline main~3
+        # that commit's stack and this tree's, taking turns in one run (bench/baseline.py)
 
 Prints tables (medians over rounds) and writes bench/out/results.json and bench/out/bench.png.
 """
@@ -17,6 +19,7 @@ import gc
 import json
 import os
 import pathlib
+import shlex
 import signal
 import statistics
 import subprocess
@@ -25,32 +28,42 @@ import time
 
 from toolwire.stack.launcher import free_port, wait_for_health
 
-from . import inprocess, proc_cpu, remote
+from . import baseline, inprocess, proc_cpu, remote
 from .workloads import body
 
 OUT = pathlib.Path(__file__).resolve().parent / "out"
 KEY = "bench-key"
+META = ("constraint", "baseline_commit")  # results.json keys that hold no sweep
 
 
 def median_summary(rounds: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
-async def sweep(run_one, kinds, concurrency, rounds, max_tokens, model) -> dict:
-    results = {}
+async def sweep(loads: dict, kinds, concurrency, rounds, max_tokens) -> dict[str, dict]:
+    """Each load (label -> (run_one, served model)) at every workload and concurrency, `rounds`
+    times: {label: {"kind/C": medians}}. Several loads take turns within each round, the first
+    of them changing from round to round, so a slow spell of a shared machine falls on all of
+    them alike instead of on whichever ran in it."""
+    labels = list(loads)
+    results: dict[str, dict] = {label: {} for label in labels}
+    width = max(len(label) for label in labels)
     for kind in kinds:
         for c in concurrency:
-            per_round = []
+            per_round: dict[str, list] = {label: [] for label in labels}
             for r in range(rounds):
-                bodies = [body(kind, r * c + i, model, max_tokens) for i in range(c)]
-                per_round.append(await run_one(bodies))
-            results[f"{kind}/{c}"] = median_summary(per_round)
-            s = results[f"{kind}/{c}"]
-            print(
-                f"  {kind:4} C={c:<3} {s['tok_s']:7.1f} tok/s  ttft p50 {s['ttft_p50_ms']:7.1f} ms"
-                f"  itl p50 {s['itl_p50_ms']:6.1f} ms",
-                flush=True,
-            )
+                for label in labels if r % 2 == 0 else labels[::-1]:
+                    run_one, model = loads[label]
+                    bodies = [body(kind, r * c + i, model, max_tokens) for i in range(c)]
+                    per_round[label].append(await run_one(bodies))
+            for label in labels:
+                s = results[label][f"{kind}/{c}"] = median_summary(per_round[label])
+                who = f"{label:<{width}}  " if len(labels) > 1 else ""
+                print(
+                    f"  {kind:4} C={c:<3} {who}{s['tok_s']:7.1f} tok/s"
+                    f"  ttft p50 {s['ttft_p50_ms']:7.1f} ms  itl p50 {s['itl_p50_ms']:6.1f} ms",
+                    flush=True,
+                )
     return results
 
 
@@ -90,7 +103,8 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
         lambda b: inprocess.run_load(engine, renderer, b),
         lambda: {"in-process": time.process_time()},
     )
-    res = await sweep(load, args.kinds, args.concurrency, args.rounds, args.max_tokens, "m")
+    loads = {"engine": (load, "m")}
+    res = (await sweep(loads, args.kinds, args.concurrency, args.rounds, args.max_tokens))["engine"]
     cost = inprocess.constraint_cost(engine)
     cost.compiles -= compiles_before
     await engine.stop()
@@ -98,14 +112,11 @@ async def bench_inprocess(args) -> tuple[dict, dict]:
     return res, vars(cost)
 
 
-def start_stack(args, flags: list[str] | None = None) -> tuple[subprocess.Popen, str, str]:
-    """`toolwire up` for the load: (process, base URL, served model id)."""
+def start_stack(args, tree: baseline.Tree | None = None) -> tuple[subprocess.Popen, str, str]:
+    """`toolwire up` for the load: (process, base URL, served model id). The current tree's,
+    or (tree) an older commit's, on the same python with the same flags."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "toolwire.stack.cli",
-        "up",
+    up_args = [
         "--port",
         str(port),
         "--grpc-port",
@@ -119,10 +130,12 @@ def start_stack(args, flags: list[str] | None = None) -> tuple[subprocess.Popen,
         *getattr(args, "stack_flags", []),
         *(["--threads", str(args.threads)] if getattr(args, "threads", None) else []),
         *(["--kv-type", args.kv_type] if getattr(args, "kv_type", None) else []),
-    ] + (flags or [])
+    ]
+    cmd = baseline.up_command(up_args)
     proc = subprocess.Popen(
         cmd,
-        env=dict(os.environ, TOOLWIRE_API_KEYS=KEY),
+        cwd=None if tree is None else tree.path,
+        env=dict(os.environ if tree is None else tree.env(), TOOLWIRE_API_KEYS=KEY),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -130,15 +143,39 @@ def start_stack(args, flags: list[str] | None = None) -> tuple[subprocess.Popen,
         health = wait_for_health(f"http://127.0.0.1:{port}/health", proc)
     except RuntimeError as e:
         proc.kill()
-        raise SystemExit(str(e)) from None
+        where = f" (in {tree.path}, PYTHONPATH={tree.path})" if tree else ""
+        raise SystemExit(f"{e}; `{shlex.join(cmd)}`{where} shows why") from None
     return proc, f"http://127.0.0.1:{port}/v1", health["models"][0]
 
 
-async def bench_remote(
-    args, base_url: str, api_key: str, model: str, label: str, up_pid: int | None = None
-) -> dict:
+def stop_stack(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def decode_library(up_pid: int) -> str | None:
+    """The llama.cpp library the stack's decode process has mapped (None: none, the torch
+    step), read from /proc: an older commit might look for the cached build under another
+    key and run the wheel's library, which would be measured as the change."""
+    pid = proc_cpu.service_pids(up_pid).get("decode")
+    try:
+        maps = pathlib.Path(f"/proc/{pid}/maps").read_text() if pid else ""
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)  # address, perms, offset, device, inode[, path]
+        if len(fields) == 6 and pathlib.Path(fields[5]).name.startswith(("libllama", "xllamacpp")):
+            return fields[5]
+    return None
+
+
+async def remote_load(args, base_url: str, api_key: str, model: str, up_pid: int | None = None):
+    """The load on one server, warmed (a stream at each kind), with the CPU and context
+    switches of its services per token where up_pid is the `toolwire up` serving it."""
     await remote.run_load(base_url, api_key, [body("tool", i, model, 8) for i in range(2)])
-    print(f"{label}:", flush=True)
     run_load = remote.run_load_lean if args.client == "epoll" else remote.run_load
     load = lambda b: run_load(base_url, api_key, b)  # noqa: E731
     if up_pid is not None:
@@ -146,31 +183,17 @@ async def bench_remote(
         load = with_cpu(
             load, lambda: proc_cpu.cpu_seconds(pids), lambda: proc_cpu.context_switches(pids)
         )
-    return await sweep(load, args.kinds, args.concurrency, args.rounds, args.max_tokens, model)
+    return load
 
 
-def gateway_variants(compare: bool, compare_extractor: bool = False) -> dict[str, list[str]]:
-    """The gateways to measure, in this order in one run. --compare-mux: the per-request
-    decode calls first (the earlier path), then the multiplexed stream, each with h11, then
-    with httptools where it is installed. --compare-extractor-mux: the per-request Extract
-    calls, then the multiplexed ExtractStream (decode mux on both times)."""
-    if compare_extractor:
-        return {
-            "gateway (extractor mux off)": ["--extractor-mux", "off"],
-            "gateway (extractor mux on)": ["--extractor-mux", "on"],
-        }
-    if not compare:
-        return {"gateway": []}
-    out = {
-        "gateway (mux off, h11)": ["--decode-mux", "off", "--http-parser", "h11"],
-        "gateway (mux on, h11)": ["--decode-mux", "on", "--http-parser", "h11"],
-    }
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return out
-    out["gateway (mux on, httptools)"] = ["--decode-mux", "on", "--http-parser", "httptools"]
-    return out
+async def bench_remote(args, servers: dict) -> dict[str, dict]:
+    """servers: label -> (base URL, API key, served model, `toolwire up` pid or None), measured
+    taking turns (sweep)."""
+    loads = {}
+    for label, (url, key, model, pid) in servers.items():
+        loads[label] = (await remote_load(args, url, key, model, pid), model)
+    print(" and ".join(servers) + (", taking turns:" if len(servers) > 1 else ":"), flush=True)
+    return await sweep(loads, args.kinds, args.concurrency, args.rounds, args.max_tokens)
 
 
 def table(inproc: dict, over: dict, label: str) -> str:
@@ -233,6 +256,44 @@ def switch_table(over: dict) -> str:
     )
 
 
+def _serving_us(res: dict) -> float | None:
+    """µs of CPU per token of every service but decode: the path tokens take after the step."""
+    parts = [res.get(f"cpu_us_{n}") for n in proc_cpu.SERVICES if n != "decode"]
+    return None if any(v is None for v in parts) else sum(parts)
+
+
+def comparison_table(base: dict, cur: dict, base_label: str, cur_label: str = "current") -> str:
+    """The two stacks of a --baseline run side by side: tok/s and its ratio, and CPU per token
+    of the serving path (every service but decode) and of decode, apart: a change to the
+    gateway or extractor shows in the first, while a slower decode step moves tok/s alone."""
+    cols = [
+        f"tok/s {base_label}",
+        f"tok/s {cur_label}",
+        "ratio current / baseline",
+        f"serving µs/token {base_label}",
+        f"serving µs/token {cur_label}",
+        f"decode µs/token {base_label}",
+        f"decode µs/token {cur_label}",
+    ]
+    lines = ["| workload | C | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    num = lambda v, fmt: "-" if v is None else f"{v:{fmt}}"  # noqa: E731
+    for key in [*cur, *(k for k in base if k not in cur)]:
+        kind, c = key.split("/")
+        b, n = base.get(key, {}), cur.get(key, {})
+        ratio = n["tok_s"] / b["tok_s"] if b.get("tok_s") and "tok_s" in n else None
+        row = [
+            num(b.get("tok_s"), ".1f"),
+            num(n.get("tok_s"), ".1f"),
+            num(ratio, ".2f"),
+            num(_serving_us(b) if b else None, ".0f"),
+            num(_serving_us(n) if n else None, ".0f"),
+            num(b.get("cpu_us_decode"), ".0f"),
+            num(n.get("cpu_us_decode"), ".0f"),
+        ]
+        lines.append(f"| {kind} | {c} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -281,14 +342,10 @@ def main() -> int:
         help="only the in-process engine (e.g. random:<preset> weights on a GPU)",
     )
     p.add_argument(
-        "--compare-mux",
-        action="store_true",
-        help="measure the gateway with --decode-mux off, then on (h11, then httptools)",
-    )
-    p.add_argument(
-        "--compare-extractor-mux",
-        action="store_true",
-        help="measure the gateway with --extractor-mux off, then on",
+        "--baseline",
+        metavar="REF",
+        help="also measure the stack of this git ref or commit (a worktree of it, "
+        "bench/baseline.py), taking turns with the current tree's in every round",
     )
     p.add_argument(
         "--client",
@@ -310,12 +367,22 @@ def main() -> int:
     args = p.parse_args()
     if args.client == "epoll" and "tool" in args.kinds:
         p.error("--client epoll counts text deltas only: use it with --kinds text")
+    if args.baseline and (args.url or args.engine_only):
+        p.error("--baseline measures two toolwire stacks: not with --url or --engine-only")
+    trees: dict[str, baseline.Tree | None] = {"gateway": None}
+    if args.baseline:
+        base_tree, found = baseline.prepare(args.baseline)
+        print(
+            f"baseline {args.baseline} = {base_tree.sha}: {base_tree.path}\n  its stack imports "
+            + ", ".join(f"{n} from {pathlib.Path(f).parent}" for n, f in found.items()),
+            flush=True,
+        )
+        trees = {f"baseline ({base_tree.short})": base_tree, "current": None}
     OUT.mkdir(exist_ok=True)
     results: dict = {}
     if args.url:
-        results["server"] = asyncio.run(
-            bench_remote(args, args.url, args.api_key, args.model, args.url)
-        )
+        servers = {"server": (args.url, args.api_key, args.model, None)}
+        results.update(asyncio.run(bench_remote(args, servers)))
         print(table({}, results["server"], "server"))
     else:
         results["engine"], cost = asyncio.run(bench_inprocess(args))
@@ -328,18 +395,42 @@ def main() -> int:
             (OUT / "results.json").write_text(json.dumps(results, indent=2))
             plot({"engine": results["engine"]}, OUT / "bench.png")
             return 0
-        variants = gateway_variants(args.compare_mux, args.compare_extractor_mux)
-        for label, flags in variants.items():
-            proc, url, model = start_stack(args, flags)
-            try:
-                results[label] = asyncio.run(bench_remote(args, url, KEY, model, label, proc.pid))
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-        for label in variants:
-            print("\n" + table(results["engine"], results[label], label))
+        # With --baseline both stacks stay up through the sweep, taking turns: an idle stack's
+        # pollers take little CPU, and each is measured with the other idle beside it.
+        stacks: dict[str, subprocess.Popen] = {}
+        try:
+            servers = {}
+            for label, tree in trees.items():
+                proc, url, model = start_stack(args, tree)
+                stacks[label] = proc
+                servers[label] = (url, KEY, model, proc.pid)
+                if tree is not None:
+                    pids = {"up": proc.pid, **proc_cpu.service_pids(proc.pid)}
+                    baseline.check_processes(tree, pids)
+            libraries = {label: decode_library(proc.pid) for label, proc in stacks.items()}
+            for label, lib in libraries.items():
+                print(f"{label}: decode maps {lib or 'no llama.cpp library (the torch step)'}")
+            if len(set(libraries.values())) > 1:
+                print(
+                    "  the decode services run different llama.cpp libraries: the comparison "
+                    "measures that too (TOOLWIRE_LLAMA_LIB=<path> names one for both)"
+                )
+            results.update(asyncio.run(bench_remote(args, servers)))
+        finally:
+            for proc in stacks.values():
+                stop_stack(proc)
+        for label in trees:
+            print(f"\n{label}:" if len(trees) > 1 else "")
+            print(table(results["engine"], results[label], label))
             print("\n" + cpu_table(results["engine"], results[label]))
             print("\ncontext switches per token\n" + switch_table(results[label]))
+        if args.baseline:
+            base_label, cur_label = trees
+            print(
+                f"\n{cur_label} against {base_label}: tok/s, and µs of CPU per token\n"
+                + comparison_table(results[base_label], results[cur_label], base_label)
+            )
+            results["baseline_commit"] = {"ref": args.baseline, "sha": base_tree.sha}
         share = 100 * cost["mask_ms"] / cost["forward_ms"] if cost["forward_ms"] else 0.0
         print(
             f"\nconstraint cost: mask {cost['mask_ms']:.2f} ms per decode step against "
@@ -348,7 +439,7 @@ def main() -> int:
         )
         results["constraint"] = cost
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
-    plot({k: v for k, v in results.items() if k != "constraint"}, OUT / "bench.png")
+    plot({k: v for k, v in results.items() if k not in META}, OUT / "bench.png")
     print(f"\nwrote {OUT / 'results.json'} and {OUT / 'bench.png'}")
     return 0
 
