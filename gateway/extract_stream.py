@@ -109,6 +109,10 @@ class ExtractStream(StreamBase):
             session = secrets.token_hex(8)
             call = self.stub.ExtractStream(metadata=self.metadata + ((SESSION_KEY, session),))
             try:
+                # The pod's headers: it sends them once it has named the session, so a route
+                # given out from here finds it. (wait_for_connection alone returns once our own
+                # metadata is out.) Then wait_for_connection raises if the call failed instead.
+                await call.initial_metadata()
                 await call.wait_for_connection()
             except grpc.aio.AioRpcError:
                 call.cancel()

@@ -41,7 +41,9 @@ class GenerateEntry(StreamEntry):
         self.on_fail: Callable[[BaseException], None] | None = None
 
     def _take(self):
-        return True if self.begun else None
+        # A failure in the frame that started it (or before the run read it) is the answer:
+        # nothing has reached the client, so the run may still retry.
+        return True if self.begun and self.error is None else None
 
     async def started(self) -> None:
         """Wait for the first tokens; raise the request's failure. A request that finished

@@ -116,6 +116,10 @@ class StreamBase:
             )
         except grpc.aio.AioRpcError as e:
             error = e
+            if e.code() == grpc.StatusCode.INTERNAL and e.details() == "Internal error from Core":
+                # A write raced the other side ending the stream: the stream ended, nothing
+                # the request did; as UNAVAILABLE it is retried like any stream that ended.
+                error = rpc_error(grpc.StatusCode.UNAVAILABLE, self.ended_details)
         except asyncio.CancelledError:
             if self.call is call:
                 self.call = None

@@ -86,6 +86,7 @@ class _Sink:
         "routed_handle",
         "link_key",
         "request_id",
+        "failed",
     )
 
     def __init__(self, mux: ServedGenerateStream, handle: int, every: int = 0, delay: float = 0.0):
@@ -104,6 +105,7 @@ class _Sink:
         self.routed_handle = 0
         self.link_key = 0
         self.request_id = ""
+        self.failed = False  # its link broke: what the engine still hands over goes nowhere
 
     def route(self, link: PushTokensStream, session: str, handle: int, request_id: str) -> None:
         self.link, self.session, self.routed_handle = link, session, handle
@@ -115,10 +117,13 @@ class _Sink:
         if self.handle not in self.mux.live:
             return
         self.link = None
+        self.failed = True
         self.fail(unavailable(why))
         self.mux.abort_later(self.request_id)
 
     def put_nowait(self, out: EngineOutput) -> None:
+        if self.failed:  # the abort's last outputs: its failure has been sent
+            return
         mux = self.mux
         ids = out.token_ids
         if self.every > 1:

@@ -24,7 +24,9 @@ from toolwire.constraints.ebnf import to_ebnf_0125
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.errors import RequestError
 from toolwire.formats import Tool, ToolChoice, get_format
-from toolwire.gateway.decode_pool import DecodePool, Replica
+from toolwire.gateway.metrics import Metrics
+from toolwire.gateway.orchestrator import Orchestrator
+from toolwire.gateway.replicas import Replica, ReplicaSet
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.plumbing.internal_security import ClientSecurity
 from toolwire.services.decode.engine import EngineRequestError
@@ -47,18 +49,42 @@ def test_a_mixed_pool_builds_grammars_every_engine_takes():
     assert not accepts(EBNF, STRUCTURAL_TAG)
 
 
+class _Stream:
+    """A replica's stream as the set reads it: this gateway's requests open on it."""
+
+    def __init__(self, load: int = 0):
+        self.load = load
+
+    async def close(self) -> None:
+        pass
+
+
 def test_the_gateway_sends_a_constraint_only_to_replicas_that_take_it():
-    pool = DecodePool([], ClientSecurity())
-    torch_replica = Replica("a:1", None, None, dialect=STRUCTURAL_TAG)
-    trtllm_replica = Replica("b:1", None, None, dialect=EBNF, outstanding=5)
-    unread = Replica("c:1", None, None)  # serving, its dialect not read yet
-    pool.replicas = {r.address: r for r in (torch_replica, trtllm_replica, unread)}
-    assert pool.dialect() == EBNF
-    assert pool.pick(STRUCTURAL_TAG) is torch_replica
-    assert pool.pick(EBNF) is torch_replica  # the least loaded of those taking it
-    torch_replica.healthy = False
-    assert pool.pick(STRUCTURAL_TAG) is None
-    assert pool.pick(EBNF) is trtllm_replica
+    orch = Orchestrator("t:1", [], "x:1", [], Metrics())
+    orch.decode = ReplicaSet("decode replica", [], ClientSecurity(), lambda a, ch: _Stream())
+    torch_replica = Replica("a:1", None, _Stream(), dialect=STRUCTURAL_TAG)
+    trtllm_replica = Replica("b:1", None, _Stream(load=5), dialect=EBNF)
+    unread = Replica("c:1", None, _Stream())  # serving, its dialect not read yet
+    orch.decode.replicas = {r.address: r for r in (torch_replica, trtllm_replica, unread)}
+    decode, takes = orch.decode, orch.takes
+    # The grammar is built in the dialect every serving replica that said one takes.
+    assert orch.dialect() == EBNF
+    assert decode.order(takes(STRUCTURAL_TAG)) == [torch_replica]
+    # The least loaded of those taking it first; one not read yet takes nothing.
+    assert decode.order(takes(EBNF)) == [torch_replica, trtllm_replica]
+    assert decode.order(takes(EBNF), exclude={"a:1"}) == [trtllm_replica]
+    torch_replica.stream.load = 9
+    assert decode.order(takes(EBNF)) == [trtllm_replica, torch_replica]
+    torch_replica.stream.load = 5
+    torch_replica.picks = 1  # an even load: the least picked first
+    assert decode.order(takes(EBNF)) == [trtllm_replica, torch_replica]
+    decode.mark_down(torch_replica)
+    assert not torch_replica.healthy and torch_replica.dialect is None
+    assert decode.order(takes(STRUCTURAL_TAG)) == []
+    assert decode.order(takes(EBNF)) == [trtllm_replica]
+    assert orch.dialect() == EBNF
+    trtllm_replica.healthy = False
+    assert orch.dialect() == STRUCTURAL_TAG  # no replica says one: xgrammar 0.2's
 
 
 def _free_text(words_banned: list[str], triggers: list[str] = ()) -> str:

@@ -1,4 +1,4 @@
-"""The stream interval, where it is held (services/decode/mux.py): a request's tokens wait in
+"""The stream interval, where it is held (services/decode/generate_stream.py): a request's tokens wait in
 its sink until N have gathered or its deadline passes; the first token and the finish never
 wait; with the interval off every step's tokens go to the next frame."""
 
@@ -7,17 +7,17 @@ from __future__ import annotations
 import asyncio
 
 from toolwire.services.decode.engine import EngineOutput
-from toolwire.services.decode.mux import StreamMux, _Sink
+from toolwire.services.decode.generate_stream import ServedGenerateStream, _Sink
 
 
-def _frames(mux: StreamMux) -> list[list[int]]:
+def _frames(mux: ServedGenerateStream) -> list[list[int]]:
     frame = mux.take()
     return [] if frame is None else [list(frame.token_ids)]
 
 
 def test_tokens_are_held_until_n_but_the_first_and_the_finish_are_not():
     async def run():
-        mux = StreamMux(engine=None, max_queue=0)
+        mux = ServedGenerateStream(engine=None, max_queue=0)
         sink = _Sink(mux, 1, every=4, delay=60.0)
         mux.live[1] = "r"
         seen = []
@@ -40,7 +40,7 @@ def test_tokens_are_held_until_n_but_the_first_and_the_finish_are_not():
 
 def test_a_held_token_leaves_at_its_deadline_without_another_step():
     async def run():
-        mux = StreamMux(engine=None, max_queue=0)
+        mux = ServedGenerateStream(engine=None, max_queue=0)
         sink = _Sink(mux, 1, every=8, delay=0.02)
         sink.put_nowait(EngineOutput([1]))
         mux.take()
@@ -56,7 +56,7 @@ def test_a_held_token_leaves_at_its_deadline_without_another_step():
 
 def test_with_the_interval_off_each_step_goes_to_the_next_frame():
     async def run():
-        mux = StreamMux(engine=None, max_queue=0)
+        mux = ServedGenerateStream(engine=None, max_queue=0)
         sink = _Sink(mux, 1)
         out = []
         for t in range(3):

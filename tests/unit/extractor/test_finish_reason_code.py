@@ -49,10 +49,10 @@ def test_the_last_response_sets_both(tokenizer, setup, text, decode, want):
 def test_a_merged_last_delta_keeps_the_enum(tokenizer):
     """On the multiplexed stream the last response merges into a delta not yet sent: the
     merged delta carries the enum as well as the string."""
-    from toolwire.services.extractor.mux import ExtractMux
+    from toolwire.services.extractor.extract_stream import ServedExtractStream
     from toolwire.services.extractor.server import ExtractorServicer
 
-    mux = ExtractMux(ExtractorServicer(tokenizer, "hermes"))
+    mux = ServedExtractStream(ExtractorServicer(tokenizer, "hermes"))
     setup = pb.ExtractSetup(tool_format="hermes", stop=["zzz"])  # not plain: responses merge
     ids = tokenizer.encode("hello there", add_special_tokens=False)
     mux.handle(

@@ -1,5 +1,5 @@
 """The extractor's multiplexed stream on plain-text requests (no tools, no stop strings), whose
-deltas it keeps as bare text until a frame is built (services/extractor/mux.py): each frame's
+deltas it keeps as bare text until a frame is built (services/extractor/extract_stream.py): each frame's
 delta is byte for byte the response the per-request path (`Extraction.tokens`) gives for the
 same chunk, text that waited for a frame merges, and the last delta carries the rest with the
 finish reason, as before; a request with tools on the same stream keeps its responses."""
@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2 as pb
+from toolwire.services.extractor.extract_stream import ServedExtractStream
 from toolwire.services.extractor.extraction import Extraction
-from toolwire.services.extractor.mux import ExtractMux
 from toolwire.services.extractor.server import ExtractorServicer
 
 TEXT = "Thé café ☕ costs 3€; 你好, 🙂 fine. The quick brown fox jumps over the lazy dog."
@@ -43,7 +43,7 @@ def test_plain_deltas_are_the_per_request_responses(tokenizer):
     servicer = ExtractorServicer(tokenizer, "hermes")
     ids = tokenizer.encode(TEXT, add_special_tokens=False)
     rng = random.Random(3)
-    mux = ExtractMux(servicer)
+    mux = ServedExtractStream(servicer)
     plain, tools = pb.ExtractSetup(tool_format="hermes"), TOOLS
     mux.handle(
         _message(
@@ -78,7 +78,7 @@ def test_plain_deltas_are_the_per_request_responses(tokenizer):
 def test_plain_text_that_waits_for_a_frame_merges(tokenizer):
     servicer = ExtractorServicer(tokenizer, "hermes")
     ids = tokenizer.encode(TEXT, add_special_tokens=False)
-    mux = ExtractMux(servicer)
+    mux = ServedExtractStream(servicer)
     start = pb.ExtractStreamStart(handle=7, setup=pb.ExtractSetup(tool_format="hermes"))
     mux.handle(_message({7: ids[:5]}, starts=[start]))
     mux.handle(_message({7: ids[5:-3]}))
