@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAMP := $(VENV)/.toolwire-installed
 
-.PHONY: install up lint typecheck test bench conformance protos clean llama-lib
+.PHONY: install up lint typecheck test bench conformance protos clean llama-lib postgres-server
 
-install: $(STAMP) protos llama-lib
+install: $(STAMP) protos llama-lib postgres-server
 
 # Re-installs only when the package definition changes; `make install` is safe to repeat.
 $(STAMP): pyproject.toml setup.py
@@ -34,6 +34,16 @@ protos:
 # `make llama-lib FORCE=--force` rebuilds.
 llama-lib: $(STAMP)
 	$(PY) -m toolwire.services.decode.steps.llama_cpp_build $(FORCE)
+
+# Debian's PostgreSQL server, for the response store's tests (tests/postgres.py starts one for
+# the session): nothing where an initdb is found; else apt-get as root. Where that fails it
+# prints one line, and those tests say why they were skipped.
+PG_APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { $(PG_APT) >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && $(PG_APT) >/dev/null; }; }; } || \
+	echo "postgres-server: PostgreSQL could not be installed (apt-get as root); its tests will be skipped"
 
 up: install
 	$(PY) -m toolwire.stack.demo --port $(PORT)

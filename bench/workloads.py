@@ -93,3 +93,72 @@ def body(
             {"role": "user", "content": f"Write a long story about a traveller in {city}."}
         ],
     }
+
+
+def responses_body(chat: dict, store: bool | None = None) -> dict:
+    """The Responses API body (`POST /v1/responses`) that asks what the chat body `chat`
+    asks: its messages as input items (a call as a `function_call`, a tool result as a
+    `function_call_output`), flat function tools, `max_output_tokens`, and `store` where
+    given. Usage is always in a Responses stream, so `stream_options` has no counterpart; a
+    chat key with no Responses equivalent raises ValueError rather than being dropped."""
+    out: dict = {"model": chat["model"]}
+    for key, value in chat.items():
+        if key in ("model", "stream", "temperature", "top_p", "parallel_tool_calls"):
+            out[key] = value
+        elif key in ("max_tokens", "max_completion_tokens"):
+            out["max_output_tokens"] = value
+        elif key == "stream_options":
+            if set(value) - {"include_usage"}:
+                raise ValueError(f"stream_options {sorted(value)} has no Responses equivalent")
+        elif key == "messages":
+            out["input"] = [item for m in value for item in _input_items(m)]
+        elif key == "tools":
+            out["tools"] = [_flat_tool(t) for t in value]
+        elif key == "tool_choice":
+            out["tool_choice"] = (
+                {"type": "function", "name": value["function"]["name"]}
+                if isinstance(value, dict) and value.get("type") == "function"
+                else value
+            )
+        elif key == "response_format":
+            out["text"] = {"format": _text_format(value)}
+        else:
+            raise ValueError(f"chat key {key!r} has no Responses equivalent here")
+    if store is not None:
+        out["store"] = store
+    return out
+
+
+def _input_items(message: dict) -> list[dict]:
+    role, content = message["role"], message.get("content")
+    if role == "tool":
+        return [
+            {
+                "type": "function_call_output",
+                "call_id": message["tool_call_id"],
+                "output": content,
+            }
+        ]
+    items = [{"role": role, "content": content}] if content else []
+    for call in message.get("tool_calls") or []:
+        items.append(
+            {
+                "type": "function_call",
+                "call_id": call["id"],
+                "name": call["function"]["name"],
+                "arguments": call["function"]["arguments"],
+            }
+        )
+    return items
+
+
+def _flat_tool(tool: dict) -> dict:
+    if tool.get("type") != "function":
+        raise ValueError(f"tool type {tool.get('type')!r}: only function tools are converted")
+    return {"type": "function", **tool["function"]}
+
+
+def _text_format(fmt: dict) -> dict:
+    if fmt.get("type") == "json_schema":
+        return {"type": "json_schema", **fmt["json_schema"]}
+    return dict(fmt)

@@ -28,6 +28,8 @@ from .chat_render import chat_completion, chat_sse
 from .openai_models import ChatCompletionRequest
 from .openapi import openapi_document
 from .orchestrator import Orchestrator, new_request_id
+from .responses.routes import ResponsesAPI
+from .responses.store import ResponseStore
 from .rest_to_proto import to_proto
 from .wire import completion_dict
 
@@ -119,9 +121,11 @@ def _param(loc: tuple, model: type[pydantic.BaseModel] = ChatCompletionRequest) 
     return out
 
 
-def validation_error(e: pydantic.ValidationError) -> RequestError:
+def validation_error(
+    e: pydantic.ValidationError, model: type[pydantic.BaseModel] = ChatCompletionRequest
+) -> RequestError:
     first = e.errors()[0]
-    param = _param(first["loc"])
+    param = _param(first["loc"], model)
     return RequestError(
         f"Invalid value for '{param}': {first['msg']}",
         param=param,
@@ -131,7 +135,19 @@ def validation_error(e: pydantic.ValidationError) -> RequestError:
     )
 
 
-def build_app(orch: Orchestrator, auth: Auth):
+def event_stream(body, run, headers: dict[str, str]) -> EventStream:
+    """An SSE response of `body`. A client gone before the first write leaves the generator
+    unstarted, so its finally never runs: the run is closed (its decode slot and in-flight place
+    freed) when the generator is collected."""
+    weakref.finalize(body, run.close)
+    return EventStream(
+        body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
+    )
+
+
+def build_app(
+    orch: Orchestrator, auth: Auth, store: ResponseStore, drop_hosted_tools: bool = False
+):
     """The ASGI app: Starlette's routes, with the server's own `send` kept for EventStream."""
     metrics = orch.metrics
     in_flight = metrics.in_flight.labels(orch.model_id)
@@ -226,13 +242,7 @@ def build_app(orch: Orchestrator, auth: Auth):
                     run=run,
                 )
 
-        stream = events()
-        # A client gone before the first write leaves the generator unstarted, so its finally
-        # never runs: free the decode slot and the in-flight place when it is collected.
-        weakref.finalize(stream, run.close)
-        return EventStream(
-            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers}
-        )
+        return event_stream(events(), run, headers)
 
     async def models(request: Request) -> Response:
         err = authorized(request)
@@ -291,9 +301,25 @@ def build_app(orch: Orchestrator, auth: Auth):
             RequestError(f"Unknown path {request.url.path}", status=404, code=ErrorCode.NOT_FOUND)
         )
 
+    responses = ResponsesAPI(
+        orch,
+        store,
+        authorized,
+        error_response,
+        validation_error,
+        read_body,
+        event_stream,
+        drop_hosted_tools,
+    )
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/responses", responses.create, methods=["POST"]),
+            Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
+            Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+            Route(
+                "/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]
+            ),
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/models/{name:path}", model, methods=["GET"]),
             Route("/health", health, methods=["GET"]),

@@ -21,7 +21,8 @@ class Metrics:
         self.model = ""  # the served model, once the template service has said it
         self.requests = Counter(
             "toolwire_requests",
-            "Chat completion requests by API and HTTP status",
+            "Requests by API (rest: chat completions, grpc: the ChatService, responses: "
+            "/v1/responses) and HTTP status",
             m + ["api", "status"],
             registry=r,
         )

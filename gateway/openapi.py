@@ -16,6 +16,7 @@ from toolwire.request.limits import Limits
 
 from .openai_models import ChatCompletionRequest
 from .response_types import DOCUMENTED
+from .responses.request import ResponseCreateRequest
 
 REF = "#/components/schemas/{model}"
 
@@ -70,11 +71,100 @@ def _errors(*statuses: int) -> dict[str, Any]:
     }
 
 
+def _responses_paths(schemas: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """The Responses API's routes. Its request's parts are named `Responses*` (a `FunctionTool`
+    here is flat, unlike Chat's); the Response object is described, not schema'd: its shape is
+    openai-python's `types/responses/response.py`."""
+    request = ResponseCreateRequest.model_json_schema(
+        ref_template=REF.format(model="Responses{model}"), by_alias=True
+    )
+    for name, definition in request.pop("$defs", {}).items():
+        schemas[f"Responses{name}"] = definition
+    schemas["ResponseCreateRequest"] = request
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    response_id = {
+        "name": "response_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    stored = {
+        "description": "A stored Response object",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    return {
+        "/v1/responses": {
+            "post": {
+                "operationId": "createResponse",
+                "security": bearer,
+                "requestBody": {
+                    "required": True,
+                    "description": f"At most {limits.max_body_bytes} bytes",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": REF.format(model="ResponseCreateRequest")}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "A Response object, or with `stream: true` server-sent "
+                        "events of the Responses stream (response.created ... response.completed)",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 401, 404, 413, 429, 503),
+                },
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "operationId": "retrieveResponse",
+                "security": bearer,
+                "parameters": [response_id],
+                "responses": {"200": stored, **_errors(401, 404, 503)},
+            },
+            "delete": {
+                "operationId": "deleteResponse",
+                "security": bearer,
+                "parameters": [response_id],
+                "responses": {
+                    "200": {"description": "{id, object: response.deleted, deleted: true}"},
+                    **_errors(401, 404, 503),
+                },
+            },
+        },
+        "/v1/responses/{response_id}/input_items": {
+            "get": {
+                "operationId": "listInputItems",
+                "security": bearer,
+                "parameters": [
+                    response_id,
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                    {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}},
+                ],
+                "responses": {
+                    "200": {"description": "A list of this response's input items (paginated)"},
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+    }
+
+
 def openapi_document(limits: Limits) -> dict[str, Any]:
     request = ChatCompletionRequest.model_json_schema(ref_template=REF, by_alias=True)
     schemas = request.pop("$defs", {})
     _served_request(request, schemas, limits)
     schemas["ChatCompletionRequest"] = request
+    responses_paths = _responses_paths(schemas, limits)
     for name, shape in DOCUMENTED.items():
         schema = TypeAdapter(shape).json_schema(ref_template=REF)
         for inner, definition in schema.pop("$defs", {}).items():
@@ -87,13 +177,15 @@ def openapi_document(limits: Limits) -> dict[str, Any]:
         "info": {
             "title": "toolwire",
             "version": __version__,
-            "description": "OpenAI-compatible chat completions with function calling.",
+            "description": "OpenAI-compatible chat completions and responses with function "
+            "calling.",
         },
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
+            **responses_paths,
             "/v1/chat/completions": {
                 "post": {
                     "operationId": "createChatCompletion",

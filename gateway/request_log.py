@@ -34,7 +34,7 @@ def write(
 ) -> None:
     record = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
-        "event": "chat_completion",
+        "event": "response" if api == "responses" else "chat_completion",
         "request_id": request_id,
         "api": api,
         "model": model[:128],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pathlib
 
 import uvicorn
 
@@ -19,6 +20,7 @@ from .auth import Auth
 from .chat_service import ChatServicer
 from .metrics import Metrics
 from .orchestrator import Orchestrator
+from .responses.store import open_store
 
 log = logging.getLogger("toolwire.gateway")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -27,6 +29,32 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def api_keys(args) -> list[str]:
     keys = [k.strip() for k in os.environ.get("TOOLWIRE_API_KEYS", "").split(",")]
     return [k for k in keys + list(args.api_key or []) if k]
+
+
+def responses_store_url(args) -> str:
+    """--responses-store, else $TOOLWIRE_RESPONSES_STORE (a Kubernetes Secret can hold a
+    database password there), else responses.db in the state directory (made if absent)."""
+    if args.responses_store:
+        return args.responses_store
+    if os.environ.get("TOOLWIRE_RESPONSES_STORE"):
+        return os.environ["TOOLWIRE_RESPONSES_STORE"]
+    state = pathlib.Path(
+        args.state_dir
+        or os.path.join(
+            os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "toolwire"
+        )
+    )
+    state.mkdir(parents=True, exist_ok=True)
+    return str(state / "responses.db")
+
+
+def _redacted(url: str) -> str:
+    """A store URL for the log: a password in it is not printed."""
+    head, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        return f"{head}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
 
 
 def stream_interval(args) -> tuple[int, int]:
@@ -58,6 +86,13 @@ async def serve(args) -> None:
         stream_interval=stream_interval(args),
     )
     await orch.connect()
+    store = open_store(
+        responses_store_url(args),
+        max_age_s=args.responses_max_age,
+        max_bytes=args.responses_max_bytes,
+    )
+    await store.open()
+    log.info("stored responses (/v1/responses) in %s", _redacted(responses_store_url(args)))
     grpc_server = GrpcServer(f"{host}:{args.grpc_port}")
     grpc_server.add(
         chat_pb2_grpc.add_ChatServiceServicer_to_server,
@@ -66,7 +101,7 @@ async def serve(args) -> None:
     )
     await grpc_server.start()
     config = uvicorn.Config(
-        build_app(orch, auth),
+        build_app(orch, auth, store, args.drop_hosted_tools),
         host=host,
         port=args.port,
         log_level="warning",
@@ -98,4 +133,5 @@ async def serve(args) -> None:
     server.should_exit = True
     await task
     await grpc_server.stop()
+    await store.close()
     await orch.close()

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 from toolwire.stack.launcher import child_pids, free_port, wait_for_health
 
 API_KEY = "sk-toolwire-test"
+OTHER_KEY = "sk-toolwire-other"  # a second client: stored responses are not shared between keys
 INTERNAL_TOKEN = "internal-token-for-tests"
 ALIAS = "gpt-4o-mini"  # served as an alias: users keep the model name their code uses
 
@@ -87,11 +88,12 @@ def stack(tmp_path_factory):
     port, grpc_port = free_port(), free_port()
     env = dict(
         os.environ,
-        TOOLWIRE_API_KEYS=API_KEY,
+        TOOLWIRE_API_KEYS=f"{API_KEY},{OTHER_KEY}",
         PYTHONUNBUFFERED="1",
         TOOLWIRE_INTERNAL_TOKEN=INTERNAL_TOKEN,
     )
     log = tmp_path_factory.mktemp("stack") / "stack.log"
+    state = tmp_path_factory.mktemp("state")  # the SQLite response store
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in STACK_LIMITS.items()]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -106,6 +108,8 @@ def stack(tmp_path_factory):
                 str(grpc_port),
                 "--served-model-name",
                 ALIAS,
+                "--state-dir",
+                str(state),
                 *flags,
             ],
             env=env,
@@ -113,6 +117,7 @@ def stack(tmp_path_factory):
             stderr=subprocess.STDOUT,
         )
     s = Stack(port, grpc_port, proc, log)
+    s.state_dir = state
     try:
         wait_for_health(f"http://127.0.0.1:{port}/health", proc)
     except RuntimeError as e:

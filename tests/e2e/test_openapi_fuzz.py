@@ -21,7 +21,12 @@ def _bound(case) -> None:
     if not isinstance(body, dict):
         return
     capped = False
-    for key in ("max_tokens", "max_completion_tokens"):
+    keys = (
+        ("max_output_tokens",)
+        if case.path == "/v1/responses"
+        else ("max_tokens", "max_completion_tokens")
+    )
+    for key in keys:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             body[key] = min(value, MAX_TOKENS)
@@ -31,7 +36,7 @@ def _bound(case) -> None:
         elif key in body:
             capped = True  # an invalid value: the request is refused, nothing decodes
     if not capped:
-        body["max_tokens"] = MAX_TOKENS
+        body[keys[0] if case.path == "/v1/responses" else "max_tokens"] = MAX_TOKENS
 
 
 def _is_openai_error(text: str) -> bool:
@@ -55,6 +60,11 @@ CASES = [
     ("GET", "/v1/models/{model}", 10, POSITIVE),
     ("GET", "/v1/models/{model}", 10, NEGATIVE),
     ("GET", "/health", 3, POSITIVE),
+    ("POST", "/v1/responses", 20, POSITIVE),
+    ("POST", "/v1/responses", 20, NEGATIVE),
+    ("GET", "/v1/responses/{response_id}", 5, POSITIVE),
+    ("GET", "/v1/responses/{response_id}/input_items", 10, NEGATIVE),
+    ("DELETE", "/v1/responses/{response_id}", 5, POSITIVE),
 ]
 
 
@@ -78,7 +88,11 @@ def test_no_5xx_and_every_4xx_is_an_openai_error(stack, method, path, examples, 
         suppress_health_check=list(HealthCheck),
     )
     def check(case):
-        if mode == POSITIVE and isinstance(case.body, dict) and "messages" in case.body:
+        if (
+            mode == POSITIVE
+            and isinstance(case.body, dict)
+            and {"messages", "input"} & case.body.keys()
+        ):
             case.body["model"] = stack.model  # a served model, so requests reach the model
         statuses.append(_check(case, stack))
 
@@ -108,5 +122,9 @@ def _check(case, stack) -> int:
         "content-type", ""
     ):
         events = [ln for ln in response.text.splitlines() if ln.startswith("data: ")]
-        assert events[-1] == "data: [DONE]" or _is_openai_error(events[-1][6:]), detail
+        if case.path == "/v1/responses":  # exactly one terminal event, last
+            last = json.loads(events[-1][6:])["type"]
+            assert last in ("response.completed", "response.incomplete", "response.failed"), detail
+        else:
+            assert events[-1] == "data: [DONE]" or _is_openai_error(events[-1][6:]), detail
     return response.status_code

@@ -165,6 +165,43 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
         help="with --stream-interval: a held token waits at most this long, whatever the "
         "engine's steps take (0: 50 ms)",
     )
+    g = p.add_argument_group("the Responses API (/v1/responses)")
+    g.add_argument(
+        "--responses-store",
+        default=None,
+        metavar="URL",
+        help="where stored responses are kept: a SQLite file (a path, or sqlite:///path) or "
+        "postgresql://... (every gateway replica pointed at one database); default "
+        "$TOOLWIRE_RESPONSES_STORE, else responses.db in --state-dir",
+    )
+    g.add_argument(
+        "--state-dir",
+        default=None,
+        help="the gateway's state directory (the default SQLite response store); default "
+        "$XDG_STATE_HOME/toolwire or ~/.local/state/toolwire",
+    )
+    g.add_argument(
+        "--responses-max-age",
+        type=float,
+        default=30 * 24 * 3600,
+        metavar="SECONDS",
+        help="stored responses older than this are deleted (OpenAI keeps 30 days, the default)",
+    )
+    g.add_argument(
+        "--responses-max-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="a response whose stored form (input items, output) is larger is refused with "
+        "store: true (ask with store: false)",
+    )
+    g.add_argument(
+        "--drop-hosted-tools",
+        action="store_true",
+        help="leave OpenAI's hosted tools (web_search, file_search, image_generation, ...) out "
+        "of a Responses request, logged, instead of refusing it with a 400: Codex sends "
+        "web_search by default",
+    )
     p.add_argument(
         "--http-parser",
         choices=["auto", "h11", "httptools"],

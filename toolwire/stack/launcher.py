@@ -162,6 +162,13 @@ def commands(args) -> dict[str, list[str]]:
     cmds["gateway"] += ["--stream-interval-ms", str(args.stream_interval_ms)]
     for key in args.api_key:
         cmds["gateway"] += ["--api-key", key]
+    for flag in ("responses_store", "state_dir"):
+        if getattr(args, flag) is not None:
+            cmds["gateway"] += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+    cmds["gateway"] += ["--responses-max-age", str(args.responses_max_age)]
+    cmds["gateway"] += ["--responses-max-bytes", str(args.responses_max_bytes)]
+    if args.drop_hosted_tools:
+        cmds["gateway"].append("--drop-hosted-tools")
     return cmds
 
 
