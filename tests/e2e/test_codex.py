@@ -1,0 +1,82 @@
+"""Codex CLI, as its users run it, against the session's stack: `codex exec` with a model
+provider at toolwire's base URL on the Responses API. Codex is the strictest Responses client:
+stateless (`store: false`, the whole history every turn), `include:
+["reasoning.encrypted_content"]`, `namespace` and hosted tool types, and it fails a turn whose
+stream ends without `response.completed` or whose usage lacks a field."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.codex_cli import codex_binary, codex_config
+
+KEY_ENV = "TOOLWIRE_TEST_KEY"
+TURN_TIMEOUT = 420  # a cold ~2,000-token prompt on a shared 2-core machine
+
+
+@pytest.fixture(scope="module")
+def codex(stack, client, tmp_path_factory):
+    """Run Codex in one CODEX_HOME (so `resume --last` finds the first turn's session)."""
+    try:
+        binary = codex_binary()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    home = tmp_path_factory.mktemp("codex-home")
+    work = tmp_path_factory.mktemp("codex-work")
+    instructions = home / "instructions.md"
+    instructions.write_text("You are a coding assistant. Answer briefly.\n")
+    model = next(m.id for m in client.models.list() if m.id != stack.model)  # the model's own name
+    (home / "config.toml").write_text(codex_config(stack.base_url, model, KEY_ENV, instructions))
+    env = dict(os.environ, CODEX_HOME=str(home), **{KEY_ENV: stack.api_key})
+
+    def run(*args: str) -> list[dict]:
+        done = subprocess.run(
+            [str(binary), "exec", "--json", "--skip-git-repo-check", "-C", str(work), *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=TURN_TIMEOUT,
+        )
+        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        assert done.returncode == 0, (
+            f"codex exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+        return events
+
+    return run
+
+
+def _turn(events: list[dict]) -> tuple[str, dict]:
+    """The agent's message and the turn's usage from `codex exec --json`'s events."""
+    failed = [e for e in events if e["type"] in ("turn.failed", "error")]
+    assert not failed, failed
+    texts = [
+        e["item"]["text"]
+        for e in events
+        if e["type"] == "item.completed" and e["item"]["type"] == "agent_message"
+    ]
+    usage = [e["usage"] for e in events if e["type"] == "turn.completed"]
+    assert texts and usage, events
+    return texts[-1], usage[-1]
+
+
+def test_codex_exec_completes_a_turn(codex):
+    text, usage = _turn(codex("Reply with one word: hello."))
+    assert text.strip()
+    assert usage["input_tokens"] > 500  # Codex's instructions, tools and environment context
+    assert 0 < usage["output_tokens"] <= 512
+
+
+def test_codex_resume_sends_the_history_and_reuses_its_prefix(codex):
+    first_text, first = _turn(codex("Reply with one word: hello."))
+    text, usage = _turn(codex("resume", "--last", "Now one more word."))
+    assert text.strip()
+    # The second turn carries the first (stateless: the whole history, store false) ...
+    assert usage["input_tokens"] > first["input_tokens"] + first["output_tokens"]
+    # ... and its prefix was in the cache: the first turn's tokens were not prefilled again.
+    assert usage["cached_input_tokens"] >= first["input_tokens"]
