@@ -18,10 +18,11 @@ from typing import Any
 
 import orjson
 import pydantic
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from toolwire.errors import RequestError
+from toolwire.errors import RequestError, invalid_value
 from toolwire.vocabulary import ErrorCode
 
 from .. import request_log
@@ -29,7 +30,7 @@ from ..orchestrator import Orchestrator
 from .render import ResponseBuilder, new_id
 from .request import ResponseCreateRequest
 from .store import ResponseStore, StoredResponse, owner_of
-from .to_chat import Turn, encode_reasoning, to_chat
+from .to_chat import ENCRYPTED_REASONING, INCLUDABLE, Turn, encode_reasoning, to_chat
 
 log = logging.getLogger("toolwire.gateway")
 API = "responses"
@@ -269,12 +270,14 @@ class ResponsesAPI:
             return self.error_response(err)
         rid = request.path_params["response_id"]
         try:
+            encrypted = retrieve_query(request.query_params)
             stored = await self.store.get(rid, owner_of(_key(request)))
-        except RequestError as e:  # the database is unreachable: a 503 to retry
+        except RequestError as e:  # a query toolwire cannot honor; the database unreachable
             return self.error_response(e)
         if stored is None:
             return self.error_response(_not_found(rid))
-        return JSONResponse(stored.response)
+        body = with_encrypted_reasoning(stored.response) if encrypted else stored.response
+        return JSONResponse(body)
 
     async def delete(self, request: Request) -> Response:
         err = self.authorized(request)
@@ -295,6 +298,10 @@ class ResponsesAPI:
             return self.error_response(err)
         rid = request.path_params["response_id"]
         q = request.query_params
+        try:
+            included(q)  # the items are listed as sent: nothing to add, but a bad value is a 400
+        except RequestError as e:
+            return self.error_response(e)
         try:
             limit = int(q.get("limit", "20"))
         except ValueError:
@@ -361,6 +368,55 @@ def input_items_of(req: ResponseCreateRequest) -> list[dict[str, Any]]:
             )
         items.append(d)
     return items
+
+
+def included(query: QueryParams) -> list[str]:
+    """The `include` values of a GET's query (the SDK writes `include[]=...`), checked as a
+    create checks its body's: logprobs refused, an unknown name a 400."""
+    names = [*query.getlist("include[]"), *query.getlist("include")]
+    for i, name in enumerate(names):
+        if name == "message.output_text.logprobs":
+            raise RequestError(
+                "logprobs are not supported",
+                param=f"include[{i}]",
+                code=ErrorCode.UNSUPPORTED_VALUE,
+            )
+        if name not in INCLUDABLE:
+            raise invalid_value(f"include[{i}]", f"{name!r} is not a known includable")
+    return names
+
+
+def retrieve_query(query: QueryParams) -> bool:
+    """GET /v1/responses/{id}'s query; returns whether reasoning.encrypted_content is asked for.
+    `stream=true` (with `starting_after`) replays a response's events, which OpenAI keeps for
+    background responses and toolwire, which has none, does not: refused by name, where a JSON
+    body would reach the SDK's `retrieve(stream=True)` as an empty stream."""
+    if query.get("stream", "false").lower() != "false":
+        raise RequestError(
+            "streaming a stored response is not supported (toolwire keeps no event streams: "
+            "there are no background responses); retrieve it without stream",
+            param="stream",
+            code=ErrorCode.UNSUPPORTED_PARAMETER,
+        )
+    if "starting_after" in query:
+        raise RequestError(
+            "starting_after is only allowed when stream is true, which is not supported here",
+            param="starting_after",
+            code=ErrorCode.UNSUPPORTED_PARAMETER,
+        )
+    return ENCRYPTED_REASONING in included(query)
+
+
+def with_encrypted_reasoning(response: dict[str, Any]) -> dict[str, Any]:
+    """A stored response with each reasoning item's `encrypted_content`, as the create would
+    have written it had `include` asked for it (the same text: the item's content)."""
+    output = []
+    for item in response.get("output") or []:
+        if item.get("type") == "reasoning" and not item.get("encrypted_content"):
+            text = "".join(part.get("text", "") for part in item.get("content") or [])
+            item = item | {"encrypted_content": encode_reasoning(text)}
+        output.append(item)
+    return response | {"output": output}
 
 
 def _sse(event: dict[str, Any]) -> bytes:
