@@ -10,27 +10,31 @@ import json
 import os
 import subprocess
 
+import lark
 import pytest
 
-from tests.codex_cli import codex_binary, codex_config
+from tests.codex_cli import RecordingProxy, codex_binary, codex_config, model_catalog
 
 KEY_ENV = "TOOLWIRE_TEST_KEY"
+INSTRUCTIONS = "You are a coding assistant. Answer briefly."
 TURN_TIMEOUT = 420  # a cold ~2,000-token prompt on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
 def codex(stack, client, tmp_path_factory):
-    """Run Codex in one CODEX_HOME (so `resume --last` finds the first turn's session)."""
+    """Run Codex in one CODEX_HOME (so `resume --last` finds the first turn's session), through
+    a relay that keeps what Codex sent (`codex.bodies`)."""
     try:
         binary = codex_binary()
     except RuntimeError as e:
         pytest.skip(str(e))
     home = tmp_path_factory.mktemp("codex-home")
     work = tmp_path_factory.mktemp("codex-work")
-    instructions = home / "instructions.md"
-    instructions.write_text("You are a coding assistant. Answer briefly.\n")
     model = next(m.id for m in client.models.list() if m.id != stack.model)  # the model's own name
-    (home / "config.toml").write_text(codex_config(stack.base_url, model, KEY_ENV, instructions))
+    catalog = home / "models.json"
+    catalog.write_text(json.dumps(model_catalog(model, INSTRUCTIONS, 8192)))
+    proxy = RecordingProxy(stack.base_url)
+    (home / "config.toml").write_text(codex_config(proxy.base_url, model, KEY_ENV, catalog))
     env = dict(os.environ, CODEX_HOME=str(home), **{KEY_ENV: stack.api_key})
 
     def run(*args: str) -> list[dict]:
@@ -48,7 +52,9 @@ def codex(stack, client, tmp_path_factory):
         )
         return events
 
-    return run
+    run.bodies = proxy.bodies
+    yield run
+    proxy.close()
 
 
 def _turn(events: list[dict]) -> tuple[str, dict]:
@@ -65,9 +71,15 @@ def _turn(events: list[dict]) -> tuple[str, dict]:
     return texts[-1], usage[-1]
 
 
-def test_codex_exec_completes_a_turn(codex):
+def test_codex_exec_completes_a_turn_with_its_tools_offered(codex):
     text, usage = _turn(codex("Reply with one word: hello."))
     assert text.strip()
+    sent = codex.bodies[-1]
+    assert sent["stream"] is True and sent["store"] is False
+    assert sent["include"] == ["reasoning.encrypted_content"]
+    offered = {t["name"]: t for t in sent["tools"]}
+    assert offered["apply_patch"]["format"]["syntax"] == "lark"  # compiled for this turn
+    assert "exec_command" in offered
     assert usage["input_tokens"] > 500  # Codex's instructions, tools and environment context
     assert 0 < usage["output_tokens"] <= 512
 
@@ -80,3 +92,30 @@ def test_codex_resume_sends_the_history_and_reuses_its_prefix(codex):
     assert usage["input_tokens"] > first["input_tokens"] + first["output_tokens"]
     # ... and its prefix was in the cache: the first turn's tokens were not prefilled again.
     assert usage["cached_input_tokens"] >= first["input_tokens"]
+
+
+def test_apply_patch_written_under_codex_grammar_parses_with_lark(codex, client, stack):
+    """The apply_patch tool exactly as Codex sent it, chosen by name: what toolwire writes is a
+    patch that the reference Lark parser accepts under Codex's own grammar."""
+    if not codex.bodies:
+        _turn(codex("Reply with one word: hello."))
+    tool = next(t for t in codex.bodies[0]["tools"] if t["name"] == "apply_patch")
+    example = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch\n"
+    r = client.responses.create(  # the example lets a 135M model end its patch
+        model=stack.model,
+        instructions=f"Edit files with apply_patch. An example patch:\n{example}",
+        input="Create the file bye.txt with one line: bye",
+        tools=[tool],
+        tool_choice={"type": "custom", "name": "apply_patch"},
+        max_output_tokens=256,
+        temperature=0,
+        store=False,
+    )
+    calls = [item for item in r.output if item.type == "custom_tool_call"]
+    assert r.status == "completed", (r.status, r.incomplete_details, calls)
+    assert [c.name for c in calls] == ["apply_patch"]
+    patch = calls[0].input
+    assert patch.startswith("*** Begin Patch\n")
+    # Lark's Earley lexer refuses zero-width terminals: /(.*)/ as the equivalent /(.+)/?.
+    grammar = tool["format"]["definition"].replace("/(.*)/", "/(.+)/?")
+    lark.Lark(grammar, start="start").parse(patch)  # raises where the patch is not in it
