@@ -17,7 +17,8 @@ from tests.codex_cli import RecordingProxy, codex_binary, codex_config, model_ca
 
 KEY_ENV = "TOOLWIRE_TEST_KEY"
 INSTRUCTIONS = "You are a coding assistant. Answer briefly."
-TURN_TIMEOUT = 420  # a cold ~2,000-token prompt on a shared 2-core machine
+TURN_TIMEOUT = 420
+RAMBLED = "Incomplete response returned, reason: max_output_tokens"  # a cold ~2,000-token prompt on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def codex(stack, client, tmp_path_factory):
     (home / "config.toml").write_text(codex_config(proxy.base_url, model, KEY_ENV, catalog))
     env = dict(os.environ, CODEX_HOME=str(home), **{KEY_ENV: stack.api_key})
 
-    def run(*args: str) -> list[dict]:
+    def once(*args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
         done = subprocess.run(
             [str(binary), "exec", "--json", "--skip-git-repo-check", "-C", str(work), *args],
             env=env,
@@ -46,7 +47,16 @@ def codex(stack, client, tmp_path_factory):
             text=True,
             timeout=TURN_TIMEOUT,
         )
-        events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+        return done, [json.loads(ln) for ln in done.stdout.splitlines() if ln.startswith("{")]
+
+    def run(*args: str) -> list[dict]:
+        # Codex sends no temperature (1.0, as OpenAI's default), and now and then a 135M model
+        # rambles to max_output_tokens; Codex fails such a turn. Another sample, up to four:
+        # what is tested is that Codex reads toolwire's stream, which it did to say why.
+        for _ in range(4):
+            done, events = once(*args)
+            if not any(e.get("message") == RAMBLED for e in events):
+                break
         assert done.returncode == 0, (
             f"codex exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
         )
