@@ -58,6 +58,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object: read_body's 413, then a 400 for anything else than one."""
+    raw = await read_body(request, limit)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise RequestError("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise RequestError("The request body must be a JSON object.")
+    return body
+
+
 def _too_large(size: int, limit: int) -> RequestError:
     return RequestError(
         f"The request body is {size} bytes or more; the limit is {limit} bytes.",
@@ -182,13 +194,7 @@ def build_app(
         if err:
             return refused(err)
         try:
-            raw = await read_body(request, orch.limits.max_body_bytes)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise RequestError("The request body is not valid JSON.", param=None) from None
-            if not isinstance(body, dict):
-                raise RequestError("The request body must be a JSON object.")
+            body = await read_json_object(request, orch.limits.max_body_bytes)
             model, streamed = str(body.get("model", "")), body.get("stream") is True
             try:
                 req = ChatCompletionRequest.model_validate(body)
@@ -307,7 +313,7 @@ def build_app(
         authorized,
         error_response,
         validation_error,
-        read_body,
+        read_json_object,
         event_stream,
         drop_hosted_tools,
     )

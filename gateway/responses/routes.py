@@ -83,7 +83,7 @@ class ResponsesAPI:
         authorized,
         error_response,
         validation_error,
-        read_body,
+        read_json_object,
         event_stream,
         drop_hosted_tools: bool = False,
     ):
@@ -92,7 +92,7 @@ class ResponsesAPI:
         self.authorized = authorized
         self.error_response = error_response
         self.validation_error = validation_error
-        self.read_body = read_body
+        self.read_json_object = read_json_object
         self.event_stream = event_stream
         self.drop_hosted_tools = drop_hosted_tools
 
@@ -123,13 +123,7 @@ class ResponsesAPI:
             return refused(err)
         owner = owner_of(_key(request))
         try:
-            raw = await self.read_body(request, orch.limits.max_body_bytes)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise RequestError("The request body is not valid JSON.") from None
-            if not isinstance(body, dict):
-                raise RequestError("The request body must be a JSON object.")
+            body = await self.read_json_object(request, orch.limits.max_body_bytes)
             model, streamed = str(body.get("model", "")), body.get("stream") is True
             try:
                 req = ResponseCreateRequest.model_validate(body)
