@@ -398,6 +398,26 @@ class _SqlStore:
 # -- SQLite ----------------------------------------------------------------------------------
 
 
+def _while_locked(fn: Callable[[], _T]) -> _T:
+    """Run `fn` again while another connection holds the lock, up to SQLITE_BUSY_S.
+
+    SQLite does not call its busy handler for every lock it takes: two processes opening one
+    fresh file at once can get "database is locked" at once from the switch to WAL or the
+    first CREATE TABLE, though each would wait at a later write.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_S
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            text = str(e)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 class SqliteStore(_SqlStore):
     """stdlib sqlite3 in WAL mode, off the event loop: one writer thread (its connection does
     every write, in order) and a few reader threads (one connection each)."""
@@ -438,11 +458,11 @@ class SqliteStore(_SqlStore):
     def _init(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect(write=True)
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = _while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
         if str(mode).lower() != "wal":
             raise StoreUnavailable(f"{self.path} cannot be put in WAL mode (it is {mode})")
         for statement in _SCHEMA:
-            conn.execute(statement)
+            _while_locked(lambda: conn.execute(statement))
         self._wconn = conn
 
     def _reader(self) -> sqlite3.Connection:
