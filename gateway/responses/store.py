@@ -42,6 +42,7 @@ stored Response reads back as it was sent).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import sqlite3
 import threading
@@ -462,7 +463,7 @@ class SqliteStore(_SqlStore):
         if str(mode).lower() != "wal":
             raise StoreUnavailable(f"{self.path} cannot be put in WAL mode (it is {mode})")
         for statement in _SCHEMA:
-            _while_locked(lambda: conn.execute(statement))
+            _while_locked(functools.partial(conn.execute, statement))
         self._wconn = conn
 
     def _reader(self) -> sqlite3.Connection:
