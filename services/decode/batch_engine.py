@@ -17,14 +17,14 @@ import importlib.metadata
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import torch
 
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.constraints.dialects import engine_dialect
 from toolwire.runtime import model_source
-from toolwire.runtime.cpus import usable_cpus
+from toolwire.runtime.cpus import explain, usable_cpus
 
 from .engine import (
     Engine,
@@ -39,7 +39,9 @@ from .engine import (
 )
 from .prefix_cache import PrefixCache
 from .scheduler import Scheduler, Sequence
+from .step_threads import POLICIES, StepThreads
 from .steps import Span, Step, torch_llama
+from .steps.ggml import GgmlStep
 from .steps.hf import TransformersStep
 from .steps.torch_llama import TorchLlamaStep
 
@@ -101,6 +103,7 @@ class BatchEngine(Engine):
         step: str = "auto",
         kv_tokens: int = 8192,
         kv_type: str | None = None,  # the ggml step's; None: q8_0
+        thread_policy: str = "adaptive",
     ):
         self.source = model_source.resolve(model)
         if self.source.null:
@@ -115,6 +118,9 @@ class BatchEngine(Engine):
         self.max_batch = max_batch
         self.threads = threads
         self.torch_threads: int | None = None  # set by load(): torch's threads in the step
+        if thread_policy not in POLICIES:
+            raise SystemExit(f"--thread-policy {thread_policy!r}: {' or '.join(POLICIES)}")
+        self.thread_policy = thread_policy
         self.prefill_chunk = prefill_chunk
         self.queue_timeout = queue_timeout
         self.prefix_cache_mb = prefix_cache_mb
@@ -160,8 +166,6 @@ class BatchEngine(Engine):
     def _load_ggml(self) -> None:
         import pathlib
 
-        from .steps.ggml import GgmlStep
-
         assert self.source.gguf_file is not None, "the ggml step runs a GGUF"
         step = GgmlStep(
             pathlib.Path(self.source.folder, self.source.gguf_file),
@@ -190,9 +194,18 @@ class BatchEngine(Engine):
             self.tokenizer, vocab_size, [self.tokenizer.eos_token_id]
         )
 
+    def _step_threads(self) -> tuple[StepThreads, Callable[[int], None]]:
+        """The step's thread policy and how to change its count: the ggml step's own threads,
+        else torch's OpenMP pool (set on the scheduler's thread, which runs every forward)."""
+        if isinstance(self.step, GgmlStep):
+            return StepThreads(self.step.threads, self.thread_policy), self.step.set_threads
+        return StepThreads(self.torch_threads or 1, self.thread_policy), torch.set_num_threads
+
     def _schedule(self, vocab_size: int) -> None:
         """The scheduler over the loaded step."""
         cache = PrefixCache(self.prefix_cache_mb << 20) if self.prefix_reuse else None
+        policy, set_threads = self._step_threads()
+        self.stats.step_threads = policy.current
         self.scheduler = Scheduler(
             self.step,
             self.tokenizer,
@@ -203,6 +216,8 @@ class BatchEngine(Engine):
             cache,
             self.jump_forward,
             self.stats,
+            policy,
+            set_threads,
         )
 
     def load(self) -> None:
@@ -269,6 +284,17 @@ class BatchEngine(Engine):
             type(self.step).__name__,
             time.perf_counter() - t0,
         )
+        policy = self.scheduler.threads
+        if policy is None:
+            return
+        why = explain(self.threads)
+        if not why.startswith(f"{policy.ceiling} "):  # the torch step, under torch's own count
+            why = f"{policy.ceiling} (torch's threads)"
+        if policy.adaptive:
+            how = "adaptive: fewer while other processes take the CPUs (--thread-policy)"
+        else:
+            how = "fixed" if policy.policy == "fixed" else "one CPU"
+        log.info("step threads: at most %s; %s", why, how)
 
     def _warm_up(self) -> None:
         """First calls of the kernels pay set-up costs: pay them here, not in a request."""

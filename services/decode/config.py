@@ -23,6 +23,7 @@ class DecodeConfig:
     kv_tokens: int = 8192  # the ggml step's KV cells, shared by all sequences
     kv_type: str | None = None  # the ggml step's KV type; None: q8_0
     threads: int | None = None  # None: every CPU this process may use, within its quota
+    thread_policy: str = "adaptive"  # adaptive | fixed (services/decode/step_threads.py)
     max_batch: int = 32
     tensor_parallel_size: int = 1  # trtllm
     kv_cache_fraction: float = 0.85  # trtllm

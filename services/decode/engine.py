@@ -80,6 +80,8 @@ class EngineStats:
     # Prefix reuse, in tokens, as vLLM counts them: prompt tokens looked up, and found.
     prefix_queries: int = 0
     prefix_hits: int = 0
+    step_threads: int = 0  # the thread count the last step ran (a gauge, not a counter)
+    thread_switches: int = 0  # times the thread policy changed it
 
 
 @dataclass

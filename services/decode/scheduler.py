@@ -31,6 +31,7 @@ from . import sampling
 from .engine import EngineBusy, EngineOutput, EngineRequest, EngineStats
 from .jump_forward import forced_tokens
 from .prefix_cache import Entry, PrefixCache, common_prefix
+from .step_threads import StepThreads
 from .steps import Span, Step
 from .steps.ggml import KVPoolFull
 
@@ -89,8 +90,14 @@ class Scheduler:
         prefix_cache: PrefixCache | None,
         jump_forward: bool,
         stats: EngineStats,
+        threads: StepThreads | None = None,
+        set_threads: Callable[[int], None] | None = None,
     ):
         self.step = step
+        # How many threads each step runs (step_threads.py), and how to change the step's.
+        self.threads = threads
+        self.set_threads = set_threads
+        self.step_threads = threads.ceiling if threads else 0
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
@@ -281,6 +288,16 @@ class Scheduler:
             budget -= n
         return spans
 
+    def _threads_for(self, tokens: int) -> int:
+        """The thread count this step runs, the step's changed to it where it differs."""
+        if self.threads is None:
+            return 0
+        n = self.threads.choose(tokens)
+        if n != self.step_threads and self.set_threads is not None:
+            self.set_threads(n)
+            self.step_threads = self.stats.step_threads = n
+        return n
+
     def _iterate(self) -> None:
         decode = [Span(s.slot, [s.last_token], s.position) for s in self.running]
         # A sequence with forced tokens runs them as a chunk right after its decode row (the
@@ -289,9 +306,17 @@ class Scheduler:
         jumping = [(s, s.jump) for s in self.running if s.jump]
         jumps = [Span(s.slot, jump, s.position + 1) for s, jump in jumping]
         prefill = self._prefill_spans()
+        tokens = (
+            len(decode) + sum(len(s.tokens) for s in jumps) + sum(len(s.tokens) for s in prefill)
+        )
+        n = self._threads_for(tokens)
         t0 = time.perf_counter()
         logits = self.step.forward(decode, jumps + prefill)
-        self.stats.forward_s += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        if self.threads is not None:
+            self.threads.record(n, tokens, took)
+            self.stats.thread_switches = self.threads.switches
+        self.stats.forward_s += took
         self.stats.steps += 1
         for s in self.running:
             s.position += 1

@@ -109,6 +109,16 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
         m.counter(
             "toolwire_decode_mask_seconds", "Time applying grammar masks", lambda: stats.mask_s
         )
+        m.gauge(
+            "toolwire_decode_step_threads",
+            "Threads the last engine step ran (the thread policy's choice, --thread-policy)",
+            lambda: stats.step_threads,
+        )
+        m.counter(
+            "toolwire_decode_thread_switches",
+            "Times the adaptive thread policy changed the step's thread count",
+            lambda: stats.thread_switches,
+        )
         m.counter(
             "toolwire_decode_aborts",
             "Requests ended early (client gone or Abort); each frees its slot at the next step",
@@ -159,6 +169,7 @@ def make_engine(config: DecodeConfig) -> Engine:
             kv_tokens=config.kv_tokens,
             kv_type=config.kv_type,
             threads=config.threads,
+            thread_policy=config.thread_policy,
         )
     if config.engine == "trtllm":
         from .trtllm_engine import TrtllmEngine

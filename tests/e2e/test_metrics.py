@@ -57,6 +57,8 @@ EXPECTED = {
         "toolwire_batch_occupancy_ratio",
         "toolwire_kv_cache_usage_ratio",
         "toolwire_decode_steps_total",
+        "toolwire_decode_step_threads",
+        "toolwire_decode_thread_switches_total",
         "toolwire_generation_tokens_total",
         "toolwire_decode_aborts_total",
         "toolwire_decode_queue_timeouts_total",

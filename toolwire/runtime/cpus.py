@@ -65,9 +65,23 @@ def cgroup_cpus(root: pathlib.Path = CGROUP_ROOT, self_cgroup: str | None = None
     return min(limits) if limits else None
 
 
-def usable_cpus() -> int:
-    """Threads worth starting for one compute step: the CPUs this process may run on, and no
-    more than its cgroup's quota allows (rounded up: a quota of 1.5 CPUs runs 2 threads)."""
+def _count(affinity: int, quota: float | None) -> int:
+    # Rounded up: a quota of 1.5 CPUs runs 2 threads.
+    return max(1, min(affinity, math.ceil(quota))) if quota else affinity
+
+
+def explain(given: int | None = None) -> str:
+    """Why a step runs the threads it does, for a startup line: the flag, or the affinity and
+    the quota that `usable_cpus` reads."""
+    if given:
+        return f"{given} (--threads)"
     affinity = len(os.sched_getaffinity(0))
     quota = cgroup_cpus()
-    return max(1, min(affinity, math.ceil(quota))) if quota else affinity
+    limit = f"a CPU quota of {quota:g}" if quota else "no CPU quota"
+    return f"{_count(affinity, quota)} ({affinity} CPUs in this process's affinity, {limit})"
+
+
+def usable_cpus() -> int:
+    """Threads worth starting for one compute step: the CPUs this process may run on, and no
+    more than its cgroup's quota allows."""
+    return _count(len(os.sched_getaffinity(0)), cgroup_cpus())

@@ -80,6 +80,14 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         help="CPU threads of one engine step (torch and ggml steps); default: every CPU this "
         "process may run on, capped by its container's CPU quota (cgroup cpu.max)",
     )
+    p.add_argument(
+        "--thread-policy",
+        default=DECODE.thread_policy,
+        choices=["adaptive", "fixed"],
+        help="adaptive: each step runs the thread count (up to --threads) that has lately been "
+        "fastest, fewer while other processes take the CPUs; fixed: always --threads "
+        "(docs/engines.md, Step threads)",
+    )
     p.add_argument("--max-batch", type=int, default=DECODE.max_batch)
     p.add_argument(
         "--tensor-parallel-size", type=int, default=DECODE.tensor_parallel_size, help="trtllm only"

@@ -131,6 +131,7 @@ def commands(args) -> dict[str, list[str]]:
         threads = max(1, usable_cpus() // len(replicas))
     decode_flags += ["--threads", str(threads)] if threads else []
     decode_flags += ["--kv-type", args.kv_type] if args.kv_type else []
+    decode_flags += ["--thread-policy", args.thread_policy]
     decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
     for name in replicas:

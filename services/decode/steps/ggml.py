@@ -220,6 +220,7 @@ class GgmlStep:
         self.n_ctx_train = lib.llama_model_n_ctx_train(self.model)
         self.kv_tokens = kv_tokens
         self.n_batch = n_batch
+        self.threads = threads
         self.scratch = max_slots
         self._batch_arrays(n_batch, max_slots + 1)
 
@@ -249,6 +250,12 @@ class GgmlStep:
             self.lib.llama_free(self.ctx)
             self.lib.llama_model_free(self.model)
             self.ctx = None
+
+    def set_threads(self, n: int) -> None:
+        """The next llama_decode's thread count: its threads start with each call (no
+        threadpool is attached), so any count up to the CPUs costs nothing to change to."""
+        self.lib.llama_set_n_threads(self.ctx, n, n)
+        self.threads = n
 
     # -- the tokenizer check ---------------------------------------------------------------
     def token_text(self, token: int) -> str:

@@ -58,3 +58,14 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota(monkeypatch):
     assert cpus.usable_cpus() == affinity
     monkeypatch.setattr(cpus, "cgroup_cpus", lambda: 1.2)
     assert cpus.usable_cpus() == min(affinity, math.ceil(1.2))
+
+
+def test_the_startup_line_says_where_the_count_comes_from(monkeypatch):
+    affinity = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(cpus, "cgroup_cpus", lambda: None)
+    assert (
+        cpus.explain() == f"{affinity} ({affinity} CPUs in this process's affinity, no CPU quota)"
+    )
+    monkeypatch.setattr(cpus, "cgroup_cpus", lambda: 0.5)
+    assert cpus.explain().startswith("1 (") and "a CPU quota of 0.5" in cpus.explain()
+    assert cpus.explain(3) == "3 (--threads)"
