@@ -9,7 +9,8 @@ processes that the bench itself starts and stops, in one run; one table.
 A neighbour is `python3 -c "while True: pass"` under `timeout`, so none outlives the bench
 even if the bench is killed. Every server runs for the whole bench with a step thread per CPU
 (toolwire's default, llama-server `-t <CPUs>`); toolwire runs once per `--policies` value
-(`fixed` is the thread count before the adaptive policy; `one` is `--threads 1`), and
+(`fixed` is the thread count before the adaptive policy; `one` is `--threads 1`; `torch-*`
+the same on the torch step), and
 llama-server once per `--peers` value (`default` as its users run it, `poll0` with `--poll 0`:
 its threads sleep between graphs instead of polling; `one` is `-t 1`). Prose, `--max-tokens`
 tokens a request; a load that takes longer than `--load-timeout` seconds is cut and shows as "cut".
@@ -42,6 +43,8 @@ TOOLWIRE_FLAGS = {
     "adaptive": ["--thread-policy", "adaptive"],
     "fixed": ["--thread-policy", "fixed"],
     "one": ["--thread-policy", "fixed", "--threads", "1"],
+    "torch-adaptive": ["--step", "torch", "--thread-policy", "adaptive"],
+    "torch-fixed": ["--step", "torch", "--thread-policy", "fixed"],
 }
 PEER_FLAGS = {"default": [], "poll0": ["--poll", "0"], "one": ["-t", "1"]}
 

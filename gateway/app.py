@@ -307,6 +307,18 @@ def build_app(
             RequestError(f"Unknown path {request.url.path}", status=404, code=ErrorCode.NOT_FOUND)
         )
 
+    async def method_not_allowed(request: Request, exc) -> Response:
+        # OpenAI's wording; the Allow header is the matched route's (RFC 9110).
+        response = error_response(
+            RequestError(
+                f"Invalid method for URL ({request.method} {request.url.path})", status=405
+            )
+        )
+        allow = (getattr(exc, "headers", None) or {}).get("Allow")
+        if allow:
+            response.headers["Allow"] = allow
+        return response
+
     responses = ResponsesAPI(
         orch,
         store,
@@ -332,7 +344,7 @@ def build_app(
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, 405: method_not_allowed},
     )
 
     async def asgi(scope, receive, send) -> None:

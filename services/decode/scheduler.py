@@ -288,6 +288,19 @@ class Scheduler:
             budget -= n
         return spans
 
+    def _log_switch(self) -> None:
+        assert self.threads is not None and self.threads.last_switch is not None
+        old, new, probe_s, mean_s = self.threads.last_switch
+        log.info(
+            "step threads %d -> %d: a step took %.1f ms on %d, %.1f ms on %d lately",
+            old,
+            new,
+            probe_s * 1e3,
+            new,
+            mean_s * 1e3,
+            old,
+        )
+
     def _threads_for(self, tokens: int) -> int:
         """The thread count this step runs, the step's changed to it where it differs."""
         if self.threads is None:
@@ -315,7 +328,9 @@ class Scheduler:
         took = time.perf_counter() - t0
         if self.threads is not None:
             self.threads.record(n, tokens, took)
-            self.stats.thread_switches = self.threads.switches
+            if self.threads.switches != self.stats.thread_switches:
+                self.stats.thread_switches = self.threads.switches
+                self._log_switch()
         self.stats.forward_s += took
         self.stats.steps += 1
         for s in self.running:

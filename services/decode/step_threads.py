@@ -10,13 +10,19 @@ seconds), so the count is measured: the step's own time, at the count it runs an
 then, at a neighbouring count (a probe).
 
 - Steps are compared only with steps of about the same size: the estimate is kept per
-  (thread count, power-of-two bucket of the step's tokens).
-- A probe tries one count down or up from the current one. If its step took at least
-  `WIN` less than the current count's recent time at that size, the probe's count becomes
-  current. Each losing probe doubles the wait before the next (`PROBE_MIN_S` up to
-  `PROBE_MAX_S`): on a quiet machine a probe costs one slower step every few seconds.
+  (thread count, power-of-two bucket of the step's tokens), as a running mean.
+- A probe tries one count down or up from the current one (a quarter of the count on a large
+  machine). If its step took at least `WIN` less than the current count's recent time at that
+  size, the probe's count becomes current (a mean of at least `SETTLED` steps: the first steps
+  of a size are often slow). A losing probe doubles the wait before the next
+  one in that direction (`PROBE_MIN_S` up to `PROBE_MAX_S`); the way back from a winning
+  probe waits at least `BACK_S`.
+- Waits count the steps' own time, not the clock: an idle server probes no more often than a
+  busy one, and a probe costs at most one step in `PROBE_MAX_S` of stepping. On a quiet machine
+  that is one slower step in 8 s; beside a neighbour, one slow step up.
 - A step at the current count taking `SURPRISE` times its recent time (a neighbour has just
-  started) calls a probe at once, not after the wait.
+  started) calls a probe down at the next step. Not up: a slower step is never a reason for
+  more threads, and beside a busy neighbour one-thread steps vary this much by themselves.
 
 `fixed` keeps the ceiling always: the behaviour before this policy, for benches.
 """
@@ -29,19 +35,23 @@ from dataclasses import dataclass
 
 POLICIES = ("adaptive", "fixed")
 
-PROBE_MIN_S = 0.25
+PROBE_MIN_S = 0.25  # seconds of stepping
 PROBE_MAX_S = 8.0
+BACK_S = 2.0
 WIN = 0.10  # a probe must be this much faster to take over (one sample against a mean)
 SURPRISE = 3.0
 ALPHA = 0.3  # weight of the newest step in the running estimate
-STALE_S = 5.0  # an estimate older than this is not compared against
+STALE_S = 5.0  # an estimate older than this (by the clock) is not compared against
+SETTLED = 4  # steps behind an estimate before a probe may beat it (a first step is often slow)
 MAX_BUCKET = 12  # steps of 4,096 tokens and more are one bucket
+DOWN, UP = 0, 1
 
 
 @dataclass
 class _Estimate:
     seconds: float
     at: float
+    steps: int = 1
 
 
 def bucket(tokens: int) -> int:
@@ -63,48 +73,59 @@ class StepThreads:
         self.policy = policy
         self.clock = clock
         self.current = self.ceiling
-        self.interval = PROBE_MIN_S
-        self.next_probe = clock() + PROBE_MIN_S
+        self.stepped = 0.0  # seconds spent in steps: the waits' clock
+        self.wait = [PROBE_MIN_S, PROBE_MIN_S]  # per direction, DOWN and UP
+        self.next = [PROBE_MIN_S, PROBE_MIN_S]  # when (in self.stepped) each may probe
         self._est: dict[tuple[int, int], _Estimate] = {}
-        self._down = True  # which side the next probe tries, alternating where both exist
         self.switches = 0  # changes of the current count (a metric)
+        # The latest change: (from, to, the probe's step seconds, the mean it beat), for a log line.
+        self.last_switch: tuple[int, int, float, float] | None = None
 
     @property
     def adaptive(self) -> bool:
         return self.policy == "adaptive" and self.ceiling > 1
 
-    def choose(self, tokens: int) -> int:
-        if not self.adaptive or self.clock() < self.next_probe:
-            return self.current
-        return self._probe_count()
+    def _neighbour(self, direction: int) -> int:
+        step = max(1, self.current // 4)
+        if direction == DOWN:
+            return max(1, self.current - step)
+        return min(self.ceiling, self.current + step)
 
-    def _probe_count(self) -> int:
-        down = max(1, self.current - max(1, self.current // 4))
-        up = min(self.ceiling, self.current + max(1, self.current // 4))
-        if down == self.current:
-            return up
-        if up == self.current:
-            return down
-        self._down = not self._down
-        return down if self._down else up
+    def choose(self, tokens: int) -> int:
+        if not self.adaptive:
+            return self.current
+        for direction in (DOWN, UP):
+            n = self._neighbour(direction)
+            if n != self.current and self.stepped >= self.next[direction]:
+                return n
+        return self.current
 
     def record(self, threads: int, tokens: int, seconds: float) -> None:
         if not self.adaptive:
             return
         now, b = self.clock(), bucket(tokens)
+        self.stepped += seconds
         mine = self._est.get((self.current, b))
-        recent = mine.seconds if mine is not None and now - mine.at < STALE_S else None
+        settled = mine is not None and mine.steps >= SETTLED and now - mine.at < STALE_S
+        recent = mine.seconds if mine is not None and settled else None
         if threads != self.current:  # a probe
-            if recent is not None and seconds < recent * (1 - WIN):
+            d = DOWN if threads < self.current else UP
+            if recent is None:  # nothing settled to compare with: try again soon
+                self.next[d] = self.stepped + PROBE_MIN_S
+            elif seconds < recent * (1 - WIN):
+                self.last_switch = (self.current, threads, seconds, recent)
                 self.current = threads
                 self.switches += 1
-                self.interval = PROBE_MIN_S
+                self.wait[d] = PROBE_MIN_S  # keep going that way (a large machine)
+                self.next[d] = self.stepped + PROBE_MIN_S
+                back = 1 - d
+                self.wait[back] = max(self.wait[back], BACK_S)
+                self.next[back] = self.stepped + self.wait[back]
             else:
-                self.interval = min(self.interval * 2, PROBE_MAX_S)
-            self.next_probe = now + self.interval
+                self.wait[d] = min(self.wait[d] * 2, PROBE_MAX_S)
+                self.next[d] = self.stepped + self.wait[d]
         elif recent is not None and seconds > SURPRISE * recent:
-            self.interval = PROBE_MIN_S
-            self.next_probe = now
+            self.next[DOWN] = self.stepped
         self._update(threads, b, seconds, now)
 
     def _update(self, threads: int, b: int, seconds: float, now: float) -> None:
@@ -114,3 +135,4 @@ class StepThreads:
         else:
             e.seconds += ALPHA * (seconds - e.seconds)
             e.at = now
+            e.steps += 1

@@ -135,3 +135,16 @@ def test_400_for_a_body_that_is_not_json(stack):
 
 def test_unknown_path_is_a_json_404(stack):
     _error(httpx.get(f"{stack.base_url}/nothing-here"), 404)
+
+
+def test_a_wrong_method_is_a_json_405_with_allow(stack):
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    for method, path, allowed in (
+        ("GET", "/chat/completions", "POST"),
+        ("PUT", "/responses/resp_x", "GET"),
+        ("POST", "/responses/resp_x/input_items", "GET"),
+    ):
+        r = httpx.request(method, f"{stack.base_url}{path}", headers=headers)
+        err = _error(r, 405)
+        assert err["message"] == f"Invalid method for URL ({method} /v1{path})"
+        assert allowed in r.headers["allow"]
