@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import xgrammar as xgr
 
+from toolwire.runtime.cpus import IdleCpus
 from toolwire.vocabulary import FinishReason
 
 from . import sampling
@@ -36,6 +37,9 @@ from .steps import Span, Step
 from .steps.ggml import KVPoolFull
 
 log = logging.getLogger("toolwire.decode")
+
+# How often a step below its thread ceiling reads the CPUs' idle time (/proc/stat, ~30 us).
+IDLE_READ_S = 0.2
 
 # Shorter shared prefixes are not worth a copy (every chat prompt shares its first few tokens).
 MIN_REUSE = 8
@@ -98,6 +102,9 @@ class Scheduler:
         self.threads = threads
         self.set_threads = set_threads
         self.step_threads = threads.ceiling if threads else 0
+        self.idle_cpus = IdleCpus() if threads is not None and threads.adaptive else None
+        self._idle_read_at = 0.0
+        self._idle_stepped = 0.0  # the policy's stepped seconds at that reading
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
@@ -301,11 +308,31 @@ class Scheduler:
             old,
         )
 
+    def _read_idle(self, policy: StepThreads) -> None:
+        """Tell the policy how many CPUs sat idle beyond those the step's own threads left
+        while no step ran (between requests, or waiting for one): those say nothing of a
+        neighbour."""
+        now = time.monotonic()
+        if now - self._idle_read_at < IDLE_READ_S:
+            return
+        self._idle_read_at = now
+        assert self.idle_cpus is not None
+        reading = self.idle_cpus.read()
+        stepped, self._idle_stepped = policy.stepped - self._idle_stepped, policy.stepped
+        if reading is None:
+            return
+        idle, seconds = reading
+        own = policy.current * max(0.0, 1 - stepped / seconds)
+        policy.note_idle(max(0.0, idle - own))
+
     def _threads_for(self, tokens: int) -> int:
         """The thread count this step runs, the step's changed to it where it differs."""
         if self.threads is None:
             return 0
-        n = self.threads.choose(tokens)
+        policy = self.threads
+        if self.idle_cpus is not None and policy.current < policy.ceiling:
+            self._read_idle(policy)
+        n = policy.choose(tokens)
         if n != self.step_threads and self.set_threads is not None:
             self.set_threads(n)
             self.step_threads = self.stats.step_threads = n

@@ -20,6 +20,11 @@ then, at a neighbouring count (a probe).
 - Waits count the steps' own time, not the clock: an idle server probes no more often than a
   busy one, and a probe costs at most one step in `PROBE_MAX_S` of stepping. On a quiet machine
   that is one slower step in 8 s; beside a neighbour, one slow step up.
+- Below the ceiling, idle CPUs say more than step times: one thread keeps its core busy
+  whether or not the neighbour is still there. `note_idle` takes the idle CPUs of the
+  process's affinity (`toolwire.runtime.cpus.IdleCpus`); `IDLE_FOR_UP` of them, after a
+  reading that showed none, calls a probe up at once (once per such change, so a host whose
+  idle CPUs the process may not use, under a quota, probes no more than before).
 - A step at the current count taking `SURPRISE` times its recent time (a neighbour has just
   started) calls a probe down at the next step. Not up: a slower step is never a reason for
   more threads, and beside a busy neighbour one-thread steps vary this much by themselves.
@@ -44,6 +49,8 @@ ALPHA = 0.3  # weight of the newest step in the running estimate
 STALE_S = 5.0  # an estimate older than this (by the clock) is not compared against
 SETTLED = 4  # steps behind an estimate before a probe may beat it (a first step is often slow)
 MAX_BUCKET = 12  # steps of 4,096 tokens and more are one bucket
+IDLE_FOR_UP = 0.5  # idle CPUs (a mean since the last reading) that call a probe up
+BUSY_BELOW = 0.25  # a reading under this many idle CPUs re-arms that call
 DOWN, UP = 0, 1
 
 
@@ -78,6 +85,7 @@ class StepThreads:
         self.next = [PROBE_MIN_S, PROBE_MIN_S]  # when (in self.stepped) each may probe
         self._est: dict[tuple[int, int], _Estimate] = {}
         self.switches = 0  # changes of the current count (a metric)
+        self._idle_armed = False  # a busy reading was seen since the last idle-called probe
         # The latest change: (from, to, the probe's step seconds, the mean it beat), for a log line.
         self.last_switch: tuple[int, int, float, float] | None = None
 
@@ -90,6 +98,16 @@ class StepThreads:
         if direction == DOWN:
             return max(1, self.current - step)
         return min(self.ceiling, self.current + step)
+
+    def note_idle(self, cpus: float) -> None:
+        """Idle CPUs of the affinity since the last reading (read while below the ceiling)."""
+        if not self.adaptive or self.current >= self.ceiling:
+            return
+        if cpus < BUSY_BELOW:
+            self._idle_armed = True
+        elif cpus >= IDLE_FOR_UP and self._idle_armed:
+            self._idle_armed = False
+            self.next[UP] = min(self.next[UP], self.stepped)
 
     def choose(self, tokens: int) -> int:
         if not self.adaptive:
@@ -115,6 +133,7 @@ class StepThreads:
             elif seconds < recent * (1 - WIN):
                 self.last_switch = (self.current, threads, seconds, recent)
                 self.current = threads
+                self._idle_armed = d == DOWN  # went down: CPUs were taken
                 self.switches += 1
                 self.wait[d] = PROBE_MIN_S  # keep going that way (a large machine)
                 self.next[d] = self.stepped + PROBE_MIN_S

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import os
 import pathlib
+import time
+from collections.abc import Callable
 
 CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
 
@@ -85,3 +87,54 @@ def usable_cpus() -> int:
     """Threads worth starting for one compute step: the CPUs this process may run on, and no
     more than its cgroup's quota allows."""
     return _count(len(os.sched_getaffinity(0)), cgroup_cpus())
+
+
+class IdleCpus:
+    """CPUs of this process's affinity that sat idle since the previous reading (`/proc/stat`:
+    idle and iowait ticks of each of those CPUs). A step on fewer threads than its ceiling reads
+    it to tell when a neighbour has gone: one thread keeps its own core busy either way, so its
+    step time cannot say. In a container `/proc/stat` is the host's, which is why a CPU quota
+    caps the ceiling first."""
+
+    def __init__(
+        self,
+        stat: pathlib.Path = pathlib.Path("/proc/stat"),
+        cpus: set[int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.stat = stat
+        self.cpus = cpus if cpus is not None else os.sched_getaffinity(0)
+        self.clock = clock
+        self.tick_s = 1 / os.sysconf("SC_CLK_TCK")
+        self._last: tuple[float, int] | None = None
+
+    def _idle_ticks(self) -> int | None:
+        text = _read(self.stat)
+        if text is None:
+            return None
+        total = 0
+        for line in text.splitlines():
+            name, _, rest = line.partition(" ")
+            if (
+                not name.startswith("cpu")
+                or not name[3:].isdigit()
+                or int(name[3:]) not in self.cpus
+            ):
+                continue
+            fields = rest.split()
+            if len(fields) < 5:
+                return None
+            total += int(fields[3]) + int(fields[4])  # idle, iowait
+        return total
+
+    def read(self) -> tuple[float, float] | None:
+        """(idle CPUs, a mean over the interval; the interval's seconds) since the previous
+        call; None at the first call or where /proc/stat cannot be read."""
+        ticks, now = self._idle_ticks(), self.clock()
+        if ticks is None:
+            return None
+        last, self._last = self._last, (now, ticks)
+        if last is None or now <= last[0]:
+            return None
+        seconds = now - last[0]
+        return (ticks - last[1]) * self.tick_s / seconds, seconds

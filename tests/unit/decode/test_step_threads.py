@@ -159,3 +159,30 @@ def test_the_first_slow_steps_of_a_size_do_not_lose_the_threads():
             m.run(policy, 0.0001, tokens=size)
             m.run(policy, 0.3, tokens=1)
     assert policy.switches == 0 and policy.current == 2
+
+
+def test_idle_cpus_bring_the_threads_back_at_once_and_a_quota_host_probes_once():
+    m = Machine(one_neighbour)
+    policy = StepThreads(2, clock=m.clock)
+    m.run(policy, 30.0)
+    assert policy.current == 1
+    policy.note_idle(0.0)  # the neighbour still runs
+    assert policy.choose(1) == 1
+    m.cost = quiet  # it has gone: the other CPU is idle
+    policy.note_idle(1.0)
+    assert policy.choose(1) == 2  # a probe up at once, not after the wait
+    m.run(policy, 0.05)
+    assert policy.current == 2
+
+    # Idle CPUs the process may not use (a host's, under a quota): each reading says idle, each
+    # probe up loses; only the first reading after a busy one calls a probe.
+    m = Machine(one_neighbour)
+    policy = StepThreads(2, clock=m.clock)
+    m.run(policy, 30.0)
+    called = 0
+    for _ in range(50):
+        policy.note_idle(1.0)
+        if policy.choose(1) == 2:
+            called += 1
+        m.run(policy, 0.2)
+    assert called <= 1 + 50 * 0.2 / step_threads.PROBE_MAX_S + 1

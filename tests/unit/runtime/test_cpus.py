@@ -69,3 +69,27 @@ def test_the_startup_line_says_where_the_count_comes_from(monkeypatch):
     monkeypatch.setattr(cpus, "cgroup_cpus", lambda: 0.5)
     assert cpus.explain().startswith("1 (") and "a CPU quota of 0.5" in cpus.explain()
     assert cpus.explain(3) == "3 (--threads)"
+
+
+def test_idle_cpus_of_the_affinity_from_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    now = [100.0]
+
+    def write(cpu0_idle: int, cpu1_idle: int, cpu2_idle: int) -> None:
+        stat.write_text(
+            "cpu  1 2 3 4 5 6 7 8 9 10\n"
+            f"cpu0 10 0 5 {cpu0_idle} 0 0 0 0 0 0\n"
+            f"cpu1 10 0 5 {cpu1_idle} 3 0 0 0 0 0\n"
+            f"cpu2 10 0 5 {cpu2_idle} 0 0 0 0 0 0\n"
+            "intr 1 2 3\n"
+        )
+
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    reader = cpus.IdleCpus(stat, cpus={0, 1}, clock=lambda: now[0])  # cpu2 is not ours
+    write(1000, 1000, 1000)
+    assert reader.read() is None  # the first reading only starts the interval
+    now[0] += 1.0
+    write(1000 + round(0.5 / tick), 1000 + round(1.0 / tick), 9999)
+    idle, seconds = reader.read()
+    assert seconds == 1.0 and math.isclose(idle, 1.5, rel_tol=0.05)
+    assert cpus.IdleCpus(tmp_path / "missing").read() is None
