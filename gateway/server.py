@@ -12,12 +12,12 @@ import uvicorn
 from toolwire.grpc_gen.chat.v1 import chat_pb2, chat_pb2_grpc
 from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ClientSecurity
-from toolwire.request.limits import Limits
 
 from . import request_log
 from .app import build_app
 from .auth import Auth
 from .chat_service import ChatServicer
+from .config import GatewayConfig
 from .metrics import Metrics
 from .orchestrator import Orchestrator
 from .responses.store import open_store
@@ -26,20 +26,20 @@ log = logging.getLogger("toolwire.gateway")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def api_keys(args) -> list[str]:
+def api_keys(config: GatewayConfig) -> list[str]:
     keys = [k.strip() for k in os.environ.get("TOOLWIRE_API_KEYS", "").split(",")]
-    return [k for k in keys + list(args.api_key or []) if k]
+    return [k for k in keys + list(config.api_key) if k]
 
 
-def responses_store_url(args) -> str:
+def responses_store_url(config: GatewayConfig) -> str:
     """--responses-store, else $TOOLWIRE_RESPONSES_STORE (a Kubernetes Secret can hold a
     database password there), else responses.db in the state directory (made if absent)."""
-    if args.responses_store:
-        return args.responses_store
+    if config.responses_store:
+        return config.responses_store
     if os.environ.get("TOOLWIRE_RESPONSES_STORE"):
         return os.environ["TOOLWIRE_RESPONSES_STORE"]
     state = pathlib.Path(
-        args.state_dir
+        config.state_dir
         or os.path.join(
             os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "toolwire"
         )
@@ -57,14 +57,15 @@ def _redacted(url: str) -> str:
     return url
 
 
-def stream_interval(args) -> tuple[int, int]:
+def stream_interval(config: GatewayConfig) -> tuple[int, int]:
     """(--stream-interval, --stream-interval-ms)."""
-    return args.stream_interval or 0, args.stream_interval_ms or 0
+    return config.stream_interval or 0, config.stream_interval_ms or 0
 
 
 async def serve(args) -> None:
     request_log.setup()
-    auth = Auth(api_keys(args))
+    config = GatewayConfig.from_args(args)
+    auth = Auth(api_keys(config))
     host = args.host
     if not auth.enabled and host not in LOOPBACK:
         log.warning(
@@ -76,40 +77,41 @@ async def serve(args) -> None:
     elif not auth.enabled:
         log.warning("no API key configured: serving without authentication on loopback only")
     orch = Orchestrator(
-        args.template_addr or ["127.0.0.1:50061"],
-        args.decode_addr or ["127.0.0.1:50062"],
-        args.extractor_addr or ["127.0.0.1:50063"],
-        list(args.served_model_name or []),
+        list(config.template_addr),
+        list(config.decode_addr),
+        list(config.extractor_addr),
+        list(config.served_model_name),
         Metrics(),
-        Limits.from_args(args),
+        config.limits,
         ClientSecurity.from_args(args),
-        stream_interval=stream_interval(args),
+        stream_interval=stream_interval(config),
     )
     await orch.connect()
+    store_url = responses_store_url(config)
     store = open_store(
-        responses_store_url(args),
-        max_age_s=args.responses_max_age,
-        max_bytes=args.responses_max_bytes,
+        store_url,
+        max_age_s=config.responses_max_age,
+        max_bytes=config.responses_max_bytes,
     )
     await store.open()
-    log.info("stored responses (/v1/responses) in %s", _redacted(responses_store_url(args)))
-    grpc_server = GrpcServer(f"{host}:{args.grpc_port}")
+    log.info("stored responses (/v1/responses) in %s", _redacted(store_url))
+    grpc_server = GrpcServer(f"{host}:{config.grpc_port}")
     grpc_server.add(
         chat_pb2_grpc.add_ChatServiceServicer_to_server,
         ChatServicer(orch, auth),
         chat_pb2.DESCRIPTOR,
     )
     await grpc_server.start()
-    config = uvicorn.Config(
-        build_app(orch, auth, store, args.drop_hosted_tools),
+    uvicorn_config = uvicorn.Config(
+        build_app(orch, auth, store, config.drop_hosted_tools),
         host=host,
         port=args.port,
         log_level="warning",
         lifespan="off",
-        http=args.http_parser,
+        http=config.http_parser,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config)
     # Our own handler stops both servers: uvicorn (0.29 on) takes SIGINT/SIGTERM only while
     # serve() runs, and wait_for_signal's handlers, added once it has started, replace its.
     task = asyncio.create_task(server.serve())
@@ -124,7 +126,7 @@ async def serve(args) -> None:
         host,
         args.port,
         host,
-        args.grpc_port,
+        config.grpc_port,
         ", ".join(orch.names),
         orch.limits.default_max_tokens,
         orch.limits.max_tokens_ceiling,

@@ -13,6 +13,7 @@ from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.runtime import model_source
 
+from .config import ExtractorConfig
 from .extract_stream import ServedExtractStream, serve_stream
 from .extraction import Extraction
 
@@ -75,9 +76,10 @@ class ExtractorServicer(pb_grpc.ExtractorServiceServicer):
 async def serve(args) -> None:
     security = ServerSecurity.from_args(args)
     security.check_address(args.host)  # before the model loads: fail fast
-    source = model_source.resolve(args.model)
+    config = ExtractorConfig.from_args(args)
+    source = model_source.resolve(config.model)
     tokenizer = model_source.load_tokenizer(source)
-    fmt = args.tool_format
+    fmt = config.tool_format
     if not fmt:
         from toolwire.formats import detect_format
 

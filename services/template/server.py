@@ -30,6 +30,7 @@ from toolwire.request.from_proto import choice_from_proto, message_to_dict, tool
 from toolwire.runtime import model_source
 from toolwire.vocabulary import ErrorCode
 
+from .config import TemplateConfig
 from .stop_tokens import stop_token_ids
 
 RECONNECT_OPTIONS = (
@@ -207,19 +208,20 @@ def resolve_format(name: str | None, tokenizer) -> ToolFormat:
 async def serve(args) -> None:
     security = ServerSecurity.from_args(args)
     security.check_address(args.host)  # before the model loads: fail fast
+    config = TemplateConfig.from_args(args)
     version = importlib.metadata.version("xgrammar")
     if engine_dialect(version) != STRUCTURAL_TAG:  # it writes every dialect from 0.2's forms
         raise SystemExit(
             f"the template service builds constraints with xgrammar 0.2; this "
             f"environment has {version} (pip install 'xgrammar==0.2.8')"
         )
-    source = model_source.resolve(args.model)
-    compiles = CompilePool(workers=args.grammar_workers, timeout_s=args.grammar_timeout)
+    source = model_source.resolve(config.model)
+    compiles = CompilePool(workers=config.grammar_workers, timeout_s=config.grammar_timeout)
     compiles.spawn()  # the workers import xgrammar while this process loads the tokenizer
     tokenizer = model_source.load_tokenizer(source)
     max_len, vocab = model_config(source)
     # --served-model-name only adds aliases, at the gateway: the model keeps its own id.
-    fmt = resolve_format(args.tool_format, tokenizer)
+    fmt = resolve_format(config.tool_format, tokenizer)
     stop_ids = stop_token_ids(tokenizer, fmt, None if source.gguf_file else source.folder)
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab, stop_token_ids=stop_ids)
     metrics = ServiceMetrics(source.default_id)
@@ -232,7 +234,7 @@ async def serve(args) -> None:
         tokenizer,
         fmt,
         source.default_id,
-        args.max_model_len or max_len,
+        config.max_model_len or max_len,
         vocab,
         compiles,
         stop_ids,

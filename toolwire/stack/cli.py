@@ -8,10 +8,12 @@ import logging
 import os
 import sys
 
+from toolwire.gateway.config import DEFAULTS as GATEWAY
 from toolwire.plumbing.internal_security import add_client_arguments, add_server_arguments
 from toolwire.request.limits import Limits
 from toolwire.runtime import model_source
 from toolwire.services.decode.config import DEFAULTS as DECODE
+from toolwire.services.template.config import DEFAULTS as TEMPLATE
 
 SERVICES = ("template", "decode", "extractor", "gateway")
 
@@ -137,30 +139,32 @@ def _template_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--grammar-timeout",
         type=float,
-        default=10.0,
+        default=TEMPLATE.grammar_timeout,
         help="seconds a request's constraint may take to compile before a 400",
     )
     p.add_argument(
         "--grammar-workers",
         type=int,
-        default=2,
+        default=TEMPLATE.grammar_workers,
         help="processes compiling constraints (each holds the vocabulary)",
     )
 
 
 def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
-    p.add_argument("--grpc-port", type=int, default=50051, help="the gRPC ChatService port")
+    p.add_argument(
+        "--grpc-port", type=int, default=GATEWAY.grpc_port, help="the gRPC ChatService port"
+    )
     p.add_argument(
         "--api-key",
         action="append",
-        default=[],
+        default=list(GATEWAY.api_key),  # a list: argparse appends to it (a copy)
         help="accepted bearer key (repeatable); also TOOLWIRE_API_KEYS",
     )
     Limits.add_arguments(p.add_argument_group("request limits"))
     p.add_argument(
         "--stream-interval",
         type=int,
-        default=0,
+        default=GATEWAY.stream_interval,
         metavar="N",
         help="hold a request's tokens until N have gathered (fewer, larger stream chunks); "
         "the first token and the finish are never held; 0 or 1: off (the default)",
@@ -168,7 +172,7 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     p.add_argument(
         "--stream-interval-ms",
         type=int,
-        default=0,
+        default=GATEWAY.stream_interval_ms,
         metavar="MS",
         help="with --stream-interval: a held token waits at most this long, whatever the "
         "engine's steps take (0: 50 ms)",
@@ -176,7 +180,7 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     g = p.add_argument_group("the Responses API (/v1/responses)")
     g.add_argument(
         "--responses-store",
-        default=None,
+        default=GATEWAY.responses_store,
         metavar="URL",
         help="where stored responses are kept: a SQLite file (a path, or sqlite:///path) or "
         "postgresql://... (every gateway replica pointed at one database); default "
@@ -184,21 +188,21 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     )
     g.add_argument(
         "--state-dir",
-        default=None,
+        default=GATEWAY.state_dir,
         help="the gateway's state directory (the default SQLite response store); default "
         "$XDG_STATE_HOME/toolwire or ~/.local/state/toolwire",
     )
     g.add_argument(
         "--responses-max-age",
         type=float,
-        default=30 * 24 * 3600,
+        default=GATEWAY.responses_max_age,
         metavar="SECONDS",
         help="stored responses older than this are deleted (OpenAI keeps 30 days, the default)",
     )
     g.add_argument(
         "--responses-max-bytes",
         type=int,
-        default=16 * 1024 * 1024,
+        default=GATEWAY.responses_max_bytes,
         metavar="BYTES",
         help="a response whose stored form (input items, output) is larger is refused with "
         "store: true (ask with store: false)",
@@ -206,6 +210,7 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     g.add_argument(
         "--drop-hosted-tools",
         action="store_true",
+        default=GATEWAY.drop_hosted_tools,
         help="leave OpenAI's hosted tools (web_search, file_search, image_generation, ...) out "
         "of a Responses request, logged, instead of refusing it with a 400: Codex sends "
         "web_search by default",
@@ -213,18 +218,20 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
     p.add_argument(
         "--http-parser",
         choices=["auto", "h11", "httptools"],
-        default="auto",
+        default=GATEWAY.http_parser,
         help="uvicorn's HTTP parser; auto takes httptools (installed with toolwire) when it "
         "imports, else h11",
     )
     if addresses:
+        # Appended flags: their default is None, and GatewayConfig.from_args takes its own
+        # address for one not given (argparse would append to a default list).
         p.add_argument(
             "--template-addr",
             action="append",
             default=None,
             help="template service address (repeatable or comma-separated); calls go round "
             "robin over every address, and over every address a DNS name resolves to; "
-            "default 127.0.0.1:50061",
+            f"default {','.join(GATEWAY.template_addr)}",
         )
         p.add_argument(
             "--decode-addr",
@@ -232,7 +239,7 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
             default=None,
             help="a decode replica (repeatable or comma-separated; a DNS name that "
             "resolves to several addresses counts one replica each); "
-            "default 127.0.0.1:50062",
+            f"default {','.join(GATEWAY.decode_addr)}",
         )
         p.add_argument(
             "--extractor-addr",
@@ -240,7 +247,7 @@ def _gateway_args(p: argparse.ArgumentParser, addresses: bool) -> None:
             default=None,
             help="an extractor pod (repeatable or comma-separated; a DNS name that resolves "
             "to several addresses counts one pod each): one stream to each, a request "
-            "sticky to one; default 127.0.0.1:50063",
+            f"sticky to one; default {','.join(GATEWAY.extractor_addr)}",
         )
 
 
