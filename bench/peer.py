@@ -12,6 +12,8 @@ a new user line). `--variants off on` runs toolwire twice in the same run: `off`
 reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` as shipped.
 `--steps ggml torch` runs toolwire once per decode step backend (--step), in the same run;
 `--kv-types q8_0 f16` once per KV cache type of the ggml step (--kv-type).
+`--baseline REF` runs that commit's toolwire too (bench/baseline.py: a worktree on this venv),
+as shipped then, taking turns with the others in every round.
 
 llama-server is built once into ~/.cache/toolwire/llama.cpp (bench/llama_cpp.py) or taken from
 TOOLWIRE_LLAMA_SERVER. It reads bench/peer_hermes.jinja (SmolLM2's template with toolwire's tools
@@ -35,7 +37,7 @@ import sys
 from toolwire.runtime import model_source
 from toolwire.stack.launcher import free_port, wait_for_health
 
-from . import llama_cpp, peer_grammar, remote
+from . import baseline, llama_cpp, peer_grammar, remote
 from .run import KEY, OUT, median_summary, start_stack
 from .workloads import body
 
@@ -196,6 +198,11 @@ def main() -> int:
         "writes prose)",
     )
     p.add_argument("--no-peer", action="store_true", help="toolwire variants only")
+    p.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run this commit's toolwire as shipped then (a worktree, bench/baseline.py)",
+    )
     p.add_argument("--dtype", default="auto")
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (-t)"
@@ -238,6 +245,13 @@ def main() -> int:
                 + [kv] * (args.kv_types != ["default"])
             )
             servers[name] = (url, model)
+        if args.baseline:
+            tree, found = baseline.prepare(args.baseline)
+            print(f"baseline {args.baseline} = {tree.sha}: {tree.path}", flush=True)
+            args.stack_flags = []
+            stack, url, model = start_stack(args, tree)
+            procs.append(stack)
+            servers[f"toolwire {tree.short}"] = (url, model)
         res = asyncio.run(measure(servers, args))
     finally:
         for proc in procs:
