@@ -333,8 +333,8 @@ def build_app(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/responses", responses.create, methods=["POST"]),
-            Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
-            Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+            # One route for both methods, so a 405 there names both in Allow.
+            Route("/v1/responses/{response_id}", responses.by_id, methods=["GET", "DELETE"]),
             Route(
                 "/v1/responses/{response_id}/input_items", responses.input_items, methods=["GET"]
             ),

@@ -258,6 +258,12 @@ class ResponsesAPI:
         )
 
     # -- stored responses -------------------------------------------------------------------
+    async def by_id(self, request: Request) -> Response:
+        """GET or DELETE /v1/responses/{id}."""
+        if request.method == "DELETE":
+            return await self.delete(request)
+        return await self.retrieve(request)
+
     async def retrieve(self, request: Request) -> Response:
         err = self.authorized(request)
         if err:

@@ -1,0 +1,103 @@
+"""The memory of each process of `toolwire up`, idle after one tool round: resident (RSS, what
+`ps` shows) and proportional (PSS: a page shared by n processes counts 1/n in each), so that
+the column sums to what the stack holds. Libraries mapped by several processes (torch's, the
+interpreter's) count fully in each RSS; PSS splits them.
+
+    python -m bench.memory                    # the embedded model, the default stack
+    python -m bench.memory --stack-flag=--grammar-workers=1
+
+One tool round: the weather call under tool_choice required, its result, the answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import httpx
+
+from toolwire.runtime import model_source
+
+from .run import KEY, OUT, start_stack, stop_stack
+from .soak import processes
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {"location": {"type": "string"}},
+                "required": ["location"],
+                "additionalProperties": False,
+            },
+            "strict": True,
+        },
+    }
+]
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """{"rss": MB, "pss": MB} from /proc/<pid>/smaps_rollup (NaN where unreadable)."""
+    out = {"rss": float("nan"), "pss": float("nan")}
+    try:
+        text = pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            out[key.lower()] = int(rest.split()[0]) / 1024
+    return out
+
+
+def tool_round(url: str, model: str) -> None:
+    messages: list[dict] = [{"role": "user", "content": "What is the weather like in Paris?"}]
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+        first = http.post(
+            "/chat/completions",
+            json={"model": model, "messages": messages, "tools": TOOLS, "tool_choice": "required"},
+        ).json()
+        msg = first["choices"][0]["message"]
+        call = msg["tool_calls"][0]
+        messages += [msg, {"role": "tool", "tool_call_id": call["id"], "content": "14 C, rain"}]
+        http.post(
+            "/chat/completions", json={"model": model, "messages": messages, "tools": TOOLS}
+        ).raise_for_status()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--stack-flag", dest="stack_flags", action="append", default=[])
+    p.add_argument("--settle", type=float, default=3.0, help="seconds idle before reading")
+    p.add_argument("--out", default=str(OUT / "memory.json"))
+    args = p.parse_args()
+    args.model, args.dtype, args.concurrency = model_source.EMBEDDED, "auto", [1]
+    OUT.mkdir(exist_ok=True)
+    proc, url, model = start_stack(args)
+    try:
+        tool_round(url, model)
+        time.sleep(args.settle)
+        pids = {**processes(proc.pid), "launcher (toolwire up)": proc.pid}
+        res = {name: memory_mb(pid) for name, pid in pids.items()}
+    finally:
+        stop_stack(proc)
+    lines = ["| process | RSS MB | PSS MB |", "|---|---|---|"]
+    for name, m in res.items():
+        lines.append(f"| {name} | {m['rss']:.0f} | {m['pss']:.0f} |")
+    total = {k: sum(m[k] for m in res.values()) for k in ("rss", "pss")}
+    lines.append(f"| **all** | **{total['rss']:.0f}** | **{total['pss']:.0f}** |")
+    print("\n".join(lines))
+    pathlib.Path(args.out).write_text(json.dumps({"flags": args.stack_flags, "mb": res}, indent=2))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
