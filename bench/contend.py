@@ -31,11 +31,10 @@ import sys
 import time
 
 from toolwire.runtime import model_source
-from toolwire.stack.launcher import free_port, wait_for_health
 
 from . import llama_cpp, remote
 from .peer import peer_env, peer_template_args
-from .run import KEY, OUT, start_stack
+from .run import KEY, OUT, start_stack, stop_stack
 from .workloads import body
 
 BUSY = "while True: pass"
@@ -171,19 +170,16 @@ def main() -> int:
     procs, servers = [], {}
     try:
         for variant in [] if args.no_peer else args.peers:
-            port = free_port()
-            peer = llama_cpp.start(
+            peer, url = llama_cpp.serve(
                 gguf,
-                port,
                 max(args.concurrency),
                 args.peer_threads,
                 extra=("--jinja", *peer_template_args("hermes"), *PEER_FLAGS[variant]),
                 env=peer_env(False),
             )
             procs.append(peer)
-            wait_for_health(f"http://127.0.0.1:{port}/health", peer)
             name = "llama-server" + (f" {variant}" if variant != "default" else "")
-            servers[name] = (f"http://127.0.0.1:{port}/v1", "embedded")
+            servers[name] = (url, "embedded")
         for policy in args.policies:
             args.stack_flags = TOOLWIRE_FLAGS[policy]
             stack, url, model = start_stack(args)
@@ -192,8 +188,7 @@ def main() -> int:
         res = asyncio.run(measure(servers, args))
     finally:
         for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop_stack(proc)
     text = table(res, args.neighbours, args.concurrency)
     print("\n" + text)
     out = pathlib.Path(args.out)

@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 
 from toolwire.runtime.model_source import CACHE_DIR
+from toolwire.stack.launcher import free_port, wait_for_health
 
 ROOT = CACHE_DIR / "llama.cpp"
 BINARY = ROOT / "build" / "bin" / "llama-server"
@@ -133,3 +134,22 @@ def start(
     return subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env or None
     )
+
+
+def serve(
+    gguf: str,
+    slots: int,
+    threads: int,
+    extra: tuple[str, ...] = (),
+    env: dict | None = None,
+) -> tuple[subprocess.Popen, str]:
+    """llama-server on a free loopback port, healthy: (its process, its /v1 base URL). The
+    caller terminates it; one that never gets healthy is killed here."""
+    port = free_port()
+    proc = start(gguf, port, slots, threads, extra=extra, env=env)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}/health", proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, f"http://127.0.0.1:{port}/v1"

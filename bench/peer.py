@@ -31,14 +31,12 @@ import itertools
 import json
 import os
 import pathlib
-import signal
 import sys
 
 from toolwire.runtime import model_source
-from toolwire.stack.launcher import free_port, wait_for_health
 
 from . import baseline, llama_cpp, peer_grammar, remote
-from .run import KEY, OUT, median_summary, start_stack
+from .run import KEY, OUT, median_summary, start_stack, stop_stack
 from .workloads import body
 
 
@@ -218,18 +216,15 @@ def main() -> int:
     try:
         if not args.no_peer:
             llama_cpp.ensure_built()
-            port = free_port()
-            peer = llama_cpp.start(
+            peer, url = llama_cpp.serve(
                 gguf,
-                port,
                 max(args.concurrency),
                 args.threads,
                 extra=("--jinja", *peer_template_args(args.peer_template)),
                 env=peer_env(args.peer_passive),
             )
             procs.append(peer)
-            wait_for_health(f"http://127.0.0.1:{port}/health", peer)
-            servers["llama.cpp"] = (f"http://127.0.0.1:{port}/v1", "embedded")
+            servers["llama.cpp"] = (url, "embedded")
         for variant, step, kv in itertools.product(args.variants, args.steps, args.kv_types):
             args.stack_flags = (
                 ["--no-prefix-reuse", "--no-jump-forward"] * (variant == "off")
@@ -255,8 +250,7 @@ def main() -> int:
         res = asyncio.run(measure(servers, args))
     finally:
         for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+            stop_stack(proc)
     print("\n" + ratio_table(res, args.concurrency, args.kinds))
     (OUT / "peer.json").write_text(json.dumps(res, indent=2))
     plot(res, OUT / "peer.png")
