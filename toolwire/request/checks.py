@@ -156,17 +156,34 @@ def check_tool_choice(choice: common.ToolChoice, tools) -> None:
     functions = {t.name for t in tools if t.type != "custom"}
     customs = {t.name for t in tools if t.type == "custom"}
     if which == "function_name" and choice.function_name not in functions:
+        name = choice.function_name
         raise RequestError(
-            f"tool_choice names function {choice.function_name!r}, which is not in tools",
+            _other_kind(name, "custom")
+            if name in customs
+            else f"tool_choice names function {name!r}, which is not in tools",
             param="tool_choice",
         )
     if which == "custom_name" and choice.custom_name not in customs:
+        name = choice.custom_name
         raise RequestError(
-            f"tool_choice names custom tool {choice.custom_name!r}, which is not in tools",
+            _other_kind(name, "function")
+            if name in functions
+            else f"tool_choice names custom tool {name!r}, which is not in tools",
             param="tool_choice",
         )
     if which == "allowed_tools":
         check_allowed_tools(choice.allowed_tools, functions | customs)
+
+
+def _other_kind(name: str, kind: str) -> str:
+    # A client that names every tool as a function (LangChain's string tool_choice does) is
+    # told how to name this one.
+    named = "custom tool" if kind == "function" else "function"
+    return (
+        f"tool_choice names {named} {name!r}, but {name!r} is a "
+        f"{'custom tool' if kind == 'custom' else 'function'}: name it with "
+        f'{{"type": "{kind}", "{kind}": {{"name": "{name}"}}}}'
+    )
 
 
 def check_allowed_tools(allowed: common.ToolChoice.AllowedTools, names: set[str]) -> None:

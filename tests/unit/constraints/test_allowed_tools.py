@@ -84,3 +84,27 @@ def test_bad_allowed_tools_are_refused_naming_the_param(mode, names, param):
 
 def test_good_allowed_tools_pass():
     check_conversation(_request(common.ToolChoice.MODE_REQUIRED, ["get_time"]))
+
+
+def test_a_choice_naming_a_tool_of_the_other_kind_says_how_to_name_it():
+    req = chat_pb2.ChatCompletionRequest(
+        messages=[common.ChatMessage(role="user", content="hi")],
+        tools=[
+            common.FunctionTool(name="get_time"),
+            common.FunctionTool(name="sql", type="custom"),
+        ],
+    )
+    req.tool_choice.function_name = "sql"
+    with pytest.raises(RequestError) as e:
+        check_conversation(req)
+    assert e.value.param == "tool_choice"
+    assert "'sql' is a custom tool" in e.value.message
+    assert '{"type": "custom", "custom": {"name": "sql"}}' in e.value.message
+    req.tool_choice.custom_name = "get_time"
+    with pytest.raises(RequestError) as e:
+        check_conversation(req)
+    assert '{"type": "function", "function": {"name": "get_time"}}' in e.value.message
+    req.tool_choice.function_name = "nothing"
+    with pytest.raises(RequestError) as e:
+        check_conversation(req)
+    assert e.value.message == "tool_choice names function 'nothing', which is not in tools"
