@@ -45,6 +45,16 @@ def invalid_value(param: str, why: str) -> RequestError:
     )
 
 
+def unsupported(param: str, why: str) -> RequestError:
+    """400: a parameter toolwire does not serve (it would be ignored or half-served)."""
+    return RequestError(why, param=param, code=ErrorCode.UNSUPPORTED_PARAMETER)
+
+
+def unsupported_value(param: str, why: str) -> RequestError:
+    """400: a value of a parameter toolwire serves, that it does not."""
+    return RequestError(why, param=param, code=ErrorCode.UNSUPPORTED_VALUE)
+
+
 def overloaded(message: str, code: ErrorCode, retry_after: int = 1) -> RequestError:
     """429: the request was refused before any work, because too much is queued."""
     return RequestError(

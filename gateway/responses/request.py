@@ -20,7 +20,7 @@ with a 400 naming it; to_chat.check_request holds the refusals):
   tools                  H  function, custom, namespace (flattened `ns__name`); hosted types R
                             (or left out with --drop-hosted-tools); function `strict` omitted =
                             strict when the schema already meets OpenAI's strict rules and
-                            toolwire can enforce it (to_chat.default_strict)
+                            toolwire can enforce it (tools.default_strict)
     .defer_loading       A  the tool is offered from the start (no tool_search to load it)
     .output_schema       A  describes results the client sends back; generation is unchanged
     .allowed_callers     A  when it includes "direct" (or is absent); ["programmatic"] only: R

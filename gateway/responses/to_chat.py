@@ -18,15 +18,8 @@ and outputs in the API's own item shapes) and then `input`:
   encode_reasoning: base64url of {"v": 1, "text": ...}, opaque but not secret), else its
   `content` texts; a summary is not the reasoning and is not replayed.
 
-Tools: a function tool keeps its name; `strict` omitted or null is Responses' default, strict
-when the schema is compatible (default_strict: the schema already meets OpenAI's strict rules,
-every object closed with additionalProperties false and all its properties required, and
-toolwire can enforce it, so nothing is rewritten and optional fields stay optional; otherwise
-non-strict). A namespace's tools are flattened to `<namespace>__<name>` (Turn.namespaces maps
-them back; a call item in history with a `namespace` maps to the flat name too; a namespace
-already ending in `__`, as Codex's `mcp__<server>__`, is joined as it is). Hosted tools
-run on OpenAI's servers: a 400 naming `tools[i].type`, or with drop_hosted_tools left out and
-named in Turn.dropped_tools; a tool_choice that names one is a 400 either way.
+Tools and tool_choice: tools.py (strict by default where compatible, namespaces flattened,
+hosted tools refused or left out).
 
 Errors name this body's parameters (`input[3].call_id`, `tools[2].format.definition`). The
 proto's checks (toolwire/request/checks.py, run here for the conversation and again by the
@@ -38,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -47,27 +39,21 @@ from typing import Any
 
 import pydantic
 
-from toolwire.constraints.build import NO_PARAMETERS
-from toolwire.constraints.schemas import first_unsupported
-from toolwire.errors import RequestError, invalid_value
-from toolwire.formats import get_format
+from toolwire.errors import RequestError, invalid_value, unsupported, unsupported_value
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import check_conversation, check_sampling
-from toolwire.vocabulary import ErrorCode, ToolChoiceMode
+from toolwire.vocabulary import ErrorCode
 
 from .request import (
-    CustomTool,
     CustomToolCallItem,
     CustomToolCallOutputItem,
     FunctionCallItem,
     FunctionCallOutputItem,
-    FunctionTool,
     InputItem,
     InputText,
     ItemReference,
     MessageItem,
-    NamespaceTool,
     OtherFormat,
     OtherItem,
     OutputText,
@@ -76,37 +62,9 @@ from .request import (
     ResponseCreateRequest,
     TextFormatJSONObject,
     TextFormatJSONSchema,
-    ToolChoiceAllowed,
-    ToolChoiceCustom,
-    ToolChoiceFunction,
-    ToolChoiceHosted,
 )
+from .tools import flat_name, read_tool_choice, read_tools
 
-NAMESPACE_SEP = "__"
-MAX_NAME = 64  # schema_checks.NAME_PATTERN's length
-_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
-
-# Tool types OpenAI runs itself (or whose calls are items toolwire never writes).
-HOSTED_TOOLS = frozenset(
-    {
-        "web_search",
-        "web_search_2025_08_26",
-        "web_search_preview",
-        "web_search_preview_2025_03_11",
-        "file_search",
-        "image_generation",
-        "code_interpreter",
-        "computer",
-        "computer_use",
-        "computer_use_preview",
-        "mcp",
-        "local_shell",
-        "shell",
-        "apply_patch",
-        "tool_search",
-        "programmatic_tool_calling",
-    }
-)
 # Input items of those tools (and OpenAI's own state items): refused, naming input[i].type.
 HOSTED_ITEMS = frozenset(
     {
@@ -146,11 +104,6 @@ INCLUDE_NOTHING = frozenset(
 )
 INCLUDABLE = INCLUDE_NOTHING | {ENCRYPTED_REASONING, "message.output_text.logprobs"}
 SERVICE_TIERS = ("auto", "default")
-_MODES = {
-    ToolChoiceMode.AUTO: common.ToolChoice.MODE_AUTO,
-    ToolChoiceMode.NONE: common.ToolChoice.MODE_NONE,
-    ToolChoiceMode.REQUIRED: common.ToolChoice.MODE_REQUIRED,
-}
 _ITEM = pydantic.TypeAdapter(InputItem)
 
 
@@ -174,70 +127,6 @@ def decode_reasoning(blob: str) -> str:
     if not isinstance(d, dict) or d.get("v") != 1 or not isinstance(d.get("text"), str):
         raise ValueError("not toolwire's encrypted reasoning (version 1)")
     return d["text"]
-
-
-# -- strict by default -------------------------------------------------------------------------
-def openai_strict(schema: Any) -> bool:
-    """Whether a schema already meets OpenAI's strict-mode rules: the root is an object, and
-    every object schema in it sets additionalProperties false and requires all its
-    properties."""
-    return isinstance(schema, dict) and schema.get("type") == "object" and _strict_node(schema)
-
-
-def _strict_node(s: Any) -> bool:
-    if not isinstance(s, dict):
-        return False
-    t = s.get("type")
-    if t == "object" or (isinstance(t, list) and "object" in t) or "properties" in s:
-        props = s.get("properties") or {}
-        if s.get("additionalProperties") is not False or not isinstance(props, dict):
-            return False
-        required = s.get("required", [])
-        if not isinstance(required, list) or set(required) != set(props):
-            return False
-    subs: list[Any] = []
-    for key in ("properties", "$defs", "definitions"):
-        if isinstance(s.get(key), dict):
-            subs += s[key].values()
-    for key in ("anyOf", "prefixItems"):
-        if isinstance(s.get(key), list):
-            subs += s[key]
-    if isinstance(s.get("items"), dict):
-        subs.append(s["items"])
-    return all(_strict_node(x) for x in subs)
-
-
-@functools.lru_cache(maxsize=16)
-def _format(name: str):
-    try:
-        return get_format(name)
-    except ValueError:
-        return None
-
-
-def default_strict(parameters: dict[str, Any] | None, tool_format: str | None = None) -> bool:
-    """A function tool's `strict` when the request omits it (or sends null). OpenAI: "Responses
-    attempts to use strict validation when the schema is compatible, and falls back to
-    non-strict validation otherwise" (SDK namespace_tool_param.py). OpenAI normalizes a schema
-    into strict form (making optional fields required); toolwire rewrites nothing, so
-    compatible means: the schema meets OpenAI's strict rules as sent, every keyword in it is one
-    toolwire's constrained decoding enforces (constraints/schemas.py), and, given the served
-    tool format, the format can write it exactly. No parameters: an empty object, strict."""
-    schema = NO_PARAMETERS if parameters is None else parameters
-    if not openai_strict(schema) or first_unsupported(schema) is not None:
-        return False
-    fmt = _format(tool_format) if tool_format else None
-    return fmt is None or fmt.unenforceable(schema) is None
-
-
-def flat_name(namespace: str, name: str) -> str:
-    """A namespaced tool's name as the model sees it: `<namespace>__<name>`, or the two joined
-    as they are where the namespace already ends with the separator (Codex names its MCP
-    namespaces `mcp__<server>__`, and its tools were `mcp__<server>__<tool>` before namespaces).
-    Turn.namespaces maps it back, so the join need not be reversible; a clash with another
-    tool's name is refused by the duplicate-name check."""
-    sep = "" if namespace.endswith(NAMESPACE_SEP) else NAMESPACE_SEP
-    return f"{namespace}{sep}{name}"
 
 
 # -- the Turn ----------------------------------------------------------------------------------
@@ -362,19 +251,11 @@ class Turn:
 
 
 # -- the Responses-only fields -----------------------------------------------------------------
-def _unsupported(param: str, why: str) -> RequestError:
-    return RequestError(why, param=param, code=ErrorCode.UNSUPPORTED_PARAMETER)
-
-
-def _unsupported_value(param: str, why: str) -> RequestError:
-    return RequestError(why, param=param, code=ErrorCode.UNSUPPORTED_VALUE)
-
-
 def check_request(req: ResponseCreateRequest) -> None:
     """Refuse what toolwire would otherwise silently ignore or half-serve (request.py's table)."""
     if req.model_extra:
         name = next(iter(req.model_extra))
-        raise _unsupported(name, f"Unrecognized request argument supplied: {name}")
+        raise unsupported(name, f"Unrecognized request argument supplied: {name}")
     refused = [
         ("background", bool(req.background), "background responses are not supported"),
         (
@@ -403,23 +284,23 @@ def check_request(req: ResponseCreateRequest) -> None:
     ]
     for param, bad, why in refused:
         if bad:
-            raise _unsupported(param, why)
+            raise unsupported(param, why)
     if req.truncation not in (None, "disabled"):
         if req.truncation == "auto":
-            raise _unsupported_value(
+            raise unsupported_value(
                 "truncation",
                 "truncation 'auto' is not supported: an input longer than the context is "
                 "refused; use 'disabled' or leave it out",
             )
         raise invalid_value("truncation", f"{req.truncation!r} is not one of auto, disabled")
     if req.service_tier not in (None, *SERVICE_TIERS):
-        raise _unsupported_value(
+        raise unsupported_value(
             "service_tier",
             f"service_tier {req.service_tier!r} is not supported; toolwire serves one tier "
             "('auto' or 'default')",
         )
     if (req.prompt_cache_options or {}).get("prewarm") is True:
-        raise _unsupported_value(
+        raise unsupported_value(
             "prompt_cache_options.prewarm", "prewarming without generating is not supported"
         )
     if req.stream_options is not None:
@@ -428,13 +309,13 @@ def check_request(req: ResponseCreateRequest) -> None:
                 "stream_options is only allowed when stream is true", param="stream_options"
             )
         if req.stream_options.include_obfuscation:
-            raise _unsupported_value(
+            raise unsupported_value(
                 "stream_options.include_obfuscation",
                 "stream obfuscation is not supported; toolwire sends no obfuscation padding",
             )
     for i, name in enumerate(req.include or []):
         if name == "message.output_text.logprobs":
-            raise _unsupported_value(f"include[{i}]", "logprobs are not supported")
+            raise unsupported_value(f"include[{i}]", "logprobs are not supported")
         if name not in INCLUDABLE:
             raise invalid_value(f"include[{i}]", f"{name!r} is not a known includable")
     _check_metadata(req.metadata)
@@ -445,7 +326,7 @@ def check_request(req: ResponseCreateRequest) -> None:
         if value in (None, "medium"):
             continue
         if value in ("low", "high"):
-            raise _unsupported_value(
+            raise unsupported_value(
                 param,
                 f"verbosity {value!r} is not supported: open models have no verbosity "
                 "control; leave it out or use 'medium'",
@@ -474,7 +355,7 @@ def _check_reasoning(req: ResponseCreateRequest) -> None:
         if value in (None, "auto", "none"):
             continue
         if value in ("concise", "detailed"):
-            raise _unsupported_value(
+            raise unsupported_value(
                 f"reasoning.{param}",
                 f"reasoning summaries are not supported ({value!r}): toolwire returns the "
                 "reasoning itself as the reasoning item's content; use 'auto' or leave it out",
@@ -483,7 +364,7 @@ def _check_reasoning(req: ResponseCreateRequest) -> None:
             f"reasoning.{param}", f"{value!r} is not one of auto, concise, detailed"
         )
     if r.context == "all_turns":
-        raise _unsupported_value(
+        raise unsupported_value(
             "reasoning.context",
             "reasoning.context 'all_turns' is not supported: the model's chat template decides "
             "whether earlier turns' reasoning is shown; use 'auto' or 'current_turn'",
@@ -493,195 +374,7 @@ def _check_reasoning(req: ResponseCreateRequest) -> None:
             "reasoning.context", f"{r.context!r} is not one of auto, current_turn, all_turns"
         )
     if r.mode not in (None, "standard"):
-        raise _unsupported_value("reasoning.mode", f"reasoning mode {r.mode!r} is not supported")
-
-
-# -- tools -------------------------------------------------------------------------------------
-@dataclass
-class _Tools:
-    protos: list[common.FunctionTool] = field(default_factory=list)
-    params: list[str] = field(default_factory=list)
-    echo: list[dict[str, Any]] = field(default_factory=list)
-    namespaces: dict[str, tuple[str, str]] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)
-
-
-def _hosted_label(t: Any) -> str:
-    label = getattr(t, "server_label", None) or getattr(t, "name", None)
-    return f"{t.type}:{label}" if isinstance(label, str) else t.type
-
-
-def _callers(t: FunctionTool | CustomTool, param: str) -> None:
-    if t.async_:
-        raise _unsupported(f"{param}.async", "asynchronous tool calls are not supported")
-    if t.allowed_callers is not None and "direct" not in t.allowed_callers:
-        raise _unsupported(
-            f"{param}.allowed_callers",
-            "a tool only programs may call (allowed_callers without 'direct') cannot be "
-            "offered: toolwire has no programmatic tool calling",
-        )
-
-
-def _function(t: FunctionTool, name: str, param: str, fmt: str | None):
-    _callers(t, param)
-    strict = t.strict if t.strict is not None else default_strict(t.parameters, fmt)
-    proto = common.FunctionTool(
-        name=name,
-        description=t.description or "",
-        strict=strict,
-        parameters_json=json.dumps(t.parameters) if t.parameters is not None else "",
-    )
-    echo = t.model_dump(by_alias=True, exclude_unset=True)
-    echo.update(description=t.description, parameters=t.parameters, strict=strict)
-    return proto, echo
-
-
-def _custom(t: CustomTool, name: str, param: str):
-    _callers(t, param)
-    proto = common.FunctionTool(type="custom", name=name, description=t.description or "")
-    if t.format is not None:
-        proto.custom_format.type = t.format.type
-        if t.format.type == "grammar":
-            proto.custom_format.syntax = t.format.syntax
-            proto.custom_format.definition = t.format.definition
-    return proto, t.model_dump(by_alias=True, exclude_unset=True)
-
-
-def _tools(req: ResponseCreateRequest, drop_hosted: bool, fmt: str | None) -> _Tools:
-    out = _Tools()
-    for i, t in enumerate(req.tools or []):
-        param = f"tools[{i}]"
-        if isinstance(t, FunctionTool | CustomTool):
-            proto, echo = (
-                _function(t, t.name, param, fmt)
-                if isinstance(t, FunctionTool)
-                else _custom(t, t.name, param)
-            )
-            out.protos.append(proto)
-            out.params.append(param)
-            out.echo.append(echo)
-        elif isinstance(t, NamespaceTool):
-            inner_echo = []
-            for j, inner in enumerate(t.tools):
-                iparam = f"{param}.tools[{j}]"
-                name = flat_name(t.name, inner.name)
-                _check_flat(t.name, inner.name, param, iparam)
-                proto, echo = (
-                    _function(inner, name, iparam, fmt)
-                    if isinstance(inner, FunctionTool)
-                    else _custom(inner, name, iparam)
-                )
-                out.protos.append(proto)
-                out.params.append(iparam)
-                out.namespaces[name] = (t.name, inner.name)
-                inner_echo.append(echo)
-            out.echo.append(
-                {"type": "namespace", "name": t.name, "description": t.description or ""}
-                | {"tools": inner_echo}
-            )
-        elif t.type in HOSTED_TOOLS:
-            if not drop_hosted:
-                raise _unsupported(
-                    f"{param}.type",
-                    f"toolwire cannot run hosted tools: {t.type!r} runs on OpenAI's servers. "
-                    "Remove it, or start the gateway with --drop-hosted-tools to leave hosted "
-                    "tools out",
-                )
-            out.dropped.append(_hosted_label(t))
-        else:
-            raise invalid_value(
-                f"{param}.type",
-                f"{t.type!r} is not a tool type (function, custom, namespace, or a hosted type)",
-            )
-    return out
-
-
-def _check_flat(namespace: str, name: str, param: str, iparam: str) -> None:
-    """A namespaced name the tool checks would refuse, named where it is wrong."""
-    if not _NAME.match(name):
-        raise invalid_value(
-            f"{iparam}.name", f"{name!r} must be letters, digits, underscores or dashes"
-        )
-    if not _NAME.match(namespace):
-        raise invalid_value(
-            f"{param}.name",
-            f"{namespace!r} must be letters, digits, underscores or dashes: a namespace's "
-            f"tools are named `<namespace>{NAMESPACE_SEP}<name>` for the model",
-        )
-    flat = flat_name(namespace, name)
-    if len(flat) > MAX_NAME:
-        raise invalid_value(
-            f"{iparam}.name",
-            f"the namespaced name {flat!r} is longer than {MAX_NAME} characters",
-        )
-
-
-def _tool_choice(
-    req: ResponseCreateRequest, tools: _Tools, out: common.ToolChoice, drop_hosted: bool
-):
-    """The proto's tool_choice; returns (echo, the body path of each allowed tool name)."""
-    choice = req.tool_choice
-    dropped = (
-        f" (the hosted tools were left out: {', '.join(tools.dropped)})" if tools.dropped else ""
-    )
-    if choice is None:
-        return "auto", ()
-    if isinstance(choice, str):
-        if tools.protos:
-            out.mode = _MODES[ToolChoiceMode(choice)]
-        elif choice == "required":
-            raise RequestError(
-                f"tool_choice 'required' needs a tool to call, and none is offered{dropped}",
-                param="tool_choice",
-            )
-        # auto or none with no tools: nothing to call either way
-        return choice, ()
-    if isinstance(choice, ToolChoiceHosted):
-        raise _unsupported(
-            "tool_choice",
-            f"tool_choice names the hosted tool type {choice.type!r}, which toolwire cannot "
-            f"run{dropped}",
-        )
-    echo = choice.model_dump(by_alias=True, exclude_unset=True)
-    if isinstance(choice, ToolChoiceFunction):
-        out.function_name = choice.name
-        return echo, ()
-    if isinstance(choice, ToolChoiceCustom):
-        out.custom_name = choice.name
-        return echo, ()
-    assert isinstance(choice, ToolChoiceAllowed)
-    # An unknown mode stays unspecified: the check refuses it (tool_choice.mode).
-    mode = ToolChoiceMode(choice.mode) if choice.mode in ("auto", "required") else None
-    out.allowed_tools.mode = (
-        _MODES.get(mode, common.ToolChoice.MODE_UNSPECIFIED)
-        if mode
-        else common.ToolChoice.MODE_UNSPECIFIED
-    )
-    kept, params = [], []
-    for k, entry in enumerate(choice.tools):
-        param = f"tool_choice.tools[{k}]"
-        kind = entry.get("type")
-        if kind in HOSTED_TOOLS:
-            if not drop_hosted:
-                raise _unsupported(
-                    param, f"names the hosted tool type {kind!r}, which toolwire cannot run"
-                )
-            continue  # left out with the tool itself
-        if kind not in ("function", "custom"):
-            raise invalid_value(f"{param}.type", f"{kind!r} is not one of function, custom")
-        name, namespace = entry.get("name"), entry.get("namespace")
-        if not isinstance(name, str):
-            raise invalid_value(f"{param}.name", "a tool name is required")
-        out.allowed_tools.tool_names.append(
-            flat_name(namespace, name) if isinstance(namespace, str) else name
-        )
-        kept.append(entry)
-        params.append(param)
-    if choice.tools and not kept:
-        raise RequestError(
-            f"every tool tool_choice allows is a hosted tool{dropped}", param="tool_choice.tools"
-        )
-    return echo | {"tools": kept}, tuple(params)
+        raise unsupported_value("reasoning.mode", f"reasoning mode {r.mode!r} is not supported")
 
 
 # -- messages ----------------------------------------------------------------------------------
@@ -787,7 +480,7 @@ class _Conversation:
         else:
             assert isinstance(item, OtherItem), item
             hosted = " (a hosted tool's item: toolwire runs no hosted tools)"
-            raise _unsupported(
+            raise unsupported(
                 _at(param, ".type"),
                 f"input items of type {item.type!r} are not supported"
                 + (hosted if item.type in HOSTED_ITEMS else ""),
@@ -795,7 +488,7 @@ class _Conversation:
 
     def call(self, item: FunctionCallItem | CustomToolCallItem, param: str) -> None:
         if item.async_:
-            raise _unsupported(_at(param, ".async"), "asynchronous tool calls are not supported")
+            raise unsupported(_at(param, ".async"), "asynchronous tool calls are not supported")
         name = flat_name(item.namespace, item.name) if item.namespace else item.name
         msg = self.assistant(param, _CALLS)
         if isinstance(item, CustomToolCallItem):
@@ -881,7 +574,7 @@ def to_chat(
     `tool_format`: the served format's name (Orchestrator.tool_format), so that a function
     tool without `strict` is strict only where that format can enforce it exactly."""
     check_request(req)
-    tools = _tools(req, drop_hosted_tools, tool_format)
+    tools = read_tools(req, drop_hosted_tools, tool_format)
     out = chat_pb2.ChatCompletionRequest(model=req.model)
     conv = _Conversation()
     if req.instructions:
@@ -893,7 +586,7 @@ def to_chat(
         conv.current_turn_only()
     out.messages.extend(conv.messages)
     out.tools.extend(tools.protos)
-    choice_echo, allowed_params = _tool_choice(req, tools, out.tool_choice, drop_hosted_tools)
+    choice_echo, allowed_params = read_tool_choice(req, tools, out.tool_choice, drop_hosted_tools)
     if req.parallel_tool_calls is not None:
         out.parallel_tool_calls = req.parallel_tool_calls
     if req.reasoning is not None and req.reasoning.effort is not None:

@@ -20,12 +20,8 @@ from openai.types.responses.response_create_params import ResponseCreateParamsSt
 from toolwire.errors import RequestError
 from toolwire.gateway.app import validation_error
 from toolwire.gateway.responses.request import ResponseCreateRequest
-from toolwire.gateway.responses.to_chat import (
-    decode_reasoning,
-    default_strict,
-    encode_reasoning,
-    to_chat,
-)
+from toolwire.gateway.responses.to_chat import decode_reasoning, encode_reasoning, to_chat
+from toolwire.gateway.responses.tools import default_strict
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import check_chat_request
 from toolwire.request.limits import Limits
