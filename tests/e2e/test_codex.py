@@ -29,14 +29,20 @@ def codex(stack, client, tmp_path_factory):
         binary = codex_binary()
     except RuntimeError as e:
         pytest.skip(str(e))
-    home = tmp_path_factory.mktemp("codex-home")
     work = tmp_path_factory.mktemp("codex-work")
     model = next(m.id for m in client.models.list() if m.id != stack.model)  # the model's own name
-    catalog = home / "models.json"
-    catalog.write_text(json.dumps(model_catalog(model, INSTRUCTIONS, 8192)))
     proxy = RecordingProxy(stack.base_url)
-    (home / "config.toml").write_text(codex_config(proxy.base_url, model, KEY_ENV, catalog))
-    env = dict(os.environ, CODEX_HOME=str(home), **{KEY_ENV: stack.api_key})
+    env = dict(os.environ, **{KEY_ENV: stack.api_key})
+
+    def fresh() -> None:
+        """A new CODEX_HOME: no sessions, so `resume --last` resumes the next turn's."""
+        home = tmp_path_factory.mktemp("codex-home")
+        catalog = home / "models.json"
+        catalog.write_text(json.dumps(model_catalog(model, INSTRUCTIONS, 8192)))
+        (home / "config.toml").write_text(codex_config(proxy.base_url, model, KEY_ENV, catalog))
+        env["CODEX_HOME"] = str(home)
+
+    fresh()
 
     def once(*args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
         done = subprocess.run(
@@ -55,7 +61,7 @@ def codex(stack, client, tmp_path_factory):
         # what is tested is that Codex reads toolwire's stream, which it did to say why.
         for _ in range(4):
             done, events = once(*args)
-            if not any(e.get("message") == RAMBLED for e in events):
+            if not rambled(events):
                 break
         assert done.returncode == 0, (
             f"codex exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
@@ -63,8 +69,14 @@ def codex(stack, client, tmp_path_factory):
         return events
 
     run.bodies = proxy.bodies
+    run.once = once
+    run.fresh = fresh
     yield run
     proxy.close()
+
+
+def rambled(events: list[dict]) -> bool:
+    return any(e.get("message") == RAMBLED for e in events)
 
 
 def _turn(events: list[dict]) -> tuple[str, dict]:
@@ -95,8 +107,16 @@ def test_codex_exec_completes_a_turn_with_its_tools_offered(codex):
 
 
 def test_codex_resume_sends_the_history_and_reuses_its_prefix(codex):
-    first_text, first = _turn(codex("Reply with one word: hello."))
-    text, usage = _turn(codex("resume", "--last", "Now one more word."))
+    # A rambled resume stays in the session, and the next resume carries it (a longer prompt
+    # of noise, which rambles again): another sample starts the pair afresh.
+    for _ in range(4):
+        codex.fresh()
+        first_text, first = _turn(codex("Reply with one word: hello."))
+        done, events = codex.once("resume", "--last", "Now one more word.")
+        if not rambled(events):
+            break
+    assert done.returncode == 0, f"codex exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    text, usage = _turn(events)
     assert text.strip()
     # The second turn carries the first (stateless: the whole history, store false) ...
     assert usage["input_tokens"] > first["input_tokens"] + first["output_tokens"]
