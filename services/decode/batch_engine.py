@@ -205,7 +205,6 @@ class BatchEngine(Engine):
         """The scheduler over the loaded step."""
         cache = PrefixCache(self.prefix_cache_mb << 20) if self.prefix_reuse else None
         policy, set_threads = self._step_threads()
-        self.stats.step_threads = policy.current
         self.scheduler = Scheduler(
             self.step,
             self.tokenizer,
@@ -287,8 +286,11 @@ class BatchEngine(Engine):
         policy = self.scheduler.threads
         if policy is None:
             return
-        why = explain(self.threads)
-        if not why.startswith(f"{policy.ceiling} "):  # the torch step, under torch's own count
+        # The ggml step's ceiling is --threads or usable_cpus(); the torch step's may instead be
+        # torch's own count (TORCH_DEFAULT_THREADS), when that is smaller.
+        if isinstance(self.step, GgmlStep) or self.threads or policy.ceiling == usable_cpus():
+            why = explain(self.threads)
+        else:
             why = f"{policy.ceiling} (torch's threads)"
         if policy.adaptive:
             how = "adaptive: fewer while other processes take the CPUs (--thread-policy)"

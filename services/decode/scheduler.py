@@ -102,6 +102,7 @@ class Scheduler:
         self.threads = threads
         self.set_threads = set_threads
         self.step_threads = threads.ceiling if threads else 0
+        stats.step_threads = self.step_threads
         self.idle_cpus = IdleCpus() if threads is not None and threads.adaptive else None
         self._idle_read_at = 0.0
         self._idle_stepped = 0.0  # the policy's stepped seconds at that reading

@@ -123,9 +123,8 @@ class StepThreads:
             return
         now, b = self.clock(), bucket(tokens)
         self.stepped += seconds
-        mine = self._est.get((self.current, b))
-        settled = mine is not None and mine.steps >= SETTLED and now - mine.at < STALE_S
-        recent = mine.seconds if mine is not None and settled else None
+        mine = self._fresh(self.current, b, now)
+        recent = mine.seconds if mine is not None and mine.steps >= SETTLED else None
         if threads != self.current:  # a probe
             d = DOWN if threads < self.current else UP
             if recent is None:  # nothing settled to compare with: try again soon
@@ -147,9 +146,14 @@ class StepThreads:
             self.next[DOWN] = self.stepped
         self._update(threads, b, seconds, now)
 
-    def _update(self, threads: int, b: int, seconds: float, now: float) -> None:
+    def _fresh(self, threads: int, b: int, now: float) -> _Estimate | None:
+        """The estimate of `threads` at size `b`, unless it is older than STALE_S."""
         e = self._est.get((threads, b))
-        if e is None or now - e.at >= STALE_S:
+        return e if e is not None and now - e.at < STALE_S else None
+
+    def _update(self, threads: int, b: int, seconds: float, now: float) -> None:
+        e = self._fresh(threads, b, now)
+        if e is None:
             self._est[(threads, b)] = _Estimate(seconds, now)
         else:
             e.seconds += ALPHA * (seconds - e.seconds)
