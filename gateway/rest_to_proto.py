@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 
-from toolwire.errors import RequestError
+from toolwire.errors import RequestError, unsupported
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.checks import TEXT_PARTS
-from toolwire.vocabulary import ErrorCode, ToolChoiceMode
+from toolwire.vocabulary import ToolChoiceMode
 
 from .openai_models import (
     AllowedToolChoice,
@@ -107,7 +107,7 @@ def tool_choice_proto(choice, out: common.ToolChoice) -> None:
 def to_proto(req: ChatCompletionRequest) -> chat_pb2.ChatCompletionRequest:
     bad = unsupported_parameters(req)
     if bad:
-        raise RequestError(bad[1], param=bad[0], code=ErrorCode.UNSUPPORTED_PARAMETER)
+        raise unsupported(bad[0], bad[1])
     out = chat_pb2.ChatCompletionRequest(model=req.model)
     out.messages.extend(message_proto(m, i) for i, m in enumerate(req.messages))
     out.tools.extend(tool_proto(t) for t in req.tools or [])

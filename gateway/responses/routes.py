@@ -22,7 +22,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from toolwire.errors import RequestError, invalid_value
+from toolwire.errors import RequestError, invalid_value, unsupported, unsupported_value
 from toolwire.vocabulary import ErrorCode
 
 from .. import request_log
@@ -376,11 +376,7 @@ def included(query: QueryParams) -> list[str]:
     names = [*query.getlist("include[]"), *query.getlist("include")]
     for i, name in enumerate(names):
         if name == "message.output_text.logprobs":
-            raise RequestError(
-                "logprobs are not supported",
-                param=f"include[{i}]",
-                code=ErrorCode.UNSUPPORTED_VALUE,
-            )
+            raise unsupported_value(f"include[{i}]", "logprobs are not supported")
         if name not in INCLUDABLE:
             raise invalid_value(f"include[{i}]", f"{name!r} is not a known includable")
     return names
@@ -392,17 +388,15 @@ def retrieve_query(query: QueryParams) -> bool:
     background responses and toolwire, which has none, does not: refused by name, where a JSON
     body would reach the SDK's `retrieve(stream=True)` as an empty stream."""
     if query.get("stream", "false").lower() != "false":
-        raise RequestError(
+        raise unsupported(
+            "stream",
             "streaming a stored response is not supported (toolwire keeps no event streams: "
             "there are no background responses); retrieve it without stream",
-            param="stream",
-            code=ErrorCode.UNSUPPORTED_PARAMETER,
         )
     if "starting_after" in query:
-        raise RequestError(
+        raise unsupported(
+            "starting_after",
             "starting_after is only allowed when stream is true, which is not supported here",
-            param="starting_after",
-            code=ErrorCode.UNSUPPORTED_PARAMETER,
         )
     return ENCRYPTED_REASONING in included(query)
 

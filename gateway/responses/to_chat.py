@@ -395,10 +395,9 @@ def _text(content: Any, param: str, key: str, assistant: bool = False) -> tuple[
         elif isinstance(part, RefusalPart) and assistant:
             refusals.append(part.refusal)
         else:
-            raise RequestError(
+            raise unsupported(
+                _at(param, f".{key}[{j}].type"),
                 f"content parts of type {part.type!r} are not supported here; only text",
-                param=_at(param, f".{key}[{j}].type"),
-                code=ErrorCode.UNSUPPORTED_PARAMETER,
             )
     return "".join(texts), "".join(refusals) if refusals else None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from toolwire.constraints.schema_checks import check_response_format, check_strict_schema
 from toolwire.constraints.schemas import first_unsupported
-from toolwire.errors import RequestError
+from toolwire.errors import RequestError, unsupported
 from toolwire.formats import Tool, ToolChoice, ToolFormat
 from toolwire.formats.base import schema_content
 from toolwire.formats.reasoning import wrap_constraint
@@ -47,11 +47,10 @@ def check_custom_tools(fmt: ToolFormat, tools: list[Tool]) -> None:
     """A family without a place for a custom call's raw input refuses custom tools."""
     for i, t in enumerate(tools):
         if t.custom and fmt.custom_call(t.name) is None:
-            raise RequestError(
+            raise unsupported(
+                f"tools[{i}]",
                 f"custom tools are not supported with the {fmt.name} tool format (its calls "
                 "have no place for raw input); use a function tool",
-                param=f"tools[{i}]",
-                code=ErrorCode.UNSUPPORTED_PARAMETER,
             )
 
 

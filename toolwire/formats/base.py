@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolwire.errors import RequestError
-from toolwire.vocabulary import ErrorCode, ToolChoiceMode
+from toolwire.errors import unsupported
+from toolwire.vocabulary import ToolChoiceMode
 
 from .inputs import Tool, ToolChoice, custom_involved
 from .plain_render import render_native, render_plain, template_renders_tools
@@ -179,11 +179,10 @@ class ToolFormat(ABC):
         for i, m in enumerate(messages):
             for j, c in enumerate(m.get("tool_calls") or []):
                 if c.get("type") == "custom":
-                    raise RequestError(
+                    raise unsupported(
+                        f"messages[{i}].tool_calls[{j}]",
                         f"custom tool calls are not supported with the {self.name} tool "
                         "format (its calls have no place for raw input)",
-                        param=f"messages[{i}].tool_calls[{j}]",
-                        code=ErrorCode.UNSUPPORTED_PARAMETER,
                     )
 
     def answer(self, content: dict) -> dict:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from toolwire.errors import RequestError
-from toolwire.vocabulary import ErrorCode
+from toolwire.errors import RequestError, unsupported_value
 
 from .reasoning import OPEN
 
@@ -33,7 +32,7 @@ def template_switch(template: str) -> str | None:
 
 
 def _refuse(why: str) -> RequestError:
-    return RequestError(why, param="reasoning_effort", code=ErrorCode.UNSUPPORTED_VALUE)
+    return unsupported_value("reasoning_effort", why)
 
 
 def template_kwargs(tokenizer: Any, effort: str | None, own_switch: str | None = None) -> dict:

@@ -22,7 +22,7 @@ from toolwire.constraints.schema_checks import (
     check_response_format,
     check_schema_text,
 )
-from toolwire.errors import RequestError, invalid_value
+from toolwire.errors import RequestError, invalid_value, unsupported
 from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.request.limits import Limits, check_limits
@@ -75,10 +75,9 @@ def check_messages(messages) -> None:
             )
         for j, part in enumerate(m.content_parts):
             if part.type not in TEXT_PARTS:
-                raise RequestError(
+                raise unsupported(
+                    f"messages[{i}].content[{j}].type",
                     f"content parts of type {part.type!r} are not supported; only text",
-                    param=f"messages[{i}].content[{j}].type",
-                    code=ErrorCode.UNSUPPORTED_PARAMETER,
                 )
         if m.role == "tool" and not m.tool_call_id:
             raise RequestError(
