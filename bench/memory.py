@@ -6,7 +6,7 @@ interpreter's) count fully in each RSS; PSS splits them.
     python -m bench.memory                    # the embedded model, the default stack
     python -m bench.memory --stack-flag=--grammar-workers=1
 
-One tool round: the weather call under tool_choice required, its result, the answer.
+One tool round: `make up`'s (toolwire/stack/demo.py), printed as it goes.
 """
 
 from __future__ import annotations
@@ -17,29 +17,11 @@ import pathlib
 import sys
 import time
 
-import httpx
-
 from toolwire.runtime import model_source
+from toolwire.stack.demo import weather_flow
 
 from .run import KEY, OUT, start_stack, stop_stack
 from .soak import processes
-
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Get the current weather in a given location",
-            "parameters": {
-                "type": "object",
-                "properties": {"location": {"type": "string"}},
-                "required": ["location"],
-                "additionalProperties": False,
-            },
-            "strict": True,
-        },
-    }
-]
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -56,22 +38,6 @@ def memory_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def tool_round(url: str, model: str) -> None:
-    messages: list[dict] = [{"role": "user", "content": "What is the weather like in Paris?"}]
-    headers = {"Authorization": f"Bearer {KEY}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-        first = http.post(
-            "/chat/completions",
-            json={"model": model, "messages": messages, "tools": TOOLS, "tool_choice": "required"},
-        ).json()
-        msg = first["choices"][0]["message"]
-        call = msg["tool_calls"][0]
-        messages += [msg, {"role": "tool", "tool_call_id": call["id"], "content": "14 C, rain"}]
-        http.post(
-            "/chat/completions", json={"model": model, "messages": messages, "tools": TOOLS}
-        ).raise_for_status()
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--stack-flag", dest="stack_flags", action="append", default=[])
@@ -82,7 +48,7 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     proc, url, model = start_stack(args)
     try:
-        tool_round(url, model)
+        weather_flow(url, model, KEY)  # the tool round `make up` shows
         time.sleep(args.settle)
         pids = {**processes(proc.pid), "launcher (toolwire up)": proc.pid}
         res = {name: memory_mb(pid) for name, pid in pids.items()}
