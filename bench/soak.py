@@ -48,13 +48,14 @@ def processes(up: int) -> dict[str, int]:
     """The services of a `toolwire up`, and the template's grammar workers."""
     pids = service_pids(up)
     if "template" in pids:
-        workers = [
-            pid
-            for pid in sorted(child_pids(pids["template"]))
-            if b"spawn_main" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
-        for i, pid in enumerate(workers):
-            pids[f"grammar worker {i}"] = pid
+        workers = 0
+        for pid in sorted(child_pids(pids["template"])):
+            cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                pids[f"grammar worker {workers}"] = pid
+                workers += 1
+            elif b"resource_tracker" in cmdline:  # multiprocessing's, for the workers
+                pids["grammar workers' resource tracker"] = pid
     return pids
 
 

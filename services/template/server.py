@@ -7,12 +7,12 @@ import importlib.metadata
 import logging
 
 import jinja2
-import xgrammar as xgr
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
-from toolwire.constraints.compiler import Outcome
 from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_dialect
 from toolwire.constraints.kinds import Constraint
+from toolwire.constraints.outcome import Outcome
 from toolwire.constraints.pool import CompilePool
 from toolwire.errors import RequestError, abort_with
 from toolwire.formats import ToolFormat, detect_format, get_format

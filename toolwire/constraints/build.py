@@ -37,7 +37,7 @@ def custom_content(tool: Tool) -> dict:
     if syntax == "regex":
         return {"type": "regex", "pattern": definition}
     if syntax == "lark":
-        import xgrammar as xgr
+        from toolwire.constraints import xgrammar_core as xgr
 
         return {"type": "grammar", "grammar": str(xgr.Grammar.from_lark(definition))}
     return {"type": "any_text"}

@@ -5,15 +5,13 @@ pool.py) and the torch engine's compiler with its cache (`ConstraintCompiler`)."
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
-import xgrammar as xgr
-
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.dialects import DialectError
 from toolwire.constraints.ebnf import to_ebnf_0125
 from toolwire.constraints.kinds import Constraint, Kind
+from toolwire.constraints.outcome import CompileResult, Outcome
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.vocabulary import Dialect
 
@@ -75,21 +73,6 @@ def in_dialect(c: Constraint, dialect: str, grammar: xgr.Grammar | None = None) 
     if dialect != Dialect.EBNF:
         raise ValueError(f"unknown constraint dialect {dialect!r}")
     return Constraint(Kind.EBNF, to_ebnf_0125(str(grammar or grammar_of(c))))
-
-
-class Outcome(Enum):
-    OK = "ok"  # compiled: `constraint` is it in the dialect asked for
-    INVALID = "invalid"  # xgrammar refuses it (or crashed on it): the request's fault
-    DIALECT = "dialect"  # the dialect cannot state the tool format's free text
-    DIALECT_SCHEMA = "dialect-schema"  # the dialect cannot state a pattern in a schema
-    TIMEOUT = "timeout"  # not compiled within the deadline
-
-
-@dataclass(frozen=True)
-class CompileResult:
-    outcome: Outcome
-    constraint: Constraint | None = None  # OK only
-    message: str = ""  # why not, for the others
 
 
 def check_in_dialect(compiler: xgr.GrammarCompiler, c: Constraint, dialect: str) -> CompileResult:

@@ -18,8 +18,8 @@ import multiprocessing
 import time
 from multiprocessing.connection import Connection
 
-from toolwire.constraints.compiler import CompileResult, Outcome
 from toolwire.constraints.kinds import Constraint
+from toolwire.constraints.outcome import CompileResult, Outcome
 
 log = logging.getLogger("toolwire.template")
 
@@ -28,26 +28,11 @@ _CTX = multiprocessing.get_context("spawn")
 
 
 def _worker(conn: Connection) -> None:
-    """In the worker process: import xgrammar, take the tokenizer's info, then compile whatever
-    (constraint, dialect) arrives and answer its CompileResult."""
-    import xgrammar as xgr
+    """The worker's target, imported by name in the new process: it loads the compiler there
+    (compile_worker.py), never in the pool's own process."""
+    from toolwire.constraints import compile_worker
 
-    from toolwire.constraints.compiler import check_in_dialect
-
-    try:
-        info_json = conn.recv()
-    except (EOFError, KeyboardInterrupt):
-        return
-    compiler = xgr.GrammarCompiler(
-        xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1, cache_enabled=False
-    )
-    conn.send("ready")
-    while True:
-        try:
-            constraint, dialect = conn.recv()
-        except (EOFError, KeyboardInterrupt):
-            return
-        conn.send(check_in_dialect(compiler, constraint, dialect))
+    compile_worker.serve(conn)
 
 
 TIMEOUT = CompileResult(Outcome.TIMEOUT)
@@ -98,8 +83,8 @@ class CompilePool:
         self.observe = observe or (lambda seconds: None)  # compile time, for a histogram
 
     def spawn(self) -> None:
-        """Start the worker processes now: their imports (xgrammar and torch, about 2 s of the
-        template service's start) run while the caller loads the tokenizer start() needs."""
+        """Start the worker processes now: their imports (xgrammar and transformers, about a
+        second of the template service's start) run while the caller loads the tokenizer start() needs."""
         self.spawned += [_Process() for _ in range(self.size - len(self.spawned))]
 
     async def start(self, info_json: str | None = None) -> None:

@@ -130,7 +130,7 @@ def check_grammar(f: common.CustomFormat, param: str) -> None:
     if f.type != "grammar":
         return
     param = f"{param}.grammar.definition"
-    import xgrammar as xgr
+    from toolwire.constraints import xgrammar_core as xgr
 
     try:
         (xgr.Grammar.from_lark if f.syntax == "lark" else xgr.Grammar.from_regex)(f.definition)

@@ -12,7 +12,11 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 from dataclasses import dataclass
+
+from toolwire.runtime import gguf_reader
+from toolwire.runtime.without_torch import torch_kept_out
 
 EMBEDDED = "embedded"
 EMBEDDED_ID = "SmolLM2-135M-Instruct"
@@ -127,21 +131,25 @@ def load_tokenizer(source: ModelSource):
             return _load_converted(cached)
         except Exception:
             pass  # a cache from another transformers version: convert again, and replace it
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source.folder, gguf_file=source.gguf_file)
-    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
-    old = cached.with_name(f"{cached.name}.old{os.getpid()}")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="toolwire-tokenizer-"))
+    converted = work / "tokenizer"
     try:
-        tokenizer.save_pretrained(str(tmp))
-        if stale:
-            os.replace(cached, old)
-        os.replace(tmp, cached)  # fails if another process's conversion got there first
-    except OSError:
-        pass  # a read-only home: convert every time
+        sizes = _read_gguf(source, str(converted))
+        tokenizer = _load_converted(converted)
+        try:
+            _write_sizes(source, sizes)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+            shutil.copytree(converted, tmp)
+            if stale:
+                os.replace(cached, work / "old")
+            os.replace(tmp, cached)  # fails if another process's conversion got there first
+        except OSError:
+            pass  # a read-only home: convert every time
+        finally:
+            shutil.rmtree(cached.with_name(f"{cached.name}.tmp{os.getpid()}"), ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return tokenizer
 
 
@@ -150,31 +158,51 @@ def config_sizes(source: ModelSource) -> tuple[int | None, int]:
     weights. A GGUF's config is read once and its two numbers kept beside the converted
     tokenizer: transformers parses the whole file for it (4.4 s of the template service's
     start)."""
-    cached = _gguf_cache(source).with_suffix(".sizes.json") if source.gguf_file else None
-    if cached and cached.exists():
+    if not source.gguf_file:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(source.folder)
+        limit = getattr(cfg, "max_position_embeddings", None)
+        return (None if limit is None else int(limit)), int(cfg.vocab_size)
+    cached = _gguf_cache(source).with_suffix(".sizes.json")
+    sizes = None
+    if cached.exists():
         try:
             sizes = json.loads(cached.read_text())
-            limit = sizes["max_position_embeddings"]
-            return (None if limit is None else int(limit)), int(sizes["vocab_size"])
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             pass  # unreadable: read the config again
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(source.folder, **source.from_pretrained_kwargs())
-    limit = getattr(cfg, "max_position_embeddings", None)
-    limit = None if limit is None else int(limit)
-    vocab = int(cfg.vocab_size)
-    if cached:
-        tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    if sizes is None:
+        sizes = _read_gguf(source, None)
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"max_position_embeddings": limit, "vocab_size": vocab}))
-            os.replace(tmp, cached)
+            _write_sizes(source, sizes)
         except OSError:
             pass  # a read-only home: read the config every time
-        finally:
-            tmp.unlink(missing_ok=True)
-    return limit, vocab
+    try:
+        limit = sizes["max_position_embeddings"]
+        return (None if limit is None else int(limit)), int(sizes["vocab_size"])
+    except (KeyError, TypeError, ValueError):
+        cached.unlink(missing_ok=True)
+        raise SystemExit(f"unreadable config sizes for {source.gguf_file}: {sizes!r}") from None
+
+
+def _read_gguf(source: ModelSource, tokenizer_to: str | None) -> dict:
+    """Its config's sizes (and its tokenizer, saved to `tokenizer_to`), by transformers' GGUF
+    reader: here where torch may load, in a child process where this one keeps it out."""
+    assert source.gguf_file is not None, "a GGUF source"
+    if torch_kept_out():
+        return gguf_reader.read_in_child(source.folder, source.gguf_file, tokenizer_to)
+    return gguf_reader.read(source.folder, source.gguf_file, tokenizer_to)
+
+
+def _write_sizes(source: ModelSource, sizes: dict) -> None:
+    cached = _gguf_cache(source).with_suffix(".sizes.json")
+    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(sizes))
+        os.replace(tmp, cached)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _gguf_cache(source: ModelSource) -> pathlib.Path:

@@ -12,6 +12,7 @@ from toolwire.gateway.config import DEFAULTS as GATEWAY
 from toolwire.plumbing.internal_security import add_client_arguments, add_server_arguments
 from toolwire.request.limits import Limits
 from toolwire.runtime import model_source
+from toolwire.runtime.without_torch import keep_torch_out
 from toolwire.services.decode.config import DEFAULTS as DECODE
 from toolwire.services.template.config import DEFAULTS as TEMPLATE
 
@@ -357,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         from toolwire.stack.launcher import up
 
         return up(args)
+    if args.service != "decode":
+        # Only the torch step uses torch; the libraries these services use import it where
+        # it is installed (toolwire/runtime/without_torch.py): 185 MB each.
+        keep_torch_out()
     if args.service == "template":
         from toolwire.services.template.server import serve
     elif args.service == "decode":

@@ -9,7 +9,7 @@ import json
 
 import xgrammar as xgr
 
-from toolwire.constraints.compiler import Outcome
+from toolwire.constraints.outcome import Outcome
 from toolwire.constraints.dialects import STRUCTURAL_TAG
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.constraints.pool import CompilePool

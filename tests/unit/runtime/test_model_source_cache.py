@@ -5,6 +5,8 @@ transformers' parse of the whole file). Both must give what transformers gives."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -30,7 +32,8 @@ def test_converted_tokenizer_loads_by_class_and_matches_transformers(fresh_cache
     folder.mkdir(parents=True)  # a cache this transformers cannot read: replaced, not kept
     (folder / "tokenizer_config.json").write_text("{")
     first = model_source.load_tokenizer(src)  # converts the GGUF's tokenizer and caches it
-    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .tmp, .old
+    kept = sorted(p.name for p in folder.parent.iterdir())
+    assert kept == [folder.name, f"{folder.name}.sizes.json"]  # no .tmp, .old
     config = json.loads((folder / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] in ("TokenizersBackend", "PreTrainedTokenizerFast")
     again = model_source.load_tokenizer(src)  # from the cache, by its class
@@ -54,3 +57,41 @@ def test_config_sizes_are_read_once_and_kept(fresh_cache):
     assert model_source.config_sizes(src) == (1024, 7)  # the kept numbers, not a re-read
     kept.write_text("not json")
     assert model_source.config_sizes(src) == (8192, 49152)  # unreadable: read again
+
+
+CONVERT_WITHOUT_TORCH = """
+import json, sys
+from toolwire.runtime.without_torch import keep_torch_out
+keep_torch_out()
+import pathlib
+from toolwire.runtime import model_source
+model_source.CACHE_DIR = pathlib.Path(sys.argv[1])
+src = model_source.resolve("embedded")
+tok = model_source.load_tokenizer(src)
+sizes = model_source.config_sizes(src)
+print(json.dumps({"torch": sys.modules["torch"] is not None, "sizes": sizes,
+                  "ids": tok.encode(sys.argv[2]), "eos": tok.eos_token_id}))
+"""
+
+
+def test_a_process_without_torch_converts_the_gguf_in_a_child(fresh_cache):
+    """transformers' GGUF reader imports torch: a service that keeps torch out has it run in a
+    child process, and gets the same tokenizer and sizes as one that converts in-process."""
+    text = 'get_weather({"location": "Paris"}) <|im_end|> 🚀'
+    out = subprocess.run(
+        [sys.executable, "-c", CONVERT_WITHOUT_TORCH, str(fresh_cache), text],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    src = model_source.resolve("embedded")
+    reference = model_source.load_tokenizer(src)  # from the cache the child wrote
+    assert got == {
+        "torch": False,
+        "sizes": [8192, 49152],
+        "ids": reference.encode(text),
+        "eos": reference.eos_token_id,
+    }
+    assert out.stderr == ""  # nothing on the service's console but its own lines
