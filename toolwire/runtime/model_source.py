@@ -134,10 +134,9 @@ def load_tokenizer(source: ModelSource):
     work = pathlib.Path(tempfile.mkdtemp(prefix="toolwire-tokenizer-"))
     converted = work / "tokenizer"
     try:
-        sizes = _read_gguf(source, str(converted))
+        _read_gguf(source, str(converted), sizes=False)
         tokenizer = _load_converted(converted)
         try:
-            _write_sizes(source, sizes)
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
             shutil.copytree(converted, tmp)
@@ -165,33 +164,31 @@ def config_sizes(source: ModelSource) -> tuple[int | None, int]:
         limit = getattr(cfg, "max_position_embeddings", None)
         return (None if limit is None else int(limit)), int(cfg.vocab_size)
     cached = _gguf_cache(source).with_suffix(".sizes.json")
-    sizes = None
     if cached.exists():
         try:
-            sizes = json.loads(cached.read_text())
-        except ValueError:
+            return _sizes(json.loads(cached.read_text()))
+        except (ValueError, KeyError, TypeError):
             pass  # unreadable: read the config again
-    if sizes is None:
-        sizes = _read_gguf(source, None)
-        try:
-            _write_sizes(source, sizes)
-        except OSError:
-            pass  # a read-only home: read the config every time
+    sizes = _read_gguf(source, None, sizes=True)
+    assert sizes is not None, "asked for"
     try:
-        limit = sizes["max_position_embeddings"]
-        return (None if limit is None else int(limit)), int(sizes["vocab_size"])
-    except (KeyError, TypeError, ValueError):
-        cached.unlink(missing_ok=True)
-        raise SystemExit(f"unreadable config sizes for {source.gguf_file}: {sizes!r}") from None
+        _write_sizes(source, sizes)
+    except OSError:
+        pass  # a read-only home: read the config every time
+    return _sizes(sizes)
 
 
-def _read_gguf(source: ModelSource, tokenizer_to: str | None) -> dict:
-    """Its config's sizes (and its tokenizer, saved to `tokenizer_to`), by transformers' GGUF
+def _sizes(kept: dict) -> tuple[int | None, int]:
+    limit = kept["max_position_embeddings"]
+    return (None if limit is None else int(limit)), int(kept["vocab_size"])
+
+
+def _read_gguf(source: ModelSource, tokenizer_to: str | None, sizes: bool) -> dict | None:
+    """Its tokenizer (saved to `tokenizer_to`) or its config's sizes, by transformers' GGUF
     reader: here where torch may load, in a child process where this one keeps it out."""
     assert source.gguf_file is not None, "a GGUF source"
-    if torch_kept_out():
-        return gguf_reader.read_in_child(source.folder, source.gguf_file, tokenizer_to)
-    return gguf_reader.read(source.folder, source.gguf_file, tokenizer_to)
+    read = gguf_reader.read_in_child if torch_kept_out() else gguf_reader.read
+    return read(source.folder, source.gguf_file, tokenizer_to, sizes)
 
 
 def _write_sizes(source: ModelSource, sizes: dict) -> None:

@@ -32,8 +32,7 @@ def test_converted_tokenizer_loads_by_class_and_matches_transformers(fresh_cache
     folder.mkdir(parents=True)  # a cache this transformers cannot read: replaced, not kept
     (folder / "tokenizer_config.json").write_text("{")
     first = model_source.load_tokenizer(src)  # converts the GGUF's tokenizer and caches it
-    kept = sorted(p.name for p in folder.parent.iterdir())
-    assert kept == [folder.name, f"{folder.name}.sizes.json"]  # no .tmp, .old
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .tmp, .old
     config = json.loads((folder / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] in ("TokenizersBackend", "PreTrainedTokenizerFast")
     again = model_source.load_tokenizer(src)  # from the cache, by its class
