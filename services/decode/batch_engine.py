@@ -8,24 +8,28 @@ mask to its row of logits (sampling.py) and skips forced text (jump_forward.py).
 
 `--engine batch` names it; `--engine torch`, its name before the steps were split out, is
 kept as an alias.
+
+torch is imported only on the torch step's paths: the ggml step's process runs without it
+(services/decode/step_choice.py), and its logits are sampled in numpy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.constraints.dialects import engine_dialect
 from toolwire.runtime import model_source
 from toolwire.runtime.cpus import explain, usable_cpus
 
+from . import sampling
 from .engine import (
     Engine,
     EngineInfo,
@@ -39,21 +43,31 @@ from .engine import (
 )
 from .prefix_cache import PrefixCache
 from .scheduler import Scheduler, Sequence
+from .step_choice import KINDS as STEP_KINDS
+from .step_choice import use_ggml
 from .step_threads import POLICIES, StepThreads
-from .steps import Span, Step, torch_llama
+from .steps import Span, Step
 from .steps.ggml import GgmlStep
-from .steps.hf import TransformersStep
-from .steps.torch_llama import TorchLlamaStep
 
-# torch's own count (a thread per core it sees), read before any engine here changes it: a
-# process may host a ggml engine (one torch thread) and then a torch one (tests, benches).
-TORCH_DEFAULT_THREADS = torch.get_num_threads()
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("toolwire.decode")
 
 
+@functools.cache
+def torch_default_threads() -> int:
+    """torch's own count (a thread per core it sees), read once, before any torch step here
+    changes it: a process may host several engines (tests, benches)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def pick_dtype(name: str) -> torch.dtype:
     """auto: bf16 where the CPU has native bf16 (AVX512-BF16 or AMX), else fp32."""
+    import torch
+
     if name != "auto":
         return {
             "bf16": torch.bfloat16,
@@ -113,11 +127,12 @@ class BatchEngine(Engine):
         # of weights read per step (bench/: 2.3x the tokens/s of fp32 at one stream).
         self.int8 = dtype == "int8" or (dtype == "auto" and device == "cpu")
         self.int8_required = dtype == "int8"
-        self.dtype = pick_dtype("fp32" if self.int8 else dtype)
+        self.dtype_name = "fp32" if self.int8 else dtype  # pick_dtype()'d by the torch step
         self.device = device
         self.max_batch = max_batch
         self.threads = threads
-        self.torch_threads: int | None = None  # set by load(): torch's threads in the step
+        # torch's threads in the torch step (set by load()); None: the step runs no torch
+        self.torch_threads: int | None = None
         if thread_policy not in POLICIES:
             raise SystemExit(f"--thread-policy {thread_policy!r}: {' or '.join(POLICIES)}")
         self.thread_policy = thread_policy
@@ -126,7 +141,7 @@ class BatchEngine(Engine):
         self.prefix_cache_mb = prefix_cache_mb
         self.prefix_reuse = prefix_reuse
         self.jump_forward = jump_forward
-        if step not in ("auto", "torch", "ggml"):
+        if step not in STEP_KINDS:
             raise SystemExit(f"--step {step!r}: auto, torch or ggml")
         self.step_kind = step
         self.kv_tokens = kv_tokens
@@ -142,27 +157,6 @@ class BatchEngine(Engine):
         return self.source.default_id
 
     # -- lifecycle -----------------------------------------------------------------------
-    def _use_ggml(self) -> bool:
-        """auto: ggml for a GGUF on a CPU when the library loads here; torch otherwise."""
-        if self.step_kind == "torch":
-            return False
-        why_not = None
-        if not self.source.gguf_file or self.source.random_preset:
-            why_not = "the model is not a GGUF file"
-        elif self.device != "cpu":
-            why_not = f"device {self.device!r} (the ggml step runs on the CPU)"
-        else:
-            from .steps import ggml
-
-            why_not = ggml.available()
-        if why_not is None:
-            return True
-        if self.step_kind == "ggml":
-            raise SystemExit(f"--step ggml: {why_not}")
-        if self.source.gguf_file and not self.source.random_preset:
-            log.warning("torch step: %s", why_not)
-        return False
-
     def _load_ggml(self) -> None:
         import pathlib
 
@@ -199,6 +193,8 @@ class BatchEngine(Engine):
         else torch's OpenMP pool (set on the scheduler's thread, which runs every forward)."""
         if isinstance(self.step, GgmlStep):
             return StepThreads(self.step.threads, self.thread_policy), self.step.set_threads
+        import torch
+
         return StepThreads(self.torch_threads or 1, self.thread_policy), torch.set_num_threads
 
     def _schedule(self, vocab_size: int) -> None:
@@ -221,31 +217,36 @@ class BatchEngine(Engine):
 
     def load(self) -> None:
         t0 = time.perf_counter()
-        use_ggml = self._use_ggml()
-        if use_ggml:
-            # Beside the ggml step torch only samples: a few small ops a step, which on its
-            # OpenMP pool woke a sleeping thread that then took a core from the step's threads
-            # (docs/performance.md, The decode step).
-            self.torch_threads = 1
-        else:  # torch starts a thread per core it sees, whatever the container's CPU quota
-            self.torch_threads = self.threads or min(usable_cpus(), TORCH_DEFAULT_THREADS)
-        torch.set_num_threads(self.torch_threads)  # the warm-up's, on this thread
-        self.tokenizer = model_source.load_tokenizer(self.source)
-        if use_ggml:
+        if use_ggml(self.source, self.step_kind, self.device):
+            # No torch here: the step, its sampling and its thread policy are numpy and
+            # llama.cpp (in a test session torch may be loaded; this engine leaves it alone).
+            self.tokenizer = model_source.load_tokenizer(self.source)
             self._load_ggml()
-            with torch.inference_mode():
-                self._warm_up()
+            self._warm_up()
             self._log_loaded("gguf", t0)
             return
-        if self.kv_type:  # the torch step keeps its KV in the model's dtype: not enforced
-            raise SystemExit(f"--kv-type {self.kv_type}: only the ggml step has a KV type")
+        self._load_torch(t0)
+
+    def _load_torch(self, t0: float) -> None:
+        import torch
         from transformers import AutoModelForCausalLM
 
+        from .steps import torch_llama
+        from .steps.hf import TransformersStep
+        from .steps.torch_llama import TorchLlamaStep
+
+        # torch starts a thread per core it sees, whatever the container's CPU quota
+        self.torch_threads = self.threads or min(usable_cpus(), torch_default_threads())
+        torch.set_num_threads(self.torch_threads)  # the warm-up's, on this thread
+        self.tokenizer = model_source.load_tokenizer(self.source)
+        if self.kv_type:  # the torch step keeps its KV in the model's dtype: not enforced
+            raise SystemExit(f"--kv-type {self.kv_type}: only the ggml step has a KV type")
+        dtype = pick_dtype(self.dtype_name)
         if self.source.random_preset:
             torch.manual_seed(0)
-            model = AutoModelForCausalLM.from_config(self.source.random_config(), dtype=self.dtype)
+            model = AutoModelForCausalLM.from_config(self.source.random_config(), dtype=dtype)
         else:
-            model = model_source.load_model(self.source, self.dtype)
+            model = model_source.load_model(self.source, dtype)
         model.to(self.device).eval()
         cfg = model.config
         max_len = min(
@@ -269,7 +270,7 @@ class BatchEngine(Engine):
                 self.step = TransformersStep(model, self.max_batch + 1, max_len + 1)
             self._schedule(cfg.vocab_size)
             self._warm_up()
-        self._log_loaded("int8" if self.int8 else str(self.dtype).removeprefix("torch."), t0)
+        self._log_loaded("int8" if self.int8 else str(dtype).removeprefix("torch."), t0)
 
     def describe(self) -> str:
         return f"batch engine, {type(self.step).__name__} ({self.step.library})"
@@ -287,7 +288,7 @@ class BatchEngine(Engine):
         if policy is None:
             return
         # The ggml step's ceiling is --threads or usable_cpus(); the torch step's may instead be
-        # torch's own count (TORCH_DEFAULT_THREADS), when that is smaller.
+        # torch's own count (torch_default_threads()), when that is smaller.
         if isinstance(self.step, GgmlStep) or self.threads or policy.ceiling == usable_cpus():
             why = explain(self.threads)
         else:
@@ -352,9 +353,7 @@ class BatchEngine(Engine):
         "abort" finish that was a queue timeout."""
         check_engine_request(request, self.info, self.scheduler.by_id)
         matcher = await constraint_matcher(self.compiler, request)
-        generator = None
-        if request.seed is not None and request.temperature > 0:
-            generator = torch.Generator().manual_seed(request.seed)
+        generator = sampling.generator(request.seed, request.temperature, self.step.uses_torch)
         room = self.info.max_model_len - len(request.prompt_ids)
         max_tokens = min(request.max_tokens, room) if request.max_tokens else room
         seq = Sequence(
@@ -379,6 +378,8 @@ class BatchEngine(Engine):
     def _run(self) -> None:
         """The scheduler's thread."""
         if self.torch_threads:
+            import torch
+
             # This thread's own count: torch gives a thread the process-wide count at its first
             # op (read here), and another engine loaded in this process may have changed that.
             torch.get_num_threads()

@@ -2,7 +2,7 @@
 
 Shaped after TensorRT-LLM's LLM API (generate_async with streaming, abort by request): token ids
 in, new token ids out, a decoding constraint passed as text so each engine compiles it its own
-way (xgrammar bitmasks in torch; GuidedDecodingParams in TensorRT-LLM).
+way (xgrammar bitmasks in the batch engine; GuidedDecodingParams in TensorRT-LLM).
 
 What the server (services/decode/server.py) does with an engine, in order:
 1. `make_engine` builds it (cheap: nothing loads yet); `model_id` names it from then on.
@@ -228,10 +228,11 @@ def check_engine_request(request: EngineRequest, info: EngineInfo, running) -> N
 
 async def constraint_matcher(compiler, request: EngineRequest):
     """The request's constraint compiled off the event loop into its own xgrammar matcher (None
-    without a constraint); a constraint that does not compile is the caller's 400."""
+    without a constraint); a constraint that does not compile is the caller's 400. The
+    matcher fills numpy bitmasks, so it works where torch is kept out."""
     if not request.constraint:
         return None
-    import xgrammar as xgr
+    from toolwire.constraints import xgrammar_core as xgr
 
     try:
         grammar = await asyncio.to_thread(compiler.compile, request.constraint)

@@ -10,14 +10,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from .engine import EngineStats
 
 
-def forced_tokens(
-    seq, tokenizer, probe: torch.Tensor, stats: EngineStats
-) -> tuple[list[int], bool]:
+def forced_tokens(seq, tokenizer, probe: np.ndarray, stats: EngineStats) -> tuple[list[int], bool]:
     """The forced tokens, accepted into seq's matcher and counted as generated, at most all
     but one of the tokens seq has left (so a sampled token still fits); and whether the
     output ends with them.
@@ -64,14 +61,17 @@ def forced_tokens(
     return taken, ends
 
 
-def only_stop_left(seq, probe: torch.Tensor, stats: EngineStats) -> bool:
+def only_stop_left(seq, probe: np.ndarray, stats: EngineStats) -> bool:
     """seq's grammar is complete and admits no token but a stop from here: the stop a forward
-    would sample is the only one it could."""
+    would sample is the only one it could. `probe`: a one-row bitmask
+    (xgrammar_core.allocate_token_bitmask), overwritten here."""
     if not seq.matcher.is_completed():
         return False
     t0 = time.perf_counter()
-    seq.matcher.fill_next_token_bitmask(probe, 0)
-    bits = probe.numpy().view(np.uint32)[0]
+    if not seq.matcher.fill_next_token_bitmask(probe, 0):  # it admits every token
+        stats.mask_s += time.perf_counter() - t0
+        return False
+    bits = probe.view(np.uint32)[0]
     for t in seq.stop_ids:
         if t < bits.size * 32:
             bits[t >> 5] &= ~np.uint32(1 << (t & 31))

@@ -59,7 +59,7 @@ CLOSERS = ('"', "}", "]")
 
 
 if TYPE_CHECKING:
-    import xgrammar as xgr
+    from toolwire.constraints import xgrammar_core as xgr
 
 
 @dataclass
@@ -125,10 +125,10 @@ class NullEngine(Engine):
 
     async def start(self) -> None:
         await asyncio.to_thread(self.load)
-        import xgrammar as xgr
+        from toolwire.constraints import xgrammar_core as xgr
 
         self.bitmask = xgr.allocate_token_bitmask(1, self.info.vocab_size)
-        self.bits = self.bitmask.numpy()[0]
+        self.bits = self.bitmask[0]
         self.wake = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run())
 

@@ -1,25 +1,31 @@
 """The next token of each row of a step's logits: the grammar's mask first, then greedy or
-temperature / top-p sampling.
+temperature / top-p sampling, in the logits' own library.
 
-Greedy rows are picked by numpy where the logits are float32 on the CPU: numpy's argmax
-follows torch's first-maximum rule, and does not wake torch's OpenMP pool, whose threads
-would take a core from the ggml step's own (docs/performance.md, The decode step)."""
+The ggml step's logits are a numpy array and are sampled in numpy (numpy_sampling.py): a
+process that runs that step never imports torch (services/decode/step_choice.py). The torch
+steps' tensors are sampled by torch (torch_sampling.py, imported only when one comes), on
+their device. Both read the same numpy bitmask, which xgrammar's matcher fills
+(toolwire/constraints/xgrammar_core.py)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-import xgrammar as xgr
+import numpy as np
+
+from . import numpy_sampling
+
+if TYPE_CHECKING:
+    from toolwire.constraints.xgrammar_core import GrammarMatcher
 
 
 class Sampled(Protocol):
     """What sampling reads of a sequence."""
 
-    matcher: xgr.GrammarMatcher | None
-    generator: torch.Generator | None
+    matcher: GrammarMatcher | None
+    # numpy's Generator for numpy logits, torch's (or None: torch's global one) for tensors
+    generator: Any
 
     @property
     def temperature(self) -> float: ...
@@ -28,42 +34,34 @@ class Sampled(Protocol):
     def top_p(self) -> float: ...
 
 
-def apply_masks(seqs: Sequence[Sampled], logits: torch.Tensor, bitmask: torch.Tensor) -> float:
+def generator(seed: int | None, temperature: float, uses_torch: bool) -> Any:
+    """A sequence's own random stream: the same seed, the same draws. numpy's for the ggml
+    step (unseeded: fresh entropy); torch's for a torch step, where an unseeded draw keeps
+    torch's global generator as before."""
+    if temperature <= 0:
+        return None
+    if not uses_torch:
+        return np.random.default_rng(seed)
+    if seed is None:
+        return None
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def apply_masks(seqs: Sequence[Sampled], logits: Any, bitmask: np.ndarray) -> float:
     """Mask each constrained row to the tokens its grammar admits; the seconds it took."""
-    matchers = [(i, s.matcher) for i, s in enumerate(seqs) if s.matcher is not None]
-    if not matchers:
-        return 0.0
-    constrained = [i for i, _ in matchers]
-    t0 = time.perf_counter()
-    for i, matcher in matchers:
-        matcher.fill_next_token_bitmask(bitmask, i)
-    xgr.apply_token_bitmask_inplace(
-        logits, bitmask[: len(seqs)].to(logits.device), indices=constrained
-    )
-    return time.perf_counter() - t0
+    if isinstance(logits, np.ndarray):
+        return numpy_sampling.apply_masks(seqs, logits, bitmask)
+    from . import torch_sampling
+
+    return torch_sampling.apply_masks(seqs, logits, bitmask)
 
 
-def greedy(logits: torch.Tensor) -> list[int]:
-    if logits.device.type == "cpu" and logits.dtype == torch.float32:
-        return logits.detach().numpy().argmax(axis=-1).tolist()
-    return logits.argmax(dim=-1).tolist()
-
-
-def pick(seqs: Sequence[Sampled], logits: torch.Tensor) -> list[int]:
+def pick(seqs: Sequence[Sampled], logits: Any) -> list[int]:
     """One token per row of (already masked) logits: greedy where the temperature is 0."""
-    best = greedy(logits)
-    tokens = []
-    for i, s in enumerate(seqs):
-        temp = s.temperature
-        if temp <= 0:
-            tokens.append(best[i])
-            continue
-        probs = torch.softmax(logits[i].cpu() / temp, dim=-1)  # seeded generators are CPU
-        top_p = s.top_p
-        if 0 < top_p < 1:
-            sorted_p, order = probs.sort(descending=True)
-            cut = sorted_p.cumsum(0) - sorted_p > top_p
-            sorted_p[cut] = 0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-        tokens.append(int(torch.multinomial(probs, 1, generator=s.generator)))
-    return tokens
+    if isinstance(logits, np.ndarray):
+        return numpy_sampling.pick(seqs, logits)
+    from . import torch_sampling
+
+    return torch_sampling.pick(seqs, logits)

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
-import torch
-import xgrammar as xgr
-
+# After the service keeps torch out, where it does (services/decode/step_choice.py): this
+# loads xgrammar without its torch-importing package __init__ there.
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.runtime.cpus import IdleCpus
 from toolwire.vocabulary import FinishReason
 
@@ -51,7 +54,7 @@ class Sequence:
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue  # or any sink with put_nowait (submit)
     matcher: xgr.GrammarMatcher | None
-    generator: torch.Generator | None
+    generator: Any  # sampling.generator(): numpy's or torch's, by the step's logits
     stop_ids: frozenset
     max_tokens: int
     slot: int = -1
@@ -75,6 +78,16 @@ class Sequence:
     @property
     def top_p(self) -> float:
         return self.request.top_p
+
+
+def _inference(step: Step) -> AbstractContextManager[object]:
+    """torch's inference mode around a torch step's forward passes and sampling; nothing for
+    the ggml step, which runs without torch."""
+    if not step.uses_torch:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.inference_mode()
 
 
 def _deliver(items: list) -> None:
@@ -158,7 +171,7 @@ class Scheduler:
         """Iterate until stopped. A fault here must not hang every stream: all end with an
         abort, later requests are refused, and `on_fault` tells the engine (which exits)."""
         try:
-            with torch.inference_mode():
+            with _inference(self.step):
                 while True:
                     with self.wake:
                         while not (
@@ -393,7 +406,7 @@ class Scheduler:
             else:
                 self._accept(seq, token)
 
-    def sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[int]:
+    def sample(self, seqs: list[Sequence], logits: Any) -> list[int]:
         self.stats.mask_s += sampling.apply_masks(seqs, logits, self.bitmask)
         return sampling.pick(seqs, logits)
 

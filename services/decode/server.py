@@ -14,12 +14,14 @@ from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ClientSecurity, ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.runtime import model_source
+from toolwire.runtime.without_torch import keep_torch_out
 
 from .admission import admit, engine_request, request_error
 from .config import DecodeConfig
 from .engine import Engine, EngineBusy, EngineRequestError
 from .generate_stream import complete_message, serve_stream
 from .push_tokens import PushTokensStreams
+from .step_choice import use_ggml
 
 log = logging.getLogger("toolwire.decode")
 
@@ -142,6 +144,21 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
     return m
 
 
+def decide_step(config: DecodeConfig) -> tuple[DecodeConfig, bool]:
+    """The batch engine's step decided before anything imports torch, and torch kept out of
+    this process where nothing in it would run torch: the ggml step, the null engine. Returns
+    the config with --step auto resolved (the engine then decides nothing again) and whether
+    torch is kept out (not where it was loaded already: an in-process test)."""
+    if config.engine != "batch":
+        return config, False
+    source = model_source.resolve(config.model)
+    if source.null:
+        return config, keep_torch_out()
+    if not use_ggml(source, config.step, config.device):
+        return config.but(step="torch"), False
+    return config.but(step="ggml"), keep_torch_out()
+
+
 def make_engine(config: DecodeConfig) -> Engine:
     if config.model == model_source.NULL and config.engine == "batch":
         from .null_engine import NullEngine
@@ -181,7 +198,7 @@ def make_engine(config: DecodeConfig) -> Engine:
 async def serve(args) -> None:
     security = ServerSecurity.from_args(args)
     security.check_address(args.host)  # before the model loads: fail fast
-    config = DecodeConfig.from_args(args)
+    config, torch_out = decide_step(DecodeConfig.from_args(args))
     engine = make_engine(config)
     await engine.start()
     model_id = engine.model_id
@@ -196,7 +213,13 @@ async def serve(args) -> None:
     )
     await server.start()
     decode_metrics(engine, model_id).serve(args.metrics_port, args.host)
-    log.info("decode service (%s) on %s:%s", engine.describe(), args.host, args.port)
+    log.info(
+        "decode service (%s%s) on %s:%s",
+        engine.describe(),
+        ", without torch" if torch_out else "",
+        args.host,
+        args.port,
+    )
     stop = asyncio.ensure_future(wait_for_signal())
     fault = asyncio.ensure_future(engine.wait_fault())
     await asyncio.wait([stop, fault], return_when=asyncio.FIRST_COMPLETED)

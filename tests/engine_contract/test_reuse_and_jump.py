@@ -171,7 +171,7 @@ def test_forced_text_that_starts_inside_a_character_is_no_jump(torch_engine, tok
     engine then takes no jump, where the raise used to end its loop and hang queued requests."""
     import types
 
-    import xgrammar as xgr
+    from toolwire.constraints import xgrammar_core as xgr
 
     wide = {
         "type": "structural_tag",

@@ -9,14 +9,20 @@ a step only computes it. Three steps run the same contract over three libraries:
 
 A slot holds one sequence's keys and values. The scheduler names slots, never tensors, so a
 step may keep its cache wherever its library wants it.
+
+Logits come back in the step's own library: a numpy array from the ggml step, which runs in a
+process without torch (services/decode/step_choice.py), a tensor from the torch steps; the
+scheduler samples each in its kind (sampling.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 @dataclass
@@ -33,13 +39,15 @@ class Step(Protocol):
     # prefill and decode kernels round differently needs a few, so reuse does not change output.
     min_prefill: int
     library: str  # what computes the forward pass, for the service's startup line
+    # Whether forward runs torch ops: the scheduler then runs under torch.inference_mode.
+    uses_torch: bool
 
     @property
     def kv_tokens(self) -> int | None:
         """The positions of the KV pool all slots share; None: each slot has its own room."""
         ...
 
-    def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor:
+    def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor | np.ndarray:
         """Logits for the last token of each span, decode spans first, one row each."""
         ...
 

@@ -1,9 +1,10 @@
 """The step on ggml: llama.cpp's library computes the forward pass, toolwire keeps the rest.
 
 The batch engine's scheduler (services/decode/scheduler.py) calls a step with spans of new tokens per cache
-slot and gets one row of logits per span; it applies the xgrammar masks and samples, as with
-TorchLlamaStep. Here the spans become one llama_batch: each slot is a llama sequence id, each span's
-last token asks for logits, and the KV cache is llama.cpp's, one pool shared by all sequences
+slot and gets one row of logits per span, a numpy array; it applies the xgrammar masks and
+samples in numpy (sampling.py), so a process that runs this step never imports torch
+(services/decode/step_choice.py). Here the spans become one llama_batch: each slot is a llama
+sequence id, each span's last token asks for logits, and the KV cache is llama.cpp's, one pool shared by all sequences
 (`kv_unified`): a shared prefix (llama_memory_seq_cp) costs no copy, a finished sequence's
 cells go back to the pool.
 
@@ -38,7 +39,6 @@ import logging
 import os
 
 import numpy as np
-import torch
 
 from toolwire.runtime.cpus import usable_cpus
 
@@ -177,6 +177,7 @@ class GgmlStep:
     # each prefilled token is TTFT: at one stream, 16 of them were most of toolwire's.
     min_prefill = 1
     library = "llama.cpp's kernels"
+    uses_torch = False
 
     def __init__(
         self,
@@ -300,7 +301,7 @@ class GgmlStep:
         self.lib.llama_memory_seq_rm(self.mem, slot, length, -1)
 
     # -- the forward pass -------------------------------------------------------------------
-    def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor:
+    def forward(self, decode: list[Span], prefill: list[Span]) -> np.ndarray:
         """Logits (fp32) of the last token of each span: decode spans first, then prefill.
         A span starting before what its sequence holds drops the rest first (a reused slot)."""
         lib, mem = self.lib, self.mem
@@ -317,7 +318,8 @@ class GgmlStep:
             pos_l.extend(range(s.start, s.start + n))
             seq_l.extend([s.slot] * n)
             want_l.extend([0] * (n - 1) + [1])
-        # Filled by numpy: torch ran this copy on its OpenMP pool (docs/performance.md, The decode step).
+        # numpy, not torch: torch ran this copy on its OpenMP pool (docs/performance.md, The
+        # decode step), and this process may run without torch.
         out_np = np.empty((len(spans), self.n_vocab), dtype=np.float32)
         tokens, pos = np.asarray(token_l, np.int32), np.asarray(pos_l, np.int32)
         seqs, want = np.asarray(seq_l, np.uint64), np.asarray(want_l, np.int8)
@@ -341,4 +343,4 @@ class GgmlStep:
                 rows = np.frombuffer(self.ffi.buffer(ptr, k * self.n_vocab * 4), np.float32)
                 out_np[row : row + k] = rows.reshape(k, self.n_vocab)
                 row += k
-        return torch.from_numpy(out_np)
+        return out_np

@@ -15,6 +15,7 @@ from .torch_llama import MIN_PREFILL
 class TransformersStep:
     min_prefill = MIN_PREFILL
     library = "transformers' forward"
+    uses_torch = True
     kv_tokens = None  # each slot holds its own cache; no shared pool
 
     def __init__(self, model, max_slots: int, max_len: int):

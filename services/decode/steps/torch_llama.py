@@ -98,6 +98,7 @@ class _Layer:
 class TorchLlamaStep:
     min_prefill = MIN_PREFILL
     library = "plain torch"
+    uses_torch = True
     kv_tokens = None  # each slot reserves its own room; no shared pool
 
     def __init__(self, model, max_slots: int, max_len: int, int8: bool = False):

@@ -9,9 +9,9 @@ import json
 
 import xgrammar as xgr
 
-from toolwire.constraints.outcome import Outcome
 from toolwire.constraints.dialects import STRUCTURAL_TAG
 from toolwire.constraints.kinds import Constraint, Kind
+from toolwire.constraints.outcome import Outcome
 from toolwire.constraints.pool import CompilePool
 from toolwire.runtime import model_source
 
