@@ -8,7 +8,10 @@ alternated so both see the same machine state; one table of ratios and a plot.
 Workloads (bench/workloads.py): `text` prose; `tool` one strict tool under tool_choice
 required, the same tools block each request; `agent` the multi-turn agent (round r is turn r of
 each stream's conversation: the previous request plus the assistant's call, a tool result and
-a new user line). `--variants off on` runs toolwire twice in the same run: `off` with prefix
+a new user line); `after` the answer after a tool result (bench.tool_rounds' rounds, tool_choice
+none), where speculation has the most to copy. `--speculation auto off` runs toolwire with and
+without its prompt-lookup drafts; `--peer-spec none ngram-mod` runs llama-server once per
+`--spec-type` (none: its default). `--variants off on` runs toolwire twice in the same run: `off` with prefix
 reuse and jump-forward switched off (--no-prefix-reuse --no-jump-forward), `on` as shipped.
 `--steps ggml torch` runs toolwire once per decode step backend (--step), in the same run;
 `--kv-types q8_0 f16` once per KV cache type of the ggml step (--kv-type).
@@ -83,7 +86,8 @@ async def measure(servers: dict, args) -> dict:
                         body(kind, r * c + i, model, args.max_tokens, turn=r, stream=i)
                         for i in range(c)
                     ]
-                    if name == "llama.cpp" and kind != "text" and args.peer_tool == "grammar":
+                    peer = name.startswith("llama.cpp")
+                    if peer and kind in ("tool", "agent") and args.peer_tool == "grammar":
                         root = url.removesuffix("/v1")
                         bodies = await peer_grammar.completion_bodies(root, bodies)
                         rounds[name].append(await peer_grammar.run_load(root, bodies))
@@ -148,7 +152,10 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument(
-        "--kinds", nargs="+", default=["text", "tool", "agent"], choices=["text", "tool", "agent"]
+        "--kinds",
+        nargs="+",
+        default=["text", "tool", "agent"],
+        choices=["text", "tool", "agent", "after"],
     )
 
     def one_run_per_value(flag: str, choices: list[str], help: str) -> None:
@@ -165,6 +172,17 @@ def main() -> int:
         "--steps",
         ["auto", "ggml", "torch"],
         "toolwire runs, one per decode step backend (--step); auto: the default",
+    )
+    one_run_per_value(
+        "--speculation",
+        ["auto", "off", "ngram"],
+        "toolwire runs, one per --speculation (auto: prompt-lookup drafts on the ggml step)",
+    )
+    p.add_argument(
+        "--peer-spec",
+        nargs="+",
+        default=["none"],
+        help="llama-server runs, one per --spec-type (none, ngram-simple, ngram-mod, ...)",
     )
     one_run_per_value(
         "--kv-types",
@@ -216,19 +234,26 @@ def main() -> int:
     try:
         if not args.no_peer:
             llama_cpp.ensure_built()
-            peer, url = llama_cpp.serve(
-                gguf,
-                max(args.concurrency),
-                args.threads,
-                extra=("--jinja", *peer_template_args(args.peer_template)),
-                env=peer_env(args.peer_passive),
-            )
-            procs.append(peer)
-            servers["llama.cpp"] = (url, "embedded")
-        for variant, step, kv in itertools.product(args.variants, args.steps, args.kv_types):
+            for spec in args.peer_spec:
+                peer, url = llama_cpp.serve(
+                    gguf,
+                    max(args.concurrency),
+                    args.threads,
+                    extra=(
+                        "--jinja",
+                        *peer_template_args(args.peer_template),
+                        *(["--spec-type", spec] if spec != "none" else []),
+                    ),
+                    env=peer_env(args.peer_passive),
+                )
+                procs.append(peer)
+                servers["llama.cpp" if spec == "none" else f"llama.cpp {spec}"] = (url, "embedded")
+        runs = itertools.product(args.variants, args.steps, args.speculation, args.kv_types)
+        for variant, step, spec, kv in runs:
             args.stack_flags = (
                 ["--no-prefix-reuse", "--no-jump-forward"] * (variant == "off")
                 + ["--step", step]
+                + ["--speculation", spec]
                 + ["--kv-type", kv] * (kv != "default")
             )
             stack, url, model = start_stack(args)
@@ -237,6 +262,7 @@ def main() -> int:
                 ["toolwire"]
                 + [variant] * (args.variants != ["on"])
                 + [step] * (args.steps != ["auto"])
+                + [f"spec {spec}"] * (args.speculation != ["auto"])
                 + [kv] * (args.kv_types != ["default"])
             )
             servers[name] = (url, model)

@@ -64,9 +64,24 @@ def agent_messages(conversation: int, turn: int) -> list[dict]:
 def body(
     kind: str, i: int, model: str, max_tokens: int, turn: int = 0, stream: int | None = None
 ) -> dict:
-    """kind: `tool` (a constrained streamed tool call), `text` (unconstrained prose) or `agent`
-    (the tool call at `turn` of conversation `stream`, default i)."""
+    """kind: `tool` (a constrained streamed tool call), `text` (unconstrained prose), `agent`
+    (the tool call at `turn` of conversation `stream`, default i) or `after` (the answer after
+    a tool result: bench.tool_rounds' rounds, tool_choice none)."""
     city = CITIES[i % len(CITIES)]
+    if kind == "after":
+        from .tool_rounds import ROUNDS
+
+        rnd = ROUNDS[i % len(ROUNDS)]
+        return {
+            "model": model,
+            "stream": True,
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "stream_options": {"include_usage": True},
+            "messages": rnd.messages(),
+            "tools": [rnd.tool()],
+            "tool_choice": "none",
+        }
     if kind in ("agent", "tool"):
         if kind == "agent":
             messages = agent_messages(i if stream is None else stream, turn)

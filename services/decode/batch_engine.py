@@ -30,6 +30,7 @@ from toolwire.runtime import model_source
 from toolwire.runtime.cpus import explain, usable_cpus
 
 from . import sampling
+from .drafts import MAX_DRAFT
 from .engine import (
     Engine,
     EngineInfo,
@@ -118,6 +119,7 @@ class BatchEngine(Engine):
         kv_tokens: int = 8192,
         kv_type: str | None = None,  # the ggml step's; None: q8_0
         thread_policy: str = "adaptive",
+        speculation: str = "auto",  # auto | ngram | off
     ):
         self.source = model_source.resolve(model)
         if self.source.null:
@@ -136,6 +138,9 @@ class BatchEngine(Engine):
         if thread_policy not in POLICIES:
             raise SystemExit(f"--thread-policy {thread_policy!r}: {' or '.join(POLICIES)}")
         self.thread_policy = thread_policy
+        if speculation not in ("auto", "ngram", "off"):
+            raise SystemExit(f"--speculation {speculation!r}: auto, ngram or off")
+        self.speculation = speculation
         self.prefill_chunk = prefill_chunk
         self.queue_timeout = queue_timeout
         self.prefix_cache_mb = prefix_cache_mb
@@ -200,6 +205,11 @@ class BatchEngine(Engine):
     def _schedule(self, vocab_size: int) -> None:
         """The scheduler over the loaded step."""
         cache = PrefixCache(self.prefix_cache_mb << 20) if self.prefix_reuse else None
+        if self.speculation == "ngram" and not self.step.verifies_drafts:
+            raise SystemExit(
+                f"--speculation ngram: {type(self.step).__name__} returns one row a sequence "
+                "and cannot verify drafts (the ggml step does); auto or off"
+            )
         policy, set_threads = self._step_threads()
         self.scheduler = Scheduler(
             self.step,
@@ -213,6 +223,7 @@ class BatchEngine(Engine):
             self.stats,
             policy,
             set_threads,
+            speculate=self.speculation != "off",
         )
 
     def load(self) -> None:
@@ -284,6 +295,16 @@ class BatchEngine(Engine):
             type(self.step).__name__,
             time.perf_counter() - t0,
         )
+        if self.scheduler.speculate:
+            log.info(
+                "speculation: prompt-lookup drafts of up to %d tokens, verified in each "
+                "forward (--speculation off to stop)",
+                MAX_DRAFT,
+            )
+        elif self.speculation == "auto":
+            log.info(
+                "speculation: off (%s verifies one position a forward)", type(self.step).__name__
+            )
         policy = self.scheduler.threads
         if policy is None:
             return

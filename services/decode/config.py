@@ -32,6 +32,7 @@ class DecodeConfig:
     prefix_cache_mb: int = 1024
     no_prefix_reuse: bool = False
     no_jump_forward: bool = False
+    speculation: str = "auto"  # auto | ngram | off (services/decode/drafts.py)
     null_step_ms: float = 0.0  # --model null: one step's time
 
     def __post_init__(self) -> None:

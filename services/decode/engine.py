@@ -82,6 +82,11 @@ class EngineStats:
     prefix_hits: int = 0
     step_threads: int = 0  # the thread count the last step ran (a gauge, not a counter)
     thread_switches: int = 0  # times the thread policy changed it
+    # Speculative decoding (drafts.py), as vLLM counts it: drafts verified, their tokens, and
+    # the draft tokens the model kept.
+    spec_drafts: int = 0
+    spec_draft_tokens: int = 0
+    spec_accepted_tokens: int = 0
 
 
 @dataclass

@@ -57,21 +57,62 @@ def nucleus(p: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
     return order[:keep], w[:keep]
 
 
-def draw(row: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """One token from softmax(row / temperature), within the top-p nucleus."""
+def weights(
+    row: np.ndarray, temperature: float, top_p: float
+) -> tuple[np.ndarray | None, np.ndarray] | None:
+    """What `draw` samples from: (ids, unnormalized weights) within the top-p nucleus (ids
+    None: every id, in order); None where the row has an inf or NaN logit or nothing allowed,
+    where torch's sampler would fail and the argmax stands in."""
     z = row.astype(np.float64) / temperature
     top = z.max()
-    if not np.isfinite(top):  # an inf or NaN logit, or nothing allowed: torch's would fail
-        return int(row.argmax())
+    if not np.isfinite(top):
+        return None
     p = np.exp(z - top)
     if 0 < top_p < 1:
-        ids, w = nucleus(p, top_p)
-    else:
-        ids, w = None, p
+        return nucleus(p, top_p)
+    return None, p
+
+
+def _inverse_cdf(ids: np.ndarray | None, w: np.ndarray, rng: np.random.Generator) -> int:
     cdf = np.cumsum(w)
     # side="right": the first id whose cumulative weight passes u, never a zero-weight one
     k = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(cdf) - 1)
     return int(ids[k]) if ids is not None else k
+
+
+def draw(row: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """One token from softmax(row / temperature), within the top-p nucleus."""
+    got = weights(row, temperature, top_p)
+    if got is None:
+        return int(row.argmax())
+    return _inverse_cdf(*got, rng)
+
+
+def accept_or_resample(s: Sampled, row: np.ndarray, proposed: int | None) -> int:
+    """The token for a (masked) row whose draft token is `proposed`: the draft token where the
+    model keeps it, else the model's own, so that the output has `pick`'s distribution. Greedy
+    keeps it where it is the argmax. With a temperature the draft is a point mass, so the
+    speculative sampling rule (Leviathan et al., 2023) keeps it with probability p(proposed)
+    and otherwise draws from p with `proposed` taken out."""
+    if proposed is None or s.temperature <= 0:
+        return pick([s], row)[0]
+    rng = s.generator if s.generator is not None else np.random.default_rng()
+    got = weights(row[0], s.temperature, s.top_p)
+    if got is None:
+        return int(row[0].argmax())
+    ids, w = got
+    if ids is None:
+        at = int(proposed)
+    else:  # the nucleus, most probable first: is the draft token in it?
+        where = np.flatnonzero(ids == proposed)
+        at = int(where[0]) if len(where) else -1
+    total = float(w.sum())
+    if at >= 0 and rng.random() * total < w[at]:
+        return int(proposed)
+    if at >= 0:
+        w = w.copy()
+        w[at] = 0.0
+    return _inverse_cdf(ids, w, rng)
 
 
 def pick(seqs: Sequence[Sampled], logits: np.ndarray) -> list[int]:

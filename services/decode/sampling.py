@@ -65,3 +65,9 @@ def pick(seqs: Sequence[Sampled], logits: Any) -> list[int]:
     from . import torch_sampling
 
     return torch_sampling.pick(seqs, logits)
+
+
+def accept_or_resample(seq: Sampled, row: Any, proposed: int | None) -> int:
+    """A draft's row (1, vocab), masked: its draft token kept, or the one written in its place
+    (numpy_sampling.accept_or_resample). Only the ggml step verifies drafts: numpy rows."""
+    return numpy_sampling.accept_or_resample(seq, row, proposed)

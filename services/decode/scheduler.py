@@ -32,6 +32,7 @@ from toolwire.runtime.cpus import IdleCpus
 from toolwire.vocabulary import FinishReason
 
 from . import sampling
+from .drafts import PromptLookup
 from .engine import EngineBusy, EngineOutput, EngineRequest, EngineStats
 from .jump_forward import forced_tokens
 from .prefix_cache import Entry, PrefixCache, common_prefix
@@ -69,6 +70,7 @@ class Sequence:
     feed: list[int] = field(default_factory=list)
     cached: int = 0  # prompt tokens whose KV was reused, not prefilled
     jump: list[int] | None = None  # forced tokens to run after last_token, in one forward
+    drafts: PromptLookup | None = None  # speculation's drafter (drafts.py); None: off
     completed: bool = False  # the matcher's is_completed() after the last token (jump_forward)
 
     @property
@@ -109,8 +111,12 @@ class Scheduler:
         stats: EngineStats,
         threads: StepThreads | None = None,
         set_threads: Callable[[int], None] | None = None,
+        speculate: bool = False,
     ):
         self.step = step
+        # Prompt-lookup drafts verified in each forward (drafts.py); the step must return a
+        # row a position for them.
+        self.speculate = speculate and step.verifies_drafts
         # How many threads each step runs (step_threads.py), and how to change the step's.
         self.threads = threads
         self.set_threads = set_threads
@@ -139,6 +145,7 @@ class Scheduler:
         self.outbox: list[tuple] = []  # (loop, queue, output) until the step ends
         self.bitmask = xgr.allocate_token_bitmask(max_batch, vocab_size)
         self.probe = xgr.allocate_token_bitmask(1, vocab_size)  # only_stop_left's row
+        self.verify_mask = xgr.allocate_token_bitmask(1, vocab_size)  # a draft's rows, one by one
 
     # -- from the event loop, under `wake` ----------------------------------------------------
     def enqueue(self, seq: Sequence) -> None:
@@ -241,9 +248,13 @@ class Scheduler:
             self.slots[seq.slot] = seq
             seq.feed = seq.request.prompt_ids
             self._reuse(seq)
+            if self.speculate:
+                seq.drafts = PromptLookup(seq.request.prompt_ids)
             if forced:
                 seq.feed = seq.feed + forced
                 self._emit(seq, EngineOutput(forced))
+                if seq.drafts is not None:
+                    seq.drafts.extend(forced)
             self.prefilling.append(seq)
 
     def _forced(self, seq: Sequence) -> tuple[list[int], bool]:
@@ -352,17 +363,38 @@ class Scheduler:
             self.step_threads = self.stats.step_threads = n
         return n
 
+    def _draft(self, seq: Sequence) -> list[int]:
+        """seq's draft for this forward, cut where its grammar would refuse a token (a refused
+        token is never verified) and to what max_tokens leaves."""
+        if seq.drafts is None or seq.jump:
+            return []
+        draft = seq.drafts.propose(seq.max_tokens - seq.completion - 1)
+        if draft and seq.matcher is not None:
+            taken = 0
+            for token in draft:
+                if not seq.matcher.accept_token(token):
+                    break
+                taken += 1
+            if taken:
+                seq.matcher.rollback(taken)
+            draft = draft[:taken]
+        return draft
+
     def _iterate(self) -> None:
-        decode = [Span(s.slot, [s.last_token], s.position) for s in self.running]
+        drafts = {s.slot: self._draft(s) for s in self.running} if self.speculate else {}
+        decode = [
+            Span(s.slot, [s.last_token, *d], s.position, every_row=True)
+            if (d := drafts.get(s.slot))
+            else Span(s.slot, [s.last_token], s.position)
+            for s in self.running
+        ]
         # A sequence with forced tokens runs them as a chunk right after its decode row (the
         # chunk attends to that row's key, written first in each layer); its next token is
         # sampled from the chunk's last row.
         jumping = [(s, s.jump) for s in self.running if s.jump]
         jumps = [Span(s.slot, jump, s.position + 1) for s, jump in jumping]
         prefill = self._prefill_spans()
-        tokens = (
-            len(decode) + sum(len(s.tokens) for s in jumps) + sum(len(s.tokens) for s in prefill)
-        )
+        tokens = sum(len(s.tokens) for s in decode + jumps + prefill)
         n = self._threads_for(tokens)
         t0 = time.perf_counter()
         logits = self.step.forward(decode, jumps + prefill)
@@ -374,17 +406,32 @@ class Scheduler:
                 self._log_switch()
         self.stats.forward_s += took
         self.stats.steps += 1
+        # Row r of the logits: each decode span's rows (a draft's: one a position), then the
+        # jumps' and the prefills' last rows.
+        decode_row, r = [], 0
+        for span in decode:
+            decode_row.append(r)
+            r += len(span.tokens) if span.every_row else 1
         for s in self.running:
             s.position += 1
         jump_row = {}
         for i, (s, jump) in enumerate(jumping):
             s.position += len(jump)
             s.jump = None
-            jump_row[s.slot] = len(decode) + i
+            jump_row[s.slot] = r + i
+        verifying = [
+            (s, drafts[s.slot], decode_row[i])
+            for i, s in enumerate(self.running)
+            if drafts.get(s.slot)
+        ]
         # Sequences whose prompt is now whole get their first token sampled with the rest.
-        ready = list(self.running)
-        rows = [jump_row.get(s.slot, i) for i, s in enumerate(self.running)]
-        first = len(decode) + len(jumps)
+        ready = [s for s in self.running if not drafts.get(s.slot)]
+        rows = [
+            jump_row.get(s.slot, decode_row[i])
+            for i, s in enumerate(self.running)
+            if not drafts.get(s.slot)
+        ]
+        first = r + len(jumps)
         for i, span in enumerate(prefill):
             seq = self.slots[span.slot]
             assert seq is not None, "a prefill span's slot holds its sequence"
@@ -392,6 +439,8 @@ class Scheduler:
             if seq.position == len(seq.feed):
                 ready.append(seq)
                 rows.append(first + i)
+        for seq, draft, row in verifying:
+            self._verify(seq, draft, logits[row : row + len(draft) + 1])
         if not ready:
             return
         if len(rows) != logits.shape[0]:
@@ -405,6 +454,29 @@ class Scheduler:
                     self._free(seq)
             else:
                 self._accept(seq, token)
+
+    def _verify(self, seq: Sequence, draft: list[int], rows: Any) -> None:
+        """Keep the longest prefix of the draft the model would have written, then one token
+        of its own: row i is the logits after the draft's first i tokens, masked as the
+        grammar stands after them. Greedy keeps a draft token where it is the argmax; with a
+        temperature the speculative acceptance rule keeps the sampling distribution
+        (sampling.accept_or_resample). What the cache holds past the kept tokens is dropped
+        by the next forward, which starts at seq.position."""
+        kept = 0  # draft tokens the model wrote too
+        for i in range(len(draft) + 1):
+            row = rows[i : i + 1]
+            self.stats.mask_s += sampling.apply_masks([seq], row, self.verify_mask)
+            proposed = draft[i] if i < len(draft) else None
+            token = sampling.accept_or_resample(seq, row, proposed)
+            kept += token == proposed
+            if not self._accept(seq, token) or token != proposed or seq.jump:
+                break  # finished, refused here, or forced text follows
+            seq.position += 1  # the draft token's key is in the cache and the next row read it
+        assert seq.drafts is not None, "a draft came from the sequence's drafter"
+        seq.drafts.record(len(draft), kept)
+        self.stats.spec_drafts += 1
+        self.stats.spec_draft_tokens += len(draft)
+        self.stats.spec_accepted_tokens += kept
 
     def sample(self, seqs: list[Sequence], logits: Any) -> list[int]:
         self.stats.mask_s += sampling.apply_masks(seqs, logits, self.bitmask)
@@ -434,6 +506,8 @@ class Scheduler:
             return False
         if forced:
             seq.jump = forced
+        if seq.drafts is not None:
+            seq.drafts.extend([token] + forced)
         self._emit(seq, EngineOutput([token] + forced))
         return True
 

@@ -121,6 +121,23 @@ def decode_metrics(engine: Engine, model_id: str) -> ServiceMetrics:
             "Times the adaptive thread policy changed the step's thread count",
             lambda: stats.thread_switches,
         )
+        # vLLM's spec_decode series: tokens per forward is 1 + accepted / drafts where
+        # every sequence drafts, and tokens / steps for the whole engine.
+        m.counter(
+            "toolwire_spec_decode_num_drafts",
+            "Drafts verified (speculative decoding, --speculation)",
+            lambda: stats.spec_drafts,
+        )
+        m.counter(
+            "toolwire_spec_decode_num_draft_tokens",
+            "Draft tokens verified",
+            lambda: stats.spec_draft_tokens,
+        )
+        m.counter(
+            "toolwire_spec_decode_num_accepted_tokens",
+            "Draft tokens the model kept (each one a forward saved)",
+            lambda: stats.spec_accepted_tokens,
+        )
         m.counter(
             "toolwire_decode_aborts",
             "Requests ended early (client gone or Abort); each frees its slot at the next step",
@@ -187,6 +204,7 @@ def make_engine(config: DecodeConfig) -> Engine:
             kv_type=config.kv_type,
             threads=config.threads,
             thread_policy=config.thread_policy,
+            speculation=config.speculation,
         )
     if config.engine == "trtllm":
         from .trtllm_engine import TrtllmEngine

@@ -134,6 +134,13 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch: decode text the grammar forces one token a step instead of in one forward",
     )
+    p.add_argument(
+        "--speculation",
+        choices=["auto", "ngram", "off"],
+        default=DECODE.speculation,
+        help="drafts verified in each forward: ngram (prompt lookup, services/decode/drafts.py); "
+        "auto: ngram where the step verifies drafts (the ggml step), else off",
+    )
 
 
 def _template_args(p: argparse.ArgumentParser) -> None:

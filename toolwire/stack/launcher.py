@@ -134,6 +134,7 @@ def commands(args) -> dict[str, list[str]]:
     decode_flags += ["--thread-policy", args.thread_policy]
     decode_flags += ["--no-prefix-reuse"] if args.no_prefix_reuse else []
     decode_flags += ["--no-jump-forward"] if args.no_jump_forward else []
+    decode_flags += ["--speculation", args.speculation]
     for name in replicas:
         cmds[name] += decode_flags
     for name in templates:

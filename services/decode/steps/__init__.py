@@ -32,6 +32,9 @@ class Span:
     slot: int
     tokens: list[int]
     start: int
+    # Logits for every token of the span, not the last only: a decode row with a draft to
+    # verify (services/decode/drafts.py). Only a step that `verifies_drafts` is given one.
+    every_row: bool = False
 
 
 class Step(Protocol):
@@ -41,6 +44,7 @@ class Step(Protocol):
     library: str  # what computes the forward pass, for the service's startup line
     # Whether forward runs torch ops: the scheduler then runs under torch.inference_mode.
     uses_torch: bool
+    verifies_drafts: bool  # forward() honours Span.every_row
 
     @property
     def kv_tokens(self) -> int | None:
@@ -48,7 +52,8 @@ class Step(Protocol):
         ...
 
     def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor | np.ndarray:
-        """Logits for the last token of each span, decode spans first, one row each."""
+        """Logits for the last token of each span (every token of an `every_row` span), in span
+        order, decode spans first."""
         ...
 
     def copy_prefix(self, src: int, dst: int, length: int) -> None:

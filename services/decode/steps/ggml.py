@@ -178,6 +178,7 @@ class GgmlStep:
     min_prefill = 1
     library = "llama.cpp's kernels"
     uses_torch = False
+    verifies_drafts = True
 
     def __init__(
         self,
@@ -302,7 +303,8 @@ class GgmlStep:
 
     # -- the forward pass -------------------------------------------------------------------
     def forward(self, decode: list[Span], prefill: list[Span]) -> np.ndarray:
-        """Logits (fp32) of the last token of each span: decode spans first, then prefill.
+        """Logits (fp32) of the last token of each span (each token of an every_row span):
+        decode spans first, then prefill.
         A span starting before what its sequence holds drops the rest first (a reused slot)."""
         lib, mem = self.lib, self.mem
         spans = decode + prefill
@@ -317,10 +319,10 @@ class GgmlStep:
             token_l.extend(s.tokens)
             pos_l.extend(range(s.start, s.start + n))
             seq_l.extend([s.slot] * n)
-            want_l.extend([0] * (n - 1) + [1])
+            want_l.extend([1] * n if s.every_row else [0] * (n - 1) + [1])
         # numpy, not torch: torch ran this copy on its OpenMP pool (docs/performance.md, The
         # decode step), and this process may run without torch.
-        out_np = np.empty((len(spans), self.n_vocab), dtype=np.float32)
+        out_np = np.empty((sum(want_l), self.n_vocab), dtype=np.float32)
         tokens, pos = np.asarray(token_l, np.int32), np.asarray(pos_l, np.int32)
         seqs, want = np.asarray(seq_l, np.uint64), np.asarray(want_l, np.int8)
         row = 0

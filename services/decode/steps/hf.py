@@ -16,6 +16,7 @@ class TransformersStep:
     min_prefill = MIN_PREFILL
     library = "transformers' forward"
     uses_torch = True
+    verifies_drafts = False  # one row a span: speculation is the ggml step's
     kv_tokens = None  # each slot holds its own cache; no shared pool
 
     def __init__(self, model, max_slots: int, max_len: int):

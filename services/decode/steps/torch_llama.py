@@ -99,6 +99,7 @@ class TorchLlamaStep:
     min_prefill = MIN_PREFILL
     library = "plain torch"
     uses_torch = True
+    verifies_drafts = False  # one row a span: speculation is the ggml step's
     kv_tokens = None  # each slot reserves its own room; no shared pool
 
     def __init__(self, model, max_slots: int, max_len: int, int8: bool = False):

@@ -120,3 +120,32 @@ def test_greedy_needs_no_generator_and_the_ggml_step_gets_numpys():
     assert sampling.generator(7, 0.0, uses_torch=False) is None
     assert isinstance(sampling.generator(7, 0.7, uses_torch=False), np.random.Generator)
     assert isinstance(sampling.generator(None, 0.7, uses_torch=False), np.random.Generator)
+
+
+def test_accepting_or_resampling_a_draft_keeps_the_sampling_distribution():
+    """The speculative rule for a point-mass draft: the token is kept with probability p(d),
+    else drawn from p without d. Whatever the draft, the tokens come out distributed as p."""
+    row = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
+    p = np.exp(row[0]) / np.exp(row[0]).sum()
+    for proposed, top_p in ((0, 1.0), (3, 1.0), (1, 0.9)):
+        s = seq(temperature=1.0, top_p=top_p, seed=proposed)
+        n = 20000
+        got = (
+            np.bincount(
+                [numpy_sampling.accept_or_resample(s, row, proposed) for _ in range(n)], minlength=4
+            )
+            / n
+        )
+        want = p.copy()
+        if top_p < 1:  # the nucleus: 0.5 + 0.3 + 0.15 passes 0.9
+            want[3] = 0
+            want /= want.sum()
+        assert np.abs(got - want).max() < 0.015, (proposed, got, want)
+
+
+def test_greedy_keeps_a_draft_token_only_where_it_is_the_argmax():
+    row = np.array([[0.0, 2.0, 2.0, 1.0]], np.float32)
+    greedy = seq(temperature=0.0)
+    assert numpy_sampling.accept_or_resample(greedy, row, 1) == 1
+    assert numpy_sampling.accept_or_resample(greedy, row, 2) == 1  # the first maximum
+    assert numpy_sampling.accept_or_resample(greedy, row, None) == 1

@@ -1,0 +1,122 @@
+"""Speculation on the ggml step (services/decode/drafts.py, Scheduler._verify) changes how many
+forwards a request takes, never what it decodes: greedy output with drafts equals greedy
+output without them, unconstrained and under a strict schema; a seed still reproduces; and
+where the context holds what the model writes, drafts are kept and a forward yields more than
+one token."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+from toolwire.constraints.kinds import Constraint, Kind
+from toolwire.services.decode.engine import EngineRequest
+
+from .test_reuse_and_jump import chat
+
+RESULT = (
+    "14 degrees Celsius and light rain in Paris, wind 12 km/h from the west, humidity 81 "
+    "percent, sunset at 17:02"
+)
+CONVERSATIONS = [
+    [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": RESULT},
+    ],
+    [{"role": "user", "content": "Repeat exactly: the quick brown fox jumps over the lazy dog."}],
+    [{"role": "user", "content": "Write a short poem about the sea."}],
+    [{"role": "user", "content": "List three colours, then list them again in reverse."}],
+    [{"role": "user", "content": "Summarize: tea is grown in China. Tea is grown in India."}],
+    [{"role": "user", "content": "What is 12 times 12? Explain step by step."}],
+]
+ARGS = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "note": {"type": "string"}},
+    "required": ["city", "note"],
+    "additionalProperties": False,
+}
+
+
+@contextlib.contextmanager
+def speculation(engine, on: bool):
+    before, engine.scheduler.speculate = engine.scheduler.speculate, on
+    try:
+        yield
+    finally:
+        engine.scheduler.speculate = before
+
+
+async def _run(engine, rid, prompt, **kw):
+    ids = []
+    async for out in engine.generate(EngineRequest(rid, prompt, stop_ids=[2], **kw)):
+        ids += out.token_ids
+    return ids
+
+
+def run(engine, rid, prompt, on, **kw):
+    with speculation(engine, on):
+        return engine.loop.run_until_complete(_run(engine, rid, prompt, **kw))
+
+
+def test_greedy_output_with_drafts_is_greedy_output_without(torch_engine, tokenizer):
+    engine = torch_engine
+    assert engine.step.verifies_drafts and engine.scheduler.speculate  # on by default here
+    prompts = [chat(tokenizer, c) for c in CONVERSATIONS]
+    stats = engine.stats
+    differ = []
+    for i, prompt in enumerate(prompts):
+        plain = run(engine, f"off{i}", prompt, False, max_tokens=48, temperature=0.0)
+        steps, kept = stats.steps, stats.spec_accepted_tokens
+        drafted = run(engine, f"on{i}", prompt, True, max_tokens=48, temperature=0.0)
+        if drafted != plain:
+            differ.append((i, tokenizer.decode(plain), tokenizer.decode(drafted)))
+        if i == 0:  # the answer after a tool result restates it: drafts are kept
+            assert stats.spec_accepted_tokens - kept >= 4
+            assert len(drafted) > stats.steps - steps  # more than one token a forward
+    # Measured: none of these differ on the ggml step (its kernels compute each row of a
+    # batch alike); a kernel that rounds by batch size would show here first.
+    assert differ == []
+
+
+def test_a_strict_schema_decodes_alike_with_and_without_drafts(torch_engine, tokenizer):
+    engine = torch_engine
+    prompt = chat(
+        tokenizer,
+        [
+            {
+                "role": "user",
+                "content": 'Reply with JSON {"city": ..., "note": ...}: the city is Paris, '
+                "and the note is: Paris is the capital of France.",
+            }
+        ],
+    )
+    constraint = Constraint(Kind.JSON_SCHEMA, json.dumps(ARGS))
+    kept = engine.stats.spec_accepted_tokens
+    out = [
+        run(
+            engine, f"schema{on}", prompt, on, max_tokens=40, temperature=0.0, constraint=constraint
+        )
+        for on in (False, True)
+    ]
+    assert out[0] == out[1]
+    assert json.loads(tokenizer.decode(out[1]))["city"]  # whole, valid JSON under the grammar
+    assert engine.stats.spec_accepted_tokens > kept  # the note copies the prompt's words
+
+
+def test_a_seed_reproduces_with_drafts(torch_engine, tokenizer):
+    prompt = chat(tokenizer, CONVERSATIONS[0])
+    kw = dict(max_tokens=40, temperature=0.8, top_p=0.95, seed=11)
+    first = run(torch_engine, "seed-a", prompt, True, **kw)
+    again = run(torch_engine, "seed-b", prompt, True, **kw)
+    assert first == again and len(first) > 0
