@@ -74,6 +74,8 @@ def ratio_table(res: dict, levels: list[int], kinds: list[str] | None = None) ->
 async def measure(servers: dict, args) -> dict:
     for url, model in servers.values():  # warm every server (prose: no tools prefix cached)
         await remote.run_load(url, KEY, [body("text", i, model, 8) for i in range(2)])
+        if "after" in args.kinds:  # each round's tools once: toolwire's compiles are cached
+            await remote.run_load(url, KEY, [body("after", i, model, 8) for i in range(6)])
     res: dict = {name: {} for name in servers}
     for kind in args.kinds:
         for c in args.concurrency:

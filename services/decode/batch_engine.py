@@ -234,6 +234,8 @@ class BatchEngine(Engine):
             self.tokenizer = model_source.load_tokenizer(self.source)
             self._load_ggml()
             self._warm_up()
+            if self.scheduler.speculate:
+                self.scheduler.measure_cost()
             self._log_loaded("gguf", t0)
             return
         self._load_torch(t0)
@@ -295,11 +297,15 @@ class BatchEngine(Engine):
             type(self.step).__name__,
             time.perf_counter() - t0,
         )
-        if self.scheduler.speculate:
+        cost = self.scheduler.cost
+        if cost is not None:
             log.info(
-                "speculation: prompt-lookup drafts of up to %d tokens, verified in each "
-                "forward (--speculation off to stop)",
+                "speculation: prompt-lookup drafts of up to %d tokens where they pay (a forward "
+                "here: %.1f ms for one position, %.1f ms more a position beyond; "
+                "--speculation off to stop)",
                 MAX_DRAFT,
+                cost.one * 1e3,
+                cost.per_position * 1e3,
             )
         elif self.speculation == "auto":
             log.info(

@@ -1,4 +1,4 @@
-"""Model-free drafts for speculative decoding: prompt lookup.
+"""Model-free drafts for speculative decoding: prompt lookup, and when a draft pays.
 
 What a tool-calling conversation writes is often already in its context: arguments copy the
 user's words, the answer after a tool result restates the result, structured output repeats
@@ -7,35 +7,80 @@ the latest earlier occurrence of its last `n` tokens (n = 3, else 2) in its prom
 and the tokens after it. The scheduler verifies the draft in the sequence's next forward
 (services/decode/scheduler.py) and keeps what the model would have written itself.
 
-A draft costs a forward's extra positions, so its length follows what is accepted: it grows
-while drafts are taken whole and shrinks to what was taken; a sequence whose drafts are mostly
-refused stops drafting for a while, longer each time (prose with nothing to copy then runs as
-it would without speculation).
+A draft is not free: each position it adds is computed for the whole batch, and on a CPU one
+more position costs 40-70% of a one-token step (bench: 11.6 ms for one position of the
+embedded model on 2 cores, 20 ms for two, 57 ms for nine). So a sequence drafts `k` tokens
+only where the tokens it expects to gain, at its own acceptance rate, outweigh what those
+positions cost the batch (`StepCost`, measured when the engine loads); a sequence whose drafts
+are refused drafts less, then only a probe now and then, fewer as probes fail. A sequence's
+first continuation is a probe: with nothing yet known of it, the prior alone would not pay
+for a draft on a CPU, and copying is what the first probe finds out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 NGRAMS = (3, 2)  # suffix lengths looked up, longest first: a longer match is a better guess
 MAX_DRAFT = 8  # tokens a draft may hold; the forward verifies them all at once
-START_DRAFT = 4
-# Below this share of drafted tokens accepted (a running mean over about 8 drafts) the
-# sequence pauses: a refused position costs the step's time and gives nothing.
-MIN_ACCEPT = 0.3
-PAUSE_STEPS = (8, 256)  # the first pause, and the longest after pauses that did not help
+# What a sequence's acceptance starts from, worth two drafts of evidence, below what pays on
+# a CPU: a sequence drafts once a probe has found it copying. Decayed so that a sequence's
+# recent drafts count most.
+PRIOR_ACCEPT, PRIOR_WEIGHT, DECAY = 0.5, 2.0, 0.9
+MARGIN = 1.1  # a draft must promise 10% more tokens than its positions cost the batch
+PROBE_STEPS = (16, 256)  # steps between probes: the first wait, the longest
+PROBE_DRAFT = 4  # a probe's tokens: enough to see whether the sequence copies
+
+
+def expected_tokens(accept: float, k: int) -> float:
+    """Tokens a forward yields with a k-token draft, each draft token kept with probability
+    `accept` once those before it were: the kept run, and one token of the model's own."""
+    if accept >= 1.0:
+        return k + 1.0
+    return (1.0 - accept ** (k + 1)) / (1.0 - accept)
+
+
+class StepCost:
+    """A forward's time by the positions it computes, from timings at load: one position
+    (matrix-vector kernels) apart, then a line through the larger ones (matrix kernels)."""
+
+    def __init__(self, timings: dict[int, float]):
+        self.one = timings[1]
+        larger = sorted((n, t) for n, t in timings.items() if n > 1)
+        (n0, t0), (n1, t1) = larger[0], larger[-1]
+        self.per_position = max(0.0, (t1 - t0) / (n1 - n0))
+        self.fixed = t0 - self.per_position * n0
+
+    def seconds(self, positions: int) -> float:
+        if positions <= 1:
+            return self.one
+        return max(self.one, self.fixed + self.per_position * positions)
+
+    def extra(self, positions: int, more: int) -> float:
+        return self.seconds(positions + more) - self.seconds(positions)
+
+    @classmethod
+    def measure(cls, forward: Callable[[int], float], sizes=(1, 2, 9)) -> StepCost:
+        """`forward(n)`: the seconds one forward of n positions took; the median of three."""
+        timings = {}
+        for n in sizes:
+            runs = sorted(forward(n) for _ in range(3))
+            timings[n] = runs[1]
+        return cls(timings)
 
 
 class PromptLookup:
-    """One sequence's drafter: its tokens so far and, for each n-gram, where the tokens after
-    its latest occurrence start."""
+    """One sequence's drafter: its tokens so far, for each n-gram where the tokens after its
+    latest occurrence start, and how often its drafts have been kept."""
 
-    def __init__(self, prompt: list[int], max_draft: int = MAX_DRAFT):
+    def __init__(self, prompt: list[int]):
         self.tokens: list[int] = []
         self.follows: dict[tuple[int, ...], int] = {}
-        self.max_draft = max_draft
-        self.length = min(START_DRAFT, max_draft)
-        self.accept_rate = 1.0
-        self.pause = 0  # steps left without drafts
-        self.next_pause = PAUSE_STEPS[0]
+        self.kept = PRIOR_ACCEPT * PRIOR_WEIGHT  # draft positions kept (decayed)
+        self.refused = (1 - PRIOR_ACCEPT) * PRIOR_WEIGHT  # drafts cut short by the model
+        self.probe_wait = PROBE_STEPS[0]
+        # steps with a continuation but no draft since the last draft; the first is a probe
+        self.idle = self.probe_wait
         self.extend(prompt)
 
     def extend(self, tokens: list[int]) -> None:
@@ -48,36 +93,56 @@ class PromptLookup:
                     self.follows[tuple(self.tokens[at - n : at])] = at
             self.tokens.append(t)
 
-    def propose(self, room: int) -> list[int]:
-        """Up to `room` tokens to verify after the sequence's last one; [] when pausing or
-        nothing matches."""
-        if self.pause > 0:
-            self.pause -= 1
-            return []
-        want = min(self.length, room)
+    def continuation(self, room: int) -> tuple[list[int], int]:
+        """Up to `room` (at most MAX_DRAFT) tokens that followed the latest earlier occurrence
+        of the sequence's last tokens, and how many of those matched; ([], 0) when none."""
+        want = min(MAX_DRAFT, room)
         if want <= 0:
-            return []
+            return [], 0
         for n in NGRAMS:
-            if len(self.tokens) < n:
-                continue
-            at = self.follows.get(tuple(self.tokens[-n:]))
-            if at is not None:
-                return self.tokens[at : at + want]
-        return []
+            if len(self.tokens) >= n:
+                at = self.follows.get(tuple(self.tokens[-n:]))
+                if at is not None:
+                    return self.tokens[at : at + want], n
+        return [], 0
 
-    def record(self, drafted: int, accepted: int) -> None:
-        """How much of the last draft the model kept: the next draft's length, or a pause."""
+    @property
+    def accept(self) -> float:
+        """The chance a draft token is kept once those before it were."""
+        return self.kept / (self.kept + self.refused)
+
+    def choose(
+        self,
+        continuation: list[int],
+        extra: Callable[[int], float],
+        rate: float,
+        matched: int = NGRAMS[0],
+    ) -> int:
+        """How many of the continuation's tokens to verify: the k whose expected gain per
+        second of the batch's time is best, if it beats what the batch makes of that time
+        (`rate`: tokens a second) by MARGIN; else a probe when one is due and the longest
+        n-gram matched (a two-token match in prose is mostly chance), or 0."""
+        best, best_yield = 0, 0.0
+        for k in range(1, len(continuation) + 1):
+            cost = extra(k)
+            gain = expected_tokens(self.accept, k) - 1.0
+            y = gain / cost if cost > 0 else float("inf")
+            if y > best_yield:
+                best, best_yield = k, y
+        if best and best_yield > rate * MARGIN:
+            return best
+        if continuation and matched == NGRAMS[0] and self.idle >= self.probe_wait:
+            return min(PROBE_DRAFT, len(continuation))
+        self.idle += 1
+        return 0
+
+    def record(self, drafted: int, kept: int) -> None:
+        """How much of the last draft the model kept."""
         if drafted <= 0:
             return
-        self.accept_rate += (accepted / drafted - self.accept_rate) / 8
-        if accepted == drafted:
-            self.length = min(self.max_draft, self.length * 2)
-        else:
-            self.length = max(1, accepted + 1)
-        if self.accept_rate < MIN_ACCEPT:
-            self.pause = self.next_pause
-            self.next_pause = min(PAUSE_STEPS[1], self.next_pause * 2)
-            self.accept_rate = MIN_ACCEPT  # after the pause, a few drafts decide again
-            self.length = 1
-        elif accepted == drafted:
-            self.next_pause = PAUSE_STEPS[0]  # drafting pays again: a later slump pauses short
+        self.kept = self.kept * DECAY + kept
+        self.refused = self.refused * DECAY + (kept < drafted)
+        probe = self.idle >= self.probe_wait
+        self.idle = 0
+        if probe:  # a probe refused waits longer for the next; one kept, the first wait
+            self.probe_wait = PROBE_STEPS[0] if kept else min(PROBE_STEPS[1], self.probe_wait * 2)

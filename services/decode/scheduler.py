@@ -32,7 +32,7 @@ from toolwire.runtime.cpus import IdleCpus
 from toolwire.vocabulary import FinishReason
 
 from . import sampling
-from .drafts import PromptLookup
+from .drafts import PromptLookup, StepCost
 from .engine import EngineBusy, EngineOutput, EngineRequest, EngineStats
 from .jump_forward import forced_tokens
 from .prefix_cache import Entry, PrefixCache, common_prefix
@@ -117,6 +117,7 @@ class Scheduler:
         # Prompt-lookup drafts verified in each forward (drafts.py); the step must return a
         # row a position for them.
         self.speculate = speculate and step.verifies_drafts
+        self.cost: StepCost | None = None  # a forward's time by positions (measure_cost)
         # How many threads each step runs (step_threads.py), and how to change the step's.
         self.threads = threads
         self.set_threads = set_threads
@@ -363,25 +364,70 @@ class Scheduler:
             self.step_threads = self.stats.step_threads = n
         return n
 
-    def _draft(self, seq: Sequence) -> list[int]:
-        """seq's draft for this forward, cut where its grammar would refuse a token (a refused
-        token is never verified) and to what max_tokens leaves."""
-        if seq.drafts is None or seq.jump:
-            return []
-        draft = seq.drafts.propose(seq.max_tokens - seq.completion - 1)
-        if draft and seq.matcher is not None:
-            taken = 0
-            for token in draft:
-                if not seq.matcher.accept_token(token):
+    def measure_cost(self) -> None:
+        """Time forwards of 1, 2 and 9 positions in the spare slot (what drafts.StepCost
+        fits); the engine is idle (called after warm-up)."""
+        slot = self.max_batch
+        prompt = list(range(100, 164))
+        self.step.forward([], [Span(slot, prompt, 0)])
+
+        def forward(n: int) -> float:
+            t0 = time.perf_counter()
+            self.step.forward([Span(slot, prompt[:n], len(prompt), every_row=n > 1)], [])
+            return time.perf_counter() - t0
+
+        self.cost = StepCost.measure(forward)
+        self.step.release(slot)
+
+    def _plan_drafts(self) -> dict[int, list[int]]:
+        """Each running sequence's draft for this forward, by slot: as long as it pays
+        (drafts.PromptLookup.choose) at the positions the forward computes so far, and cut
+        where its grammar would refuse a token (a refused token is never verified)."""
+        cost = self.cost
+        assert cost is not None, "measure_cost() ran at load"
+        positions = len(self.running) + sum(len(s.jump) for s in self.running if s.jump)
+        positions += sum(len(s.tokens) for s in self._prefill_spans())
+        drafts = {}
+        for seq in self.running:
+            if seq.drafts is None or seq.jump:
+                continue
+            room = seq.max_tokens - seq.completion - 1
+            continuation, matched = seq.drafts.continuation(room)
+            # Up to a stop token: what followed a match in the prompt may be the chat
+            # template's end of turn, which the answer seldom writes there.
+            for i, token in enumerate(continuation):
+                if token in seq.stop_ids:
+                    continuation = continuation[:i]
                     break
-                taken += 1
-            if taken:
-                seq.matcher.rollback(taken)
-            draft = draft[:taken]
-        return draft
+            if not continuation:
+                continue
+            rate = len(self.running) / cost.seconds(positions)
+
+            def extra(k: int, n: int = positions) -> float:
+                return cost.extra(n, k)
+
+            k = seq.drafts.choose(continuation, extra, rate, matched)
+            draft = self._grammar_cut(seq, continuation[:k])
+            if draft:
+                drafts[seq.slot] = draft
+                positions += len(draft)
+        return drafts
+
+    @staticmethod
+    def _grammar_cut(seq: Sequence, draft: list[int]) -> list[int]:
+        if not draft or seq.matcher is None:
+            return draft
+        taken = 0
+        for token in draft:
+            if not seq.matcher.accept_token(token):
+                break
+            taken += 1
+        if taken:
+            seq.matcher.rollback(taken)
+        return draft[:taken]
 
     def _iterate(self) -> None:
-        drafts = {s.slot: self._draft(s) for s in self.running} if self.speculate else {}
+        drafts = self._plan_drafts() if self.speculate else {}
         decode = [
             Span(s.slot, [s.last_token, *d], s.position, every_row=True)
             if (d := drafts.get(s.slot))
