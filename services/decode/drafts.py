@@ -30,6 +30,9 @@ PRIOR_ACCEPT, PRIOR_WEIGHT, DECAY = 0.5, 2.0, 0.9
 MARGIN = 1.1  # a draft must promise 10% more tokens than its positions cost the batch
 PROBE_STEPS = (16, 256)  # steps between probes: the first wait, the longest
 PROBE_DRAFT = 4  # a probe's tokens: enough to see whether the sequence copies
+# A probe runs only where a sequence that copies this well would draft: in a large batch on a
+# CPU a position costs about what a sequence's token does, and no draft pays there.
+PROBE_ACCEPT = 0.9
 
 
 def expected_tokens(accept: float, k: int) -> float:
@@ -38,6 +41,19 @@ def expected_tokens(accept: float, k: int) -> float:
     if accept >= 1.0:
         return k + 1.0
     return (1.0 - accept ** (k + 1)) / (1.0 - accept)
+
+
+def _best(accept: float, longest: int, extra: Callable[[int], float]) -> tuple[int, float]:
+    """The draft length (1..longest) with the most expected tokens gained per second of the
+    positions it adds, and that yield."""
+    best, best_yield = 0, 0.0
+    for k in range(1, longest + 1):
+        cost = extra(k)
+        gain = expected_tokens(accept, k) - 1.0
+        y = gain / cost if cost > 0 else float("inf")
+        if y > best_yield:
+            best, best_yield = k, y
+    return best, best_yield
 
 
 class StepCost:
@@ -122,16 +138,12 @@ class PromptLookup:
         second of the batch's time is best, if it beats what the batch makes of that time
         (`rate`: tokens a second) by MARGIN; else a probe when one is due and the longest
         n-gram matched (a two-token match in prose is mostly chance), or 0."""
-        best, best_yield = 0, 0.0
-        for k in range(1, len(continuation) + 1):
-            cost = extra(k)
-            gain = expected_tokens(self.accept, k) - 1.0
-            y = gain / cost if cost > 0 else float("inf")
-            if y > best_yield:
-                best, best_yield = k, y
+        best, best_yield = _best(self.accept, len(continuation), extra)
         if best and best_yield > rate * MARGIN:
             return best
-        if continuation and matched == NGRAMS[0] and self.idle >= self.probe_wait:
+        if matched != NGRAMS[0] or _best(PROBE_ACCEPT, MAX_DRAFT, extra)[1] <= rate * MARGIN:
+            return 0  # no probe: a sequence could not pay for drafts at this batch either
+        if self.idle >= self.probe_wait:
             return min(PROBE_DRAFT, len(continuation))
         self.idle += 1
         return 0

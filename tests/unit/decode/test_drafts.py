@@ -99,3 +99,9 @@ def test_where_a_position_costs_a_whole_step_only_probes_draft():
     rate = 1 / expensive.seconds(1)
     assert d.choose(list(range(8)), lambda k: expensive.extra(1, k), rate) == 0
     assert 2 <= _choose(d, batch=1, positions=1) <= 8  # on the CPU's costs it drafts
+
+
+def test_no_probe_in_a_batch_where_even_a_copying_sequence_would_not_draft():
+    d = PromptLookup([])  # its first probe is due
+    assert _choose(d, batch=16, positions=16) == 0
+    assert _choose(d, batch=1, positions=1) > 0
