@@ -68,16 +68,18 @@ def body(
     (the tool call at `turn` of conversation `stream`, default i) or `after` (the answer after
     a tool result: bench.tool_rounds' rounds, tool_choice none)."""
     city = CITIES[i % len(CITIES)]
+    streamed = {
+        "model": model,
+        "stream": True,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "stream_options": {"include_usage": True},
+    }
     if kind == "after":
         from .tool_rounds import ROUNDS
 
         rnd = ROUNDS[i % len(ROUNDS)]
-        return {
-            "model": model,
-            "stream": True,
-            "temperature": 0,
-            "max_tokens": max_tokens,
-            "stream_options": {"include_usage": True},
+        return streamed | {
             "messages": rnd.messages(),
             "tools": [rnd.tool()],
             "tool_choice": "none",
@@ -87,27 +89,14 @@ def body(
             messages = agent_messages(i if stream is None else stream, turn)
         else:
             messages = [{"role": "user", "content": f"What is the weather in {city}?"}]
-        return {
-            "model": model,
-            "stream": True,
-            "temperature": 0,
-            "max_tokens": max_tokens,
-            "stream_options": {"include_usage": True},
+        return streamed | {
             "messages": messages,
             "tools": [WEATHER],
             "tool_choice": "required",
             "parallel_tool_calls": False,
         }
-    return {
-        "model": model,
-        "stream": True,
-        "temperature": 0,
-        "max_tokens": max_tokens,
-        "stream_options": {"include_usage": True},
-        "messages": [
-            {"role": "user", "content": f"Write a long story about a traveller in {city}."}
-        ],
-    }
+    story = f"Write a long story about a traveller in {city}."
+    return streamed | {"messages": [{"role": "user", "content": story}]}
 
 
 def responses_body(chat: dict, store: bool | None = None) -> dict:
