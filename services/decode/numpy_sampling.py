@@ -96,7 +96,6 @@ def accept_or_resample(s: Sampled, row: np.ndarray, proposed: int | None) -> int
     and otherwise draws from p with `proposed` taken out."""
     if proposed is None or s.temperature <= 0:
         return pick([s], row)[0]
-    rng = s.generator if s.generator is not None else np.random.default_rng()
     got = weights(row[0], s.temperature, s.top_p)
     if got is None:
         return int(row[0].argmax())
@@ -107,12 +106,12 @@ def accept_or_resample(s: Sampled, row: np.ndarray, proposed: int | None) -> int
         where = np.flatnonzero(ids == proposed)
         at = int(where[0]) if len(where) else -1
     total = float(w.sum())
-    if at >= 0 and rng.random() * total < w[at]:
+    if at >= 0 and s.generator.random() * total < w[at]:
         return int(proposed)
     if at >= 0:
         w = w.copy()
         w[at] = 0.0
-    return _inverse_cdf(ids, w, rng)
+    return _inverse_cdf(ids, w, s.generator)
 
 
 def pick(seqs: Sequence[Sampled], logits: np.ndarray) -> list[int]:
@@ -123,6 +122,6 @@ def pick(seqs: Sequence[Sampled], logits: np.ndarray) -> list[int]:
         if s.temperature <= 0:
             tokens.append(best[i])
             continue
-        rng = s.generator if s.generator is not None else np.random.default_rng()
-        tokens.append(draw(logits[i], s.temperature, s.top_p, rng))
+        # sampling.generator() gives every sampled numpy row its own, seeded or fresh
+        tokens.append(draw(logits[i], s.temperature, s.top_p, s.generator))
     return tokens

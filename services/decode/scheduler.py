@@ -379,14 +379,13 @@ class Scheduler:
         self.cost = StepCost.measure(forward)
         self.step.release(slot)
 
-    def _plan_drafts(self) -> dict[int, list[int]]:
+    def _plan_drafts(self, positions: int) -> dict[int, list[int]]:
         """Each running sequence's draft for this forward, by slot: as long as it pays
-        (drafts.PromptLookup.choose) at the positions the forward computes so far, and cut
-        where its grammar would refuse a token (a refused token is never verified)."""
+        (drafts.PromptLookup.choose) at the positions the forward computes so far (`positions`
+        before any draft), and cut where its grammar would refuse a token (a refused token is
+        never verified)."""
         cost = self.cost
         assert cost is not None, "measure_cost() ran at load"
-        positions = len(self.running) + sum(len(s.jump) for s in self.running if s.jump)
-        positions += sum(len(s.tokens) for s in self._prefill_spans())
         drafts = {}
         for seq in self.running:
             if seq.drafts is None or seq.jump:
@@ -427,19 +426,22 @@ class Scheduler:
         return draft[:taken]
 
     def _iterate(self) -> None:
-        drafts = self._plan_drafts() if self.speculate else {}
-        decode = [
-            Span(s.slot, [s.last_token, *d], s.position, every_row=True)
-            if (d := drafts.get(s.slot))
-            else Span(s.slot, [s.last_token], s.position)
-            for s in self.running
-        ]
         # A sequence with forced tokens runs them as a chunk right after its decode row (the
         # chunk attends to that row's key, written first in each layer); its next token is
         # sampled from the chunk's last row.
         jumping = [(s, s.jump) for s in self.running if s.jump]
         jumps = [Span(s.slot, jump, s.position + 1) for s, jump in jumping]
         prefill = self._prefill_spans()
+        drafts = {}
+        if self.speculate:
+            undrafted = len(self.running) + sum(len(s.tokens) for s in jumps + prefill)
+            drafts = self._plan_drafts(undrafted)
+        decode = [
+            Span(s.slot, [s.last_token, *d], s.position, every_row=True)
+            if (d := drafts.get(s.slot))
+            else Span(s.slot, [s.last_token], s.position)
+            for s in self.running
+        ]
         tokens = sum(len(s.tokens) for s in decode + jumps + prefill)
         n = self._threads_for(tokens)
         t0 = time.perf_counter()

@@ -84,7 +84,8 @@ class CompilePool:
 
     def spawn(self) -> None:
         """Start the worker processes now: their imports (xgrammar and transformers, about a
-        second of the template service's start) run while the caller loads the tokenizer start() needs."""
+        second of the template service's start) run while the caller loads the tokenizer
+        start() needs."""
         self.spawned += [_Process() for _ in range(self.size - len(self.spawned))]
 
     async def start(self, info_json: str | None = None) -> None:

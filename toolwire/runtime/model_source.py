@@ -136,9 +136,9 @@ def load_tokenizer(source: ModelSource):
     try:
         _read_gguf(source, str(converted), sizes=False)
         tokenizer = _load_converted(converted)
+        tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
             shutil.copytree(converted, tmp)
             if stale:
                 os.replace(cached, work / "old")
@@ -146,7 +146,7 @@ def load_tokenizer(source: ModelSource):
         except OSError:
             pass  # a read-only home: convert every time
         finally:
-            shutil.rmtree(cached.with_name(f"{cached.name}.tmp{os.getpid()}"), ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return tokenizer

@@ -1,10 +1,11 @@
 """The step on ggml: llama.cpp's library computes the forward pass, toolwire keeps the rest.
 
-The batch engine's scheduler (services/decode/scheduler.py) calls a step with spans of new tokens per cache
-slot and gets one row of logits per span, a numpy array; it applies the xgrammar masks and
-samples in numpy (sampling.py), so a process that runs this step never imports torch
-(services/decode/step_choice.py). Here the spans become one llama_batch: each slot is a llama
-sequence id, each span's last token asks for logits, and the KV cache is llama.cpp's, one pool shared by all sequences
+The batch engine's scheduler (services/decode/scheduler.py) calls a step with spans of new
+tokens per cache slot and gets one row of logits per span (a row per token of a draft's span),
+a numpy array; it applies the xgrammar masks and samples in numpy (sampling.py), so a process
+that runs this step never imports torch (services/decode/step_choice.py). Here the spans become
+one llama_batch: each slot is a llama sequence id, each span's last token (each token of a
+draft's) asks for logits, and the KV cache is llama.cpp's, one pool shared by all sequences
 (`kv_unified`): a shared prefix (llama_memory_seq_cp) costs no copy, a finished sequence's
 cells go back to the pool.
 
