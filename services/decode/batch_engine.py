@@ -208,7 +208,7 @@ class BatchEngine(Engine):
         if self.speculation == "ngram" and not self.step.verifies_drafts:
             raise SystemExit(
                 f"--speculation ngram: {type(self.step).__name__} returns one row a sequence "
-                "and cannot verify drafts (the ggml step does); auto or off"
+                "and cannot verify drafts (the ggml and Llama torch steps do); auto or off"
             )
         policy, set_threads = self._step_threads()
         self.scheduler = Scheduler(
@@ -283,6 +283,8 @@ class BatchEngine(Engine):
                 self.step = TransformersStep(model, self.max_batch + 1, max_len + 1)
             self._schedule(cfg.vocab_size)
             self._warm_up()
+            if self.scheduler.speculate:
+                self.scheduler.measure_cost()
         self._log_loaded("int8" if self.int8 else str(dtype).removeprefix("torch."), t0)
 
     def describe(self) -> str:

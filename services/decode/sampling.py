@@ -69,5 +69,9 @@ def pick(seqs: Sequence[Sampled], logits: Any) -> list[int]:
 
 def accept_or_resample(seq: Sampled, row: Any, proposed: int | None) -> int:
     """A draft's row (1, vocab), masked: its draft token kept, or the one written in its place
-    (numpy_sampling.accept_or_resample). Only the ggml step verifies drafts: numpy rows."""
-    return numpy_sampling.accept_or_resample(seq, row, proposed)
+    (numpy_sampling.accept_or_resample), in the row's library."""
+    if isinstance(row, np.ndarray):
+        return numpy_sampling.accept_or_resample(seq, row, proposed)
+    from . import torch_sampling
+
+    return torch_sampling.accept_or_resample(seq, row, proposed)

@@ -207,8 +207,6 @@ def make_engine(config: DecodeConfig) -> Engine:
             speculation=config.speculation,
         )
     if config.engine == "trtllm":
-        if config.speculation == "ngram":  # not passed through (docs/engines.md)
-            raise SystemExit("--speculation ngram: the batch engine's; --engine trtllm runs none")
         from .trtllm_engine import TrtllmEngine
 
         return TrtllmEngine.from_config(config)

@@ -43,21 +43,40 @@ def greedy(logits: torch.Tensor) -> list[int]:
     return logits.argmax(dim=-1).tolist()
 
 
+def probabilities(row: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """softmax(row / temperature) on the CPU (seeded generators are CPU), zero outside the
+    top-p nucleus (unnormalized there: multinomial takes weights)."""
+    probs = torch.softmax(row.cpu() / temperature, dim=-1)
+    if 0 < top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        cut = sorted_p.cumsum(0) - sorted_p > top_p
+        sorted_p[cut] = 0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    return probs
+
+
 def pick(seqs: Sequence[Sampled], logits: torch.Tensor) -> list[int]:
     """One token per row of (already masked) logits: greedy where the temperature is 0."""
     best = greedy(logits)
     tokens = []
     for i, s in enumerate(seqs):
-        temp = s.temperature
-        if temp <= 0:
+        if s.temperature <= 0:
             tokens.append(best[i])
             continue
-        probs = torch.softmax(logits[i].cpu() / temp, dim=-1)  # seeded generators are CPU
-        top_p = s.top_p
-        if 0 < top_p < 1:
-            sorted_p, order = probs.sort(descending=True)
-            cut = sorted_p.cumsum(0) - sorted_p > top_p
-            sorted_p[cut] = 0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+        probs = probabilities(logits[i], s.temperature, s.top_p)
         tokens.append(int(torch.multinomial(probs, 1, generator=s.generator)))
     return tokens
+
+
+def accept_or_resample(s: Sampled, row: torch.Tensor, proposed: int | None) -> int:
+    """numpy_sampling.accept_or_resample's rule on a torch row (1, vocab): greedy keeps the
+    draft token where it is the argmax; with a temperature it is kept with probability
+    p(proposed), else the token is drawn from p with `proposed` taken out."""
+    if proposed is None or s.temperature <= 0:
+        return pick([s], row)[0]
+    probs = probabilities(row[0], s.temperature, s.top_p)
+    total = float(probs.sum())
+    if float(torch.rand(1, generator=s.generator)) * total < float(probs[proposed]):
+        return int(proposed)
+    probs[proposed] = 0.0
+    return int(torch.multinomial(probs, 1, generator=s.generator))

@@ -21,6 +21,7 @@ from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.vocabulary import FinishReason
 
 from .config import DecodeConfig
+from .drafts import MAX_DRAFT, NGRAMS
 from .engine import Engine, EngineInfo, EngineOutput, EngineRequest, EngineRequestError
 
 log = logging.getLogger("toolwire.decode.trtllm")
@@ -38,6 +39,30 @@ def _import():
             "decode image built from k8s/images/decode-trtllm.Dockerfile."
         ) from None
     return tensorrt_llm, LLM, SamplingParams, GuidedDecodingParams, KvCacheConfig
+
+
+def ngram_config(version: str):
+    """TensorRT-LLM's own prompt-lookup drafter configured as the batch engine's is
+    (services/decode/drafts.py): up to MAX_DRAFT tokens after a match of the last NGRAMS[0]
+    tokens, in the request's own prompt and output (a pool per request), newest match
+    first. Its PyTorch backend verifies the drafts under the guided decoder
+    (tensorrt_llm/_torch/speculative/interface.py: an n-gram drafter supports it), rolling
+    the grammar back for what is rejected; the drafts themselves are not cut by the grammar
+    as ours are."""
+    try:
+        from tensorrt_llm.llmapi import NGramDecodingConfig
+    except ImportError:
+        raise SystemExit(
+            f"--speculation ngram: TensorRT-LLM {version} has no NGramDecodingConfig "
+            "(tensorrt_llm.llmapi); --speculation off"
+        ) from None
+    return NGramDecodingConfig(
+        max_draft_len=MAX_DRAFT,
+        max_matching_ngram_size=NGRAMS[0],
+        is_keep_all=True,
+        is_use_oldest=False,
+        is_public_pool=False,
+    )
 
 
 def guided_decoding(params_cls, constraint: Constraint | None):
@@ -69,8 +94,12 @@ class TrtllmEngine(Engine):
         max_batch: int = 64,
         kv_cache_fraction: float = 0.85,
         max_model_len: int | None = None,
+        speculation: str = "auto",
     ):
         self.model_path = model
+        # auto is off here: TensorRT-LLM's n-gram drafter has not been measured on a GPU by
+        # us; ngram passes it through (ngram_config).
+        self.speculation = speculation
         self.tp = tensor_parallel_size
         self.max_batch = max_batch
         self.kv_fraction = kv_cache_fraction
@@ -97,6 +126,7 @@ class TrtllmEngine(Engine):
             args.max_batch,
             args.kv_cache_fraction,
             args.max_model_len,
+            args.speculation,
         )
 
     async def start(self) -> None:
@@ -113,11 +143,19 @@ class TrtllmEngine(Engine):
             # Set explicitly: without a backend TensorRT-LLM ignores constraints.
             guided_decoding_backend="xgrammar",
         )
+        if self.speculation == "ngram":
+            kwargs["speculative_config"] = ngram_config(trtllm.__version__)
         max_len, vocab = model_limits(self.model_path, self.max_model_len)
         kwargs["max_seq_len"] = max_len  # left None, TensorRT-LLM reports no length to us
         self.llm = await asyncio.to_thread(LLM, **kwargs)
         self.info = EngineInfo("trtllm", max_len, vocab, self.max_batch, EBNF)
-        log.info("TensorRT-LLM %s loaded %s (tp=%d)", trtllm.__version__, self.model_path, self.tp)
+        log.info(
+            "TensorRT-LLM %s loaded %s (tp=%d, speculation: %s)",
+            trtllm.__version__,
+            self.model_path,
+            self.tp,
+            "its n-gram drafter" if self.speculation == "ngram" else "off",
+        )
 
     async def stop(self) -> None:
         if self.llm is not None:

@@ -1,4 +1,4 @@
-"""Speculation on the ggml step (services/decode/drafts.py, Scheduler._verify) changes how many
+"""Speculation on the ggml and torch steps (services/decode/drafts.py, Scheduler._verify) changes how many
 forwards a request takes, never what it decodes: greedy output with drafts equals greedy
 output without them, unconstrained and under a strict schema; a seed still reproduces; and
 where the context holds what the model writes, drafts are kept and a forward yields more than
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+
+import pytest
 
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.services.decode.engine import EngineRequest
@@ -48,6 +50,32 @@ ARGS = {
 }
 
 
+# Greedy runs that may differ with drafts, by step: a verified draft's rows are computed in
+# one forward of several positions, so a kernel that rounds by how many rows it multiplies
+# can move a near-tie. The ggml step and the torch step in fp32 (within 5e-5 of the
+# one-row logits) measured none of these prompts differ; the torch step's int8 matmuls take
+# bf16 activations (within 0.25 of logits near 31), and one prompt of the six, a list of
+# near-identical dates, measured one diverging token.
+MAY_DIFFER = {"ggml": 0, "torch": 0, "torch-int8": 1}
+
+
+@pytest.fixture(scope="module")
+def torch_fp32_engine():
+    from tests.conftest import _engine, _stop
+
+    engine = _engine(step="torch", dtype="fp32")
+    yield engine
+    _stop(engine)
+
+
+@pytest.fixture(scope="module", params=list(MAY_DIFFER))
+def engine(request):
+    name = {"ggml": "torch_engine", "torch": "torch_fp32_engine", "torch-int8": "torch_step_engine"}
+    engine = request.getfixturevalue(name[request.param])
+    engine.name = request.param
+    return engine
+
+
 @contextlib.contextmanager
 def speculation(engine, on: bool):
     before, engine.scheduler.speculate = engine.scheduler.speculate, on
@@ -69,8 +97,7 @@ def run(engine, rid, prompt, on, **kw):
         return engine.loop.run_until_complete(_run(engine, rid, prompt, **kw))
 
 
-def test_greedy_output_with_drafts_is_greedy_output_without(torch_engine, tokenizer):
-    engine = torch_engine
+def test_greedy_output_with_drafts_is_greedy_output_without(engine, tokenizer):
     assert engine.step.verifies_drafts and engine.scheduler.speculate  # on by default here
     prompts = [chat(tokenizer, c) for c in CONVERSATIONS]
     stats = engine.stats
@@ -84,13 +111,10 @@ def test_greedy_output_with_drafts_is_greedy_output_without(torch_engine, tokeni
         if i == 1:  # a sentence to repeat: drafts are kept
             assert stats.spec_accepted_tokens - kept >= 4
             assert len(drafted) > stats.steps - steps  # more than one token a forward
-    # Measured: none of these differ on the ggml step (its kernels compute each row of a
-    # batch alike); a kernel that rounds by batch size would show here first.
-    assert differ == []
+    assert len(differ) <= MAY_DIFFER[engine.name], differ
 
 
-def test_a_strict_schema_decodes_alike_with_and_without_drafts(torch_engine, tokenizer):
-    engine = torch_engine
+def test_a_strict_schema_decodes_alike_with_and_without_drafts(engine, tokenizer):
     prompt = chat(
         tokenizer,
         [
@@ -114,9 +138,9 @@ def test_a_strict_schema_decodes_alike_with_and_without_drafts(torch_engine, tok
     assert engine.stats.spec_drafts > drafts  # the note copies the prompt: drafts verified
 
 
-def test_a_seed_reproduces_with_drafts(torch_engine, tokenizer):
+def test_a_seed_reproduces_with_drafts(engine, tokenizer):
     prompt = chat(tokenizer, CONVERSATIONS[0])
     kw = dict(max_tokens=40, temperature=0.8, top_p=0.95, seed=11)
-    first = run(torch_engine, "seed-a", prompt, True, **kw)
-    again = run(torch_engine, "seed-b", prompt, True, **kw)
+    first = run(engine, "seed-a", prompt, True, **kw)
+    again = run(engine, "seed-b", prompt, True, **kw)
     assert first == again and len(first) > 0

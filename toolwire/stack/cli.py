@@ -138,8 +138,9 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         "--speculation",
         choices=["auto", "ngram", "off"],
         default=DECODE.speculation,
-        help="drafts verified in each forward: ngram (prompt lookup, services/decode/drafts.py); "
-        "auto: ngram where the step verifies drafts (the ggml step), else off",
+        help="drafts verified in each forward: ngram (prompt lookup, services/decode/drafts.py; "
+        "with --engine trtllm, TensorRT-LLM's own n-gram drafter); auto: ngram on the batch "
+        "engine's ggml and Llama torch steps, off with --engine trtllm",
     )
 
 

@@ -99,7 +99,7 @@ class TorchLlamaStep:
     min_prefill = MIN_PREFILL
     library = "plain torch"
     uses_torch = True
-    verifies_drafts = False  # one row a span: speculation is the ggml step's
+    verifies_drafts = True  # a draft's span returns a row a token (forward)
     kv_tokens = None  # each slot reserves its own room; no shared pool
 
     def __init__(self, model, max_slots: int, max_len: int, int8: bool = False):
@@ -188,16 +188,24 @@ class TorchLlamaStep:
         return x * cos + rotated * sin
 
     def forward(self, decode: list[Span], prefill: list[Span]) -> torch.Tensor:
-        """Logits (fp32) of the last token of each span: decode spans first, then prefill.
+        """Logits (fp32) of the last token of each span (each token of an `every_row` span),
+        decode spans first, in span order.
 
-        Decode spans carry one token each; their slots must be consecutive and ascending
-        (the engine keeps them so) so their cache rows are one view, not a gathered copy.
+        One-token decode spans are attended together in one batched call: over a view of the
+        cache when their slots are consecutive and ascending (the engine keeps them so), else
+        over a gathered copy (a sequence between them is verifying a draft). A draft's span
+        (`every_row`) attends causally over its slot, as a prefill chunk does, and its rows run
+        on the decode weights (int8 where on): its tokens are generated ones, so their
+        numerics are a generated token's.
         """
+        single = [s for s in decode if not s.every_row]
+        chunks = [s for s in decode if s.every_row] + prefill
+        n_drafted = len(chunks) - len(prefill)
         ids, pos = [], []
-        for s in decode:
+        for s in single:
             ids.append(s.tokens[0])
             pos.append(s.start)
-        for s in prefill:
+        for s in chunks:
             ids.extend(s.tokens)
             pos.extend(range(s.start, s.start + len(s.tokens)))
         dev = self.device
@@ -205,29 +213,36 @@ class TorchLlamaStep:
         pos_t = torch.tensor(pos, device=dev)
         cos = self.cos[pos_t][:, None, :]  # (tokens, 1, head_dim): broadcast over heads
         sin = self.sin[pos_t][:, None, :]
-        nd = len(decode)
+        nd = len(single)
+        # Rows on the decode weights: the one-token spans and the drafts' spans, first in x.
+        generated = nd + sum(len(s.tokens) for s in chunks[:n_drafted])
         if nd:
-            first = decode[0].slot
-            assert [s.slot for s in decode] == list(range(first, first + nd)), "decode slots"
-            dec_rows = slice(first, first + nd)
+            slot_ids = [s.slot for s in single]
+            first = slot_ids[0]
+            dec_rows: slice | torch.Tensor = (
+                slice(first, first + nd)
+                if slot_ids == list(range(first, first + nd))
+                else torch.tensor(slot_ids, device=dev)
+            )
+            slots = torch.tensor(slot_ids, device=dev)
             dec_pos = pos_t[:nd]
-            dec_len = max(s.start for s in decode) + 1
+            dec_len = max(s.start for s in single) + 1
             # (rows, 1, 1, len): each row sees its own positions 0..start only.
             dec_mask = (torch.arange(dec_len, device=dev)[None, :] <= dec_pos[:, None])[
                 :, None, None
             ]
-        pre_masks = []
-        for s in prefill:
-            n, end = len(s.tokens), s.start + len(s.tokens)
+        chunk_masks = []
+        for s in chunks:
+            end = s.start + len(s.tokens)
             cols = torch.arange(end, device=dev)[None, :]
             rows = torch.arange(s.start, end, device=dev)[:, None]
-            pre_masks.append(cols <= rows)  # causal, offset by what the slot already holds
+            chunk_masks.append(cols <= rows)  # causal, offset by what the slot already holds
 
         x = self.embed[ids_t]
         qw, kw = self.q_width, self.kv_width
         for li, layer in enumerate(self.layers):
             h = self._norm(x, layer.ln1)
-            qkv = linear(h, layer.qkv, layer.qkv_bias, nd)
+            qkv = linear(h, layer.qkv, layer.qkv_bias, generated)
             q = qkv[:, :qw].view(-1, self.heads, self.head_dim)
             k = qkv[:, qw : qw + kw].view(-1, self.kv_heads, self.head_dim)
             v = qkv[:, qw + kw :].view(-1, self.kv_heads, self.head_dim)
@@ -236,7 +251,6 @@ class TorchLlamaStep:
             kc, vc = self.keys[li], self.values[li]
             outs = []
             if nd:
-                slots = torch.arange(first, first + nd, device=dev)
                 kc[slots, :, dec_pos] = k[:nd]
                 vc[slots, :, dec_pos] = v[:nd]
                 att = F.scaled_dot_product_attention(
@@ -248,7 +262,7 @@ class TorchLlamaStep:
                 )
                 outs.append(att.reshape(nd, qw))
             at = nd
-            for s, mask in zip(prefill, pre_masks):
+            for s, mask in zip(chunks, chunk_masks):
                 n, end = len(s.tokens), s.start + len(s.tokens)
                 kc[s.slot, :, s.start : end] = k[at : at + n].transpose(0, 1)
                 vc[s.slot, :, s.start : end] = v[at : at + n].transpose(0, 1)
@@ -262,14 +276,28 @@ class TorchLlamaStep:
                 outs.append(att[0].transpose(0, 1).reshape(n, qw))
                 at += n
             att = outs[0] if len(outs) == 1 else torch.cat(outs)
-            x = x + linear(att, layer.o, decode_rows=nd)
+            x = x + linear(att, layer.o, decode_rows=generated)
             h = self._norm(x, layer.ln2)
-            gate, up = linear(h, layer.gate_up, decode_rows=nd).chunk(2, dim=-1)
-            x = x + linear(F.silu(gate) * up, layer.down, decode_rows=nd)
-        # Only each span's last token needs logits.
-        last, at = list(range(nd)), nd
+            gate, up = linear(h, layer.gate_up, decode_rows=generated).chunk(2, dim=-1)
+            x = x + linear(F.silu(gate) * up, layer.down, decode_rows=generated)
+        # The rows that need logits, in the contract's order (decode spans as given, then
+        # prefill): x holds the one-token spans first, then the drafts, then the prefills.
+        row_of: dict[int, list[int]] = {}  # a decode span's index -> its rows in x
+        singles = iter(range(nd))
+        at = nd
+        drafted = iter(chunks[:n_drafted])
+        for i, s in enumerate(decode):
+            if s.every_row:
+                span = next(drafted)
+                row_of[i] = list(range(at, at + len(span.tokens)))
+                at += len(span.tokens)
+            else:
+                row_of[i] = [next(singles)]
+        wanted = [r for i in range(len(decode)) for r in row_of[i]]
         for s in prefill:
             at += len(s.tokens)
-            last.append(at - 1)
-        x = x[last] if len(last) != x.shape[0] else x
-        return linear(self._norm(x, self.norm), self.lm_head, decode_rows=nd).float()
+            wanted.append(at - 1)
+        x = x[wanted] if wanted != list(range(x.shape[0])) else x
+        return linear(
+            self._norm(x, self.norm), self.lm_head, decode_rows=len(wanted) - len(prefill)
+        ).float()
