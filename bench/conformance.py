@@ -17,8 +17,7 @@ import pathlib
 import sys
 from dataclasses import dataclass, field
 
-import xgrammar as xgr
-
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.constraints.schemas import first_unsupported

@@ -271,7 +271,9 @@ def main() -> int:
         if args.baseline:
             tree, found = baseline.prepare(args.baseline)
             print(f"baseline {args.baseline} = {tree.sha}: {tree.path}", flush=True)
-            args.stack_flags = []
+            # as shipped then, on the one step benched when --steps names one
+            one_step = len(args.steps) == 1 and args.steps[0] != "auto"
+            args.stack_flags = ["--step", args.steps[0]] if one_step else []
             stack, url, model = start_stack(args, tree)
             procs.append(stack)
             servers[f"toolwire {tree.short}"] = (url, model)

@@ -11,10 +11,14 @@ A draft is not free: each position it adds is computed for the whole batch, and 
 more position costs 40-70% of a one-token step (bench: 11.6 ms for one position of the
 embedded model on 2 cores, 20 ms for two, 57 ms for nine). So a sequence drafts `k` tokens
 only where the tokens it expects to gain, at its own acceptance rate, outweigh what those
-positions cost the batch (`StepCost`, measured when the engine loads); a sequence whose drafts
-are refused drafts less, then only a probe now and then, fewer as probes fail. A sequence's
-first continuation is a probe: with nothing yet known of it, the prior alone would not pay
-for a draft on a CPU, and copying is what the first probe finds out.
+positions cost the batch (`StepCost`, measured when the engine loads).
+
+The acceptance rate needs no draft to be learned: where a sequence has a continuation but
+does not draft, the token it writes next is compared with the continuation's first (a
+shadow draft, free), so a sequence that starts copying drafts a few tokens in, and prose
+whose lookups are chance never pays for a refused draft. Verified drafts add their own
+evidence. (Probing instead, a few tokens verified at a sequence's first long match, cost
+the agent and prose workloads 5-15% in refused probes: docs/performance.md, Speculation.)
 """
 
 from __future__ import annotations
@@ -23,16 +27,11 @@ from collections.abc import Callable
 
 NGRAMS = (3, 2)  # suffix lengths looked up, longest first: a longer match is a better guess
 MAX_DRAFT = 8  # tokens a draft may hold; the forward verifies them all at once
-# What a sequence's acceptance starts from, worth two drafts of evidence, below what pays on
-# a CPU: a sequence drafts once a probe has found it copying. Decayed so that a sequence's
-# recent drafts count most.
-PRIOR_ACCEPT, PRIOR_WEIGHT, DECAY = 0.5, 2.0, 0.9
+# What a sequence's acceptance starts from, worth one token of evidence: a sequence drafts
+# once it has been seen copying. Each token judged decays the evidence before it, so that a
+# sequence's last ten or twenty tokens count most.
+PRIOR_ACCEPT, PRIOR_WEIGHT, DECAY = 0.5, 1.0, 0.9
 MARGIN = 1.1  # a draft must promise 10% more tokens than its positions cost the batch
-PROBE_STEPS = (16, 256)  # steps between probes: the first wait, the longest
-PROBE_DRAFT = 4  # a probe's tokens: enough to see whether the sequence copies
-# A probe runs only where a sequence that copies this well would draft: in a large batch on a
-# CPU a position costs about what a sequence's token does, and no draft pays there.
-PROBE_ACCEPT = 0.9
 
 
 def expected_tokens(accept: float, k: int) -> float:
@@ -87,20 +86,23 @@ class StepCost:
 
 class PromptLookup:
     """One sequence's drafter: its tokens so far, for each n-gram where the tokens after its
-    latest occurrence start, and how often its drafts have been kept."""
+    latest occurrence start, and how often the model wrote what a draft would have held."""
 
     def __init__(self, prompt: list[int]):
         self.tokens: list[int] = []
         self.follows: dict[tuple[int, ...], int] = {}
-        self.kept = PRIOR_ACCEPT * PRIOR_WEIGHT  # draft positions kept (decayed)
-        self.refused = (1 - PRIOR_ACCEPT) * PRIOR_WEIGHT  # drafts cut short by the model
-        self.probe_wait = PROBE_STEPS[0]
-        # steps with a continuation but no draft since the last draft; the first is a probe
-        self.idle = self.probe_wait
+        self.kept = PRIOR_ACCEPT * PRIOR_WEIGHT  # draft tokens the model wrote too (decayed)
+        self.refused = (1 - PRIOR_ACCEPT) * PRIOR_WEIGHT  # draft tokens it did not
+        # The first token of a continuation not drafted this step: judged by what comes next.
+        self.shadow: int | None = None
         self.extend(prompt)
 
     def extend(self, tokens: list[int]) -> None:
-        """The sequence wrote (or was given) these tokens."""
+        """The sequence wrote (or was given) these tokens: the first judges the shadow draft
+        (what follows it is forced text, which says nothing of copying)."""
+        if self.shadow is not None and tokens:
+            self._judge(tokens[0] == self.shadow)
+        self.shadow = None
         for t in tokens:
             at = len(self.tokens)
             # The n-grams ending just before `at` are now followed by a token: index them.
@@ -127,34 +129,26 @@ class PromptLookup:
         """The chance a draft token is kept once those before it were."""
         return self.kept / (self.kept + self.refused)
 
-    def choose(
-        self,
-        continuation: list[int],
-        extra: Callable[[int], float],
-        rate: float,
-        matched: int = NGRAMS[0],
-    ) -> int:
+    def choose(self, continuation: list[int], extra: Callable[[int], float], rate: float) -> int:
         """How many of the continuation's tokens to verify: the k whose expected gain per
         second of the batch's time is best, if it beats what the batch makes of that time
-        (`rate`: tokens a second) by MARGIN; else a probe when one is due and the longest
-        n-gram matched (a two-token match in prose is mostly chance), or 0."""
+        (`rate`: tokens a second) by MARGIN; else 0, and the continuation's first token is
+        judged against what the sequence writes next."""
         best, best_yield = _best(self.accept, len(continuation), extra)
         if best and best_yield > rate * MARGIN:
+            self.shadow = None
             return best
-        if matched != NGRAMS[0] or _best(PROBE_ACCEPT, MAX_DRAFT, extra)[1] <= rate * MARGIN:
-            return 0  # no probe: a sequence could not pay for drafts at this batch either
-        if self.idle >= self.probe_wait:
-            return min(PROBE_DRAFT, len(continuation))
-        self.idle += 1
+        self.shadow = continuation[0] if continuation else None
         return 0
 
     def record(self, drafted: int, kept: int) -> None:
-        """How much of the last draft the model kept."""
-        if drafted <= 0:
-            return
+        """How much of the last draft the model kept: `kept` tokens written alike, then the
+        one it wrote instead (where it cut the draft short)."""
+        for _ in range(kept):
+            self._judge(True)
+        if kept < drafted:
+            self._judge(False)
+
+    def _judge(self, kept: bool) -> None:
         self.kept = self.kept * DECAY + kept
-        self.refused = self.refused * DECAY + (kept < drafted)
-        probe = self.idle >= self.probe_wait
-        self.idle = 0
-        if probe:  # a probe refused waits longer for the next; one kept, the first wait
-            self.probe_wait = PROBE_STEPS[0] if kept else min(PROBE_STEPS[1], self.probe_wait * 2)
+        self.refused = self.refused * DECAY + (not kept)

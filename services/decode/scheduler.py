@@ -391,7 +391,7 @@ class Scheduler:
             if seq.drafts is None or seq.jump:
                 continue
             room = seq.max_tokens - seq.completion - 1
-            continuation, matched = seq.drafts.continuation(room)
+            continuation, _ = seq.drafts.continuation(room)
             # Up to a stop token: what followed a match in the prompt may be the chat
             # template's end of turn, which the answer seldom writes there.
             for i, token in enumerate(continuation):
@@ -405,7 +405,7 @@ class Scheduler:
             def extra(k: int, n: int = positions) -> float:
                 return cost.extra(n, k)
 
-            k = seq.drafts.choose(continuation, extra, rate, matched)
+            k = seq.drafts.choose(continuation, extra, rate)
             draft = self._grammar_cut(seq, continuation[:k])
             if draft:
                 drafts[seq.slot] = draft

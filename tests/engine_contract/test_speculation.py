@@ -1,8 +1,9 @@
-"""Speculation on the ggml and torch steps (services/decode/drafts.py, Scheduler._verify) changes how many
-forwards a request takes, never what it decodes: greedy output with drafts equals greedy
-output without them, unconstrained and under a strict schema; a seed still reproduces; and
-where the context holds what the model writes, drafts are kept and a forward yields more than
-one token."""
+"""Speculation on the ggml and torch steps (services/decode/drafts.py, Scheduler._verify)
+changes how many forwards a request takes, never what it decodes: greedy output with drafts
+equals greedy output without them, unconstrained and under a strict schema; a seed still
+reproduces. Those run with every continuation drafted (an eager prior), so that drafts are
+refused as well as kept; as shipped, where the context holds what the model writes, drafts
+are kept and a forward yields more than one token."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import json
 import pytest
 
 from toolwire.constraints.kinds import Constraint, Kind
+from toolwire.services.decode import drafts
 from toolwire.services.decode.engine import EngineRequest
 
 from .test_reuse_and_jump import chat
@@ -55,7 +57,8 @@ ARGS = {
 # can move a near-tie. The ggml step and the torch step in fp32 (within 5e-5 of the
 # one-row logits) measured none of these prompts differ; the torch step's int8 matmuls take
 # bf16 activations (within 0.25 of logits near 31), and one prompt of the six, a list of
-# near-identical dates, measured one diverging token.
+# near-identical dates, measured one diverging token (eagerly drafted; as shipped, 0 to 2
+# of the six as the drafts fall).
 MAY_DIFFER = {"ggml": 0, "torch": 0, "torch-int8": 1}
 
 
@@ -74,6 +77,13 @@ def engine(request):
     engine = request.getfixturevalue(name[request.param])
     engine.name = request.param
     return engine
+
+
+@pytest.fixture
+def eager(monkeypatch):
+    """Every continuation drafted: a prior of 95% kept that no draft's outcome moves much."""
+    monkeypatch.setattr(drafts, "PRIOR_ACCEPT", 0.95)
+    monkeypatch.setattr(drafts, "PRIOR_WEIGHT", 1e6)
 
 
 @contextlib.contextmanager
@@ -97,24 +107,33 @@ def run(engine, rid, prompt, on, **kw):
         return engine.loop.run_until_complete(_run(engine, rid, prompt, **kw))
 
 
-def test_greedy_output_with_drafts_is_greedy_output_without(engine, tokenizer):
+def test_greedy_output_with_drafts_is_greedy_output_without(engine, tokenizer, eager):
     assert engine.step.verifies_drafts and engine.scheduler.speculate  # on by default here
     prompts = [chat(tokenizer, c) for c in CONVERSATIONS]
     stats = engine.stats
     differ = []
+    refused = stats.spec_draft_tokens - stats.spec_accepted_tokens
     for i, prompt in enumerate(prompts):
         plain = run(engine, f"off{i}", prompt, False, max_tokens=48, temperature=0.0)
-        steps, kept = stats.steps, stats.spec_accepted_tokens
         drafted = run(engine, f"on{i}", prompt, True, max_tokens=48, temperature=0.0)
         if drafted != plain:
             differ.append((i, tokenizer.decode(plain), tokenizer.decode(drafted)))
-        if i == 1:  # a sentence to repeat: drafts are kept
-            assert stats.spec_accepted_tokens - kept >= 4
-            assert len(drafted) > stats.steps - steps  # more than one token a forward
+    assert stats.spec_draft_tokens - stats.spec_accepted_tokens > refused  # some refused
     assert len(differ) <= MAY_DIFFER[engine.name], differ
 
 
-def test_a_strict_schema_decodes_alike_with_and_without_drafts(engine, tokenizer):
+def test_a_sequence_that_repeats_its_prompt_keeps_drafts(engine, tokenizer):
+    stats = engine.stats
+    steps, kept = stats.steps, stats.spec_accepted_tokens
+    prompt = chat(tokenizer, CONVERSATIONS[1])
+    drafted = run(engine, "repeat", prompt, True, max_tokens=48, temperature=0.0)
+    # The sentence is ten tokens: its first three find the match, a shadow draft or two
+    # shows the model copying, and drafts write the rest.
+    assert stats.spec_accepted_tokens - kept >= 3
+    assert len(drafted) > stats.steps - steps  # more than one token a forward
+
+
+def test_a_strict_schema_decodes_alike_with_and_without_drafts(engine, tokenizer, eager):
     prompt = chat(
         tokenizer,
         [
@@ -138,7 +157,7 @@ def test_a_strict_schema_decodes_alike_with_and_without_drafts(engine, tokenizer
     assert engine.stats.spec_drafts > drafts  # the note copies the prompt: drafts verified
 
 
-def test_a_seed_reproduces_with_drafts(engine, tokenizer):
+def test_a_seed_reproduces_with_drafts(engine, tokenizer, eager):
     prompt = chat(tokenizer, CONVERSATIONS[0])
     kw = dict(max_tokens=40, temperature=0.8, top_p=0.95, seed=11)
     first = run(engine, "seed-a", prompt, True, **kw)

@@ -84,6 +84,10 @@ class GrammarMatcher:
     def accept_token(self, token_id: int) -> bool:
         return self._handle.accept_token(token_id, False)
 
+    def accept_string(self, text: str) -> bool:
+        """Whether the grammar takes `text` next, as bytes (bench.conformance feeds instances)."""
+        return self._handle.accept_string(text, False)
+
     def fill_next_token_bitmask(self, bitmask: np.ndarray, index: int = 0) -> bool:
         """Row `index` of `bitmask` gets the tokens the grammar admits next; False when it
         admits every token (the row need not be applied)."""

@@ -1,19 +1,13 @@
 """Prompt-lookup drafts (services/decode/drafts.py): what follows the latest earlier occurrence
 of the sequence's last tokens, never the occurrence that is the suffix itself; a draft only
-where its expected gain beats what its positions cost the batch; fewer probes where drafts
-are refused."""
+where its expected gain beats what its positions cost the batch; the acceptance learned from
+what a sequence writes where it did not draft (a shadow draft), and from drafts verified."""
 
 from __future__ import annotations
 
 import pytest
 
-from toolwire.services.decode.drafts import (
-    PROBE_DRAFT,
-    PROBE_STEPS,
-    PromptLookup,
-    StepCost,
-    expected_tokens,
-)
+from toolwire.services.decode.drafts import PromptLookup, StepCost, expected_tokens
 
 # The embedded model's forward on 2 cores, as measured at load: 11.6 ms for one position,
 # 20 ms for two, 57 ms for nine.
@@ -62,46 +56,51 @@ def test_a_copying_sequence_drafts_long_alone_and_a_likely_one_not_in_a_full_bat
     assert _choose(copier, batch=1, positions=1) == 8
     likely = PromptLookup([])
     likely.kept, likely.refused = 8.0, 2.0  # 4 in 5 kept
-    likely.idle = 0  # its first probe is behind it
     assert 2 <= _choose(likely, batch=1, positions=1) <= 6
     # In a batch of 16 a position costs about what a sequence's token does: 4 in 5 is not
     # enough to pay for it.
     assert _choose(likely, batch=16, positions=16) == 0
 
 
-def test_drafts_mostly_refused_stop_and_probes_come_less_often():
+def test_a_new_sequence_drafts_once_it_is_seen_copying():
+    d = PromptLookup([1, 2, 3, 4, 5, 6, 7, 8, 9])
+    d.extend([1, 2, 3])  # 1 2 3 appeared before 4 5 6 ...
+    seen = []
+    while True:
+        continuation, _ = d.continuation(room=8)
+        k = d.choose(continuation, lambda k: CPU.extra(1, k), 1 / CPU.seconds(1))
+        if k:
+            break
+        seen.append(continuation[0])
+        d.extend([continuation[0]])  # the model writes what the shadow draft held
+    assert 1 <= len(seen) <= 3  # a few tokens in, it drafts
+    assert seen == [4, 5, 6][: len(seen)]
+
+
+def test_a_sequence_whose_lookups_are_chance_never_drafts():
     d = PromptLookup([])
-    assert _choose(d, batch=1, positions=1) > 0  # the prior drafts, or the first probe does
-    d.record(2, 0)
-    for _ in range(10):
-        d.record(2, 0)
-    assert d.accept < 0.2
-    waits = []
-    for _ in range(3):
-        steps = 1
-        while (k := _choose(d, batch=1, positions=1)) == 0:
-            steps += 1
-        assert k == PROBE_DRAFT
-        waits.append(steps)
-        d.record(k, 0)
-    # the first draft was a probe, refused: the waits double from there
-    assert waits == [2 * PROBE_STEPS[0] + 1, 4 * PROBE_STEPS[0] + 1, 8 * PROBE_STEPS[0] + 1]
-    while _choose(d, batch=1, positions=1) == 0:
-        pass
-    d.record(PROBE_DRAFT, PROBE_DRAFT)  # a probe kept whole: the next wait is the first again
-    assert d.probe_wait == PROBE_STEPS[0]
+    for _ in range(40):
+        assert d.choose([7, 8, 9], lambda k: CPU.extra(1, k), 1 / CPU.seconds(1)) == 0
+        d.extend([5])  # never the shadow's token
+    assert d.accept < 0.05
 
 
-def test_where_a_position_costs_a_whole_step_only_probes_draft():
+def test_forced_text_after_a_token_is_not_judged_and_a_refused_draft_counts_once():
+    d = PromptLookup([])
+    d.choose([7], lambda k: CPU.extra(1, k), 1 / CPU.seconds(1))
+    before = d.accept
+    d.extend([7, 1, 2, 3])  # the shadow's token, then forced text that is not
+    assert d.accept > before
+    kept, refused = d.kept, d.refused
+    d.record(4, 2)  # two kept, then the model's own token
+    assert d.kept == pytest.approx(((kept * 0.9 + 1) * 0.9 + 1) * 0.9)
+    assert d.refused == pytest.approx(refused * 0.9**3 + 1)
+
+
+def test_where_a_position_costs_a_whole_step_a_good_copier_does_not_draft():
     expensive = StepCost({1: 0.010, 2: 0.020, 9: 0.090})
     d = PromptLookup([])
-    d.record(PROBE_DRAFT, PROBE_DRAFT)  # the first probe, kept whole
+    d.kept, d.refused = 8.0, 2.0  # 4 in 5 kept
     rate = 1 / expensive.seconds(1)
     assert d.choose(list(range(8)), lambda k: expensive.extra(1, k), rate) == 0
     assert 2 <= _choose(d, batch=1, positions=1) <= 8  # on the CPU's costs it drafts
-
-
-def test_no_probe_in_a_batch_where_even_a_copying_sequence_would_not_draft():
-    d = PromptLookup([])  # its first probe is due
-    assert _choose(d, batch=16, positions=16) == 0
-    assert _choose(d, batch=1, positions=1) > 0
