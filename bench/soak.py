@@ -51,7 +51,7 @@ def processes(up: int) -> dict[str, int]:
         workers = 0
         for pid in sorted(child_pids(pids["template"])):
             cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"spawn_main" in cmdline:
+            if b"compile_worker" in cmdline or b"spawn_main" in cmdline:  # now, or before
                 pids[f"grammar worker {workers}"] = pid
                 workers += 1
             elif b"resource_tracker" in cmdline:  # multiprocessing's, for the workers

@@ -75,13 +75,18 @@ class StepCost:
         return self.seconds(positions + more) - self.seconds(positions)
 
     @classmethod
-    def measure(cls, forward: Callable[[int], float], sizes=(1, 2, 9)) -> StepCost:
-        """`forward(n)`: the seconds one forward of n positions took; the median of three."""
-        timings = {}
-        for n in sizes:
-            runs = sorted(forward(n) for _ in range(3))
-            timings[n] = runs[1]
-        return cls(timings)
+    def measure(
+        cls, forward: Callable[[int], float], sizes=(1, 2, 9), rounds: int = 5
+    ) -> StepCost:
+        """`forward(n)`: the seconds one forward of n positions took; the median of `rounds`
+        for each size. The sizes take turns, so that a busy moment (a neighbour starting, as
+        a test session's stack does) slows all of them, not one: the policy reads the curve's
+        shape, and one inflated size skews it."""
+        runs: dict[int, list[float]] = {n: [] for n in sizes}
+        for _ in range(rounds):
+            for n in sizes:
+                runs[n].append(forward(n))
+        return cls({n: sorted(t)[len(t) // 2] for n, t in runs.items()})
 
 
 class PromptLookup:

@@ -1,13 +1,15 @@
 """The compile pool's worker process (pool.py): compiles whatever (constraint, dialect) arrives
 and answers its CompileResult.
 
-A compile needs no torch, and torch's import would be most of the worker's memory: the spawned
-process imports this module to find its target, so torch is kept out here, before the compiler
-(and through it xgrammar and transformers) loads.
+    python -m toolwire.constraints.compile_worker FD   # FD: its end of the pool's socket pair
+
+A compile needs no torch, and torch's import would be most of the worker's memory: torch is
+kept out here, before the compiler (and through it xgrammar and transformers) loads.
 """
 
 from __future__ import annotations
 
+import sys
 from multiprocessing.connection import Connection
 
 from toolwire.runtime.without_torch import keep_torch_out
@@ -34,3 +36,7 @@ def serve(conn: Connection) -> None:
         except (EOFError, KeyboardInterrupt):
             return
         conn.send(check_in_dialect(compiler, constraint, dialect))
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))

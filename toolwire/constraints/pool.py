@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import multiprocessing
+import socket
+import subprocess
+import sys
 import time
 from multiprocessing.connection import Connection
 
@@ -23,30 +25,30 @@ from toolwire.constraints.outcome import CompileResult, Outcome
 
 log = logging.getLogger("toolwire.template")
 
-# Processes start with `spawn`: forking the gRPC server's process is unsafe.
-_CTX = multiprocessing.get_context("spawn")
-
-
-def _worker(conn: Connection) -> None:
-    """The worker's target, imported by name in the new process: it loads the compiler there
-    (compile_worker.py), never in the pool's own process."""
-    from toolwire.constraints import compile_worker
-
-    compile_worker.serve(conn)
-
 
 TIMEOUT = CompileResult(Outcome.TIMEOUT)
 CRASHED = CompileResult(Outcome.INVALID, message="the constraint compiler crashed on this schema")
 
 
 class _Process:
+    """A worker: `python -m toolwire.constraints.compile_worker`, a plain child process (not
+    multiprocessing's spawn, which would import the service's own CLI module in the child and
+    start a resource tracker: 9 MB a worker and 13 MB more for nothing here; forking the gRPC
+    server's process is unsafe). Messages go over a socket pair as multiprocessing
+    Connections: pickled, length-framed."""
+
     def __init__(self):
-        self.conn, child = _CTX.Pipe()
-        self.proc = _CTX.Process(
-            target=_worker, args=(child,), daemon=True, name="toolwire-grammar"
+        mine, theirs = socket.socketpair()
+        fd = theirs.fileno()
+        # A worker outlives nothing: when this process goes, its socket closes and the
+        # worker's recv ends it.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "toolwire.constraints.compile_worker", str(fd)],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,
         )
-        self.proc.start()
-        child.close()
+        theirs.close()
+        self.conn = Connection(mine.detach())
 
     def configure(self, info_json: str) -> _Process:
         """Hand the worker its tokenizer's info; return once it can compile."""
@@ -57,7 +59,7 @@ class _Process:
 
     def kill(self) -> None:
         self.proc.kill()
-        self.proc.join(5)
+        self.proc.wait(5)
         self.conn.close()
 
 

@@ -104,3 +104,17 @@ def test_where_a_position_costs_a_whole_step_a_good_copier_does_not_draft():
     rate = 1 / expensive.seconds(1)
     assert d.choose(list(range(8)), lambda k: expensive.extra(1, k), rate) == 0
     assert 2 <= _choose(d, batch=1, positions=1) <= 8  # on the CPU's costs it drafts
+
+
+def test_the_cost_is_measured_with_sizes_taking_turns_and_a_busy_moment_does_not_skew_it():
+    calls = []
+
+    def forward(n: int) -> float:
+        calls.append(n)
+        busy = 10.0 if len(calls) <= 2 else 1.0  # the first two forwards ran beside a neighbour
+        return busy * {1: 0.010, 2: 0.018, 9: 0.050}[n]
+
+    cost = StepCost.measure(forward)
+    assert calls[:6] == [1, 2, 9, 1, 2, 9]
+    assert cost.one == pytest.approx(0.010)
+    assert cost.seconds(9) == pytest.approx(0.050)
