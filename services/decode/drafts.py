@@ -75,9 +75,7 @@ class StepCost:
         return self.seconds(positions + more) - self.seconds(positions)
 
     @classmethod
-    def measure(
-        cls, forward: Callable[[int], float], sizes=(1, 2, 9), rounds: int = 5
-    ) -> StepCost:
+    def measure(cls, forward: Callable[[int], float], sizes=(1, 2, 9), rounds: int = 5) -> StepCost:
         """`forward(n)`: the seconds one forward of n positions took; the median of `rounds`
         for each size. The sizes take turns, so that a busy moment (a neighbour starting, as
         a test session's stack does) slows all of them, not one: the policy reads the curve's
