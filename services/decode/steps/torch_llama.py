@@ -219,12 +219,10 @@ class TorchLlamaStep:
         if nd:
             slot_ids = [s.slot for s in single]
             first = slot_ids[0]
-            dec_rows: slice | torch.Tensor = (
-                slice(first, first + nd)
-                if slot_ids == list(range(first, first + nd))
-                else torch.tensor(slot_ids, device=dev)
-            )
             slots = torch.tensor(slot_ids, device=dev)
+            dec_rows: slice | torch.Tensor = (
+                slice(first, first + nd) if slot_ids == list(range(first, first + nd)) else slots
+            )
             dec_pos = pos_t[:nd]
             dec_len = max(s.start for s in single) + 1
             # (rows, 1, 1, len): each row sees its own positions 0..start only.
@@ -282,18 +280,15 @@ class TorchLlamaStep:
             x = x + linear(F.silu(gate) * up, layer.down, decode_rows=generated)
         # The rows that need logits, in the contract's order (decode spans as given, then
         # prefill): x holds the one-token spans first, then the drafts, then the prefills.
-        row_of: dict[int, list[int]] = {}  # a decode span's index -> its rows in x
-        singles = iter(range(nd))
-        at = nd
-        drafted = iter(chunks[:n_drafted])
-        for i, s in enumerate(decode):
+        wanted: list[int] = []
+        single_row, at = 0, nd
+        for s in decode:  # the drafts sit in x in decode order, after the one-token rows
             if s.every_row:
-                span = next(drafted)
-                row_of[i] = list(range(at, at + len(span.tokens)))
-                at += len(span.tokens)
+                wanted.extend(range(at, at + len(s.tokens)))
+                at += len(s.tokens)
             else:
-                row_of[i] = [next(singles)]
-        wanted = [r for i in range(len(decode)) for r in row_of[i]]
+                wanted.append(single_row)
+                single_row += 1
         for s in prefill:
             at += len(s.tokens)
             wanted.append(at - 1)
