@@ -33,8 +33,7 @@ import argparse
 import statistics
 import time
 
-import xgrammar as xgr
-
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import grammar_of, in_dialect
 from toolwire.constraints.dialects import EBNF, DialectError

@@ -230,8 +230,9 @@ class BatchEngine(Engine):
         t0 = time.perf_counter()
         if use_ggml(self.source, self.step_kind, self.device):
             # No torch here: the step, its sampling and its thread policy are numpy and
-            # llama.cpp (in a test session torch may be loaded; this engine leaves it alone).
-            self.tokenizer = model_source.load_tokenizer(self.source)
+            # llama.cpp (in a test session torch may be loaded; this engine leaves it alone),
+            # and the tokenizer is the tokenizers library's alone.
+            self.tokenizer = model_source.load_tokenizer_json(self.source)
             self._load_ggml()
             self._warm_up()
             if self.scheduler.speculate:

@@ -14,6 +14,7 @@ from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ClientSecurity, ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.runtime import model_source
+from toolwire.runtime.freed_memory import return_freed_memory
 from toolwire.runtime.without_torch import keep_torch_out
 
 from .admission import admit, engine_request, request_error
@@ -231,6 +232,7 @@ async def serve(args) -> None:
     )
     await server.start()
     decode_metrics(engine, model_id).serve(args.metrics_port, args.host)
+    return_freed_memory()
     log.info(
         "decode service (%s%s) on %s:%s",
         engine.describe(),

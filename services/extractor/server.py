@@ -12,6 +12,7 @@ from toolwire.plumbing.grpc_server import GrpcServer, wait_for_signal
 from toolwire.plumbing.internal_security import ServerSecurity
 from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.runtime import model_source
+from toolwire.runtime.freed_memory import return_freed_memory
 
 from .config import ExtractorConfig
 from .extract_stream import ServedExtractStream, serve_stream
@@ -78,7 +79,8 @@ async def serve(args) -> None:
     security.check_address(args.host)  # before the model loads: fail fast
     config = ExtractorConfig.from_args(args)
     source = model_source.resolve(config.model)
-    tokenizer = model_source.load_tokenizer(source)
+    # The Rust tokenizer decodes; the formats read its vocabulary and template's text.
+    tokenizer = model_source.load_tokenizer_json(source, chat_template=True)
     fmt = config.tool_format
     if not fmt:
         from toolwire.formats import detect_format
@@ -90,6 +92,7 @@ async def serve(args) -> None:
     servicer = ExtractorServicer(tokenizer, fmt)
     server.add(pb_grpc.add_ExtractorServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
+    return_freed_memory()
     metrics = ServiceMetrics(source.default_id)
     metrics.counter(
         "toolwire_extractor_streams", "Extraction streams served", lambda: servicer.streams

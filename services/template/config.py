@@ -19,7 +19,7 @@ class TemplateConfig:
     tool_format: str | None = None  # None: detected from the model's chat template
     max_model_len: int | None = None  # None: the model's own context
     grammar_timeout: float = 10.0  # seconds a constraint may take to compile before a 400
-    grammar_workers: int = 2  # processes compiling constraints
+    grammar_workers: int = 2  # the most processes compiling constraints at once (one always)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TemplateConfig:

@@ -28,6 +28,7 @@ from toolwire.plumbing.service_metrics import ServiceMetrics
 from toolwire.request.checks import check_render
 from toolwire.request.from_proto import choice_from_proto, message_to_dict, tool_from_proto
 from toolwire.runtime import model_source
+from toolwire.runtime.freed_memory import return_freed_memory
 from toolwire.vocabulary import ErrorCode
 
 from .config import TemplateConfig
@@ -244,6 +245,7 @@ async def serve(args) -> None:
     server = GrpcServer(f"{args.host}:{args.port}", security, RECONNECT_OPTIONS)
     server.add(pb_grpc.add_TemplateServiceServicer_to_server, servicer, pb.DESCRIPTOR)
     await server.start()
+    return_freed_memory()
     metrics.counter(
         "toolwire_template_renders",
         "RenderChat calls served (gateways spread them over every template pod)",
@@ -261,6 +263,11 @@ async def serve(args) -> None:
         "toolwire_constraint_compile_timeouts",
         "Constraints refused for compiling past --grammar-timeout",
         lambda: compiles.timeouts,
+    )
+    metrics.gauge(
+        "toolwire_grammar_workers",
+        "Constraint-compile worker processes running (one always; up to --grammar-workers)",
+        lambda: compiles.running,
     )
     metrics.serve(args.metrics_port, args.host)
     log.info("template service on %s:%s (format %s)", args.host, args.port, servicer.format.name)

@@ -70,6 +70,7 @@ EXPECTED = {
         "toolwire_constraint_cache_hits_total",
         "toolwire_constraint_cache_misses_total",
         "toolwire_constraint_compile_timeouts_total",
+        "toolwire_grammar_workers",
     ],
     "extractor": ["toolwire_extractor_streams_total", "toolwire_extractor_unparsed_calls_total"],
 }

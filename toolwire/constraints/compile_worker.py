@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from multiprocessing.connection import Connection
 
+from toolwire.runtime.freed_memory import return_freed_memory
 from toolwire.runtime.without_torch import keep_torch_out
 
 keep_torch_out()
@@ -29,6 +30,7 @@ def serve(conn: Connection) -> None:
     compiler = xgr.GrammarCompiler(
         xgr.TokenizerInfo.deserialize_json(info_json), max_threads=1, cache_enabled=False
     )
+    return_freed_memory()  # the tokenizer info's JSON and the imports' temporaries
     conn.send("ready")
     while True:
         try:

@@ -7,6 +7,12 @@ is killed and replaced, and its request gets a 400. The worker also writes the c
 the decode engine's dialect (compiler.check_in_dialect). Results are cached by constraint and
 dialect (failures and timeouts too), so a repeated tool set costs no round trip and a repeated
 bad schema no worker.
+
+One worker always runs; up to `workers` do where compiles come together. Each costs 66 MB of
+resident memory (the vocabulary and xgrammar), and a tool set compiles once, so most of the
+time one is all a service uses. When every running worker is busy, a compile starts one more
+(280 ms to ready on 2 cores, against seconds for a schema near the deadline) and takes
+whichever frees first; a worker that a whole minute did not need exits.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ log = logging.getLogger("toolwire.template")
 
 
 TIMEOUT = CompileResult(Outcome.TIMEOUT)
+RETIRE_S = 60.0  # a window in which fewer workers were busy at once than run: the rest exit
 CRASHED = CompileResult(Outcome.INVALID, message="the constraint compiler crashed on this schema")
 
 
@@ -73,22 +80,26 @@ class CompilePool:
         observe=None,
     ):
         self.info_json = info_json
-        self.size = max(1, workers)
+        self.size = max(1, workers)  # the most that run at once
         self.timeout_s = timeout_s
         self.cache: collections.OrderedDict[tuple[Constraint, str], CompileResult] = (
             collections.OrderedDict()
         )
         self.cache_size = cache_size
-        self.idle: asyncio.Queue[_Process] = asyncio.Queue()
+        self.idle: asyncio.Queue[_Process] = asyncio.Queue()  # the least recently used first
         self.spawned: list[_Process] = []
+        self.running = 0  # workers started (or starting) and not killed
+        self.busy = self.peak = 0  # compiling now; the most at once in this window
         self.compiles = self.cache_hits = self.timeouts = 0
         self.observe = observe or (lambda seconds: None)  # compile time, for a histogram
+        self._retiring: asyncio.Task | None = None
 
     def spawn(self) -> None:
-        """Start the worker processes now: their imports (xgrammar and transformers, about a
-        second of the template service's start) run while the caller loads the tokenizer
-        start() needs."""
-        self.spawned += [_Process() for _ in range(self.size - len(self.spawned))]
+        """Start the first worker now: its imports (xgrammar, a second of the template
+        service's start) run while the caller loads the tokenizer start() needs."""
+        if not self.spawned and not self.running:
+            self.spawned.append(_Process())
+            self.running = 1
 
     async def start(self, info_json: str | None = None) -> None:
         self.info_json = info_json or self.info_json
@@ -98,13 +109,17 @@ class CompilePool:
         while self.spawned:
             worker = self.spawned.pop()
             self.idle.put_nowait(await asyncio.to_thread(worker.configure, info))
+        self._retiring = asyncio.get_running_loop().create_task(self._retire())
 
     def close(self) -> None:
+        if self._retiring is not None:
+            self._retiring.cancel()
         for worker in self.spawned:
             worker.kill()
         self.spawned = []
         while not self.idle.empty():
             self.idle.get_nowait().kill()
+        self.running = 0
 
     async def check(self, constraint: Constraint, dialect: str) -> CompileResult:
         """The constraint compiled and written in `dialect`, or why not (a timeout too)."""
@@ -113,8 +128,13 @@ class CompilePool:
             self.cache.move_to_end(key)
             self.cache_hits += 1
             return self.cache[key]
+        if self.idle.empty() and self.running < self.size:
+            self.running += 1  # every worker is busy: one more, for whichever frees first
+            asyncio.get_running_loop().create_task(self._add())
         worker = await self.idle.get()
         self.compiles += 1
+        self.busy += 1
+        self.peak = max(self.peak, self.busy)
         t0 = time.perf_counter()
         try:
             worker.conn.send(key)
@@ -122,6 +142,8 @@ class CompilePool:
             result = worker.conn.recv() if done else TIMEOUT
         except (EOFError, OSError):  # the worker died (out of memory in a compile)
             done, result = False, CRASHED
+        finally:
+            self.busy -= 1
         self.observe(time.perf_counter() - t0)
         if done:
             self.idle.put_nowait(worker)
@@ -138,9 +160,31 @@ class CompilePool:
 
     async def _replace(self, worker: _Process) -> None:
         await asyncio.to_thread(worker.kill)
+        await self._add()
+
+    async def _add(self) -> None:
+        """A new worker, configured, into the idle queue (counted in `running` already)."""
         info = self.info_json
-        assert info is not None, "start() configured the pool before any worker could time out"
-        self.idle.put_nowait(await asyncio.to_thread(lambda: _Process().configure(info)))
+        assert info is not None, "start() configured the pool before it could grow"
+        try:
+            worker = await asyncio.to_thread(lambda: _Process().configure(info))
+        except (RuntimeError, OSError) as e:
+            self.running -= 1
+            log.warning("a grammar worker did not start (%s): %d running", e, self.running)
+            return
+        self.idle.put_nowait(worker)
+
+    async def _retire(self) -> None:
+        """Each window, the workers beyond the most that were busy at once (one at least)
+        exit, the least recently used first."""
+        while True:
+            await asyncio.sleep(RETIRE_S)
+            keep = max(1, self.peak)
+            while self.running > keep and not self.idle.empty():
+                worker = self.idle.get_nowait()
+                self.running -= 1
+                await asyncio.to_thread(worker.kill)
+            self.peak = self.busy
 
     def _remember(self, key: tuple[Constraint, str], result: CompileResult) -> None:
         self.cache[key] = result

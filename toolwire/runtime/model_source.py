@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 
 from toolwire.runtime import gguf_reader
+from toolwire.runtime.tokenizer_json import TokenizerJson
 from toolwire.runtime.without_torch import torch_kept_out
 
 EMBEDDED = "embedded"
@@ -125,22 +126,41 @@ def load_tokenizer(source: ModelSource):
 
         return AutoTokenizer.from_pretrained(source.folder)
     cached = _gguf_cache(source)
-    stale = (cached / "tokenizer_config.json").exists()
-    if stale:
+    if (cached / "tokenizer_config.json").exists():
         try:
             return _load_converted(cached)
         except Exception:
             pass  # a cache from another transformers version: convert again, and replace it
+    return _converted(source, _load_converted)
+
+
+def load_tokenizer_json(source: ModelSource, chat_template: bool = False):
+    """The model's tokenizer.json through the tokenizers library alone (TokenizerJson, with
+    its chat template's text if asked), where TokenizerJson.load can read it; else its
+    transformers tokenizer (load_tokenizer)."""
+    if not source.gguf_file:
+        found = TokenizerJson.load(source.folder, chat_template)
+    elif (_gguf_cache(source) / "tokenizer_config.json").exists():
+        found = TokenizerJson.load(_gguf_cache(source), chat_template)
+    else:
+        found = _converted(source, lambda folder: TokenizerJson.load(folder, chat_template))
+    return found or load_tokenizer(source)
+
+
+def _converted(source: ModelSource, load):
+    """load(folder) of a GGUF's tokenizer converted now, and kept in the cache (replacing a
+    stale copy) where the cache can be written."""
+    cached = _gguf_cache(source)
     work = pathlib.Path(tempfile.mkdtemp(prefix="toolwire-tokenizer-"))
     converted = work / "tokenizer"
     try:
         _read_gguf(source, str(converted), sizes=False)
-        tokenizer = _load_converted(converted)
+        tokenizer = load(converted)
         tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(converted, tmp)
-            if stale:
+            if cached.exists():
                 os.replace(cached, work / "old")
             os.replace(tmp, cached)  # fails if another process's conversion got there first
         except OSError:

@@ -5,9 +5,9 @@ the request check refuses a bad mode, an empty list and a name not in tools, nam
 from __future__ import annotations
 
 import pytest
-import xgrammar as xgr
 
 from tests.unit.formats.test_formats import TOOLS, WRITE, T, W, _run, answer, family  # noqa: F401 (a fixture)
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.errors import RequestError
 from toolwire.formats import ToolChoice

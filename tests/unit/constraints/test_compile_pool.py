@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pathlib
 
-import xgrammar as xgr
-
+from toolwire.constraints import pool as pool_module
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.dialects import STRUCTURAL_TAG
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.constraints.outcome import Outcome
@@ -52,3 +54,65 @@ def test_workers_spawned_early_take_the_info_at_start_and_are_replaced_with_it()
     assert first.outcome is Outcome.OK
     assert slow.outcome is Outcome.TIMEOUT
     assert replaced.outcome is Outcome.OK  # the new worker got the tokenizer's info too
+
+
+def workers() -> int:
+    """This process's children that are compile workers (from /proc)."""
+    found = 0
+    for d in pathlib.Path("/proc").iterdir():
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            found += ppid == os.getpid() and b"compile_worker" in (d / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or gone
+    return found
+
+
+def test_one_worker_runs_more_start_while_all_are_busy_and_exit_when_unused(monkeypatch):
+    """A slow compile holds the one worker: the next compile starts a second and is answered
+    before the slow one ends; a window with one compile at a time retires the second."""
+    monkeypatch.setattr(pool_module, "RETIRE_S", 1.0)
+    tokenizer = model_source.load_tokenizer(model_source.resolve("embedded"))
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=49152).serialize_json()
+
+    async def run():
+        pool = CompilePool(workers=2, timeout_s=30)
+        await pool.start(info)
+        try:
+            alone = (pool.running, workers())
+            slow = asyncio.ensure_future(pool.check(SLOW, STRUCTURAL_TAG))
+            await asyncio.sleep(0.2)  # the slow compile has the first worker
+            quick = await asyncio.wait_for(pool.check(SIMPLE, STRUCTURAL_TAG), 20)
+            beside = (slow.done(), pool.running, workers())
+            await slow
+            third = Constraint(Kind.JSON_SCHEMA, json.dumps({"type": "integer"}))
+            await pool.check(third, STRUCTURAL_TAG)  # one at a time: the second was not needed
+            await asyncio.sleep(2.5)  # the burst's window, then a window of one at a time
+            return alone, quick, beside, (pool.running, workers())
+        finally:
+            pool.close()
+
+    alone, quick, beside, after = asyncio.run(run())
+    assert alone == (1, 1)
+    assert quick.outcome is Outcome.OK
+    assert beside == (False, 2, 2)  # answered by a second worker while the slow one compiled
+    assert after == (1, 1)
+
+
+def test_a_pool_of_one_never_grows():
+    tokenizer = model_source.load_tokenizer(model_source.resolve("embedded"))
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=49152).serialize_json()
+
+    async def run():
+        pool = CompilePool(workers=1, timeout_s=30)
+        await pool.start(info)
+        try:
+            both = [pool.check(SLOW, STRUCTURAL_TAG), pool.check(SIMPLE, STRUCTURAL_TAG)]
+            results = await asyncio.wait_for(asyncio.gather(*both), 60)
+            return results, pool.running
+        finally:
+            pool.close()
+
+    (slow, simple), running = asyncio.run(run())
+    assert slow.outcome is Outcome.OK and simple.outcome is Outcome.OK
+    assert running == 1

@@ -9,8 +9,8 @@ import itertools
 import json
 
 import pytest
-import xgrammar as xgr
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.dialects import (
     EBNF,

@@ -9,12 +9,12 @@ import json
 import re
 
 import pytest
-import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.formats.family_tokenizers import family_tokenizer
 from tests.unit.formats.test_formats import TIME, WEATHER, WRITE
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.errors import RequestError

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import xgrammar as xgr
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.formats import Tool, ToolChoice, get_format

@@ -8,10 +8,10 @@ import json
 import pathlib
 
 import pytest
-import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.formats import Tool, ToolChoice, detect_format, get_format

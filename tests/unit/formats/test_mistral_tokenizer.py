@@ -15,8 +15,8 @@ import json
 import pathlib
 
 import pytest
-import xgrammar as xgr
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.formats import ToolChoice, detect_format, get_format

@@ -10,8 +10,8 @@ import codecs
 import json
 
 import pytest
-import xgrammar as xgr
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import grammar_of
 from toolwire.constraints.kinds import Constraint
@@ -35,7 +35,7 @@ def compiled(qwen):
     enc = qwen._tokenizer
     vocab = [qwen.decoder.get(i, b"") for i in range(enc.max_token_value + 1)]
     vocab = [v.encode() if isinstance(v, str) else v for v in vocab]
-    info = xgr.TokenizerInfo(vocab, vocab_type=xgr.VocabType.RAW, stop_token_ids=[qwen.im_end_id])
+    info = xgr.TokenizerInfo(vocab, stop_token_ids=[qwen.im_end_id])
     c = build_constraint(
         get_format("qwen3_coder"), [TYPED], ToolChoice("required"), True, common.ResponseFormat()
     )

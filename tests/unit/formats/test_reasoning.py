@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.formats import Tool, get_format
 from toolwire.formats.reasoning import STARTED, ReasoningExtractor

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 
-import xgrammar as xgr
-
 from services.template.stop_tokens import generation_config_eos, stop_token_ids
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.formats import ToolChoice, get_format

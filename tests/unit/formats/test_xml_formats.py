@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import xgrammar as xgr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.build import build_constraint, tool_schemas
 from toolwire.constraints.compiler import ConstraintCompiler
 from toolwire.errors import RequestError
