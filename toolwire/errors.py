@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-
-import grpc
+from typing import TYPE_CHECKING
 
 from toolwire.vocabulary import ErrorCode
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger("toolwire.gateway")
 
@@ -71,16 +74,24 @@ def unavailable(
     )
 
 
-_GRPC_BY_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-_STATUS_BY_GRPC = {v: k for k, v in _GRPC_BY_STATUS.items()}
-_STATUS_BY_GRPC[grpc.StatusCode.CANCELLED] = 499
-_STATUS_BY_GRPC[grpc.StatusCode.DEADLINE_EXCEEDED] = 504
+@functools.cache
+def _status_maps() -> tuple[dict, dict]:
+    """(gRPC code by HTTP status, HTTP status by gRPC code); grpc loads with the first error
+    that crosses a hop, so that what imports this module alone (the launcher's flags, through
+    the request limits) does not load it."""
+    import grpc
+
+    by_status = {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        401: grpc.StatusCode.UNAUTHENTICATED,
+        404: grpc.StatusCode.NOT_FOUND,
+        429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        503: grpc.StatusCode.UNAVAILABLE,
+    }
+    by_code = {v: k for k, v in by_status.items()}
+    by_code[grpc.StatusCode.CANCELLED] = 499
+    by_code[grpc.StatusCode.DEADLINE_EXCEEDED] = 504
+    return by_status, by_code
 
 
 def grpc_status(err: RequestError) -> tuple[grpc.StatusCode, tuple[tuple[str, str], ...]]:
@@ -93,7 +104,9 @@ def grpc_status(err: RequestError) -> tuple[grpc.StatusCode, tuple[tuple[str, st
         md.append((CODE_KEY, str(err.code)))
     if err.retry_after is not None:
         md.append((RETRY_KEY, str(err.retry_after)))
-    return _GRPC_BY_STATUS.get(err.status, grpc.StatusCode.INTERNAL), tuple(md)
+    import grpc
+
+    return _status_maps()[0].get(err.status, grpc.StatusCode.INTERNAL), tuple(md)
 
 
 async def abort_with(context: grpc.aio.ServicerContext, err: RequestError) -> None:
@@ -106,7 +119,9 @@ async def abort_with(context: grpc.aio.ServicerContext, err: RequestError) -> No
 def from_rpc_error(e: grpc.aio.AioRpcError, service: str) -> RequestError:
     """Rebuild the error a downstream service raised; unknown faults are 500s."""
     md = {k: v for k, v in (e.trailing_metadata() or ())}
-    status = _STATUS_BY_GRPC.get(e.code(), 500)
+    import grpc
+
+    status = _status_maps()[1].get(e.code(), 500)
     retry = md.get(RETRY_KEY)
     retry_after = int(retry) if retry and retry.isdigit() else None
     if status == 500:

@@ -20,7 +20,8 @@ from toolwire.grpc_gen.common.v1 import common_pb2 as common
 from toolwire.grpc_gen.decode.v1 import decode_pb2, decode_pb2_grpc
 from toolwire.grpc_gen.extractor.v1 import extractor_pb2, extractor_pb2_grpc
 from toolwire.grpc_gen.template.v1 import template_pb2_grpc
-from toolwire.plumbing.internal_security import TOKEN_ENV, TOKEN_KEY, ClientSecurity
+from toolwire.plumbing.internal_security import TOKEN_KEY, ClientSecurity
+from toolwire.plumbing.security_flags import TOKEN_ENV
 from toolwire.stack.launcher import free_port
 
 

@@ -168,7 +168,7 @@ class CompilePool:
         assert info is not None, "start() configured the pool before it could grow"
         try:
             worker = await asyncio.to_thread(lambda: _Process().configure(info))
-        except (RuntimeError, OSError) as e:
+        except (RuntimeError, OSError, EOFError) as e:  # it would not start, or died
             self.running -= 1
             log.warning("a grammar worker did not start (%s): %d running", e, self.running)
             return

@@ -1,20 +1,22 @@
-"""xgrammar, loaded so that a process without torch, or without transformers, can compile and
+"""xgrammar, loaded so that a process without torch, transformers or pydantic can compile and
 match grammars.
 
 xgrammar's package imports torch when it loads: its Python matcher (`matcher.py`) takes its
 bitmask dtype from torch at import, and tvm-ffi, its binding layer, imports torch whenever it
 is installed. Its tokenizer-info module imports transformers (25 MB resident) for the types it
-reads a Hugging Face tokenizer by, and its compiler module imports that one. Nothing toolwire
-asks of xgrammar needs either: the grammars live in a module that touches neither, and the
-compiled core takes a vocabulary, compiles, and fills any int32 array that speaks DLPack. So in
-a process that keeps torch out (toolwire/runtime/without_torch.py) this module imports the
-grammar module without the package's `__init__`, and everywhere it gives the tokenizer info,
+reads a Hugging Face tokenizer by, its compiler module imports that one, and its grammar
+module imports pydantic (12 MB with the module) to take pydantic models as schemas. Nothing
+toolwire asks of xgrammar needs any of them: the compiled core parses grammars from text,
+takes a vocabulary, compiles, and fills any int32 array that speaks DLPack. So in a process
+that keeps torch out (toolwire/runtime/without_torch.py) this module loads the binding
+without the package's `__init__`, and everywhere it gives the grammar, the tokenizer info,
 the compiler and the matcher as thin classes over the compiled core; the matcher fills numpy
 bitmasks (the torch step views them as tensors without a copy). Reading a transformers
 tokenizer (`TokenizerInfo.from_huggingface`) loads xgrammar's own module, where transformers
 is loaded already.
 
-The modules named here are xgrammar 0.2's layout (`make install` and the CPU image pin 0.2.8).
+The modules and calls named here are xgrammar 0.2's (`make install` and the CPU image pin
+0.2.8).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _load() -> types.ModuleType:
     sys.modules["xgrammar"] = package
     # The order the package's own __init__ keeps: the binding library before the classes.
     try:
-        for name in ("load_binding", "exception", "grammar"):
+        for name in ("load_binding", "exception", "base"):
             setattr(package, name, importlib.import_module(f"xgrammar.{name}"))
     except (ImportError, AttributeError, ValueError) as e:
         del sys.modules["xgrammar"]
@@ -59,10 +61,70 @@ def _load() -> types.ModuleType:
     return package
 
 
-_xgr = _load()
+_load()
 _core: Any = importlib.import_module("xgrammar.base")._core
 
-Grammar = _xgr.grammar.Grammar
+
+class Grammar:
+    """A grammar, parsed by xgrammar's core from one of the forms toolwire writes (text only:
+    xgrammar's own class also takes pydantic models, and imports pydantic for them)."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+
+    def __str__(self) -> str:
+        """The grammar as EBNF."""
+        return str(self._handle.to_string())
+
+    @classmethod
+    def from_ebnf(cls, text: str, root_rule_name: str = "root") -> Grammar:
+        return cls(_core.Grammar.from_ebnf(text, root_rule_name))
+
+    @classmethod
+    def from_json_schema(
+        cls,
+        schema: str | dict,
+        *,
+        any_whitespace: bool = True,
+        indent: int | None = None,
+        separators: tuple[str, str] | None = None,
+        strict_mode: bool = True,
+        max_whitespace_cnt: int | None = None,
+        any_order: bool = False,
+    ) -> Grammar:
+        """xgrammar's defaults; toolwire's own options are compiler.JSON_SCHEMA_OPTIONS."""
+        text = schema if isinstance(schema, str) else json.dumps(schema)
+        # (..., print the converted EBNF: no, ...)
+        return cls(
+            _core.Grammar.from_json_schema(
+                text,
+                any_whitespace,
+                indent,
+                separators,
+                strict_mode,
+                max_whitespace_cnt,
+                False,
+                any_order,
+            )
+        )
+
+    @classmethod
+    def from_regex(cls, text: str) -> Grammar:
+        return cls(_core.Grammar.from_regex(text, False))
+
+    @classmethod
+    def from_lark(cls, text: str) -> Grammar:
+        # (no tokenizer info: special tokens are not named; no named grammars)
+        return cls(_core.Grammar.from_lark(text, None, [], []))
+
+    @classmethod
+    def from_structural_tag(cls, text: str) -> Grammar:
+        """A structural tag as JSON (toolwire writes them as text)."""
+        return cls(_core.Grammar.from_structural_tag(text))
+
+
 VOCAB_TYPES = {"raw": 0, "byte_fallback": 1, "byte_level": 2}  # xgrammar's VocabType values
 
 
@@ -75,7 +137,7 @@ class TokenizerInfo:
         self,
         encoded_vocab: list[str] | list[bytes],
         *,
-        stop_token_ids: list[int],
+        stop_token_ids: list[int] | None = None,
         vocab_size: int | None = None,
         vocab_type: str = "raw",
         add_prefix_space: bool = False,
@@ -177,10 +239,17 @@ class GrammarMatcher:
 
     __slots__ = ("_handle",)
 
-    def __init__(self, compiled: Any, override_stop_tokens: list[int] | None = None):
+    def __init__(
+        self,
+        compiled: Any,
+        override_stop_tokens: list[int] | None = None,
+        terminate_without_stop_token: bool = False,
+    ):
         # (grammar, stop tokens, terminate without a stop token, rollback limit: none,
         # default temperature)
-        self._handle = _core.GrammarMatcher(compiled._handle, override_stop_tokens, False, -1, None)
+        self._handle = _core.GrammarMatcher(
+            compiled._handle, override_stop_tokens, terminate_without_stop_token, -1, None
+        )
 
     def accept_token(self, token_id: int) -> bool:
         return self._handle.accept_token(token_id, False)
@@ -205,6 +274,14 @@ class GrammarMatcher:
 
     def is_completed(self) -> bool:
         return self._handle.is_completed()
+
+
+def accepts_whole(grammar: Grammar, text: str) -> bool:
+    """Whether `grammar` matches all of `text`, as bytes and to its end (tests, benches):
+    xgrammar's own test helper, over these classes."""
+    compiled = GrammarCompiler(TokenizerInfo([])).compile_grammar(grammar)
+    matcher = GrammarMatcher(compiled, terminate_without_stop_token=True)  # no stop tokens
+    return matcher.accept_string(text) and matcher.is_terminated()
 
 
 def apply_token_bitmask_inplace(

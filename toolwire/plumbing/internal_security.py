@@ -18,9 +18,10 @@ from pathlib import Path
 
 import grpc
 
+from toolwire.plumbing.security_flags import TOKEN_ENV
+
 log = logging.getLogger("toolwire")
 
-TOKEN_ENV = "TOOLWIRE_INTERNAL_TOKEN"
 TOKEN_KEY = "x-toolwire-internal-token"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 OPEN_METHODS = ("/grpc.health.v1.Health/",)
@@ -39,28 +40,6 @@ CHANNEL_OPTIONS = [
 
 def _read(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
-
-
-def add_server_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("internal security (token in $TOOLWIRE_INTERNAL_TOKEN)")
-    g.add_argument("--tls-cert", help="PEM server certificate chain: serve over TLS")
-    g.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    g.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates (mTLS)")
-    g.add_argument(
-        "--insecure",
-        action="store_true",
-        help="allow a non-loopback address with neither TLS nor a token",
-    )
-
-
-def add_client_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("calls to the internal services (token in $TOOLWIRE_INTERNAL_TOKEN)")
-    g.add_argument(
-        "--internal-tls-ca",
-        help="PEM CA bundle that signed the services' certificates: call them over TLS",
-    )
-    g.add_argument("--internal-tls-cert", help="PEM client certificate (for mTLS)")
-    g.add_argument("--internal-tls-key", help="PEM private key of --internal-tls-cert")
 
 
 @dataclass

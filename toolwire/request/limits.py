@@ -10,11 +10,13 @@ import argparse
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolwire.errors import RequestError
-from toolwire.grpc_gen.chat.v1 import chat_pb2
 from toolwire.vocabulary import ErrorCode
+
+if TYPE_CHECKING:  # the launcher reads Limits' flags without loading the protos
+    from toolwire.grpc_gen.chat.v1 import chat_pb2
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import os
 import sys
 
 from toolwire.gateway.config import DEFAULTS as GATEWAY
-from toolwire.plumbing.internal_security import add_client_arguments, add_server_arguments
+from toolwire.plumbing.security_flags import add_client_arguments, add_server_arguments
 from toolwire.request.limits import Limits
 from toolwire.runtime import model_source
 from toolwire.runtime.without_torch import keep_torch_out

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 
-from toolwire.plumbing.internal_security import TOKEN_ENV
+from toolwire.plumbing.security_flags import TOKEN_ENV
 from toolwire.request.limits import Limits
 from toolwire.runtime.cpus import usable_cpus
 
