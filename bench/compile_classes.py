@@ -22,9 +22,8 @@ from toolwire.constraints.compiler import JSON_SCHEMA_OPTIONS
 from toolwire.constraints.kinds import Constraint
 from toolwire.formats import ToolChoice, get_format
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.runtime import model_source
 
-from .format_constraints import TOOLS
+from .format_constraints import TOOLS, embedded_tokenizer
 
 
 def main() -> None:
@@ -32,21 +31,14 @@ def main() -> None:
     ap.add_argument("--formats", default="hermes,qwen3_coder,glm47")
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    tok = model_source.load_tokenizer(model_source.resolve("embedded"))
-    package_info = xgrammar.TokenizerInfo.from_huggingface(
-        tok, vocab_size=len(tok), stop_token_ids=[tok.eos_token_id]
-    )
+    _, info = embedded_tokenizer()
+    package_info = xgrammar.TokenizerInfo.deserialize_json(info.serialize_json())
     paths = {
         "xgrammar's classes": (
             xgrammar.Grammar,
             xgrammar.GrammarCompiler(package_info, max_threads=1, cache_enabled=False),
         ),
-        "over the core": (
-            core.Grammar,
-            core.GrammarCompiler(
-                core.TokenizerInfo.deserialize_json(package_info.serialize_json())
-            ),
-        ),
+        "over the core": (core.Grammar, core.GrammarCompiler(info)),
     }
     print(f"| constraint | {' ms | '.join(paths)} ms | ratio |")
     print("|---|---|---|---|")

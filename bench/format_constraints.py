@@ -88,15 +88,21 @@ def _median_ms(compiler, grammar, repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
+def embedded_tokenizer():
+    """The embedded model's tokenizer and its info, as the template service reads them."""
+    tok = model_source.load_tokenizer(model_source.resolve("embedded"))
+    info = xgr.TokenizerInfo.from_huggingface(
+        tok, vocab_size=len(tok), stop_token_ids=[tok.eos_token_id]
+    )
+    return tok, info
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--formats", default="hermes,qwen3_coder,glm47")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    tok = model_source.load_tokenizer(model_source.resolve("embedded"))
-    info = xgr.TokenizerInfo.from_huggingface(
-        tok, vocab_size=len(tok), stop_token_ids=[tok.eos_token_id]
-    )
+    tok, info = embedded_tokenizer()
     compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
     print("| format | mode | structural tag ms | EBNF ms | mask µs/token |")
     print("| --- | --- | --- | --- | --- |")

@@ -9,6 +9,8 @@ import json
 import os
 import pathlib
 
+import pytest
+
 from toolwire.constraints import pool as pool_module
 from toolwire.constraints import xgrammar_core as xgr
 from toolwire.constraints.dialects import STRUCTURAL_TAG
@@ -33,9 +35,14 @@ SLOW = Constraint(
 )
 
 
-def test_workers_spawned_early_take_the_info_at_start_and_are_replaced_with_it():
+@pytest.fixture(scope="module")
+def info() -> str:
+    """The embedded tokenizer's info, as the template service hands it to its workers."""
     tokenizer = model_source.load_tokenizer(model_source.resolve("embedded"))
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=49152).serialize_json()
+    return xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=49152).serialize_json()
+
+
+def test_workers_spawned_early_take_the_info_at_start_and_are_replaced_with_it(info):
 
     async def run():
         pool = CompilePool(workers=1, timeout_s=0.5)
@@ -68,12 +75,10 @@ def workers() -> int:
     return found
 
 
-def test_one_worker_runs_more_start_while_all_are_busy_and_exit_when_unused(monkeypatch):
+def test_one_worker_runs_more_start_while_all_are_busy_and_exit_when_unused(monkeypatch, info):
     """A slow compile holds the one worker: the next compile starts a second and is answered
     before the slow one ends; a window with one compile at a time retires the second."""
     monkeypatch.setattr(pool_module, "RETIRE_S", 1.0)
-    tokenizer = model_source.load_tokenizer(model_source.resolve("embedded"))
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=49152).serialize_json()
 
     async def run():
         pool = CompilePool(workers=2, timeout_s=30)
@@ -99,9 +104,7 @@ def test_one_worker_runs_more_start_while_all_are_busy_and_exit_when_unused(monk
     assert after == (1, 1)
 
 
-def test_a_pool_of_one_never_grows():
-    tokenizer = model_source.load_tokenizer(model_source.resolve("embedded"))
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=49152).serialize_json()
+def test_a_pool_of_one_never_grows(info):
 
     async def run():
         pool = CompilePool(workers=1, timeout_s=30)
