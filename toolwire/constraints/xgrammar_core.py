@@ -172,7 +172,7 @@ class TokenizerInfo:
         does for a transformers fast tokenizer, which wraps one (the vocabulary by id, its
         type and prefix space detected from the serialized tokenizer). The template service
         reads its transformers tokenizer with `from_huggingface`; the two agree
-        (tests/unit/constraints/test_xgrammar_core.py)."""
+        (tests/unit/runtime/test_tokenizer_json.py)."""
         encoded = [""] * vocab_size
         for token, idx in tokenizer.get_vocab(with_added_tokens=True).items():
             if idx < vocab_size:
