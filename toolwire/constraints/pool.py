@@ -8,7 +8,7 @@ the decode engine's dialect (compiler.check_in_dialect). Results are cached by c
 dialect (failures and timeouts too), so a repeated tool set costs no round trip and a repeated
 bad schema no worker.
 
-One worker always runs; up to `workers` do where compiles come together. Each costs 66 MB of
+One worker always runs; up to `workers` do where compiles come together. Each costs 55 MB of
 resident memory (the vocabulary and xgrammar), and a tool set compiles once, so most of the
 time one is all a service uses. When every running worker is busy, a compile starts one more
 (280 ms to ready on 2 cores, against seconds for a schema near the deadline) and takes
@@ -93,11 +93,13 @@ class CompilePool:
         self.compiles = self.cache_hits = self.timeouts = 0
         self.observe = observe or (lambda seconds: None)  # compile time, for a histogram
         self._retiring: asyncio.Task | None = None
+        # Workers being started: the loop holds only weak references to its tasks.
+        self._starting: set[asyncio.Task] = set()
 
     def spawn(self) -> None:
         """Start the first worker now: its imports (xgrammar, a second of the template
         service's start) run while the caller loads the tokenizer start() needs."""
-        if not self.spawned and not self.running:
+        if not self.running:
             self.spawned.append(_Process())
             self.running = 1
 
@@ -130,7 +132,7 @@ class CompilePool:
             return self.cache[key]
         if self.idle.empty() and self.running < self.size:
             self.running += 1  # every worker is busy: one more, for whichever frees first
-            asyncio.get_running_loop().create_task(self._add())
+            self._start(self._add())
         worker = await self.idle.get()
         self.compiles += 1
         self.busy += 1
@@ -154,9 +156,14 @@ class CompilePool:
                 self.timeout_s,
                 time.perf_counter() - t0,
             )
-            asyncio.get_running_loop().create_task(self._replace(worker))
+            self._start(self._replace(worker))
         self._remember(key, result)
         return result
+
+    def _start(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
 
     async def _replace(self, worker: _Process) -> None:
         await asyncio.to_thread(worker.kill)

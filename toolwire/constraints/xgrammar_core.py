@@ -35,11 +35,11 @@ import numpy as np
 from toolwire.runtime.without_torch import torch_kept_out
 
 
-def _load() -> types.ModuleType:
+def _load() -> None:
     if "xgrammar" in sys.modules or not torch_kept_out():
-        import xgrammar
+        import xgrammar  # noqa: F401  (the whole package: torch may load here)
 
-        return xgrammar
+        return
     spec = importlib.util.find_spec("xgrammar")
     assert spec is not None and spec.submodule_search_locations is not None, "xgrammar installed"
     package = types.ModuleType("xgrammar")
@@ -47,7 +47,7 @@ def _load() -> types.ModuleType:
     package.__path__ = list(spec.submodule_search_locations)
     package.__package__ = "xgrammar"
     sys.modules["xgrammar"] = package
-    # The order the package's own __init__ keeps: the binding library before the classes.
+    # The order the package's own __init__ keeps: the binding library, its errors, the core.
     try:
         for name in ("load_binding", "exception", "base"):
             setattr(package, name, importlib.import_module(f"xgrammar.{name}"))
@@ -58,7 +58,6 @@ def _load() -> types.ModuleType:
             f"xgrammar {version} does not load without torch here ({e}); toolwire loads "
             "0.2.8's modules (pip install 'xgrammar==0.2.8')"
         ) from None
-    return package
 
 
 _load()

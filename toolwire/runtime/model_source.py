@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 
 from toolwire.runtime import gguf_reader
-from toolwire.runtime.tokenizer_json import TokenizerJson
+from toolwire.runtime.tokenizer_json import AS_IS, TokenizerJson
 from toolwire.runtime.without_torch import torch_kept_out
 
 EMBEDDED = "embedded"
@@ -138,10 +138,11 @@ def load_tokenizer_json(source: ModelSource, chat_template: bool = False):
     """The model's tokenizer.json through the tokenizers library alone (TokenizerJson, with
     its chat template's text if asked), where TokenizerJson.load can read it; else its
     transformers tokenizer (load_tokenizer)."""
-    if not source.gguf_file:
+    cached = _gguf_cache(source) if source.gguf_file else None
+    if cached is None:
         found = TokenizerJson.load(source.folder, chat_template)
-    elif (_gguf_cache(source) / "tokenizer_config.json").exists():
-        found = TokenizerJson.load(_gguf_cache(source), chat_template)
+    elif (cached / "tokenizer_config.json").exists():
+        found = TokenizerJson.load(cached, chat_template)
     else:
         found = _converted(source, lambda folder: TokenizerJson.load(folder, chat_template))
     return found or load_tokenizer(source)
@@ -238,7 +239,7 @@ def _load_converted(folder: pathlib.Path):
     imports torch and indexes every model family transformers ships to find that class first
     (1.7-1.9 s against 0.2 s in each service's start; the same encodings and chat template)."""
     config = json.loads((folder / "tokenizer_config.json").read_text())
-    if config.get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+    if config.get("tokenizer_class") in AS_IS:
         from transformers import PreTrainedTokenizerFast
 
         return PreTrainedTokenizerFast.from_pretrained(str(folder))
