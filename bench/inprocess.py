@@ -34,10 +34,12 @@ async def make_engine(args):
 
 def make_renderer(engine):
     from toolwire.formats import get_format
+    from toolwire.runtime import model_source
     from toolwire.services.template.server import TemplateServicer
 
+    # the template's tokenizer (the engine's may be the GGUF's own, which renders no template)
     return TemplateServicer(
-        engine.tokenizer,
+        model_source.load_tokenizer(engine.source),
         get_format("hermes"),
         engine.model_id,
         engine.info.max_model_len,

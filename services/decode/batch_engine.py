@@ -42,6 +42,7 @@ from .engine import (
     constraint_matcher,
     queued_outputs,
 )
+from .gguf_tokenizer import GgufTokenizer
 from .prefix_cache import PrefixCache
 from .scheduler import Scheduler, Sequence
 from .step_choice import KINDS as STEP_KINDS
@@ -86,19 +87,6 @@ def pick_dtype(name: str) -> torch.dtype:
     # Measured on the embedded model, 2 cores: bf16 matches fp32 at one stream and batches
     # 1.5x better at 16 (bench/), where the CPU does bf16 natively.
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
-
-
-def check_vocab(step, tokenizer) -> None:
-    """The GGUF's vocabulary (llama.cpp's) and the tokenizer toolwire encodes with must agree:
-    the same size and the same text at a spread of ids, special tokens included."""
-    n = len(tokenizer)
-    if step.n_vocab < n:
-        raise SystemExit(f"the GGUF has {step.n_vocab} tokens, the tokenizer {n}")
-    ids = sorted({0, 1, 2, tokenizer.eos_token_id, n // 7, n // 3, n // 2, n - 1})
-    theirs = [step.token_text(i) for i in ids]
-    ours = tokenizer.convert_ids_to_tokens(ids)
-    if theirs != ours:
-        raise SystemExit(f"GGUF and tokenizer vocabularies differ at ids {ids}: {theirs} vs {ours}")
 
 
 class BatchEngine(Engine):
@@ -173,7 +161,7 @@ class BatchEngine(Engine):
             kv_type=self.kv_type or "q8_0",
             threads=self.threads,
         )
-        check_vocab(step, self.tokenizer)
+        self.tokenizer = GgufTokenizer(step, self.source)
         self.step = step
         self.int8 = False
         max_len = min(self.requested_len or step.n_ctx_train, step.n_ctx_train, self.kv_tokens)
@@ -189,8 +177,9 @@ class BatchEngine(Engine):
             self.max_batch,
             engine_dialect(importlib.metadata.version("xgrammar")),
         )
+        info = self.tokenizer.info if isinstance(self.tokenizer, GgufTokenizer) else None
         self.compiler = ConstraintCompiler(
-            self.tokenizer, vocab_size, [self.tokenizer.eos_token_id]
+            self.tokenizer, vocab_size, [self.tokenizer.eos_token_id], info=info
         )
 
     def _step_threads(self) -> tuple[StepThreads, Callable[[int], None]]:
@@ -231,8 +220,7 @@ class BatchEngine(Engine):
         if use_ggml(self.source, self.step_kind, self.device):
             # No torch here: the step, its sampling and its thread policy are numpy and
             # llama.cpp (in a test session torch may be loaded; this engine leaves it alone),
-            # and the tokenizer is the tokenizers library's alone.
-            self.tokenizer = model_source.load_tokenizer_json(self.source)
+            # and the tokenizer is the GGUF's own, llama.cpp's (gguf_tokenizer.py).
             self._load_ggml()
             self._warm_up()
             if self.scheduler.speculate:

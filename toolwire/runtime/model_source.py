@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 
 from toolwire.runtime import gguf_reader
-from toolwire.runtime.tokenizer_json import AS_IS, TokenizerJson
+from toolwire.runtime.tokenizer_json import AS_IS, TokenizerJson, eos_token
 from toolwire.runtime.without_torch import torch_kept_out
 
 EMBEDDED = "embedded"
@@ -146,6 +146,23 @@ def load_tokenizer_json(source: ModelSource, chat_template: bool = False):
     else:
         found = _converted(source, lambda folder: TokenizerJson.load(folder, chat_template))
     return found or load_tokenizer(source)
+
+
+def gguf_tokenizer_files(source: ModelSource) -> tuple[str, str | None]:
+    """(tokenizer.json's text, the eos token's text) of a GGUF's converted tokenizer, which
+    the template service and the extractor load: what the ggml step reads beside the GGUF's
+    own vocabulary, without loading a tokenizer (services/decode/gguf_tokenizer.py)."""
+
+    def read(folder: pathlib.Path) -> tuple[str, str | None]:
+        return (folder / "tokenizer.json").read_text(), eos_token(folder)
+
+    cached = _gguf_cache(source)
+    if (cached / "tokenizer_config.json").exists():
+        try:
+            return read(cached)
+        except OSError:
+            pass  # half a cache: convert again, and replace it
+    return _converted(source, read)
 
 
 def _converted(source: ModelSource, load):

@@ -1,21 +1,22 @@
-"""A model's tokenizer.json through the tokenizers library alone, for the services that render
-no chat template.
+"""A model's tokenizer.json through the tokenizers library alone, for the extractor, which
+renders no chat template.
 
-The decode service asks a tokenizer its size, its eos token, the token strings of a few ids
-(the vocabulary check against the GGUF's) and the ids of forced text (jump-forward); the
-grammar compiler reads its vocabulary. The extractor decodes ids with the Rust tokenizer itself, and its tool formats read
-the vocabulary and the chat template's text. transformers' tokenizer answers all of it from
-the same Rust tokenizer, and costs 25 MB of imports and 18 MB of its own tables in each such
+The extractor decodes ids with the Rust tokenizer itself, and its tool formats read the
+vocabulary and the chat template's text. transformers' tokenizer answers all of it from the
+same Rust tokenizer, and costs 25 MB of imports and 18 MB of its own tables in each such
 process (docs/operations.md, "Memory"). The answers agree
-(tests/unit/runtime/test_tokenizer_json.py).
+(tests/unit/runtime/test_tokenizer_json.py). The decode service on the ggml step loads no
+tokenizer at all: its tokenizer is the GGUF's (services/decode/gguf_tokenizer.py).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+from typing import TYPE_CHECKING
 
-import tokenizers
+if TYPE_CHECKING:
+    import tokenizers
 
 # The classes that load tokenizer.json as it is (transformers 5's name and 4's); a GGUF's
 # converted tokenizer is one (model_source.load_tokenizer).
@@ -38,6 +39,8 @@ class TokenizerJson:
         must read it: a model's own tokenizer class (which may rebuild parts of the file: a
         prefix space, a legacy SentencePiece mode), no tokenizer.json, an eos token its config
         does not name in the vocabulary, or named chat templates (transformers chooses)."""
+        import tokenizers  # here: the ggml decode process loads none (gguf_tokenizer.py)
+
         folder = pathlib.Path(folder)
         if _config(folder).get("tokenizer_class") not in AS_IS:
             return None
@@ -45,7 +48,7 @@ class TokenizerJson:
             backend = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception:  # absent, or a format this tokenizers cannot read
             return None
-        eos = _eos_token(folder)
+        eos = eos_token(folder)
         eos_id = backend.token_to_id(eos) if eos else None
         if eos_id is None:
             return None
@@ -79,7 +82,7 @@ def _config(folder: pathlib.Path, name: str = "tokenizer_config.json") -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def _eos_token(folder: pathlib.Path) -> str | None:
+def eos_token(folder: pathlib.Path) -> str | None:
     """The eos token's text: tokenizer_config.json's, else special_tokens_map.json's (a string
     or an AddedToken's dict)."""
     for name in ("tokenizer_config.json", "special_tokens_map.json"):

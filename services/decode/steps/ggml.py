@@ -260,9 +260,20 @@ class GgmlStep:
         self.lib.llama_set_n_threads(self.ctx, n, n)
         self.threads = n
 
-    # -- the tokenizer check ---------------------------------------------------------------
+    # -- the GGUF's vocabulary (gguf_tokenizer.py) ------------------------------------------
     def token_text(self, token: int) -> str:
         return self.ffi.string(self.lib.llama_vocab_get_text(self.vocab, token)).decode()
+
+    def encode(self, text: str) -> list[int]:
+        """text's ids by llama.cpp's tokenizer, special tokens' text read as those tokens and
+        nothing added (no bos)."""
+        raw = text.encode()
+        room = len(raw) + 1  # at most a token a byte
+        ids = self.ffi.new("llama_token[]", room)
+        n = self.lib.llama_tokenize(self.vocab, raw, len(raw), ids, room, False, True)
+        if n < 0:
+            raise RuntimeError(f"llama_tokenize needed {-n} tokens for {len(raw)} bytes")
+        return list(ids[0:n])
 
     # -- cache slots ----------------------------------------------------------------------
     def release(self, slot: int) -> None:

@@ -88,8 +88,9 @@ def test_what_it_cannot_read_as_transformers_does_goes_to_transformers(tmp_path,
 
 
 def test_the_services_that_render_no_template_never_import_transformers():
-    """The decode service's and the extractor's loads, the gateway's and a grammar worker's
-    imports, in one process that keeps torch out as they do."""
+    """The extractor's load and the decode service's, the gateway's and a grammar worker's
+    imports, in one process that keeps torch out as they do (the ggml decode's load:
+    tests/engine_contract/test_gguf_tokenizer.py)."""
     script = """
 import sys
 from toolwire.runtime.without_torch import keep_torch_out
