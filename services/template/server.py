@@ -14,7 +14,7 @@ from toolwire.constraints.dialects import DIALECTS, STRUCTURAL_TAG, engine_diale
 from toolwire.constraints.kinds import Constraint
 from toolwire.constraints.outcome import Outcome
 from toolwire.constraints.pool import CompilePool
-from toolwire.errors import RequestError, abort_with
+from toolwire.errors import RequestError, abort_with, unavailable
 from toolwire.formats import ToolFormat, detect_format, get_format
 from toolwire.formats.reasoning import NONE, reasoning_mode
 from toolwire.formats.thinking import template_kwargs
@@ -144,6 +144,11 @@ class TemplateServicer(pb_grpc.TemplateServiceServicer):
                 "properties with patterns, smaller repetition bounds)",
                 param=param,
                 code=ErrorCode.SCHEMA_TOO_COMPLEX,
+            )
+        if result.outcome is Outcome.UNAVAILABLE:
+            raise unavailable(
+                f"The constraint for '{param}' could not be compiled: {result.message} "
+                "(the template service's log says why); try again"
             )
         if result.outcome is Outcome.INVALID:
             raise RequestError(

@@ -15,6 +15,7 @@ class Outcome(Enum):
     DIALECT = "dialect"  # the dialect cannot state the tool format's free text
     DIALECT_SCHEMA = "dialect-schema"  # the dialect cannot state a pattern in a schema
     TIMEOUT = "timeout"  # not compiled within the deadline
+    UNAVAILABLE = "unavailable"  # no worker would start to compile it: the server's fault
 
 
 @dataclass(frozen=True)

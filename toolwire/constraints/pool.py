@@ -35,6 +35,7 @@ log = logging.getLogger("toolwire.template")
 TIMEOUT = CompileResult(Outcome.TIMEOUT)
 RETIRE_S = 60.0  # a window in which fewer workers were busy at once than run: the rest exit
 CRASHED = CompileResult(Outcome.INVALID, message="the constraint compiler crashed on this schema")
+NO_WORKER = CompileResult(Outcome.UNAVAILABLE, message="no grammar worker would start")
 
 
 class _Process:
@@ -86,10 +87,12 @@ class CompilePool:
             collections.OrderedDict()
         )
         self.cache_size = cache_size
-        self.idle: asyncio.Queue[_Process] = asyncio.Queue()  # the least recently used first
+        # The least recently used first; None tells a waiting compile that no worker runs.
+        self.idle: asyncio.Queue[_Process | None] = asyncio.Queue()
         self.spawned: list[_Process] = []
         self.running = 0  # workers started (or starting) and not killed
         self.busy = self.peak = 0  # compiling now; the most at once in this window
+        self.waiting = 0  # compiles waiting for an idle worker
         self.compiles = self.cache_hits = self.timeouts = 0
         self.observe = observe or (lambda seconds: None)  # compile time, for a histogram
         self._retiring: asyncio.Task | None = None
@@ -120,7 +123,8 @@ class CompilePool:
             worker.kill()
         self.spawned = []
         while not self.idle.empty():
-            self.idle.get_nowait().kill()
+            if (idle := self.idle.get_nowait()) is not None:
+                idle.kill()
         self.running = 0
 
     async def check(self, constraint: Constraint, dialect: str) -> CompileResult:
@@ -130,10 +134,16 @@ class CompilePool:
             self.cache.move_to_end(key)
             self.cache_hits += 1
             return self.cache[key]
-        if self.idle.empty() and self.running < self.size:
-            self.running += 1  # every worker is busy: one more, for whichever frees first
+        if self.running < self.size and (self.idle.empty() or not self.running):
+            self.running += 1  # every worker is busy (or none would start): one more
             self._start(self._add())
-        worker = await self.idle.get()
+        self.waiting += 1
+        try:
+            worker = await self.idle.get()
+        finally:
+            self.waiting -= 1
+        if worker is None:  # the last worker was lost and none would start in its place
+            return NO_WORKER  # not remembered: the next compile tries a worker again
         self.compiles += 1
         self.busy += 1
         self.peak = max(self.peak, self.busy)
@@ -178,6 +188,9 @@ class CompilePool:
         except (RuntimeError, OSError, EOFError) as e:  # it would not start, or died
             self.running -= 1
             log.warning("a grammar worker did not start (%s): %d running", e, self.running)
+            if not self.running:  # nothing will free: the waiting compiles fail, not hang
+                for _ in range(self.waiting):
+                    self.idle.put_nowait(None)
             return
         self.idle.put_nowait(worker)
 
@@ -189,6 +202,9 @@ class CompilePool:
             keep = max(1, self.peak)
             while self.running > keep and not self.idle.empty():
                 worker = self.idle.get_nowait()
+                if worker is None:  # owed to a waiting compile
+                    self.idle.put_nowait(None)
+                    break
                 self.running -= 1
                 await asyncio.to_thread(worker.kill)
             self.peak = self.busy

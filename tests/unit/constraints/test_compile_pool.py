@@ -119,3 +119,38 @@ def test_a_pool_of_one_never_grows(info):
     (slow, simple), running = asyncio.run(run())
     assert slow.outcome is Outcome.OK and simple.outcome is Outcome.OK
     assert running == 1
+
+
+def test_compiles_waiting_when_no_worker_will_start_fail_and_the_next_tries_again(
+    monkeypatch, info
+):
+    """The one worker is killed at the deadline and its replacement will not start: the compile
+    waiting behind it is answered UNAVAILABLE (the template's 503) instead of waiting forever,
+    the answer is not cached, and a later compile starts a worker again."""
+    real = pool_module._Process
+
+    class WontStart(real):
+        def configure(self, info_json):
+            self.kill()
+            raise RuntimeError("the grammar worker did not start")
+
+    async def run():
+        pool = CompilePool(workers=1, timeout_s=0.5)
+        await pool.start(info)
+        try:
+            slow = asyncio.ensure_future(pool.check(SLOW, STRUCTURAL_TAG))
+            await asyncio.sleep(0.1)  # the slow compile has the one worker
+            monkeypatch.setattr(pool_module, "_Process", WontStart)
+            waiting = await asyncio.wait_for(pool.check(SIMPLE, STRUCTURAL_TAG), 30)
+            timed_out, left = await slow, pool.running
+            monkeypatch.setattr(pool_module, "_Process", real)
+            again = await asyncio.wait_for(pool.check(SIMPLE, STRUCTURAL_TAG), 60)
+            return timed_out, waiting, left, again, pool.running
+        finally:
+            pool.close()
+
+    timed_out, waiting, left, again, running = asyncio.run(run())
+    assert timed_out.outcome is Outcome.TIMEOUT
+    assert waiting.outcome is Outcome.UNAVAILABLE
+    assert left == 0
+    assert again.outcome is Outcome.OK and running == 1
