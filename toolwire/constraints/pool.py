@@ -8,7 +8,7 @@ the decode engine's dialect (compiler.check_in_dialect). Results are cached by c
 dialect (failures and timeouts too), so a repeated tool set costs no round trip and a repeated
 bad schema no worker.
 
-One worker always runs; up to `workers` do where compiles come together. Each costs 55 MB of
+One worker always runs; up to `workers` do where compiles come together. Each costs 52 MB of
 resident memory (the vocabulary and xgrammar), and a tool set compiles once, so most of the
 time one is all a service uses. When every running worker is busy, a compile starts one more
 (280 ms to ready on 2 cores, against seconds for a schema near the deadline) and takes

@@ -173,6 +173,42 @@ def test_the_cpu_decode_runs_as_many_step_threads_as_it_requests_cpus():
     assert threads == str(container["resources"]["requests"]["cpu"])
 
 
+# A KV cell of the embedded model, q8_0: 30 layers x (K + V) x 3 heads x 64, 34 bytes a block of 32.
+KV_CELL_BYTES = 30 * 2 * 3 * 64 * 34 // 32
+# The decode process beside its model file and KV pool, idle after a tool round: 308 MB measured
+# less 92 and 96 (docs/operations.md, "Memory"), with room for a busy step's buffers.
+DECODE_REST_MIB = 160
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 2**-10, "Mi": 1, "Gi": 2**10}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_the_cpu_decode_memory_holds_its_model_kv_pool_and_prefix_cache():
+    """Its request covers the process idle (the model file, mapped, and the KV pool, allocated
+    at the start), its limit that plus the prefix cache's budget: a larger --kv-tokens or
+    --prefix-cache-mb without a larger limit would get the pod killed under traffic."""
+    from toolwire.runtime import model_source
+    from toolwire.services.decode.config import DecodeConfig
+
+    decode = _by_kind(render("cpu"), "Deployment")["toolwire-decode"]["spec"]["template"]["spec"]
+    container = decode["containers"][0]
+    args = container["args"]
+
+    def flag(name: str, default: int) -> int:
+        return int(args[args.index(name) + 1]) if name in args else default
+
+    src = model_source.resolve("embedded")
+    model = Path(src.folder, src.gguf_file).stat().st_size / 2**20
+    kv = flag("--kv-tokens", DecodeConfig.kv_tokens) * KV_CELL_BYTES / 2**20
+    idle = model + kv + DECODE_REST_MIB
+    cache = flag("--prefix-cache-mb", DecodeConfig.prefix_cache_mb)
+    resources = container["resources"]
+    assert mebibytes(resources["requests"]["memory"]) >= idle
+    assert mebibytes(resources["limits"]["memory"]) >= idle + cache
+
+
 # -- the response store: one PostgreSQL for every gateway replica -------------------------------
 
 POSTGRES = "toolwire-postgres"
