@@ -225,11 +225,18 @@ def main() -> int:
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads (-t)"
     )
+    p.add_argument(
+        "--model",
+        default=model_source.EMBEDDED,
+        help="a .gguf file both servers run (default: the embedded model's); bench.requantize "
+        "writes the embedded model in other quantizations",
+    )
     args = p.parse_args()
     if "torch" in args.steps and args.kv_types != ["default"]:
         p.error("--kv-types is the ggml step's (the torch step refuses --kv-type)")
-    args.model = model_source.EMBEDDED
     src = model_source.resolve(args.model)
+    if not src.gguf_file:
+        p.error("--model: a .gguf file (llama-server runs GGUF only)")
     gguf = str(pathlib.Path(src.folder, src.gguf_file))
     OUT.mkdir(exist_ok=True)
     procs, servers = [], {}
