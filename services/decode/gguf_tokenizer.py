@@ -3,7 +3,7 @@
 The decode process asks a tokenizer three things: the ids of the text a grammar forces
 (jump-forward), the eos token, and the vocabulary the grammar compiler masks. On the ggml step
 llama.cpp already holds the GGUF's vocabulary and tokenizer, so they come from there, and the
-process loads no tokenizer of its own: the tokenizers library and its tables were 25 MB of
+process loads no tokenizer of its own: the tokenizers library and its tables were 29 MB of
 the decode process (docs/operations.md, "Memory").
 
 The template service and the extractor load the tokenizer transformers converts from the same
@@ -56,8 +56,9 @@ def vocabulary(step: GgmlStep) -> list[str]:
 
 def check_agrees(texts: list[str], tokenizer_json: str) -> None:
     """The GGUF's vocabulary and the converted tokenizer's (tokenizer.json: the model's vocab
-    and its added tokens) must be the same size and name the same token at a spread of ids,
-    special tokens included."""
+    and its added tokens) must agree: the GGUF's holds every id of the tokenizer's (a model's
+    padded rows may add more), and both name the same token at a spread of ids and at every
+    added (special) token."""
     parsed = json.loads(tokenizer_json)
     vocab = parsed["model"]["vocab"]  # BPE and WordPiece: {token: id}; Unigram: [[token, score]]
     pairs = vocab.items() if isinstance(vocab, dict) else ((v[0], i) for i, v in enumerate(vocab))
