@@ -125,26 +125,17 @@ def load_tokenizer(source: ModelSource):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(source.folder)
-    cached = _gguf_cache(source)
-    if (cached / "tokenizer_config.json").exists():
-        try:
-            return _load_converted(cached)
-        except Exception:
-            pass  # a cache from another transformers version: convert again, and replace it
-    return _converted(source, _load_converted)
+    return _cached_or_converted(source, _load_converted)
 
 
 def load_tokenizer_json(source: ModelSource, chat_template: bool = False):
     """The model's tokenizer.json through the tokenizers library alone (TokenizerJson, with
     its chat template's text if asked), where TokenizerJson.load can read it; else its
     transformers tokenizer (load_tokenizer)."""
-    cached = _gguf_cache(source) if source.gguf_file else None
-    if cached is None:
-        found = TokenizerJson.load(source.folder, chat_template)
-    elif (cached / "tokenizer_config.json").exists():
-        found = TokenizerJson.load(cached, chat_template)
+    if source.gguf_file:
+        found = _cached_or_converted(source, lambda f: TokenizerJson.load(f, chat_template))
     else:
-        found = _converted(source, lambda folder: TokenizerJson.load(folder, chat_template))
+        found = TokenizerJson.load(source.folder, chat_template)
     return found or load_tokenizer(source)
 
 
@@ -152,16 +143,20 @@ def gguf_tokenizer_files(source: ModelSource) -> tuple[str, str | None]:
     """(tokenizer.json's text, the eos token's text) of a GGUF's converted tokenizer, which
     the template service and the extractor load: what the ggml step reads beside the GGUF's
     own vocabulary, without loading a tokenizer (services/decode/gguf_tokenizer.py)."""
+    return _cached_or_converted(
+        source, lambda f: ((f / "tokenizer.json").read_text(), eos_token(f))
+    )
 
-    def read(folder: pathlib.Path) -> tuple[str, str | None]:
-        return (folder / "tokenizer.json").read_text(), eos_token(folder)
 
+def _cached_or_converted(source: ModelSource, read):
+    """read(folder) of a GGUF's converted tokenizer: the cache's, else (no cache, or one
+    `read` fails on: another transformers version's, half of one) a conversion's now."""
     cached = _gguf_cache(source)
     if (cached / "tokenizer_config.json").exists():
         try:
             return read(cached)
-        except OSError:
-            pass  # half a cache: convert again, and replace it
+        except Exception:
+            pass  # convert again, and replace it
     return _converted(source, read)
 
 
