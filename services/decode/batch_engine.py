@@ -54,6 +54,8 @@ from .steps.ggml import GgmlStep
 if TYPE_CHECKING:
     import torch
 
+    from toolwire.constraints.xgrammar_core import TokenizerInfo
+
 log = logging.getLogger("toolwire.decode")
 
 
@@ -161,14 +163,18 @@ class BatchEngine(Engine):
             kv_type=self.kv_type or "q8_0",
             threads=self.threads,
         )
-        self.tokenizer = GgufTokenizer(step, self.source)
+        self.tokenizer = tokenizer = GgufTokenizer(step, self.source)
         self.step = step
         self.int8 = False
         max_len = min(self.requested_len or step.n_ctx_train, step.n_ctx_train, self.kv_tokens)
-        self._finish_load(max_len, step.n_vocab)
+        self._finish_load(max_len, step.n_vocab, tokenizer.info)
         self._schedule(step.n_vocab)
 
-    def _finish_load(self, max_len: int, vocab_size: int) -> None:
+    def _finish_load(
+        self, max_len: int, vocab_size: int, info: TokenizerInfo | None = None
+    ) -> None:
+        """`info`: the grammar's vocabulary where the step has its own (the GGUF's); else
+        read from the tokenizer."""
         # The dialect of the xgrammar this process compiles with (an older one takes EBNF).
         self.info = EngineInfo(
             "batch",
@@ -177,7 +183,6 @@ class BatchEngine(Engine):
             self.max_batch,
             engine_dialect(importlib.metadata.version("xgrammar")),
         )
-        info = self.tokenizer.info if isinstance(self.tokenizer, GgufTokenizer) else None
         self.compiler = ConstraintCompiler(
             self.tokenizer, vocab_size, [self.tokenizer.eos_token_id], info=info
         )

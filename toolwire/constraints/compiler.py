@@ -13,7 +13,6 @@ from toolwire.constraints.ebnf import to_ebnf_0125
 from toolwire.constraints.kinds import Constraint, Kind
 from toolwire.constraints.outcome import CompileResult, Outcome
 from toolwire.grpc_gen.common.v1 import common_pb2 as common
-from toolwire.runtime.tokenizer_json import TokenizerJson
 from toolwire.vocabulary import Dialect
 
 # How toolwire compiles a JSON schema, on every engine: non-strict (extra properties where the
@@ -35,10 +34,6 @@ class ConstraintCompiler:
         cache_size: int = 256,
         info: xgr.TokenizerInfo | None = None,
     ):
-        if info is None and isinstance(tokenizer, TokenizerJson):
-            info = xgr.TokenizerInfo.from_tokenizer_json(
-                tokenizer.backend, vocab_size, stop_token_ids
-            )
         self.info = info or xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids
         )

@@ -164,27 +164,14 @@ class TokenizerInfo:
         return cls._of(info._handle)
 
     @classmethod
-    def from_tokenizer_json(
-        cls, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]
-    ) -> TokenizerInfo:
-        """A `tokenizers.Tokenizer` (a tokenizer.json) without transformers: what xgrammar
-        does for a transformers fast tokenizer, which wraps one. The template service reads
-        its transformers tokenizer with `from_huggingface`; the two agree
-        (tests/unit/runtime/test_tokenizer_json.py)."""
-        encoded = [""] * vocab_size
-        for token, idx in tokenizer.get_vocab(with_added_tokens=True).items():
-            if idx < vocab_size:
-                encoded[idx] = token
-        return cls.from_vocabulary(encoded, tokenizer.to_str(), vocab_size, stop_token_ids)
-
-    @classmethod
     def from_vocabulary(
         cls, encoded: list[str], tokenizer_json: str, vocab_size: int, stop_token_ids: list[int]
     ) -> TokenizerInfo:
         """The vocabulary by id (token strings as tokenizer.json writes them), its type and
         prefix space detected from the tokenizer.json text as xgrammar detects them for a
         fast tokenizer: the ggml step reads its strings from the GGUF and needs no tokenizer
-        object (services/decode/gguf_tokenizer.py)."""
+        object (services/decode/gguf_tokenizer.py). It serializes as `from_huggingface` does
+        (tests/engine_contract/test_gguf_tokenizer.py)."""
         found = json.loads(_core.TokenizerInfo._detect_metadata_from_hf(tokenizer_json))
         return cls._of(
             _core.TokenizerInfo(
