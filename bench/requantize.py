@@ -20,14 +20,14 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
-import time
+import random
 
 import numpy as np
 
 from toolwire.runtime import model_source
 
 from .run import OUT
+from .step import median_step_ms
 
 TYPES = {"q8_0": 7, "q4_0": 2, "q4_k": 14, "iq4_nl": 25, "q5_1": 9, "q6_k": 18}
 FOLDER = model_source.CACHE_DIR / "requantized"
@@ -56,33 +56,17 @@ def requantized(kind: str) -> pathlib.Path:
 
 
 def step_times(path: pathlib.Path, steps: int) -> dict[str, float]:
-    """Median ms of one forward: n sequences a token each, and one sequence a draft's span."""
-    from toolwire.services.decode.steps import Span
+    """Median ms of one forward: n sequences a token each, and one sequence a draft's span
+    (bench.step's loop)."""
     from toolwire.services.decode.steps.ggml import GgmlStep
 
     step = GgmlStep(path, 18, kv_tokens=8192, threads=2)
-    rng = np.random.default_rng(0)
-
-    def run(nseq: int, width: int) -> float:
-        for s in range(nseq):
-            step.forward([], [Span(s, list(rng.integers(100, 40000, 100)), 0)])
-        times, pos = [], 100
-        for _ in range(steps):
-            spans = [
-                Span(s, list(rng.integers(100, 40000, width)), pos, every_row=width > 1)
-                for s in range(nseq)
-            ]
-            t0 = time.perf_counter()
-            step.forward(spans, [])
-            times.append((time.perf_counter() - t0) * 1000)
-            pos += width
-        for s in range(nseq):
-            step.release(s)
-        return statistics.median(times)
-
+    rng = random.Random(0)
     try:
-        out = {f"{n} seqs": run(n, 1) for n in (1, 4, 16)}
-        return out | {f"1 seq, {w} positions": run(1, w) for w in (2, 4, 8)}
+        out = {f"{n} seqs": median_step_ms(step, n, 100, steps, rng) for n in (1, 4, 16)}
+        return out | {
+            f"1 seq, {w} positions": median_step_ms(step, 1, 100, steps, rng, w) for w in (2, 4, 8)
+        }
     finally:
         step.close()
 
