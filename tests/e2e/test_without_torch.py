@@ -2,7 +2,9 @@
 torch is 185 MB of each process that imports it (toolwire/runtime/without_torch.py). Checked
 after the requests that load every grammar path there is: a strict tool call (the template's
 compile workers, decode's matcher and jump-forward), a custom Lark tool (the gateway's parse
-of the grammar) and a seeded, sampled answer (decode's sampler)."""
+of the grammar) and a seeded, sampled answer (decode's sampler). The decode process, on the
+ggml step, maps no tokenizer library either: its tokenizer is the GGUF's, llama.cpp's
+(services/decode/gguf_tokenizer.py)."""
 
 from __future__ import annotations
 
@@ -44,10 +46,13 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def _torch_files(pid: int) -> set[str]:
+def _mapped(pid: int) -> set[str]:
     maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    paths = {line.split()[-1] for line in maps if "/" in line}
-    return {p for p in paths if "libtorch" in p or "/torch/" in p}
+    return {line.split()[-1] for line in maps if "/" in line}
+
+
+def _torch_files(pid: int) -> set[str]:
+    return {p for p in _mapped(pid) if "libtorch" in p or "/torch/" in p}
 
 
 def test_no_process_of_the_stack_loads_torch(stack, client):
@@ -74,3 +79,7 @@ def test_no_process_of_the_stack_loads_torch(stack, client):
     assert workers and len(pids) >= 6, names  # launcher, 4 services, the grammar workers
     loaded = {pid: files for pid in pids if (files := _torch_files(pid))}
     assert not loaded, {names[p]: sorted(f)[:3] for p, f in loaded.items()}
+    (decode,) = [p for p, argv in names.items() if argv == [b"serve", b"decode"]]
+    files = _mapped(decode)
+    assert any("libllama" in f for f in files)  # the ggml step, whose vocabulary it reads
+    assert not [f for f in files if "/tokenizers/" in f], sorted(files)
